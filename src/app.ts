@@ -1,0 +1,108 @@
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './core/index.js';
+import { migrateToLatest, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
+import { createHttpServer } from './http/server.js';
+import { outboxMailer, smtpMailer } from './mail/mailer.js';
+
+export type App = {
+  deps: CoreDeps;
+  database: OpenDatabase;
+  http: Server;
+  httpUrl: string;
+  close(): Promise<void>;
+};
+
+export function databaseTarget(config: Config): DatabaseTarget {
+  return config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'pglite', dataDir: config.dataDir };
+}
+
+export function sshCommandHint(config: Config): string {
+  const host = new URL(config.publicUrl).hostname;
+  const port = config.sshPort === 22 ? '' : ` -p ${config.sshPort}`;
+  return `ssh${port} ${config.sshUser}@${host}`;
+}
+
+/** Opens the database (migrating it), wires the core, and builds the doors. Nothing listens yet. */
+export async function createCoreDeps(
+  config: Config,
+  log: Logger,
+  overrides: { database?: OpenDatabase; mailer?: Mailer } = {},
+): Promise<{ deps: CoreDeps; database: OpenDatabase; closeMailer: () => void }> {
+  const database = overrides.database ?? (await openDatabase(databaseTarget(config), log));
+  try {
+    const applied = await migrateToLatest(database.db);
+    if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  } catch (err) {
+    await database.close();
+    throw err;
+  }
+  let closeMailer = () => {};
+  let mailer = overrides.mailer;
+  if (!mailer && config.smtpUrl) {
+    const smtp = smtpMailer(config.smtpUrl, config.mailFrom);
+    closeMailer = smtp.close;
+    mailer = smtp;
+  }
+  mailer ??= outboxMailer(path.join(config.dataDir, 'outbox'), config.mailFrom, log);
+  const deps: CoreDeps = {
+    db: database.db,
+    mailer,
+    billing: config.billingUrl
+      ? httpBilling(config.billingUrl, config.billingTimeoutMs)
+      : subscriptionBilling(database.db),
+    log,
+    settings: {
+      publicUrl: config.publicUrl,
+      httpTrustWindowMs: config.httpTrustWindowMs,
+      keyMaxTtlMs: config.keyMaxTtlMs,
+      sshCommandHint: sshCommandHint(config),
+    },
+  };
+  return { deps, database, closeMailer };
+}
+
+export async function startApp(config: Config, log: Logger, overrides: { database?: OpenDatabase; mailer?: Mailer } = {}): Promise<App> {
+  const { deps, database, closeMailer } = await createCoreDeps(config, log, overrides);
+  if (config.httpTrustWindowMs === Number.POSITIVE_INFINITY) {
+    log.warn(
+      'HTTP_TRUST_WINDOW=forever: anyone who knows a verified public key can learn its email and mint API keys over HTTP. ' +
+        'This is the literal Vers behaviour; use a finite window unless you need it.',
+    );
+  } else if (config.httpTrustWindowMs === 0) {
+    log.info('HTTP_TRUST_WINDOW=0: API key creation over HTTP is off; use the SSH door');
+  }
+  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log });
+  http.on('error', (err) => log.error({ err }, 'http server error'));
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.httpPort, config.host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const address = http.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const httpUrl = `http://${host}:${address.port}`;
+  log.info({ url: httpUrl, publicUrl: config.publicUrl, database: database.kind }, 'HTTP API listening');
+  let closed = false;
+  return {
+    deps,
+    database,
+    http,
+    httpUrl,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeAllConnections();
+      });
+      closeMailer();
+      await database.close();
+    },
+  };
+}

@@ -1,0 +1,113 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Database, Role, User } from '../db/schema.js';
+import { recordAudit } from './audit.js';
+import type { RequestOrigin } from './context.js';
+import { baseEmailOf, orgNameFromEmail } from './emails.js';
+import { AppError, isUniqueViolation } from './errors.js';
+
+type Tx = Kysely<Database>;
+
+export type OrgMembership = { org_id: string; name: string; role: Role; joined_at: Date };
+
+const ROLE_RANK: Record<Role, number> = { owner: 3, admin: 2, member: 1 };
+
+export async function findUserByEmail(db: Tx, email: string): Promise<User | undefined> {
+  return db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
+}
+
+/**
+ * The orgs a user acts in, oldest membership first. An alias account (alice+agent@x) shares
+ * its base account's orgs; where both hold a membership, the stronger role counts.
+ */
+export async function orgsOfUser(db: Tx, user: Pick<User, 'id' | 'base_user_id'>): Promise<OrgMembership[]> {
+  const holders = user.base_user_id ? [user.id, user.base_user_id] : [user.id];
+  const rows = await db
+    .selectFrom('memberships')
+    .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
+    .select(['orgs.id as org_id', 'orgs.name', 'memberships.role', 'memberships.created_at as joined_at'])
+    .where('memberships.user_id', 'in', holders)
+    .orderBy('memberships.created_at', 'asc')
+    .orderBy('orgs.name', 'asc')
+    .execute();
+  const byOrg = new Map<string, OrgMembership>();
+  for (const row of rows) {
+    const seen = byOrg.get(row.org_id);
+    if (!seen) byOrg.set(row.org_id, { ...row, joined_at: new Date(row.joined_at) });
+    else if (ROLE_RANK[row.role] > ROLE_RANK[seen.role]) seen.role = row.role;
+  }
+  return [...byOrg.values()];
+}
+
+/**
+ * Finds or creates the account for an email. For an alias the base account must exist and be
+ * verified (the contract's two 403s) unless `allowUnverifiedBase` (admin tools) is set.
+ */
+export async function ensureUser(
+  db: Tx,
+  email: string,
+  origin: RequestOrigin,
+  options: { allowUnverifiedBase?: boolean } = {},
+): Promise<{ user: User; created: boolean }> {
+  const baseEmail = baseEmailOf(email);
+  let baseUserId: string | null = null;
+  if (baseEmail) {
+    const base = await findUserByEmail(db, baseEmail);
+    if (!base) throw new AppError('BASE_ACCOUNT_MISSING');
+    if (!base.is_active && !options.allowUnverifiedBase) throw new AppError('BASE_ACCOUNT_UNVERIFIED');
+    baseUserId = base.id;
+  }
+  const existing = await findUserByEmail(db, email);
+  if (existing) return { user: existing, created: false };
+
+  // Two requests for a new email can race; the unique index picks one winner.
+  const inserted = await db
+    .insertInto('users')
+    .values({ id: randomUUID(), email, base_user_id: baseUserId })
+    .onConflict((oc) => oc.column('email').doNothing())
+    .returningAll()
+    .executeTakeFirst();
+  if (!inserted) return { user: (await findUserByEmail(db, email))!, created: false };
+  await recordAudit(db, origin, { action: 'user.created', actorUserId: inserted.id, subjectId: inserted.id });
+  return { user: inserted, created: true };
+}
+
+/** Creates an org with a unique name, or returns null when the name is taken. */
+export async function insertOrg(trx: Tx, name: string): Promise<{ id: string; name: string } | null> {
+  const row = await trx
+    .insertInto('orgs')
+    .values({ id: randomUUID(), name })
+    .onConflict((oc) => oc.column('name').doNothing())
+    .returning(['id', 'name'])
+    .executeTakeFirst();
+  return row ?? null;
+}
+
+/** A new user's personal org + free subscription, the user as its admin. */
+export async function provisionPersonalOrg(trx: Tx, user: User, origin: RequestOrigin): Promise<{ id: string; name: string }> {
+  const base = orgNameFromEmail(user.email);
+  let org = await insertOrg(trx, base);
+  // On collision, a short random suffix: alice -> alice-3f9a.
+  for (let attempt = 0; !org && attempt < 8; attempt++) {
+    org = await insertOrg(trx, `${base}-${randomBytes(2).toString('hex')}`);
+  }
+  if (!org) org = await insertOrg(trx, `${base}-${randomBytes(6).toString('hex')}`);
+  if (!org) throw new Error('could not find a free organization name');
+  await trx.insertInto('memberships').values({ org_id: org.id, user_id: user.id, role: 'admin' }).execute();
+  await trx.insertInto('subscriptions').values({ org_id: org.id, plan: 'free', status: 'active' }).execute();
+  await recordAudit(trx, origin, {
+    action: 'org.provisioned',
+    actorUserId: user.id,
+    orgId: org.id,
+    subjectId: org.id,
+    details: { name: org.name, plan: 'free' },
+  });
+  return org;
+}
+
+export function uniqueViolationTo(code: 'KEY_TAKEN' | 'ORG_EXISTS') {
+  return (err: unknown): never => {
+    if (isUniqueViolation(err)) throw new AppError(code);
+    throw err;
+  };
+}

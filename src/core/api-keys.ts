@@ -1,0 +1,274 @@
+import type { Kysely } from 'kysely';
+import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
+import { orgsOfUser, type OrgMembership } from './accounts.js';
+import { recordAudit } from './audit.js';
+import { nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
+import { AppError } from './errors.js';
+import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
+import type { PublicKey } from './ssh-public-key.js';
+import { httpKeyStatus } from './verification.js';
+
+export type MintedApiKey = {
+  api_key: string;
+  api_key_id: string;
+  org_id: string;
+  org_name: string;
+  permissions: string[];
+  created_at: Date;
+  expires_at: Date | null;
+};
+
+export type MintInput = {
+  user: User;
+  sshKeyId: string | null;
+  label: string;
+  orgName?: string | undefined;
+  expiresInMs?: number | undefined;
+  origin: RequestOrigin;
+};
+
+/** Picks the org by name among the user's orgs, or the oldest membership by default. */
+export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): OrgMembership {
+  if (orgName !== undefined) {
+    const org = orgs.find((o) => o.name === orgName);
+    if (!org) throw new AppError('ORG_NOT_FOUND');
+    return org;
+  }
+  const first = orgs[0];
+  if (!first) throw new AppError('NO_ORGANIZATIONS');
+  return first;
+}
+
+/** The one key-creation service both doors call. Billing is checked first; nothing is written on failure. */
+export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<MintedApiKey> {
+  const org = chooseOrg(await orgsOfUser(deps.db, input.user), input.orgName);
+  const maxTtl = deps.settings.keyMaxTtlMs;
+  if (input.expiresInMs !== undefined && maxTtl !== undefined && input.expiresInMs > maxTtl) {
+    throw new AppError('TTL_TOO_LONG');
+  }
+  // With an operator maximum, a key without an explicit expiry gets the maximum.
+  const ttl = input.expiresInMs ?? maxTtl;
+
+  let active = false;
+  try {
+    active = await deps.billing.isActive({ id: org.org_id, name: org.name });
+  } catch (err) {
+    deps.log.warn({ err: (err as Error).message, orgId: org.org_id }, 'billing check failed');
+  }
+  if (!active) throw new AppError('BILLING_NOT_VERIFIED');
+
+  const now = nowOf(deps);
+  const { id, apiKey, secretHash } = generateApiKey();
+  const expiresAt = ttl === undefined ? null : new Date(now.getTime() + ttl);
+  await deps.db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('api_keys')
+      .values({
+        id,
+        org_id: org.org_id,
+        created_by_user_id: input.user.id,
+        ssh_key_id: input.sshKeyId,
+        label: input.label,
+        secret_hash: secretHash,
+        permissions: [...PERMISSIONS],
+        created_via: input.origin.channel,
+        created_at: now,
+        expires_at: expiresAt,
+      })
+      .execute();
+    await recordAudit(trx, input.origin, {
+      action: 'api_key.created',
+      actorUserId: input.user.id,
+      orgId: org.org_id,
+      subjectId: id,
+      details: { label: input.label, ssh_key_id: input.sshKeyId, expires_at: expiresAt?.toISOString() ?? null },
+    });
+  });
+  return {
+    api_key: apiKey,
+    api_key_id: id,
+    org_id: org.org_id,
+    org_name: org.name,
+    permissions: [...PERMISSIONS],
+    created_at: now,
+    expires_at: expiresAt,
+  };
+}
+
+/** POST /api/shell-auth/api-keys: the HTTP door may mint only inside the trust window. */
+export async function mintApiKeyOverHttp(
+  deps: CoreDeps,
+  input: { email: string; key: PublicKey; label: string; orgName?: string | undefined; origin: RequestOrigin },
+): Promise<MintedApiKey> {
+  const status = await httpKeyStatus(deps, input.email, input.key);
+  if (status.status === 'disabled') throw new AppError('HTTP_MINTING_DISABLED');
+  if (status.status === 'expired') throw new AppError('HTTP_TRUST_EXPIRED');
+  if (status.status !== 'trusted') throw new AppError('UNVERIFIED_KEY');
+  return mintApiKey(deps, {
+    user: status.user,
+    sshKeyId: status.sshKey.id,
+    label: input.label,
+    orgName: input.orgName,
+    origin: input.origin,
+  });
+}
+
+export type ApiKeySummary = {
+  id: string;
+  label: string;
+  org_id: string;
+  org_name: string;
+  created_by: string;
+  created_via: string;
+  permissions: string[];
+  created_at: Date;
+  last_used_at: Date | null;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+};
+
+function summaryQuery(db: Kysely<Database>) {
+  return db
+    .selectFrom('api_keys')
+    .innerJoin('orgs', 'orgs.id', 'api_keys.org_id')
+    .innerJoin('users', 'users.id', 'api_keys.created_by_user_id')
+    .select([
+      'api_keys.id',
+      'api_keys.label',
+      'api_keys.org_id',
+      'orgs.name as org_name',
+      'users.email as created_by',
+      'api_keys.created_by_user_id',
+      'api_keys.created_via',
+      'api_keys.permissions',
+      'api_keys.created_at',
+      'api_keys.last_used_at',
+      'api_keys.expires_at',
+      'api_keys.revoked_at',
+    ])
+    .orderBy('api_keys.created_at', 'asc');
+}
+
+function toSummary(row: Awaited<ReturnType<ReturnType<typeof summaryQuery>['execute']>>[number]): ApiKeySummary {
+  const { created_by_user_id: _creator, ...rest } = row;
+  return { ...rest, permissions: [...row.permissions] };
+}
+
+const MANAGES: ReadonlySet<Role> = new Set(['owner', 'admin']);
+
+/** Keys a user may see: all keys of orgs they own/administer, their own keys elsewhere. Never secrets. */
+export async function listApiKeys(deps: CoreDeps, user: User, orgName?: string): Promise<ApiKeySummary[]> {
+  const orgs = await orgsOfUser(deps.db, user);
+  const scope = orgName === undefined ? orgs : [chooseOrg(orgs, orgName)];
+  if (scope.length === 0) return [];
+  const rows = await summaryQuery(deps.db)
+    .where('api_keys.org_id', 'in', scope.map((o) => o.org_id))
+    .execute();
+  const roleOf = new Map(scope.map((o) => [o.org_id, o.role]));
+  const self = new Set([user.id, user.base_user_id].filter((id): id is string => id !== null));
+  return rows
+    .filter((row) => MANAGES.has(roleOf.get(row.org_id)!) || self.has(row.created_by_user_id))
+    .map(toSummary);
+}
+
+/** Operators: every key, optionally of one org. */
+export async function listAllApiKeys(deps: CoreDeps, orgName?: string): Promise<ApiKeySummary[]> {
+  let query = summaryQuery(deps.db);
+  if (orgName !== undefined) query = query.where('orgs.name', '=', orgName);
+  return (await query.execute()).map(toSummary);
+}
+
+/**
+ * Revokes a key. `actor: null` is the operator (admin CLI). A user may revoke keys they created,
+ * or any key of an org they own/administer; other keys read as not found.
+ */
+export async function revokeApiKey(
+  deps: CoreDeps,
+  actor: User | null,
+  keyId: string,
+  origin: RequestOrigin,
+): Promise<ApiKeySummary> {
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) throw new AppError('API_KEY_NOT_FOUND');
+  const key = await deps.db.selectFrom('api_keys').selectAll().where('id', '=', keyId.toLowerCase()).executeTakeFirst();
+  if (!key) throw new AppError('API_KEY_NOT_FOUND');
+  if (actor) await assertMayRevoke(deps, actor, key);
+  if (key.revoked_at) throw new AppError('API_KEY_ALREADY_REVOKED');
+
+  const now = nowOf(deps);
+  await deps.db.transaction().execute(async (trx) => {
+    const updated = await trx
+      .updateTable('api_keys')
+      .set({ revoked_at: now, revoked_by_user_id: actor?.id ?? null })
+      .where('id', '=', key.id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) throw new AppError('API_KEY_ALREADY_REVOKED');
+    await recordAudit(trx, origin, {
+      action: 'api_key.revoked',
+      actorUserId: actor?.id ?? null,
+      orgId: key.org_id,
+      subjectId: key.id,
+      details: { label: key.label },
+    });
+  });
+  const [summary] = await summaryQuery(deps.db).where('api_keys.id', '=', key.id).execute();
+  return toSummary(summary!);
+}
+
+async function assertMayRevoke(deps: CoreDeps, actor: User, key: ApiKeyRow): Promise<void> {
+  const org = (await orgsOfUser(deps.db, actor)).find((o) => o.org_id === key.org_id);
+  const isCreator = key.created_by_user_id === actor.id;
+  if (!org && !isCreator) throw new AppError('API_KEY_NOT_FOUND');
+  if (!isCreator && !MANAGES.has(org!.role)) throw new AppError('NOT_ALLOWED');
+}
+
+export type AuthenticatedApiKey = {
+  api_key_id: string;
+  org_id: string;
+  org_name: string;
+  label: string;
+  permissions: string[];
+  expires_at: Date | null;
+};
+
+/**
+ * `Authorization: Bearer <api_key>` for the platform. The same error for malformed, unknown,
+ * wrong, revoked and expired keys; a bad checksum never reaches the database.
+ */
+export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promise<AuthenticatedApiKey> {
+  const parsed = parseApiKey(apiKey);
+  if (!parsed) throw new AppError('INVALID_API_KEY');
+  const row = await deps.db
+    .selectFrom('api_keys')
+    .innerJoin('orgs', 'orgs.id', 'api_keys.org_id')
+    .select([
+      'api_keys.id',
+      'api_keys.secret_hash',
+      'api_keys.org_id',
+      'orgs.name as org_name',
+      'api_keys.label',
+      'api_keys.permissions',
+      'api_keys.expires_at',
+      'api_keys.revoked_at',
+    ])
+    .where('api_keys.id', '=', parsed.id)
+    .executeTakeFirst();
+  const now = nowOf(deps);
+  if (
+    !row ||
+    !digestsEqual(row.secret_hash, sha256Hex(apiKey)) ||
+    row.revoked_at !== null ||
+    (row.expires_at !== null && new Date(row.expires_at).getTime() <= now.getTime())
+  ) {
+    throw new AppError('INVALID_API_KEY');
+  }
+  await deps.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.id).execute();
+  return {
+    api_key_id: row.id,
+    org_id: row.org_id,
+    org_name: row.org_name,
+    label: row.label,
+    permissions: [...row.permissions],
+    expires_at: row.expires_at,
+  };
+}

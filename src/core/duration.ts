@@ -1,0 +1,39 @@
+/** Durations as people type them: `90s`, `15m`, `1h`, `30d`, `2w`, or combined like `5d4h`. */
+
+const UNIT_MS: Record<string, number> = {
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+};
+
+const DURATION_PATTERN = /^(?:\d+[smhdw])+$/;
+
+/** Milliseconds for a duration string, or null when it is not one. `0` is zero. */
+export function parseDuration(input: string): number | null {
+  const text = input.trim().toLowerCase();
+  if (text === '0') return 0;
+  if (!DURATION_PATTERN.test(text)) return null;
+  let total = 0;
+  for (const [, amount, unit] of text.matchAll(/(\d+)([smhdw])/g)) {
+    total += Number(amount) * UNIT_MS[unit!]!;
+  }
+  return Number.isSafeInteger(total) ? total : null;
+}
+
+/** Short human form, largest units first: 90061000 -> "1d1h1m1s". */
+export function formatDuration(ms: number): string {
+  if (ms <= 0) return '0s';
+  let rest = Math.floor(ms / 1000) * 1000;
+  let out = '';
+  for (const unit of ['w', 'd', 'h', 'm', 's']) {
+    const size = UNIT_MS[unit]!;
+    const count = Math.floor(rest / size);
+    if (count > 0) {
+      out += `${count}${unit}`;
+      rest -= count * size;
+    }
+  }
+  return out || '0s';
+}

@@ -1,0 +1,98 @@
+/**
+ * The one error table. Every door (HTTP, SSH, admin CLI) reports a core failure with the code's
+ * status and message, so the same mistake reads the same everywhere. Messages marked "contract"
+ * are strings Vers's real clients know; do not reword them.
+ */
+export const ERRORS = {
+  INVALID_INITIATE: { status: 400, message: 'Invalid email or SSH key format' }, // contract
+  INVALID_REQUEST: { status: 400, message: 'Invalid request' }, // contract
+  MALFORMED_JSON: { status: 400, message: 'Malformed JSON body' },
+  UNSUPPORTED_CONTENT_TYPE: { status: 400, message: 'Content-Type must be application/json' },
+  BODY_TOO_LARGE: { status: 400, message: 'Request body too large (limit 16 KB)' },
+  NO_ORGANIZATIONS: { status: 400, message: 'User has no organizations' }, // contract
+  TTL_TOO_LONG: { status: 400, message: 'Requested expiry exceeds the maximum key lifetime' },
+  UNVERIFIED_KEY: { status: 401, message: 'Invalid or unverified SSH key' }, // contract
+  HTTP_TRUST_EXPIRED: {
+    status: 401,
+    message:
+      'SSH key verification for HTTP use has expired: confirm by email again (POST /api/shell-auth) or use the SSH door',
+  },
+  HTTP_MINTING_DISABLED: {
+    status: 401,
+    message: 'API key creation over HTTP is disabled on this server: use the SSH door',
+  },
+  INVALID_API_KEY: { status: 401, message: 'Invalid API key' },
+  BILLING_NOT_VERIFIED: { status: 402, message: 'Billing could not be verified' }, // contract
+  BASE_ACCOUNT_MISSING: { status: 403, message: 'Base account does not exist' }, // contract
+  BASE_ACCOUNT_UNVERIFIED: { status: 403, message: 'Base account is not verified' }, // contract
+  NOT_ALLOWED: { status: 403, message: 'You are not allowed to do that' },
+  NOT_FOUND: { status: 404, message: 'Not found' },
+  ORG_NOT_FOUND: { status: 404, message: 'Organization not found' }, // contract
+  API_KEY_NOT_FOUND: { status: 404, message: 'API key not found' },
+  USER_NOT_FOUND: { status: 404, message: 'User not found' },
+  VERIFICATION_LINK_UNKNOWN: { status: 404, message: 'This verification link is not valid' },
+  KEY_TAKEN: { status: 409, message: 'SSH key already registered to another account' }, // contract
+  API_KEY_ALREADY_REVOKED: { status: 409, message: 'API key already revoked' },
+  ORG_EXISTS: { status: 409, message: 'Organization already exists' },
+  VERIFICATION_LINK_USED: { status: 410, message: 'This verification link has already been used' },
+  VERIFICATION_LINK_EXPIRED: { status: 410, message: 'This verification link has expired' },
+  RATE_LIMITED: { status: 429, message: 'Too many requests' }, // contract shape
+  MAIL_FAILED: { status: 503, message: 'Verification email could not be sent; try again later' },
+  UNAVAILABLE: { status: 503, message: 'Service temporarily unavailable; try again later' },
+  INTERNAL: { status: 500, message: 'Internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class AppError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    readonly extra: { detail?: string; retryAfterSeconds?: number; message?: string } = {},
+  ) {
+    super(extra.message ?? ERRORS[code].message);
+    this.name = 'AppError';
+    this.status = ERRORS[code].status;
+  }
+
+  /** A human explanation beyond the fixed message (which field, why), safe to show the user. */
+  get detail(): string | undefined {
+    return this.extra.detail;
+  }
+}
+
+const CONNECTION_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EPIPE',
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  '53300', // too_many_connections
+  '08000',
+  '08003',
+  '08006',
+]);
+
+/** Maps anything thrown to an AppError: our own pass through, a lost database becomes 503. */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const message = typeof e?.message === 'string' ? e.message : '';
+  if (
+    CONNECTION_ERROR_CODES.has(code) ||
+    /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|driver has already been destroyed|PGlite is closed/i.test(
+      message,
+    )
+  ) {
+    return new AppError('UNAVAILABLE');
+  }
+  return new AppError('INTERNAL');
+}
+
+export function isUniqueViolation(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === '23505';
+}

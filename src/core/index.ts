@@ -1,0 +1,26 @@
+/**
+ * The domain core: everything about accounts, keys, orgs and billing is decided here. It knows
+ * nothing of HTTP or SSH; the doors parse, call these, and format.
+ */
+export { AppError, ERRORS, toAppError, type ErrorCode } from './errors.js';
+export type { CoreDeps, CoreSettings, Mailer, MailMessage, BillingCheck, RequestOrigin } from './context.js';
+export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS } from './context.js';
+export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
+export {
+  startVerification,
+  inspectVerificationLink,
+  confirmVerificationLink,
+  httpKeyStatus,
+  findTrustedHolder,
+  findSshKey,
+  httpTrustOf,
+  MAIL_LIMITS,
+} from './verification.js';
+export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
+export { createOrg, setMember, listOrgs, setBilling, requireUser } from './orgs-admin.js';
+export { subscriptionBilling, httpBilling } from './billing.js';
+export { parseDuration, formatDuration } from './duration.js';
+export { EmailSchema, baseEmailOf } from './emails.js';
+export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, NoteSchema, parseInput, describeIssues } from './validation.js';
+export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, type PublicKey } from './ssh-public-key.js';
+export { parseApiKey, generateApiKey } from './secrets.js';

@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { AppError, type ErrorCode } from './errors.js';
+import { parsePublicKeyLine, type PublicKey } from './ssh-public-key.js';
+
+/** A `.pub` line, parsed and normalised; a bad key fails validation with the reason. */
+export const PublicKeyLineSchema = z
+  .string({ message: 'is required' })
+  .max(16_384)
+  .transform((line, ctx): PublicKey => {
+    const parsed = parsePublicKeyLine(line);
+    if (!parsed.ok) {
+      ctx.addIssue({ code: 'custom', message: parsed.reason });
+      return z.NEVER;
+    }
+    return parsed.key;
+  });
+
+export const LabelSchema = z
+  .string({ message: 'is required' })
+  .trim()
+  .min(5, 'must be at least 5 characters')
+  .max(100, 'must be at most 100 characters')
+  .refine((label) => !/[\u0000-\u001f\u007f]/.test(label), 'must not contain control characters');
+
+export const OrgNameSchema = z
+  .string()
+  .trim()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" or "-"');
+
+/** The free-text note a client appends to the email (`vers login --git from <hostname>`). */
+export const NoteSchema = z
+  .string()
+  .max(500, 'must be at most 500 characters')
+  .transform((note) => note.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim())
+  .transform((note) => (note === '' ? null : note));
+
+/** Validates with zod; failure becomes the given AppError with a readable detail. */
+export function parseInput<S extends z.ZodType>(schema: S, data: unknown, code: ErrorCode): z.output<S> {
+  const result = schema.safeParse(data);
+  if (result.success) return result.data;
+  throw new AppError(code, { detail: describeIssues(result.error) });
+}
+
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const field = issue.path.join('.');
+      const message = issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : issue.message;
+      return field ? `${field}: ${message}` : message;
+    })
+    .join('; ');
+}

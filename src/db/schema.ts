@@ -1,0 +1,112 @@
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+
+export type Role = 'owner' | 'admin' | 'member';
+export type Channel = 'http' | 'ssh' | 'admin';
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  base_user_id: string | null;
+  is_active: Generated<boolean>;
+  verified_at: Timestamp | null;
+  created_at: CreatedAt;
+}
+
+export interface OrgsTable {
+  id: string;
+  name: string;
+  created_at: CreatedAt;
+}
+
+export interface MembershipsTable {
+  org_id: string;
+  user_id: string;
+  role: Role;
+  created_at: CreatedAt;
+}
+
+export interface SubscriptionsTable {
+  org_id: string;
+  plan: string;
+  status: 'active' | 'suspended';
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
+export interface SshKeysTable {
+  id: string;
+  user_id: string;
+  key_type: string;
+  key_blob: string;
+  fingerprint: string;
+  comment: Generated<string>;
+  verified_at: Timestamp;
+  confirmed_at: Timestamp;
+  last_seen_at: Timestamp | null;
+  created_at: CreatedAt;
+}
+
+export interface VerificationRequestsTable {
+  id: string;
+  user_id: string;
+  email: string;
+  key_type: string;
+  key_blob: string;
+  fingerprint: string;
+  comment: Generated<string>;
+  token_hash: string;
+  note: string | null;
+  requested_ip: string | null;
+  channel: 'http' | 'ssh';
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+  consumed_at: Timestamp | null;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  org_id: string;
+  created_by_user_id: string;
+  ssh_key_id: string | null;
+  label: string;
+  secret_hash: string;
+  permissions: string[];
+  created_via: Channel;
+  created_at: CreatedAt;
+  expires_at: Timestamp | null;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+  revoked_by_user_id: string | null;
+}
+
+export interface AuditEventsTable {
+  id: string;
+  action: string;
+  actor_user_id: string | null;
+  org_id: string | null;
+  subject_id: string | null;
+  channel: Channel;
+  ip: string | null;
+  details: ColumnType<Record<string, unknown>, string | undefined, never>;
+  created_at: CreatedAt;
+}
+
+export interface Database {
+  users: UsersTable;
+  orgs: OrgsTable;
+  memberships: MembershipsTable;
+  subscriptions: SubscriptionsTable;
+  ssh_keys: SshKeysTable;
+  verification_requests: VerificationRequestsTable;
+  api_keys: ApiKeysTable;
+  audit_events: AuditEventsTable;
+}
+
+export type User = Selectable<UsersTable>;
+export type Org = Selectable<OrgsTable>;
+export type SshKeyRow = Selectable<SshKeysTable>;
+export type VerificationRequest = Selectable<VerificationRequestsTable>;
+export type ApiKeyRow = Selectable<ApiKeysTable>;
+export type NewAuditEvent = Insertable<AuditEventsTable>;

@@ -1,0 +1,82 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import { AppError, toAppError, type CoreDeps, type RequestOrigin } from '../core/index.js';
+import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
+import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
+import { confirmFromPage, showConfirmPage } from './verify-page.js';
+
+export type RouteContext = {
+  deps: CoreDeps;
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  /** Parsed JSON body, for JSON routes. */
+  body: unknown;
+  origin: RequestOrigin;
+};
+
+type Route = { handler: (ctx: RouteContext) => Promise<void>; json: boolean; page?: boolean };
+
+const ROUTES: Record<string, Route> = {
+  'POST /api/shell-auth': { handler: initiate, json: true },
+  'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true },
+  'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true },
+  'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true },
+  'GET /api/whoami': { handler: whoami, json: false },
+  'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
+  'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },
+  'GET /healthz': { handler: health, json: false },
+};
+
+async function health({ deps, res }: RouteContext): Promise<void> {
+  await sql`SELECT 1`.execute(deps.db);
+  sendJson(res, 200, { ok: true });
+}
+
+export function createHttpServer(deps: CoreDeps, options: { trustProxy: boolean; log: Logger }): http.Server {
+  const { log } = options;
+  const server = http.createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const route = ROUTES[`${req.method} ${path}`];
+    // Log the path only: a verification link's query string is a secret.
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.info({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http request');
+    });
+    void handle(route, path, req, res, url).catch((err) => {
+      log.error({ err }, 'unhandled error in HTTP handler');
+      if (!res.headersSent) sendError(res, new AppError('INTERNAL'));
+      else res.destroy();
+    });
+  });
+
+  async function handle(route: Route | undefined, path: string, req: IncomingMessage, res: ServerResponse, url: URL) {
+    if (!route) {
+      const known = Object.keys(ROUTES).some((key) => key.endsWith(` ${path}`));
+      sendJson(res, known ? 405 : 404, { success: false, error: known ? 'Method not allowed' : 'Not found' });
+      req.resume();
+      return;
+    }
+    const origin: RequestOrigin = { channel: 'http', ip: clientIp(req, options.trustProxy) };
+    try {
+      const body = route.json ? await readJson(req) : undefined;
+      await route.handler({ deps, req, res, url, body, origin });
+    } catch (err) {
+      const appError = toAppError(err);
+      if (appError.status >= 500) log.error({ err, path }, 'request failed');
+      if (route.page) sendHtml(res, appError.status, `<!doctype html><title>Error</title><p>${appError.message}</p>`);
+      else sendError(res, appError);
+    }
+  }
+
+  server.on('clientError', (err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  server.headersTimeout = 15_000;
+  server.requestTimeout = 30_000;
+  return server;
+}

@@ -1,0 +1,145 @@
+import { z } from 'zod';
+import {
+  AppError,
+  authenticateApiKey,
+  EmailSchema,
+  findTrustedHolder,
+  httpKeyStatus,
+  LabelSchema,
+  mintApiKeyOverHttp,
+  NoteSchema,
+  parseInput,
+  PublicKeyLineSchema,
+  startVerification,
+  formatDuration,
+  type CoreDeps,
+} from '../core/index.js';
+import type { RouteContext } from './server.js';
+import { sendJson } from './io.js';
+
+const InitiateRequest = z.object({
+  email: EmailSchema,
+  ssh_public_key: PublicKeyLineSchema,
+  body: NoteSchema.nullish(),
+});
+
+const KeyPairRequest = z.object({ email: EmailSchema, ssh_public_key: PublicKeyLineSchema });
+
+const PublicKeyRequest = z.object({ ssh_public_key: PublicKeyLineSchema });
+
+const CreateApiKeyRequest = z.object({
+  email: EmailSchema,
+  ssh_public_key: PublicKeyLineSchema,
+  label: LabelSchema,
+  // Clients may send "" or null for "my default org".
+  org_name: z
+    .string()
+    .trim()
+    .max(64)
+    .nullish()
+    .transform((name) => (name ? name : undefined)),
+});
+
+/** POST /api/shell-auth */
+export async function initiate({ deps, res, body, origin }: RouteContext): Promise<void> {
+  const input = parseInput(InitiateRequest, body, 'INVALID_INITIATE');
+  const result = await startVerification(deps, {
+    email: input.email,
+    key: input.ssh_public_key,
+    note: input.body ?? null,
+    keyProven: false,
+    origin,
+  });
+  sendJson(res, 200, {
+    success: true,
+    user_id: result.user.id,
+    email: result.user.email,
+    is_new_user: result.isNewUser,
+    nonce: result.nonce,
+    ssh_public_key: result.sshPublicKey,
+    already_verified: result.alreadyVerified,
+  });
+}
+
+function notTrustedReason(deps: CoreDeps, status: 'unverified' | 'expired' | 'disabled'): string {
+  const ssh = deps.settings.sshCommandHint;
+  switch (status) {
+    case 'unverified':
+      return 'No verified SSH key found for this email and public key';
+    case 'expired':
+      return (
+        `Verification for HTTP use has expired (it lasts ${formatDuration(deps.settings.httpTrustWindowMs)} after ` +
+        `the email confirmation): confirm again with POST /api/shell-auth, or use the SSH door: ${ssh}`
+      );
+    case 'disabled':
+      return `HTTP trust is disabled on this server: use the SSH door: ${ssh}`;
+  }
+}
+
+/** POST /api/shell-auth/verify-key */
+export async function verifyKey({ deps, res, body }: RouteContext): Promise<void> {
+  const input = parseInput(KeyPairRequest, body, 'INVALID_INITIATE');
+  const status = await httpKeyStatus(deps, input.email, input.ssh_public_key);
+  if (status.status !== 'trusted') {
+    sendJson(res, 401, { verified: false, is_active: false, reason: notTrustedReason(deps, status.status) });
+    return;
+  }
+  sendJson(res, 200, {
+    verified: true,
+    is_active: status.user.is_active,
+    user_id: status.user.id,
+    key_id: status.sshKey.id,
+    orgs: status.orgs.map((o) => ({ org_id: o.org_id, name: o.name, role: o.role })),
+  });
+}
+
+/** POST /api/shell-auth/verify-public-key */
+export async function verifyPublicKey({ deps, res, body }: RouteContext): Promise<void> {
+  const input = parseInput(PublicKeyRequest, body, 'INVALID_INITIATE');
+  const matches = await findTrustedHolder(deps, input.ssh_public_key);
+  if (matches.length === 0) {
+    sendJson(res, 404, { verified: false, reason: 'No verified SSH key records found for this public key' });
+    return;
+  }
+  sendJson(res, 200, {
+    verified: true,
+    count: matches.length,
+    matches: matches.map(({ user, sshKey }) => ({
+      user_id: user.id,
+      key_id: sshKey.id,
+      email: user.email,
+      is_active: user.is_active,
+      public_key_verified: true,
+      verified_at: sshKey.verified_at,
+      last_seen_at: sshKey.last_seen_at,
+    })),
+  });
+}
+
+/** POST /api/shell-auth/api-keys */
+export async function createApiKey({ deps, res, body, origin }: RouteContext): Promise<void> {
+  const input = parseInput(CreateApiKeyRequest, body, 'INVALID_REQUEST');
+  const minted = await mintApiKeyOverHttp(deps, {
+    email: input.email,
+    key: input.ssh_public_key,
+    label: input.label,
+    orgName: input.org_name,
+    origin,
+  });
+  sendJson(res, 200, {
+    success: true,
+    api_key: minted.api_key,
+    api_key_id: minted.api_key_id,
+    org_id: minted.org_id,
+    org_name: minted.org_name,
+  });
+}
+
+/** GET /api/whoami — introspection for the platform: `Authorization: Bearer <api_key>`. */
+export async function whoami({ deps, res, req }: RouteContext): Promise<void> {
+  const header = req.headers.authorization ?? '';
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) throw new AppError('INVALID_API_KEY');
+  const key = await authenticateApiKey(deps, match[1]!);
+  sendJson(res, 200, { success: true, ...key });
+}

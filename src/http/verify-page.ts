@@ -1,0 +1,102 @@
+import {
+  AppError,
+  confirmVerificationLink,
+  inspectVerificationLink,
+  toAppError,
+  type OrgMembership,
+} from '../core/index.js';
+import { escapeHtml, factLines } from '../core/verification-email.js';
+import { readForm, sendHtml } from './io.js';
+import type { RouteContext } from './server.js';
+
+function page(title: string, body: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>${escapeHtml(title)} · shell-auth</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}
+th{text-align:left;padding-right:1rem;vertical-align:top}code{word-break:break-all}
+button{font-size:1.1rem;padding:.5rem 1.5rem;cursor:pointer}.muted{color:#666}</style></head>
+<body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
+}
+
+const LINK_ERROR_TITLES: Partial<Record<AppError['code'], string>> = {
+  VERIFICATION_LINK_UNKNOWN: 'Link not valid',
+  VERIFICATION_LINK_USED: 'Link already used',
+  VERIFICATION_LINK_EXPIRED: 'Link expired',
+};
+
+function errorPage(err: AppError): string {
+  const title = LINK_ERROR_TITLES[err.code] ?? 'Could not confirm';
+  const hint = LINK_ERROR_TITLES[err.code]
+    ? '<p>Links work once and for 10 minutes. Start again from your terminal to get a new one.</p>'
+    : '';
+  return page(title, `<p>${escapeHtml(err.message)}.</p>${hint}`);
+}
+
+/**
+ * GET /shell-auth/verify?token=… shows what is being confirmed and a button. Mail scanners
+ * fetch links with GET, so GET never consumes the token; only the form's POST does.
+ */
+export async function showConfirmPage({ deps, res, url }: RouteContext): Promise<void> {
+  const token = url.searchParams.get('token') ?? '';
+  const link = await inspectVerificationLink(deps, token);
+  if (link.state !== 'pending') {
+    const code = link.state === 'unknown' ? 'VERIFICATION_LINK_UNKNOWN' : link.state === 'used' ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED';
+    const err = new AppError(code);
+    sendHtml(res, err.status, errorPage(err));
+    return;
+  }
+  const r = link.request;
+  const facts = factLines({
+    email: r.email,
+    keyType: r.key_type,
+    fingerprint: r.fingerprint,
+    requestedIp: r.requested_ip,
+    requestedAt: new Date(r.created_at),
+    note: r.note,
+    channel: r.channel,
+  });
+  const rows = facts.map(([label, value]) => `<tr><th>${escapeHtml(label)}</th><td><code>${escapeHtml(value)}</code></td></tr>`).join('');
+  sendHtml(
+    res,
+    200,
+    page(
+      'Confirm your SSH key',
+      `<p>Someone asked to link this SSH key to the account <strong>${escapeHtml(r.email)}</strong>:</p>
+<table>${rows}</table>
+<p>Check that the fingerprint matches <code>ssh-keygen -lf ~/.ssh/id_ed25519.pub</code> (or your key's file).</p>
+<form method="post" action="/shell-auth/verify">
+<input type="hidden" name="token" value="${escapeHtml(token)}">
+<button type="submit">Confirm</button></form>
+<p class="muted">If this wasn't you, close this page: nothing happens unless you press Confirm.</p>`,
+    ),
+  );
+}
+
+function orgList(orgs: OrgMembership[]): string {
+  if (orgs.length === 0) return '';
+  return `<p>Your organizations:</p><ul>${orgs.map((o) => `<li>${escapeHtml(o.name)} (${o.role})</li>`).join('')}</ul>`;
+}
+
+/** POST /shell-auth/verify (form: token=…): consumes the link. */
+export async function confirmFromPage({ deps, req, res, origin }: RouteContext): Promise<void> {
+  let token = '';
+  try {
+    token = (await readForm(req)).get('token') ?? '';
+    const confirmation = await confirmVerificationLink(deps, token, { ...origin, channel: 'http' });
+    sendHtml(
+      res,
+      200,
+      page(
+        'SSH key confirmed',
+        `<p>The key <code>${escapeHtml(confirmation.sshKey.fingerprint)}</code> is now linked to
+<strong>${escapeHtml(confirmation.user.email)}</strong>. You can close this page and return to your terminal.</p>
+${orgList(confirmation.orgs)}`,
+      ),
+    );
+  } catch (err) {
+    const appError = toAppError(err);
+    if (appError.status >= 500) throw err;
+    sendHtml(res, appError.status, errorPage(appError));
+  }
+}

@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import nodemailer from 'nodemailer';
+import type { Logger } from 'pino';
+import type { Mailer, MailMessage } from '../core/context.js';
+
+/** Real mail over SMTP. Short timeouts: a dead mail server must fail a request, not hang it. */
+export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): void } {
+  const url = new URL(smtpUrl);
+  url.searchParams.set('connectionTimeout', '10000');
+  url.searchParams.set('greetingTimeout', '10000');
+  url.searchParams.set('socketTimeout', '20000');
+  const transport = nodemailer.createTransport(url.toString());
+  return {
+    async send(message: MailMessage) {
+      await transport.sendMail({ from, to: message.to, subject: message.subject, text: message.text, html: message.html });
+    },
+    close: () => transport.close(),
+  };
+}
+
+/**
+ * Development transport (no SMTP_URL): each message becomes an .eml file under DATA_DIR/outbox/
+ * and the link is logged, so a fresh machine can complete the flow without a mail server.
+ */
+export function outboxMailer(outboxDir: string, from: string, log: Logger): Mailer {
+  const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' });
+  return {
+    async send(message: MailMessage) {
+      const info = await transport.sendMail({
+        from,
+        to: message.to,
+        subject: message.subject,
+        text: message.text,
+        html: message.html,
+      });
+      await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
+      const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
+      await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
+      // The one place a link is logged: development only, with no real mail server configured.
+      log.info({ to: message.to, file, link: message.link }, 'dev mail transport: verification email written to outbox');
+    },
+  };
+}

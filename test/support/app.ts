@@ -1,0 +1,101 @@
+import { Writable } from 'node:stream';
+import { startApp, type App } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { openTestDatabase } from './database.js';
+import { startSmtpServer, type SmtpServer } from './smtp.js';
+
+export type HttpResult = { status: number; body: any; text: string; headers: Headers };
+
+export type TestApp = {
+  app: App;
+  url: string;
+  smtp: SmtpServer;
+  /** Every log line the app wrote, for asserting that no secret leaks. */
+  logs: string[];
+  post(path: string, body: unknown): Promise<HttpResult>;
+  request(path: string, init?: RequestInit): Promise<HttpResult>;
+  /** The whole email round trip: initiate, receive the mail, GET the page, POST the form. */
+  verifyByEmail(email: string, publicKey: string): Promise<void>;
+  close(): Promise<void>;
+};
+
+/** Starts the real service (HTTP on an ephemeral port) on the test database, with a real SMTP server. */
+export async function startTestApp(env: Record<string, string> = {}, options: { smtp?: SmtpServer } = {}): Promise<TestApp> {
+  const smtp = options.smtp ?? (await startSmtpServer());
+  const config = loadConfig({
+    HOST: '127.0.0.1',
+    HTTP_PORT: '0',
+    SMTP_URL: smtp.url,
+    DATA_DIR: '/nonexistent-data-dir',
+    LOG_LEVEL: 'info',
+    ...env,
+  });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, callback) {
+      logs.push(...chunk.toString().split('\n').filter(Boolean));
+      callback();
+    },
+  });
+  const log = createLogger(config.logLevel, sink);
+  const database = await openTestDatabase();
+  const app = await startApp(config, log, { database });
+  // PUBLIC_URL must point at the real port for links in mails to work.
+  app.deps.settings.publicUrl = env.PUBLIC_URL ?? app.httpUrl;
+
+  async function request(path: string, init: RequestInit = {}): Promise<HttpResult> {
+    const response = await fetch(app.httpUrl + path, { redirect: 'manual', ...init });
+    const text = await response.text();
+    let body: unknown = undefined;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    return { status: response.status, body, text, headers: response.headers };
+  }
+
+  const post = (path: string, body: unknown) =>
+    request(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  return {
+    app,
+    url: app.httpUrl,
+    smtp,
+    logs,
+    post,
+    request,
+    async verifyByEmail(email, publicKey) {
+      const started = await post('/api/shell-auth', { email, ssh_public_key: publicKey });
+      if (started.status !== 200) throw new Error(`initiate failed: ${started.status} ${started.text}`);
+      if (started.body.already_verified) return;
+      const mail = await smtp.waitForMail(email);
+      const token = new URL(mail.link!).searchParams.get('token')!;
+      const page = await request(`/shell-auth/verify?token=${token}`);
+      if (page.status !== 200) throw new Error(`confirm page failed: ${page.status}`);
+      const confirmed = await request('/shell-auth/verify', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token }).toString(),
+      });
+      if (confirmed.status !== 200) throw new Error(`confirm failed: ${confirmed.status} ${confirmed.text}`);
+    },
+    async close() {
+      await app.close();
+      if (!options.smtp) await smtp.close();
+    },
+  };
+}
+
+export function tokenOf(link: string): string {
+  return new URL(link).searchParams.get('token')!;
+}
+
+export function confirmForm(token: string): RequestInit {
+  return {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }).toString(),
+  };
+}
