@@ -53,6 +53,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('verified_at', 'timestamptz', (c) => c.notNull())
     // Latest email confirmation: opens the HTTP trust window.
     .addColumn('confirmed_at', 'timestamptz', (c) => c.notNull())
+    // Set when a confirmation came through the SSH door, which proves possession of the private
+    // key. A binding made only over HTTP (where anyone can submit a public key) can be taken over
+    // by the key's real holder proving possession.
+    .addColumn('proven_at', 'timestamptz')
     .addColumn('last_seen_at', 'timestamptz')
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
@@ -63,6 +67,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('id', 'uuid', (c) => c.primaryKey())
     .addColumn('user_id', 'uuid', (c) => c.notNull().references('users.id').onDelete('cascade'))
     .addColumn('email', 'text', (c) => c.notNull())
+    // The inbox the mail really goes to: alice+x@ and alice+y@ both count against alice@.
+    .addColumn('mailbox', 'text', (c) => c.notNull())
     // The key is bound to the account only when the link is confirmed, so an unconfirmed
     // request cannot squat somebody else's public key.
     .addColumn('key_type', 'text', (c) => c.notNull())
@@ -73,15 +79,22 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('note', 'text')
     .addColumn('requested_ip', 'text')
     .addColumn('channel', 'text', (c) => c.notNull().check(sql`channel IN ('http', 'ssh')`))
+    .addColumn('key_proven', 'boolean', (c) => c.notNull().defaultTo(false))
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
     .addColumn('consumed_at', 'timestamptz')
     .execute();
   await db.schema
-    .createIndex('verification_requests_email_idx')
+    .createIndex('verification_requests_mailbox_idx')
     .on('verification_requests')
-    .columns(['email', 'created_at'])
+    .columns(['mailbox', 'created_at'])
     .execute();
+  await db.schema
+    .createIndex('verification_requests_ip_idx')
+    .on('verification_requests')
+    .columns(['requested_ip', 'created_at'])
+    .execute();
+  await db.schema.createIndex('verification_requests_user_idx').on('verification_requests').column('user_id').execute();
 
   await db.schema
     .createTable('api_keys')

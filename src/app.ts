@@ -7,6 +7,7 @@ import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './
 import { migrateToLatest, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { createHttpServer } from './http/server.js';
 import { outboxMailer, smtpMailer } from './mail/mailer.js';
+import { errorFields } from './log.js';
 
 export type App = {
   deps: CoreDeps;
@@ -59,6 +60,7 @@ export async function createCoreDeps(
       publicUrl: config.publicUrl,
       httpTrustWindowMs: config.httpTrustWindowMs,
       keyMaxTtlMs: config.keyMaxTtlMs,
+      mailPerIpHourly: config.mailPerIpHourly === 0 ? undefined : config.mailPerIpHourly,
       sshCommandHint: sshCommandHint(config),
     },
   };
@@ -72,11 +74,18 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
       'HTTP_TRUST_WINDOW=forever: anyone who knows a verified public key can learn its email and mint API keys over HTTP. ' +
         'This is the literal Vers behaviour; use a finite window unless you need it.',
     );
-  } else if (config.httpTrustWindowMs === 0) {
+  }
+  if (!config.smtpUrl) {
+    log.warn(
+      { outbox: path.join(config.dataDir, 'outbox') },
+      'SMTP_URL is not set: emails are written to the outbox and their links logged (development only)',
+    );
+  }
+  if (config.httpTrustWindowMs === 0) {
     log.info('HTTP_TRUST_WINDOW=0: API key creation over HTTP is off; use the SSH door');
   }
   const http = createHttpServer(deps, { trustProxy: config.trustProxy, log });
-  http.on('error', (err) => log.error({ err }, 'http server error'));
+  http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.httpPort, config.host, () => {

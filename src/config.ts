@@ -47,6 +47,7 @@ const EnvSchema = z.object({
   KEY_MAX_TTL: z.preprocess(emptyAsUndefined, optionalDuration),
   BILLING_URL: z.preprocess(emptyAsUndefined, z.url({ protocol: /^https?$/ }).optional()),
   BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
+  MAIL_PER_IP_HOURLY: z.coerce.number().int().min(0).max(1_000_000).default(30),
   TRUST_PROXY: z
     .enum(['true', 'false', '1', '0'])
     .default('false')
@@ -70,6 +71,8 @@ export type Config = {
   keyMaxTtlMs: number | undefined;
   billingUrl: string | undefined;
   billingTimeoutMs: number;
+  /** 0 = no per-IP limit. */
+  mailPerIpHourly: number;
   trustProxy: boolean;
   logLevel: string;
 };
@@ -78,7 +81,9 @@ export class ConfigError extends Error {}
 
 /** Reads and validates the environment; throws ConfigError with one readable line per bad value. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = EnvSchema.safeParse(env);
+  // An empty variable (FOO=) means "not set", never "0" or "".
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const parsed = EnvSchema.safeParse(present);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
     throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
@@ -99,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     keyMaxTtlMs: e.KEY_MAX_TTL,
     billingUrl: e.BILLING_URL,
     billingTimeoutMs: e.BILLING_TIMEOUT_MS,
+    mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
     trustProxy: e.TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
   };

@@ -14,3 +14,13 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     destination,
   );
 }
+
+/**
+ * What of an error is safe to log: name, code, message and stack. Never the whole object:
+ * driver errors carry the query's parameters (emails, hashes).
+ */
+export function errorFields(err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return { message: String(err) };
+  const code = (err as { code?: unknown }).code;
+  return { name: err.name, message: err.message, ...(code !== undefined ? { code } : {}), stack: err.stack };
+}

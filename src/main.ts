@@ -1,7 +1,7 @@
 import { startApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { DataDirLockedError } from './db/database.js';
-import { createLogger } from './log.js';
+import { createLogger, errorFields } from './log.js';
 
 let config;
 try {
@@ -17,7 +17,7 @@ try {
 const log = createLogger(config.logLevel);
 
 // A stray rejection must be logged, never take down a service that is otherwise healthy.
-process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
+process.on('unhandledRejection', (reason) => log.error({ err: errorFields(reason) }, 'unhandled promise rejection'));
 
 try {
   const app = await startApp(config, log);
@@ -29,7 +29,7 @@ try {
     app.close().then(
       () => process.exit(0),
       (err) => {
-        log.error({ err }, 'error during shutdown');
+        log.error({ err: errorFields(err) }, 'error during shutdown');
         process.exit(1);
       },
     );
@@ -38,7 +38,7 @@ try {
   process.on('SIGTERM', () => stop('SIGTERM'));
 } catch (err) {
   const message = err instanceof DataDirLockedError ? err.message : (err as Error).message;
-  log.fatal({ err }, 'could not start');
+  log.fatal({ err: errorFields(err) }, 'could not start');
   process.stderr.write(`shell-auth: could not start: ${message}\n`);
   process.exit(1);
 }

@@ -57,7 +57,7 @@ describe('the Vers Shell Auth contract, end to end', () => {
       expect(page.headers.get('referrer-policy')).toBe('no-referrer');
       expect(page.text).toContain(key.fingerprint);
       expect(page.text).toContain('vers login --git from laptop');
-      expect(page.text).toMatch(/<form method="post" action="\/shell-auth\/verify">/);
+      expect(page.text).toMatch(/<form method="post" action="verify">/);
     }
     const stillPending = await t.post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey });
     expect(stillPending.status).toBe(401);

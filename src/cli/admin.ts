@@ -20,7 +20,7 @@ import {
   type CoreDeps,
   type RequestOrigin,
 } from '../core/index.js';
-import { createLogger } from '../log.js';
+import { createLogger, errorFields } from '../log.js';
 import { formatTable } from './table.js';
 
 const USAGE = `usage: npm run admin -- <command>
@@ -184,7 +184,7 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const appError = err instanceof AppError ? err : toAppError(err);
-    if (!(err instanceof AppError)) log.error({ err }, 'admin command failed');
+    if (!(err instanceof AppError)) log.error({ err: errorFields(err) }, 'admin command failed');
     process.stderr.write(`error: ${appError.message}${appError.detail ? ` (${appError.detail})` : ''}\n`);
     return 1;
   } finally {

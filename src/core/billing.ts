@@ -24,8 +24,12 @@ export function httpBilling(url: string, timeoutMs: number): BillingCheck {
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ org_id: org.id, org_name: org.name }),
           signal: AbortSignal.timeout(timeoutMs),
+          redirect: 'error',
         });
-        if (response.status !== 200) return false;
+        if (response.status !== 200) {
+          await response.body?.cancel();
+          return false;
+        }
         const body = (await response.json()) as { active?: unknown } | null;
         return body?.active === true;
       } catch {

@@ -19,6 +19,8 @@ export type CoreSettings = {
   /** ms; 0 = HTTP minting off; Infinity = forever. */
   httpTrustWindowMs: number;
   keyMaxTtlMs: number | undefined;
+  /** Verification mails per requesting IP per hour; undefined = no per-IP limit. */
+  mailPerIpHourly: number | undefined;
   /** How SSH users reach us, for messages: e.g. `ssh keys@auth.example.com`. */
   sshCommandHint: string;
 };

@@ -90,6 +90,8 @@ export function toAppError(err: unknown): AppError {
   ) {
     return new AppError('UNAVAILABLE');
   }
+  // Text Postgres cannot store (NUL, broken Unicode): validation should have caught it; it is still a bad request.
+  if (code === '22021' || code === '22P02' || code === '22P05') return new AppError('INVALID_REQUEST');
   return new AppError('INTERNAL');
 }
 

@@ -21,6 +21,6 @@ export { createOrg, setMember, listOrgs, setBilling, requireUser } from './orgs-
 export { subscriptionBilling, httpBilling } from './billing.js';
 export { parseDuration, formatDuration } from './duration.js';
 export { EmailSchema, baseEmailOf } from './emails.js';
-export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, NoteSchema, parseInput, describeIssues } from './validation.js';
+export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, isPlainText, parseInput, describeIssues } from './validation.js';
 export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, type PublicKey } from './ssh-public-key.js';
 export { parseApiKey, generateApiKey } from './secrets.js';

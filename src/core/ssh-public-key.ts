@@ -39,7 +39,7 @@ export function parsePublicKeyLine(line: string): ParseResult {
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded) || encoded.length % 4 !== 0) return fail('key data is not valid base64');
   const blob = Buffer.from(encoded, 'base64');
   if (blob.toString('base64') !== encoded) return fail('key data is not valid base64');
-  const parsed = parsePublicKeyBlob(blob, commentParts.join(' '));
+  const parsed = parsePublicKeyBlob(blob, safeComment(commentParts.join(' ')));
   if (parsed.ok && parsed.key.type !== type) return fail(`key type "${type}" does not match the key data ("${parsed.key.type}")`);
   return parsed;
 }
@@ -80,6 +80,14 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
     ok: true,
     key: { type, blob: blob.toString('base64'), fingerprint: fingerprintOf(blob), comment: comment.trim(), bits },
   };
+}
+
+/** The comment is informational only: stored, shown, never matched. Keep it printable and short. */
+function safeComment(comment: string): string {
+  return comment
+    .replace(/[\u0000-\u001f\u007f]/g, '')
+    .replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
+    .slice(0, 200);
 }
 
 function fail(reason: string): ParseResult {

@@ -2,6 +2,14 @@ import { z } from 'zod';
 import { AppError, type ErrorCode } from './errors.js';
 import { parsePublicKeyLine, type PublicKey } from './ssh-public-key.js';
 
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Text a person typed: well-formed Unicode, no control characters (Postgres rejects NUL). */
+export function isPlainText(text: string): boolean {
+  return !CONTROL_CHARS.test(text) && !LONE_SURROGATE.test(text);
+}
+
 /** A `.pub` line, parsed and normalised; a bad key fails validation with the reason. */
 export const PublicKeyLineSchema = z
   .string({ message: 'is required' })
@@ -20,7 +28,7 @@ export const LabelSchema = z
   .trim()
   .min(5, 'must be at least 5 characters')
   .max(100, 'must be at most 100 characters')
-  .refine((label) => !/[\u0000-\u001f\u007f]/.test(label), 'must not contain control characters');
+  .refine(isPlainText, 'must be plain text without control characters');
 
 export const OrgNameSchema = z
   .string()
@@ -29,10 +37,14 @@ export const OrgNameSchema = z
   .max(64)
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" or "-"');
 
+/** An org name someone asks for: looked up, never created, so only plain text is required. */
+export const OrgNameLookupSchema = z.string().trim().max(64).refine(isPlainText, 'must be plain text');
+
 /** The free-text note a client appends to the email (`vers login --git from <hostname>`). */
 export const NoteSchema = z
   .string()
-  .max(500, 'must be at most 500 characters')
+  .max(200, 'must be at most 200 characters')
+  .refine((note) => !LONE_SURROGATE.test(note), 'must be well-formed text')
   .transform((note) => note.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim())
   .transform((note) => (note === '' ? null : note));
 

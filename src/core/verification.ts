@@ -4,13 +4,14 @@ import type { SshKeyRow, User, VerificationRequest } from '../db/schema.js';
 import { ensureUser, findUserByEmail, orgsOfUser, provisionPersonalOrg, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
 import { nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RequestOrigin } from './context.js';
+import { baseEmailOf } from './emails.js';
 import { AppError, isUniqueViolation } from './errors.js';
 import { generateLinkToken, LINK_TOKEN_PATTERN, sha256Hex } from './secrets.js';
 import { formatPublicKey, type PublicKey } from './ssh-public-key.js';
 import { verificationEmail } from './verification-email.js';
 
 /** Limits on verification mail, counted in the database so they hold across instances. */
-export const MAIL_LIMITS = { perPairWindowMs: 60_000, perEmailWindowMs: 3_600_000, perEmailMax: 10 };
+export const MAIL_LIMITS = { perPairWindowMs: 60_000, perMailboxWindowMs: 3_600_000, perMailboxMax: 10, perIpWindowMs: 3_600_000 };
 
 export type HttpTrust = 'trusted' | 'expired' | 'disabled';
 
@@ -25,6 +26,15 @@ export function httpTrustOf(deps: CoreDeps, sshKey: Pick<SshKeyRow, 'confirmed_a
 
 export async function findSshKey(deps: CoreDeps, key: Pick<PublicKey, 'blob'>): Promise<SshKeyRow | undefined> {
   return deps.db.selectFrom('ssh_keys').selectAll().where('key_blob', '=', key.blob).executeTakeFirst();
+}
+
+/**
+ * A key already bound to another account blocks a new binding (409), except that the SSH door,
+ * having proven possession, may take over a binding that was never proven (made over HTTP,
+ * where anyone can submit anyone's public key).
+ */
+function mayTakeOver(existing: Pick<SshKeyRow, 'proven_at'>, keyProven: boolean): boolean {
+  return keyProven && existing.proven_at === null;
 }
 
 export type StartVerificationInput = {
@@ -49,53 +59,65 @@ export type StartVerificationResult = {
 export async function startVerification(deps: CoreDeps, input: StartVerificationInput): Promise<StartVerificationResult> {
   const { db } = deps;
   const { email, key } = input;
+  const sshPublicKey = formatPublicKey(key);
   const existingKey = await findSshKey(deps, key);
   if (existingKey) {
-    const holder = await db.selectFrom('users').select('email').where('id', '=', existingKey.user_id).executeTakeFirst();
-    if (holder?.email !== email) throw new AppError('KEY_TAKEN');
+    const holder = await db.selectFrom('users').selectAll().where('id', '=', existingKey.user_id).executeTakeFirstOrThrow();
+    if (holder.email === email) {
+      if (input.keyProven || httpTrustOf(deps, existingKey) === 'trusted') {
+        return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, sshPublicKey };
+      }
+    } else if (!mayTakeOver(existingKey, input.keyProven)) {
+      throw new AppError('KEY_TAKEN');
+    }
   }
-  const { user, created } = await ensureUser(db, email, input.origin);
-
-  const sshPublicKey = formatPublicKey(key);
-  const alreadyVerified =
-    existingKey !== undefined && (input.keyProven || httpTrustOf(deps, existingKey) === 'trusted');
-  if (alreadyVerified) return { user, isNewUser: created, nonce: null, alreadyVerified: true, sshPublicKey };
 
   const now = nowOf(deps);
+  const mailbox = baseEmailOf(email) ?? email;
+  const ip = input.origin.ip;
   const { token, tokenHash } = generateLinkToken();
-  const request = await db.transaction().execute(async (trx) => {
-    // Serialises concurrent requests for one email across instances, so the counts below hold.
-    await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${email}`}))`.execute(trx);
+  const { request, user, created } = await db.transaction().execute(async (trx) => {
+    // Serialises concurrent requests for one inbox across instances, so the counts below hold.
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${mailbox}`}))`.execute(trx);
+    const hourAgo = new Date(now.getTime() - MAIL_LIMITS.perMailboxWindowMs);
     const recent = await trx
       .selectFrom('verification_requests')
-      .select(['key_blob', 'created_at'])
-      .where('email', '=', email)
-      .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perEmailWindowMs))
+      .select(['email', 'key_blob', 'created_at'])
+      .where('mailbox', '=', mailbox)
+      .where('created_at', '>', hourAgo)
       .orderBy('created_at', 'asc')
       .execute();
-    const lastForPair = recent.filter((r) => r.key_blob === key.blob).at(-1);
-    if (lastForPair) {
-      const wait = new Date(lastForPair.created_at).getTime() + MAIL_LIMITS.perPairWindowMs - now.getTime();
-      if (wait > 0) throw new AppError('RATE_LIMITED', { retryAfterSeconds: Math.ceil(wait / 1000) });
+    const lastForPair = recent.filter((r) => r.email === email && r.key_blob === key.blob).at(-1);
+    if (lastForPair) retryAfter(lastForPair.created_at, MAIL_LIMITS.perPairWindowMs, now);
+    if (recent.length >= MAIL_LIMITS.perMailboxMax) retryAfter(recent[0]!.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
+    if (ip !== null && deps.settings.mailPerIpHourly !== undefined) {
+      const fromIp = await trx
+        .selectFrom('verification_requests')
+        .select('created_at')
+        .where('requested_ip', '=', ip)
+        .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perIpWindowMs))
+        .orderBy('created_at', 'asc')
+        .limit(deps.settings.mailPerIpHourly)
+        .execute();
+      if (fromIp.length >= deps.settings.mailPerIpHourly) retryAfter(fromIp[0]!.created_at, MAIL_LIMITS.perIpWindowMs, now);
     }
-    if (recent.length >= MAIL_LIMITS.perEmailMax) {
-      const oldest = new Date(recent[0]!.created_at).getTime();
-      const wait = oldest + MAIL_LIMITS.perEmailWindowMs - now.getTime();
-      throw new AppError('RATE_LIMITED', { retryAfterSeconds: Math.max(1, Math.ceil(wait / 1000)) });
-    }
-    const row = await trx
+
+    const { user, created } = await ensureUser(trx, email, input.origin);
+    const request = await trx
       .insertInto('verification_requests')
       .values({
         id: randomUUID(),
         user_id: user.id,
         email,
+        mailbox,
         key_type: key.type,
         key_blob: key.blob,
         fingerprint: key.fingerprint,
         comment: key.comment,
+        key_proven: input.keyProven,
         token_hash: tokenHash,
         note: input.note,
-        requested_ip: input.origin.ip,
+        requested_ip: ip,
         channel: input.origin.channel === 'ssh' ? 'ssh' : 'http',
         created_at: now,
         expires_at: new Date(now.getTime() + VERIFICATION_LINK_TTL_MS),
@@ -105,10 +127,10 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     await recordAudit(trx, input.origin, {
       action: 'verification.requested',
       actorUserId: user.id,
-      subjectId: row.id,
+      subjectId: request.id,
       details: { fingerprint: key.fingerprint },
     });
-    return row;
+    return { request, user, created };
   });
 
   const link = `${deps.settings.publicUrl}/shell-auth/verify?token=${token}`;
@@ -130,11 +152,36 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     );
   } catch (err) {
     deps.log.error({ err: (err as Error).message, requestId: request.id }, 'verification email could not be sent');
-    // The link never reached anyone: withdraw it so it neither works nor counts against the limits.
-    await db.deleteFrom('verification_requests').where('id', '=', request.id).execute().catch(() => undefined);
+    await withdrawRequest(deps, request.id, created ? user.id : null);
     throw new AppError('MAIL_FAILED');
   }
   return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, sshPublicKey };
+}
+
+function retryAfter(since: Date | string, windowMs: number, now: Date): void {
+  const wait = new Date(since).getTime() + windowMs - now.getTime();
+  if (wait > 0) throw new AppError('RATE_LIMITED', { retryAfterSeconds: Math.ceil(wait / 1000) });
+}
+
+/**
+ * The link never reached anyone: withdraw it so it neither works nor counts against the limits,
+ * and forget an account this very request created (so the retry still says is_new_user).
+ */
+async function withdrawRequest(deps: CoreDeps, requestId: string, createdUserId: string | null): Promise<void> {
+  try {
+    await deps.db.deleteFrom('verification_requests').where('id', '=', requestId).execute();
+    if (createdUserId) {
+      await deps.db
+        .deleteFrom('users')
+        .where('id', '=', createdUserId)
+        .where('is_active', '=', false)
+        .where((eb) => eb.not(eb.exists(eb.selectFrom('verification_requests').select('id').whereRef('user_id', '=', 'users.id'))))
+        .where((eb) => eb.not(eb.exists(eb.selectFrom('memberships').select('org_id').whereRef('user_id', '=', 'users.id'))))
+        .execute();
+    }
+  } catch (err) {
+    deps.log.warn({ err: (err as Error).message, requestId }, 'could not withdraw an unsent verification request');
+  }
 }
 
 export type LinkState =
@@ -186,7 +233,11 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
         .where('expires_at', '>', now)
         .returningAll()
         .executeTakeFirst();
-      if (!request) throw new AppError('VERIFICATION_LINK_USED');
+      if (!request) {
+        // Lost a race: either another confirmation or the clock got there first.
+        const latest = await trx.selectFrom('verification_requests').select('consumed_at').where('id', '=', state.request.id).executeTakeFirst();
+        throw new AppError(latest?.consumed_at ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED');
+      }
 
       let user = await trx.selectFrom('users').selectAll().where('id', '=', request.user_id).forUpdate().executeTakeFirstOrThrow();
       if (user.base_user_id) {
@@ -195,12 +246,26 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
         if (!base.is_active) throw new AppError('BASE_ACCOUNT_UNVERIFIED');
       }
 
-      let sshKey = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', request.key_blob).executeTakeFirst();
-      if (sshKey && sshKey.user_id !== user.id) throw new AppError('KEY_TAKEN');
-      if (sshKey) {
+      let sshKey = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', request.key_blob).forUpdate().executeTakeFirst();
+      const provenAt = request.key_proven ? now : null;
+      if (sshKey && sshKey.user_id !== user.id) {
+        if (!mayTakeOver(sshKey, request.key_proven)) throw new AppError('KEY_TAKEN');
+        await recordAudit(trx, origin, {
+          action: 'ssh_key.taken_over',
+          actorUserId: user.id,
+          subjectId: sshKey.id,
+          details: { fingerprint: sshKey.fingerprint, from_user_id: sshKey.user_id },
+        });
         sshKey = await trx
           .updateTable('ssh_keys')
-          .set({ confirmed_at: now, comment: request.comment })
+          .set({ user_id: user.id, verified_at: now, confirmed_at: now, proven_at: provenAt, comment: request.comment, last_seen_at: null })
+          .where('id', '=', sshKey.id)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+      } else if (sshKey) {
+        sshKey = await trx
+          .updateTable('ssh_keys')
+          .set({ confirmed_at: now, comment: request.comment, ...(provenAt ? { proven_at: provenAt } : {}) })
           .where('id', '=', sshKey.id)
           .returningAll()
           .executeTakeFirstOrThrow();
@@ -216,6 +281,7 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
             comment: request.comment,
             verified_at: now,
             confirmed_at: now,
+            proven_at: provenAt,
           })
           .returningAll()
           .executeTakeFirstOrThrow();

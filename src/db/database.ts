@@ -31,6 +31,9 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
       // A database that is down must give a quick, clear error rather than a hung request.
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
+      // A partitioned or stuck database must not hang requests forever.
+      statement_timeout: 10_000,
+      query_timeout: 15_000,
     });
     // An idle client losing its connection emits here; without a listener the process dies.
     pool.on('error', (err) => log?.error({ err: err.message }, 'postgres pool error'));
@@ -77,20 +80,33 @@ export class DataDirLockedError extends Error {}
  * turns that into a clear error instead.
  */
 function acquireDirectoryLock(lockPath: string): () => void {
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 5; attempt++) {
     try {
       fs.writeFileSync(lockPath, String(process.pid), { flag: 'wx' });
       return () => fs.rmSync(lockPath, { force: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number(fs.readFileSync(lockPath, 'utf8').trim());
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
-        throw new DataDirLockedError(
-          `the embedded database in ${path.dirname(lockPath)} is in use by process ${holder}; ` +
-            'stop it first, or run against a shared Postgres with DATABASE_URL',
-        );
-      }
-      fs.rmSync(lockPath, { force: true }); // left behind by a process that is gone
+    }
+    let holder = NaN;
+    try {
+      holder = Number(fs.readFileSync(lockPath, 'utf8').trim());
+    } catch {
+      continue; // released meanwhile: try again
+    }
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+      throw new DataDirLockedError(
+        `the embedded database in ${path.dirname(lockPath)} is in use by process ${holder}; ` +
+          'stop it first, or run against a shared Postgres with DATABASE_URL',
+      );
+    }
+    // Left behind by a process that is gone. Renaming is atomic, so of two processes clearing
+    // the same stale lock only one succeeds; both then race fairly on the exclusive create.
+    const aside = `${lockPath}.stale-${process.pid}`;
+    try {
+      fs.renameSync(lockPath, aside);
+      fs.rmSync(aside, { force: true });
+    } catch {
+      // someone else cleared it
     }
   }
   throw new DataDirLockedError(`could not lock ${lockPath}`);

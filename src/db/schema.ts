@@ -44,6 +44,7 @@ export interface SshKeysTable {
   comment: Generated<string>;
   verified_at: Timestamp;
   confirmed_at: Timestamp;
+  proven_at: Timestamp | null;
   last_seen_at: Timestamp | null;
   created_at: CreatedAt;
 }
@@ -52,10 +53,12 @@ export interface VerificationRequestsTable {
   id: string;
   user_id: string;
   email: string;
+  mailbox: string;
   key_type: string;
   key_blob: string;
   fingerprint: string;
   comment: Generated<string>;
+  key_proven: Generated<boolean>;
   token_hash: string;
   note: string | null;
   requested_ip: string | null;

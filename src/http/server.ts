@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
+import { errorFields } from '../log.js';
 import { AppError, toAppError, type CoreDeps, type RequestOrigin } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
 import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
@@ -38,7 +39,13 @@ export function createHttpServer(deps: CoreDeps, options: { trustProxy: boolean;
   const { log } = options;
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      sendJson(res, 400, { success: false, error: 'Malformed request URL' });
+      return;
+    }
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const route = ROUTES[`${req.method} ${path}`];
     // Log the path only: a verification link's query string is a secret.
@@ -47,7 +54,7 @@ export function createHttpServer(deps: CoreDeps, options: { trustProxy: boolean;
       log.info({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http request');
     });
     void handle(route, path, req, res, url).catch((err) => {
-      log.error({ err }, 'unhandled error in HTTP handler');
+      log.error({ err: errorFields(err) }, 'unhandled error in HTTP handler');
       if (!res.headersSent) sendError(res, new AppError('INTERNAL'));
       else res.destroy();
     });
@@ -66,7 +73,7 @@ export function createHttpServer(deps: CoreDeps, options: { trustProxy: boolean;
       await route.handler({ deps, req, res, url, body, origin });
     } catch (err) {
       const appError = toAppError(err);
-      if (appError.status >= 500) log.error({ err, path }, 'request failed');
+      if (appError.status >= 500) log.error({ err: errorFields(err), path }, 'request failed');
       if (route.page) sendHtml(res, appError.status, `<!doctype html><title>Error</title><p>${appError.message}</p>`);
       else sendError(res, appError);
     }

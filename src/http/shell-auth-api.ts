@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import {
   AppError,
@@ -8,6 +9,7 @@ import {
   LabelSchema,
   mintApiKeyOverHttp,
   NoteSchema,
+  OrgNameLookupSchema,
   parseInput,
   PublicKeyLineSchema,
   startVerification,
@@ -32,11 +34,7 @@ const CreateApiKeyRequest = z.object({
   ssh_public_key: PublicKeyLineSchema,
   label: LabelSchema,
   // Clients may send "" or null for "my default org".
-  org_name: z
-    .string()
-    .trim()
-    .max(64)
-    .nullish()
+  org_name: OrgNameLookupSchema.nullish()
     .transform((name) => (name ? name : undefined)),
 });
 
@@ -55,7 +53,8 @@ export async function initiate({ deps, res, body, origin }: RouteContext): Promi
     user_id: result.user.id,
     email: result.user.email,
     is_new_user: result.isNewUser,
-    nonce: result.nonce,
+    // Clients expect a UUID; with no email needed there is no request, so a fresh one that names nothing.
+    nonce: result.nonce ?? randomUUID(),
     ssh_public_key: result.sshPublicKey,
     already_verified: result.alreadyVerified,
   });

@@ -65,7 +65,7 @@ export async function showConfirmPage({ deps, res, url }: RouteContext): Promise
       `<p>Someone asked to link this SSH key to the account <strong>${escapeHtml(r.email)}</strong>:</p>
 <table>${rows}</table>
 <p>Check that the fingerprint matches <code>ssh-keygen -lf ~/.ssh/id_ed25519.pub</code> (or your key's file).</p>
-<form method="post" action="/shell-auth/verify">
+<form method="post" action="verify">
 <input type="hidden" name="token" value="${escapeHtml(token)}">
 <button type="submit">Confirm</button></form>
 <p class="muted">If this wasn't you, close this page: nothing happens unless you press Confirm.</p>`,

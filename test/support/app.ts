@@ -17,11 +17,16 @@ export type TestApp = {
   request(path: string, init?: RequestInit): Promise<HttpResult>;
   /** The whole email round trip: initiate, receive the mail, GET the page, POST the form. */
   verifyByEmail(email: string, publicKey: string): Promise<void>;
+  /** Takes the next mail to `email`, opens its page and presses Confirm. */
+  confirmMailTo(email: string): Promise<void>;
   close(): Promise<void>;
 };
 
 /** Starts the real service (HTTP on an ephemeral port) on the test database, with a real SMTP server. */
-export async function startTestApp(env: Record<string, string> = {}, options: { smtp?: SmtpServer } = {}): Promise<TestApp> {
+export async function startTestApp(
+  env: Record<string, string> = {},
+  options: { smtp?: SmtpServer; headers?: Record<string, string> } = {},
+): Promise<TestApp> {
   const smtp = options.smtp ?? (await startSmtpServer());
   const config = loadConfig({
     HOST: '127.0.0.1',
@@ -29,6 +34,8 @@ export async function startTestApp(env: Record<string, string> = {}, options: { 
     SMTP_URL: smtp.url,
     DATA_DIR: '/nonexistent-data-dir',
     LOG_LEVEL: 'info',
+    // Every test request comes from 127.0.0.1; the per-IP limit has its own test.
+    MAIL_PER_IP_HOURLY: '0',
     ...env,
   });
   const logs: string[] = [];
@@ -45,7 +52,8 @@ export async function startTestApp(env: Record<string, string> = {}, options: { 
   app.deps.settings.publicUrl = env.PUBLIC_URL ?? app.httpUrl;
 
   async function request(path: string, init: RequestInit = {}): Promise<HttpResult> {
-    const response = await fetch(app.httpUrl + path, { redirect: 'manual', ...init });
+    const headers = { ...options.headers, ...(init.headers as Record<string, string> | undefined) };
+    const response = await fetch(app.httpUrl + path, { redirect: 'manual', ...init, headers });
     const text = await response.text();
     let body: unknown = undefined;
     try {
@@ -59,6 +67,15 @@ export async function startTestApp(env: Record<string, string> = {}, options: { 
   const post = (path: string, body: unknown) =>
     request(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
+  async function confirmMailTo(email: string): Promise<void> {
+    const mail = await smtp.waitForMail(email);
+    const token = tokenOf(mail.link!);
+    const page = await request(`/shell-auth/verify?token=${token}`);
+    if (page.status !== 200) throw new Error(`confirm page failed: ${page.status}`);
+    const confirmed = await request('/shell-auth/verify', confirmForm(token));
+    if (confirmed.status !== 200) throw new Error(`confirm failed: ${confirmed.status} ${confirmed.text}`);
+  }
+
   return {
     app,
     url: app.httpUrl,
@@ -69,18 +86,9 @@ export async function startTestApp(env: Record<string, string> = {}, options: { 
     async verifyByEmail(email, publicKey) {
       const started = await post('/api/shell-auth', { email, ssh_public_key: publicKey });
       if (started.status !== 200) throw new Error(`initiate failed: ${started.status} ${started.text}`);
-      if (started.body.already_verified) return;
-      const mail = await smtp.waitForMail(email);
-      const token = new URL(mail.link!).searchParams.get('token')!;
-      const page = await request(`/shell-auth/verify?token=${token}`);
-      if (page.status !== 200) throw new Error(`confirm page failed: ${page.status}`);
-      const confirmed = await request('/shell-auth/verify', {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ token }).toString(),
-      });
-      if (confirmed.status !== 200) throw new Error(`confirm failed: ${confirmed.status} ${confirmed.text}`);
+      if (!started.body.already_verified) await confirmMailTo(email);
     },
+    confirmMailTo,
     async close() {
       await app.close();
       if (!options.smtp) await smtp.close();

@@ -1,0 +1,130 @@
+import net from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/database.js';
+import { createLogger } from '../src/log.js';
+import { postgresUrl, usingPostgres } from './support/database.js';
+import { makeKey, uniqueEmail } from './support/keys.js';
+import { startSmtpServer } from './support/smtp.js';
+import { startTestApp } from './support/app.js';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+describe('SMTP down', () => {
+  it('gives a clear 503, withdraws the link so it does not count, and works once SMTP is back', async () => {
+    const smtp = await startSmtpServer();
+    const port = smtp.port;
+    await smtp.close();
+    const t = await startTestApp({ SMTP_URL: `smtp://127.0.0.1:${port}` });
+    cleanups.push(() => t.close());
+    const email = uniqueEmail('nomail');
+    const key = makeKey();
+    const res = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
+    expect(res.status).toBe(503);
+    expect(res.body).toEqual({ success: false, error: 'Verification email could not be sent; try again later' });
+    const pending = await t.app.deps.db.selectFrom('verification_requests').select('id').where('email', '=', email).execute();
+    expect(pending).toHaveLength(0);
+    expect(t.logs.join('\n')).toContain('verification email could not be sent');
+
+    // Bring a mail server up on the same port: the retry is not rate-limited and the mail arrives.
+    const revived = await startSmtpServerOn(port);
+    cleanups.push(() => revived.close());
+    const retry = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
+    expect(retry.status).toBe(200);
+    // The failed attempt left no account behind: this is still the account's creation.
+    expect(retry.body.is_new_user).toBe(true);
+    expect((await revived.waitForMail(email)).link).toBeTruthy();
+  });
+});
+
+async function startSmtpServerOn(port: number) {
+  // smtp-server picks its own port; relay our fixed port to it.
+  const smtp = await startSmtpServer();
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(smtp.port, '127.0.0.1');
+    client.pipe(upstream).pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(port, '127.0.0.1', resolve));
+  return {
+    ...smtp,
+    close: async () => {
+      await new Promise((resolve) => relay.close(resolve));
+      await smtp.close();
+    },
+  };
+}
+
+/** A TCP relay in front of Postgres that the test can cut and restore, like a database going away. */
+async function startCuttableProxy(target: URL) {
+  let open = true;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    if (!open) return void client.destroy();
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut() {
+      open = false;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    restore() {
+      open = true;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is in-process)', () => {
+  it('answers 503 while the database is unreachable, stays up, and recovers', async () => {
+    const real = new URL(postgresUrl());
+    const proxy = await startCuttableProxy(real);
+    cleanups.push(proxy.close);
+    const viaProxy = new URL(real);
+    viaProxy.port = String(proxy.port);
+    const smtp = await startSmtpServer();
+    cleanups.push(smtp.close);
+    const config = loadConfig({ HTTP_PORT: '0', SMTP_URL: smtp.url, DATABASE_URL: viaProxy.toString(), LOG_LEVEL: 'silent', MAIL_PER_IP_HOURLY: '0' });
+    const app = await startApp(config, createLogger('silent'), {
+      database: await openDatabase({ kind: 'postgres', url: viaProxy.toString() }),
+    });
+    cleanups.push(() => app.close());
+    const post = (path: string, body: unknown) =>
+      fetch(app.httpUrl + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+    const key = makeKey();
+    const email = uniqueEmail('dbdown');
+    expect((await post('/api/shell-auth', { email, ssh_public_key: key.publicKey })).status).toBe(200);
+
+    proxy.cut();
+    for (const path of ['/api/shell-auth/verify-key', '/api/shell-auth/api-keys', '/api/shell-auth']) {
+      const res = await post(path, { email: uniqueEmail('down'), ssh_public_key: makeKey().publicKey, label: 'while-down' });
+      expect(res.status, path).toBe(503);
+      expect(await res.json()).toEqual({ success: false, error: 'Service temporarily unavailable; try again later' });
+    }
+    const health = await fetch(`${app.httpUrl}/healthz`);
+    expect(health.status).toBe(503);
+
+    proxy.restore();
+    const after = await post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey });
+    expect(after.status).toBe(401); // answered from the database again
+    expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(200);
+  });
+});

@@ -1,0 +1,178 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { postgresUrl, usingPostgres } from './support/database.js';
+import { makeKey, uniqueEmail } from './support/keys.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  // Test files share 127.0.0.1 and one database: the per-IP mail limit would couple them.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', ...extra };
+  if (usingPostgres && !('DATABASE_URL' in extra)) env.DATABASE_URL = postgresUrl();
+  return env;
+}
+
+/** Runs a command to completion. */
+function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(TSX, args, { cwd: ROOT, env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Starts the service like `npm start` and waits for its "listening" log line. */
+async function startService(env: NodeJS.ProcessEnv) {
+  const child = spawn(TSX, ['src/main.ts'], { cwd: ROOT, env });
+  children.push(child);
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`service did not start:\n${output}`)), 45_000);
+    const check = () => {
+      const match = /"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    };
+    child.stdout!.on('data', check);
+    child.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${output}`)));
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, url, output: () => output, exited };
+}
+
+function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-proc-'));
+}
+
+describe('the service as a process', () => {
+  it('starts on a fresh data directory with no mail server: the email lands in the outbox and the link is logged', async () => {
+    const dataDir = tempDir();
+    const service = await startService(baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0', HOST: '127.0.0.1' }));
+    const email = uniqueEmail('fresh');
+    const res = await fetch(`${service.url}/api/shell-auth`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, ssh_public_key: makeKey().publicKey }),
+    });
+    expect(res.status).toBe(200);
+    const outbox = path.join(dataDir, 'outbox');
+    const files = fs.readdirSync(outbox).filter((f) => f.endsWith('.eml'));
+    expect(files).toHaveLength(1);
+    const eml = fs.readFileSync(path.join(outbox, files[0]!), 'utf8');
+    expect(eml).toContain(`To: ${email}`);
+    expect(eml).toMatch(/shell-auth\/verify\?token=/);
+    expect(service.output()).toContain('dev mail transport: verification email written to outbox');
+    if (!usingPostgres) expect(fs.existsSync(path.join(dataDir, 'pglite'))).toBe(true);
+
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
+  });
+
+  it('a bad configuration value: one clear line and exit 1', async () => {
+    const result = await run(['src/main.ts'], baseEnv({ HTTP_TRUST_WINDOW: 'soon', DATA_DIR: tempDir() }));
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toContain('HTTP_TRUST_WINDOW: "soon" is not a duration');
+  });
+
+  it.runIf(!usingPostgres)('refuses a second instance on the same embedded database', async () => {
+    const dataDir = tempDir();
+    const first = await startService(baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
+    const second = await run(['src/main.ts'], baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/the embedded database in .* is in use by process \d+/);
+    first.child.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+  });
+
+  it.runIf(usingPostgres)('several instances starting at once on a fresh database migrate it once, safely', async () => {
+    const admin = new pg.Client({ connectionString: postgresUrl() });
+    await admin.connect();
+    const name = `shell_auth_concurrent_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    try {
+      const url = new URL(postgresUrl());
+      url.pathname = `/${name}`;
+      const services = await Promise.all(
+        [0, 1, 2].map(() => startService(baseEnv({ DATABASE_URL: url.toString(), HTTP_PORT: '0', DATA_DIR: tempDir() }))),
+      );
+      const check = new pg.Client({ connectionString: url.toString() });
+      await check.connect();
+      const { rows } = await check.query('SELECT name FROM kysely_migration');
+      await check.end();
+      expect(rows.map((r) => r.name)).toEqual(['0001_initial']);
+      const migratedLogs = services.filter((s) => s.output().includes('"msg":"database migrated"'));
+      expect(migratedLogs).toHaveLength(1);
+      for (const s of services) s.child.kill('SIGTERM');
+      await Promise.all(services.map((s) => s.exited));
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+});
+
+describe('admin CLI (npm run admin)', () => {
+  it('creates orgs, manages members and billing, lists and revokes keys; clear errors and exit codes', async () => {
+    const env = baseEnv({ DATA_DIR: tempDir() });
+    const admin = (...args: string[]) => run(['src/cli/admin.ts', ...args], env);
+    const org = `cli-${Date.now().toString(36)}`;
+    const owner = uniqueEmail('cliowner');
+
+    const created = await admin('org', 'create', org, '--owner', owner);
+    expect(created.code).toBe(0);
+    expect(created.stdout).toMatch(new RegExp(`^Created org ${org} \\([0-9a-f-]{36}\\), owner ${owner}\\n$`));
+
+    const dup = await admin('org', 'create', org, '--owner', owner);
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toBe('error: Organization already exists\n');
+
+    const member = uniqueEmail('climember');
+    const added = await admin('org', 'add-member', org, member, '--role', 'admin');
+    expect(added.code).toBe(0);
+    expect(added.stdout).toContain(`${member} is now admin of ${org}`);
+
+    const badRole = await admin('org', 'add-member', org, member, '--role', 'king');
+    expect(badRole.code).toBe(2);
+    expect(badRole.stderr).toContain('--role');
+
+    const suspended = await admin('billing', 'set', org, 'suspended');
+    expect(suspended.code).toBe(0);
+    const list = await admin('org', 'list', '--json');
+    expect(list.code).toBe(0);
+    const listed = JSON.parse(list.stdout).find((o: { name: string }) => o.name === org);
+    expect(listed).toMatchObject({ name: org, plan: 'free', status: 'suspended', members: 2 });
+
+    const missing = await admin('billing', 'set', 'no-such-org-x', 'active');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('error: Organization not found\n');
+
+    const keys = await admin('keys', 'list', '--org', org);
+    expect(keys.code).toBe(0);
+    expect(keys.stdout.trim()).toBe('(none)');
+
+    const revokeMissing = await admin('keys', 'revoke', '00000000-0000-4000-8000-000000000000');
+    expect(revokeMissing.code).toBe(1);
+    expect(revokeMissing.stderr).toBe('error: API key not found\n');
+
+    const unknown = await admin('frobnicate');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('usage: npm run admin');
+  }, 120_000);
+});
