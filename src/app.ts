@@ -7,6 +7,8 @@ import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './
 import { migrateToLatest, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { createHttpServer } from './http/server.js';
 import { outboxMailer, smtpMailer } from './mail/mailer.js';
+import { loadOrCreateHostKey } from './ssh/host-key.js';
+import { createSshServer } from './ssh/server.js';
 import { errorFields } from './log.js';
 
 export type App = {
@@ -14,6 +16,8 @@ export type App = {
   database: OpenDatabase;
   http: Server;
   httpUrl: string;
+  sshPort: number;
+  hostKeyFingerprint: string;
   close(): Promise<void>;
 };
 
@@ -21,10 +25,9 @@ export function databaseTarget(config: Config): DatabaseTarget {
   return config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'pglite', dataDir: config.dataDir };
 }
 
-export function sshCommandHint(config: Config): string {
+export function sshCommandHint(config: Config, port = config.sshPort): string {
   const host = new URL(config.publicUrl).hostname;
-  const port = config.sshPort === 22 ? '' : ` -p ${config.sshPort}`;
-  return `ssh${port} ${config.sshUser}@${host}`;
+  return `ssh${port === 22 ? '' : ` -p ${port}`} ${config.sshUser}@${host}`;
 }
 
 /** Opens the database (migrating it), wires the core, and builds the doors. Nothing listens yet. */
@@ -97,15 +100,41 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const httpUrl = `http://${host}:${address.port}`;
   log.info({ url: httpUrl, publicUrl: config.publicUrl, database: database.kind }, 'HTTP API listening');
+
+  const hostKey = loadOrCreateHostKey(config.hostKeysDir);
+  log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
+  const ssh = createSshServer(deps, {
+    hostKey,
+    sshUser: config.sshUser,
+    get sshHint() {
+      return deps.settings.sshCommandHint;
+    },
+    log,
+  });
+  let sshAddress: AddressInfo;
+  try {
+    sshAddress = await ssh.listen(config.sshPort, config.host);
+  } catch (err) {
+    http.close();
+    closeMailer();
+    await database.close();
+    throw err;
+  }
+  deps.settings.sshCommandHint = sshCommandHint(config, sshAddress.port);
+  log.info({ port: sshAddress.port, user: config.sshUser, try: deps.settings.sshCommandHint }, 'SSH door listening');
+
   let closed = false;
   return {
     deps,
     database,
     http,
     httpUrl,
+    sshPort: sshAddress.port,
+    hostKeyFingerprint: hostKey.fingerprint,
     async close() {
       if (closed) return;
       closed = true;
+      await ssh.close();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeAllConnections();

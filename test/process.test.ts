@@ -16,7 +16,7 @@ afterAll(() => {
 
 function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   // Test files share 127.0.0.1 and one database: the per-IP mail limit would couple them.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', ...extra };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', SSH_PORT: '0', HOST_KEYS_DIR: tempDir(), ...extra };
   if (usingPostgres && !('DATABASE_URL' in extra)) env.DATABASE_URL = postgresUrl();
   return env;
 }
@@ -101,7 +101,7 @@ describe('the service as a process', () => {
     expect(await first.exited).toBe(0);
   });
 
-  it.runIf(usingPostgres)('several instances starting at once on a fresh database migrate it once, safely', async () => {
+  it.runIf(usingPostgres)('several instances starting at once migrate a fresh database once and share one host key', async () => {
     const admin = new pg.Client({ connectionString: postgresUrl() });
     await admin.connect();
     const name = `shell_auth_concurrent_${Date.now()}`;
@@ -109,9 +109,15 @@ describe('the service as a process', () => {
     try {
       const url = new URL(postgresUrl());
       url.pathname = `/${name}`;
+      const hostKeys = tempDir(); // shared, as instances behind one load balancer should
       const services = await Promise.all(
-        [0, 1, 2].map(() => startService(baseEnv({ DATABASE_URL: url.toString(), HTTP_PORT: '0', DATA_DIR: tempDir() }))),
+        [0, 1, 2].map(() =>
+          startService(baseEnv({ DATABASE_URL: url.toString(), HTTP_PORT: '0', DATA_DIR: tempDir(), HOST_KEYS_DIR: hostKeys })),
+        ),
       );
+      const fingerprints = services.map((s) => /"fingerprint":"(SHA256:[^"]+)"/.exec(s.output())?.[1]);
+      expect(new Set(fingerprints).size).toBe(1);
+      expect(fingerprints[0]).toMatch(/^SHA256:/);
       const check = new pg.Client({ connectionString: url.toString() });
       await check.connect();
       const { rows } = await check.query('SELECT name FROM kysely_migration');

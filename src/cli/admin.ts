@@ -21,7 +21,7 @@ import {
   type RequestOrigin,
 } from '../core/index.js';
 import { createLogger, errorFields } from '../log.js';
-import { formatTable } from './table.js';
+import { formatTable, isoOrDash } from '../text/table.js';
 
 const USAGE = `usage: npm run admin -- <command>
 
@@ -99,7 +99,7 @@ async function run(deps: CoreDeps, { positionals, values }: Parsed): Promise<Out
         json: orgs,
         text: formatTable(
           ['NAME', 'ID', 'PLAN', 'STATUS', 'MEMBERS', 'CREATED'],
-          orgs.map((o) => [o.name, o.id, o.plan ?? '-', o.status ?? 'none', String(o.members), new Date(o.created_at).toISOString()]),
+          orgs.map((o) => [o.name, o.id, o.plan ?? '-', o.status ?? 'none', String(o.members), isoOrDash(o.created_at)]),
         ),
       };
     }
@@ -122,10 +122,10 @@ async function run(deps: CoreDeps, { positionals, values }: Parsed): Promise<Out
             k.org_name,
             k.created_by,
             k.created_via,
-            iso(k.created_at),
-            iso(k.last_used_at),
-            iso(k.expires_at),
-            iso(k.revoked_at),
+            isoOrDash(k.created_at),
+            isoOrDash(k.last_used_at),
+            isoOrDash(k.expires_at),
+            isoOrDash(k.revoked_at),
           ]),
         ),
       };
@@ -138,10 +138,6 @@ async function run(deps: CoreDeps, { positionals, values }: Parsed): Promise<Out
     default:
       throw new UsageError(group ? `unknown command "${command.trim()}"` : 'no command given');
   }
-}
-
-function iso(value: Date | string | null): string {
-  return value === null ? '-' : new Date(value).toISOString();
 }
 
 async function main(argv: string[]): Promise<number> {

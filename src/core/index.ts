@@ -15,6 +15,7 @@ export {
   findSshKey,
   httpTrustOf,
   MAIL_LIMITS,
+  waitForConfirmation,
 } from './verification.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling, requireUser } from './orgs-admin.js';

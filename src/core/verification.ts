@@ -335,3 +335,39 @@ export async function findTrustedHolder(deps: CoreDeps, key: PublicKey): Promise
   const user = await deps.db.selectFrom('users').selectAll().where('id', '=', sshKey.user_id).executeTakeFirstOrThrow();
   return [{ user, sshKey }];
 }
+
+export type WaitOutcome = 'confirmed' | 'expired' | 'aborted';
+
+/**
+ * Waits until a verification link is confirmed (on any instance: the database is polled), it
+ * expires, or `signal` aborts. `onTick` is called after every poll with the time left.
+ */
+export async function waitForConfirmation(
+  deps: CoreDeps,
+  requestId: string,
+  options: { signal: AbortSignal; pollMs?: number; onTick?: (msLeft: number) => void },
+): Promise<WaitOutcome> {
+  const pollMs = options.pollMs ?? 1000;
+  for (;;) {
+    if (options.signal.aborted) return 'aborted';
+    const row = await deps.db
+      .selectFrom('verification_requests')
+      .select(['consumed_at', 'expires_at'])
+      .where('id', '=', requestId)
+      .executeTakeFirst();
+    if (!row) return 'expired';
+    if (row.consumed_at) return 'confirmed';
+    const msLeft = new Date(row.expires_at).getTime() - nowOf(deps).getTime();
+    if (msLeft <= 0) return 'expired';
+    options.onTick?.(msLeft);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, Math.min(pollMs, msLeft));
+      function done() {
+        clearTimeout(timer);
+        options.signal.removeEventListener('abort', done);
+        resolve();
+      }
+      options.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}

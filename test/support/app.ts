@@ -1,9 +1,14 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { startApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { openTestDatabase } from './database.js';
 import { startSmtpServer, type SmtpServer } from './smtp.js';
+
+const sharedHostKeysDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-hostkeys-'));
 
 export type HttpResult = { status: number; body: any; text: string; headers: Headers };
 
@@ -36,6 +41,8 @@ export async function startTestApp(
     LOG_LEVEL: 'info',
     // Every test request comes from 127.0.0.1; the per-IP limit has its own test.
     MAIL_PER_IP_HOURLY: '0',
+    SSH_PORT: '0',
+    HOST_KEYS_DIR: sharedHostKeysDir,
     ...env,
   });
   const logs: string[] = [];

@@ -5,3 +5,7 @@ export function formatTable(headers: string[], rows: string[][]): string {
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [line(headers), ...rows.map(line)].join('\n');
 }
+
+export function isoOrDash(value: Date | string | null | undefined): string {
+  return value === null || value === undefined ? '-' : new Date(value).toISOString();
+}

@@ -1,0 +1,81 @@
+import {
+  formatDuration,
+  LabelSchema,
+  mintApiKey,
+  OrgNameLookupSchema,
+  parseDuration,
+  parseInput,
+  PERMISSION_NAMES,
+  revokeApiKey,
+} from '../../core/index.js';
+import { EXIT, json, optionalString, requireString, UsageError, type Command } from '../command.js';
+
+export const create: Command = {
+  name: 'create',
+  summary: 'create an API key (printed once, alone on stdout)',
+  usage: `create --label LABEL [--org ORG] [--expires-in DURATION] [--json]
+
+  --label LABEL          what the key is for (at least 5 characters)
+  --org ORG              the organization (default: your first one; see "orgs")
+  --expires-in DURATION  lifetime such as 30d, 12h, 2w (default: no expiry, or the server's maximum)
+  --json                 print {"api_key", "api_key_id", "org_id", "org_name", "permissions", "expires_at"}
+
+The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST create --label ci-runner)`,
+  options: {
+    label: { type: 'string' },
+    org: { type: 'string' },
+    'expires-in': { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  positionals: { min: 0, max: 0, names: '' },
+  async run(ctx, args) {
+    const label = parseInput(LabelSchema, requireString(args, 'label'), 'INVALID_REQUEST');
+    const org = optionalString(args, 'org');
+    const orgName = org === undefined ? undefined : parseInput(OrgNameLookupSchema, org, 'INVALID_REQUEST');
+    const expiresIn = optionalString(args, 'expires-in');
+    let expiresInMs: number | undefined;
+    if (expiresIn !== undefined) {
+      const ms = parseDuration(expiresIn);
+      if (!ms) throw new UsageError(`--expires-in: "${expiresIn}" is not a duration such as 30d, 12h or 2w`);
+      expiresInMs = ms;
+    }
+
+    const minted = await mintApiKey(ctx.deps, {
+      user: ctx.identity.user!,
+      sshKeyId: ctx.identity.sshKey!.id,
+      label,
+      orgName,
+      expiresInMs,
+      origin: ctx.origin,
+    });
+    // The client left while we were minting: nobody can ever see this key, so it must not live.
+    if (ctx.signal.aborted) {
+      await revokeApiKey(ctx.deps, null, minted.api_key_id, ctx.origin);
+      ctx.deps.log.warn({ apiKeyId: minted.api_key_id }, 'client left before the key was delivered; key revoked');
+      return EXIT.FAILED;
+    }
+
+    const expires = minted.expires_at ? `expires ${minted.expires_at.toISOString()}` : 'no expiry';
+    if (args.values.json) {
+      ctx.stdout(
+        json({
+          success: true,
+          api_key: minted.api_key,
+          api_key_id: minted.api_key_id,
+          org_id: minted.org_id,
+          org_name: minted.org_name,
+          permissions: minted.permissions,
+          expires_at: minted.expires_at,
+        }),
+      );
+    } else {
+      ctx.stdout(`${minted.api_key}\n`);
+    }
+    const permissions = minted.permissions.map((p) => PERMISSION_NAMES[p] ?? p).join(', ');
+    ctx.stderr(
+      `Created API key ${minted.api_key_id} in org ${minted.org_name} (${permissions}; ${expires}). It will not be shown again.\n`,
+    );
+    if (expiresInMs !== undefined && expiresInMs < 60_000) ctx.stderr(`Note: it expires in ${formatDuration(expiresInMs)}.\n`);
+    return EXIT.OK;
+  },
+};

@@ -1,0 +1,59 @@
+import { EmailSchema, formatDuration, orgsOfUser, parseInput, startVerification, waitForConfirmation } from '../../core/index.js';
+import { formatTable } from '../../text/table.js';
+import { EXIT, type Command, type CommandContext } from '../command.js';
+
+const PROGRESS_EVERY_MS = 30_000;
+
+export const login: Command = {
+  name: 'login',
+  summary: 'link this key to your account by email (creates the account if new)',
+  usage: `login EMAIL
+
+Sends a confirmation link to EMAIL and waits (up to 10 minutes) until you press Confirm on
+the page it opens. After that this key is your identity here, and for a while also over HTTP.`,
+  options: {},
+  positionals: { min: 1, max: 1, names: 'EMAIL' },
+  allowUnverified: true,
+  async run(ctx, args) {
+    const email = parseInput(EmailSchema, args.positionals[0], 'INVALID_INITIATE');
+    const { key } = ctx.identity;
+    const started = await startVerification(ctx.deps, { email, key, note: null, keyProven: true, origin: ctx.origin });
+    if (started.alreadyVerified) {
+      await ctx.refreshIdentity();
+      ctx.stderr(`This key (${key.fingerprint}) is already linked to ${email}.\n`);
+      await printOrgs(ctx);
+      return EXIT.OK;
+    }
+
+    ctx.stderr(
+      `Key ${key.fingerprint} (${key.type})\n` +
+        `${started.isNewUser ? 'Creating a new account. ' : ''}We sent a confirmation link to ${email}: check your inbox and press Confirm.\n` +
+        'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n',
+    );
+    let lastProgress = Date.now();
+    const outcome = await waitForConfirmation(ctx.deps, started.nonce!, {
+      signal: ctx.signal,
+      onTick(msLeft) {
+        if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
+        lastProgress = Date.now();
+        ctx.stderr(`  still waiting, ${formatDuration(msLeft)} left...\n`);
+      },
+    });
+    if (outcome === 'aborted') return EXIT.FAILED;
+    if (outcome === 'expired') {
+      ctx.stderr(`The link expired before it was confirmed. Run "login ${email}" again for a new one.\n`);
+      return EXIT.FAILED;
+    }
+    await ctx.refreshIdentity();
+    ctx.stderr(`Confirmed: this key is now linked to ${email}.\n`);
+    await printOrgs(ctx);
+    return EXIT.OK;
+  },
+};
+
+async function printOrgs(ctx: CommandContext): Promise<void> {
+  const user = ctx.identity.user;
+  if (!user) return;
+  const orgs = await orgsOfUser(ctx.deps.db, user);
+  ctx.stdout(`${formatTable(['NAME', 'ROLE', 'ID'], orgs.map((o) => [o.name, o.role, o.org_id]))}\n`);
+}

@@ -1,0 +1,18 @@
+import { orgsOfUser } from '../../core/index.js';
+import { formatTable } from '../../text/table.js';
+import { EXIT, json, type Command } from '../command.js';
+
+export const orgs: Command = {
+  name: 'orgs',
+  summary: 'list your organizations and roles',
+  usage: 'orgs [--json]',
+  options: { json: { type: 'boolean' } },
+  positionals: { min: 0, max: 0, names: '' },
+  async run(ctx, args) {
+    const memberships = await orgsOfUser(ctx.deps.db, ctx.identity.user!);
+    const rows = memberships.map((o) => ({ org_id: o.org_id, name: o.name, role: o.role }));
+    if (args.values.json) ctx.stdout(json(rows));
+    else ctx.stdout(`${formatTable(['NAME', 'ROLE', 'ID'], rows.map((o) => [o.name, o.role, o.org_id]))}\n`);
+    return EXIT.OK;
+  },
+};

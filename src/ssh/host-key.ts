@@ -1,0 +1,41 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import ssh2 from 'ssh2';
+import { fingerprintOf } from '../core/index.js';
+
+const HOST_KEY_FILE = 'ssh_host_ed25519_key';
+
+export type HostKey = { privateKey: Buffer; fingerprint: string; path: string; created: boolean };
+
+/**
+ * Loads the ed25519 host key, generating it on first start. Written to a temporary file and
+ * hard-linked into place, so instances starting together on one shared directory all end up
+ * with the same key and never read a half-written file.
+ */
+export function loadOrCreateHostKey(dir: string): HostKey {
+  const keyPath = path.join(dir, HOST_KEY_FILE);
+  let created = false;
+  if (!fs.existsSync(keyPath)) {
+    fs.mkdirSync(dir, { recursive: true });
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'shell-auth host key' });
+    const temp = `${keyPath}.tmp-${process.pid}-${Date.now()}`;
+    fs.writeFileSync(temp, pair.private, { mode: 0o600 });
+    try {
+      fs.linkSync(temp, keyPath);
+      fs.writeFileSync(`${keyPath}.pub`, `${pair.public}\n`, { mode: 0o644 });
+      created = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another instance won
+    } finally {
+      fs.rmSync(temp, { force: true });
+    }
+  }
+  const privateKey = fs.readFileSync(keyPath);
+  const parsed = ssh2.utils.parseKey(privateKey);
+  if (parsed instanceof Error || Array.isArray(parsed)) {
+    throw new Error(`host key ${keyPath} is not a readable OpenSSH private key`);
+  }
+  const mode = fs.statSync(keyPath).mode & 0o777;
+  if (mode & 0o077) fs.chmodSync(keyPath, 0o600);
+  return { privateKey, fingerprint: fingerprintOf(parsed.getPublicSSH()), path: keyPath, created };
+}

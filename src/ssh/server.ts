@@ -1,0 +1,205 @@
+import net from 'node:net';
+import type { Logger } from 'pino';
+import ssh2, { type AuthContext, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
+import { findSshKey, parsePublicKeyBlob, toAppError, type CoreDeps, type PublicKey } from '../core/index.js';
+import { errorFields } from '../log.js';
+import type { Identity } from './command.js';
+import { runExec } from './exec.js';
+import type { HostKey } from './host-key.js';
+import { runShell } from './shell.js';
+
+export type SshServerOptions = {
+  hostKey: HostKey;
+  sshUser: string;
+  sshHint: string;
+  log: Logger;
+  /** Unauthenticated connections are dropped after this long (OpenSSH LoginGraceTime). */
+  loginGraceMs?: number;
+  /** Authentication requests per connection before we hang up (OpenSSH MaxAuthTries). */
+  maxAuthAttempts?: number;
+  /** Sessions (exec/shell) per connection (GitLab Shell's limit). */
+  maxSessionsPerConnection?: number;
+  /** Unauthenticated connections at once from one address. */
+  maxUnauthenticatedPerIp?: number;
+};
+
+export type SshServer = {
+  listen(port: number, host: string): Promise<net.AddressInfo>;
+  close(): Promise<void>;
+};
+
+/** Parsed client keys, so a key is decoded once rather than on every signature check. */
+class KeyCache {
+  private readonly keys = new Map<string, ParsedKey>();
+  constructor(private readonly max = 2000) {}
+
+  get(blob: Buffer): ParsedKey | null {
+    const id = blob.toString('base64');
+    let key = this.keys.get(id);
+    if (key) {
+      this.keys.delete(id);
+    } else {
+      const parsed = ssh2.utils.parseKey(blob);
+      if (parsed instanceof Error || Array.isArray(parsed)) return null;
+      key = parsed;
+      if (this.keys.size >= this.max) this.keys.delete(this.keys.keys().next().value!);
+    }
+    this.keys.set(id, key);
+    return key;
+  }
+}
+
+export async function resolveIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
+  const sshKey = await findSshKey(deps, key);
+  if (!sshKey) return { key, user: null, sshKey: null };
+  const user = await deps.db.selectFrom('users').selectAll().where('id', '=', sshKey.user_id).executeTakeFirst();
+  return user ? { key, user, sshKey } : { key, user: null, sshKey: null };
+}
+
+export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshServer {
+  const { log, sshUser } = options;
+  const loginGraceMs = options.loginGraceMs ?? 30_000;
+  const maxAuthAttempts = options.maxAuthAttempts ?? 6;
+  const maxSessions = options.maxSessionsPerConnection ?? 10;
+  const maxUnauthPerIp = options.maxUnauthenticatedPerIp ?? 20;
+  const keyCache = new KeyCache();
+  const pending = new Map<string, { socket: net.Socket; timer: NodeJS.Timeout }>();
+  const unauthByIp = new Map<string, number>();
+  const sockets = new Set<net.Socket>();
+
+  const ssh = new ssh2.Server(
+    {
+      hostKeys: [options.hostKey.privateKey],
+      ident: 'shell-auth',
+      keepaliveInterval: 15_000,
+      keepaliveCountMax: 3,
+    },
+    (client, info) => handleClient(client, info.ip, `${info.ip}|${info.port}`),
+  );
+  ssh.on('error', (err: Error) => log.warn({ err: errorFields(err) }, 'ssh server error'));
+
+  function markAuthenticated(connKey: string) {
+    const entry = pending.get(connKey);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    pending.delete(connKey);
+    releaseUnauth(entry.socket.remoteAddress ?? '');
+  }
+
+  function releaseUnauth(ip: string) {
+    const count = (unauthByIp.get(ip) ?? 1) - 1;
+    if (count <= 0) unauthByIp.delete(ip);
+    else unauthByIp.set(ip, count);
+  }
+
+  const tcp = net.createServer((socket) => {
+    // ssh2 writes every packet separately; with Nagle on, each waits for a delayed ACK (~40 ms).
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined); // ECONNRESET before ssh2 takes over must not kill us
+    const ip = socket.remoteAddress ?? '';
+    const inFlight = unauthByIp.get(ip) ?? 0;
+    if (inFlight >= maxUnauthPerIp) {
+      socket.destroy();
+      return;
+    }
+    unauthByIp.set(ip, inFlight + 1);
+    const connKey = `${ip}|${socket.remotePort}`;
+    const timer = setTimeout(() => {
+      log.info({ ip }, 'ssh: login grace time over, dropping connection');
+      socket.destroy();
+    }, loginGraceMs);
+    pending.set(connKey, { socket, timer });
+    sockets.add(socket);
+    socket.once('close', () => {
+      sockets.delete(socket);
+      if (pending.has(connKey)) {
+        clearTimeout(timer);
+        pending.delete(connKey);
+        releaseUnauth(ip);
+      }
+    });
+    ssh.injectSocket(socket);
+  });
+  tcp.on('error', (err) => log.error({ err: errorFields(err) }, 'ssh listener error'));
+
+  function handleClient(client: Connection, ip: string, connKey: string) {
+    client.on('error', (err) => log.debug({ err: err.message, ip }, 'ssh connection error'));
+    let attempts = 0;
+    let signedKey: PublicKey | null = null;
+
+    client.on('authentication', (ctx: AuthContext) => {
+      if (++attempts > maxAuthAttempts) {
+        ctx.reject();
+        client.end();
+        return;
+      }
+      if (ctx.method !== 'publickey' || ctx.username !== sshUser) return ctx.reject(['publickey']);
+      const parsed = parsePublicKeyBlob(ctx.key.data);
+      if (!parsed.ok) return ctx.reject(['publickey']);
+      // The signature-less query ("would you accept this key?") binds nothing: a client may offer
+      // someone else's public key here and sign with its own next (GHSA-pchf-49fh-w34r).
+      if (!ctx.signature || !ctx.blob) return ctx.accept();
+      const verifier = keyCache.get(ctx.key.data);
+      if (!verifier || verifier.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(['publickey']);
+      signedKey = parsed.key;
+      ctx.accept();
+    });
+
+    client.on('ready', () => {
+      markAuthenticated(connKey);
+      const key = signedKey!;
+      const identityReady = resolveIdentity(deps, key).then(async (identity) => {
+        if (identity.sshKey) {
+          await deps.db.updateTable('ssh_keys').set({ last_seen_at: new Date() }).where('id', '=', identity.sshKey.id).execute();
+        }
+        return identity;
+      });
+      identityReady.catch((err) => log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
+      const origin = { channel: 'ssh' as const, ip };
+      let sessions = 0;
+
+      client.on('session', (accept, reject) => {
+        if (++sessions > maxSessions) return reject();
+        const session = accept();
+        let pty: { cols: number; rows: number } | null = null;
+        session.on('pty', (acceptPty, _reject, info) => {
+          pty = { cols: info.cols, rows: info.rows };
+          acceptPty?.();
+        });
+        session.on('window-change', (acceptChange) => acceptChange?.());
+        session.on('env', (_accept, rejectEnv) => rejectEnv?.());
+        const start = (channel: ServerChannel) => {
+          channel.on('error', (err: Error) => log.debug({ err: err.message }, 'ssh channel error'));
+          return identityReady.catch((err) => {
+            throw toAppError(err);
+          });
+        };
+        session.on('exec', (acceptExec, _reject, info) => {
+          const channel = acceptExec();
+          void runExec({ channel, command: info.command, pty: pty !== null, identity: start(channel), deps, origin, sshHint: options.sshHint });
+        });
+        session.on('shell', (acceptShell) => {
+          const channel = acceptShell();
+          void runShell({ channel, identity: start(channel), deps, origin, sshHint: options.sshHint });
+        });
+      });
+    });
+  }
+
+  return {
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(port, host, () => {
+          tcp.off('error', reject);
+          resolve(tcp.address() as net.AddressInfo);
+        });
+      });
+    },
+    close() {
+      for (const { timer } of pending.values()) clearTimeout(timer);
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => tcp.close(() => resolve()));
+    },
+  };
+}

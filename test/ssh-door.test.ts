@@ -1,0 +1,409 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import fs from 'node:fs';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setBilling, setMember } from '../src/core/index.js';
+import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
+import { startTestApp, type TestApp } from './support/app.js';
+import { openssh, parsedKey, privateKeyOf, ssh2Exec, TrickAgent } from './support/ssh.js';
+
+const execFileAsync = promisify(execFile);
+let t: TestApp;
+let port: number;
+let hint: string;
+beforeAll(async () => {
+  t = await startTestApp();
+  port = t.app.sshPort;
+  hint = t.app.deps.settings.sshCommandHint;
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+const API_KEY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[0-9a-f]{64}$/;
+const admin = { channel: 'admin' as const, ip: null };
+
+/** A user whose key is verified (through the HTTP email flow). */
+async function verifiedUser(type: 'ed25519' | 'rsa' = 'ed25519'): Promise<{ email: string; key: TestKey; org: string }> {
+  const email = uniqueEmail('ssh');
+  const key = makeKey(type, type === 'rsa' ? 2048 : undefined);
+  await t.verifyByEmail(email, key.publicKey);
+  return { email, key, org: email.split('@')[0]! };
+}
+
+const ssh = (key: TestKey, ...args: string[]) => openssh(port, key.privateKeyPath, args);
+
+describe('host key', () => {
+  it('is an ed25519 OpenSSH key, mode 0600, whose fingerprint the server logs', () => {
+    const line = t.logs.find((l) => l.includes('"msg":"SSH host key"'))!;
+    const { path: keyPath, fingerprint } = JSON.parse(line) as { path: string; fingerprint: string };
+    expect(fs.statSync(keyPath).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(keyPath, 'utf8')).toMatch(/^-----BEGIN OPENSSH PRIVATE KEY-----/);
+    const printed = execFileSync('ssh-keygen', ['-l', '-f', keyPath]).toString();
+    expect(printed).toContain(fingerprint);
+    expect(printed).toContain('(ED25519)');
+    expect(fingerprint).toBe(t.app.hostKeyFingerprint);
+  });
+
+  it('is reused by the next start, so a strict known_hosts check passes', async () => {
+    const { key } = await verifiedUser();
+    const knownHosts = `${key.privateKeyPath}.known_hosts`;
+    const strict = (p: number, mode: string) =>
+      openssh(p, key.privateKeyPath, ['whoami'], { extra: ['-o', `StrictHostKeyChecking=${mode}`, '-o', `UserKnownHostsFile=${knownHosts}`] });
+    expect((await strict(port, 'accept-new')).code).toBe(0);
+    const hostKeysDir = JSON.parse(t.logs.find((l) => l.includes('"msg":"SSH host key"'))!).path.replace(/\/[^/]+$/, '');
+    const second = await startTestApp({ HOST_KEYS_DIR: hostKeysDir }, { smtp: t.smtp });
+    try {
+      expect(second.app.hostKeyFingerprint).toBe(t.app.hostKeyFingerprint);
+      // known_hosts recorded [127.0.0.1]:port; the new instance listens elsewhere, so pin by key.
+      const line = fs.readFileSync(knownHosts, 'utf8').trim().replace(/^\S+/, `[127.0.0.1]:${second.app.sshPort}`);
+      fs.appendFileSync(knownHosts, `\n${line}\n`);
+      const result = await strict(second.app.sshPort, 'yes');
+      expect(result.stderr).not.toMatch(/host key|WARNING|verification failed/i);
+      expect(result.code).toBe(0);
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+describe('authentication', () => {
+  it('rejects any user but "keys", as publickey-only', async () => {
+    const { key } = await verifiedUser();
+    const result = await openssh(port, key.privateKeyPath, ['whoami'], { user: 'root' });
+    expect(result.code).toBe(255);
+    expect(result.stderr).toContain('Permission denied (publickey)');
+  });
+
+  it('an unknown key gets in with login/whoami/help only; everything else explains how to verify', async () => {
+    const key = makeKey();
+    const whoami = await ssh(key, 'whoami');
+    expect(whoami).toEqual({
+      code: 0,
+      stdout: `key:      ${key.fingerprint} (ssh-ed25519)\nverified: no\n`,
+      stderr: `This key (${key.fingerprint}) is not linked to an account yet.\nVerify it by email with: ${hint} login you@example.com\n`,
+    });
+    for (const command of [['create', '--label', 'sneaky-key'], ['list'], ['orgs'], ['revoke', 'x']]) {
+      const result = await ssh(key, ...command);
+      expect(result).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `This key (${key.fingerprint}) is not linked to an account yet.\nVerify it by email with: ${hint} login you@example.com\n`,
+      });
+    }
+    const help = await ssh(key, 'help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('create  create an API key');
+  });
+
+  it('RSA keys sign with rsa-sha2-256/512 and work', async () => {
+    const { key, email } = await verifiedUser('rsa');
+    const result = await ssh(key, 'whoami', '--json');
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ email, fingerprint: key.fingerprint, key_type: 'ssh-rsa', verified: true });
+  });
+
+  it('identity is the key that signed, never one merely offered (GHSA-pchf-49fh-w34r)', async () => {
+    const victim = await verifiedUser();
+    const attacker = makeKey();
+    // The agent offers the victim's public key first (the server answers PK_OK to the query),
+    // cannot sign for it, and then authenticates with the attacker's own key.
+    const agent = new TrickAgent([
+      { publicKey: parsedKey(victim.key.publicKey), signer: null },
+      { publicKey: parsedKey(attacker.privateKeyPath), signer: parsedKey(attacker.privateKeyPath) },
+    ]);
+    const result = await ssh2Exec(port, { agent }, 'whoami --json');
+    expect(result.code).toBe(0);
+    const me = JSON.parse(result.stdout);
+    expect(me).toEqual({ email: null, user_id: null, key_type: 'ssh-ed25519', fingerprint: attacker.fingerprint, verified: false });
+    const create = await ssh2Exec(port, { agent }, 'create --label stolen-key');
+    expect(create.code).toBe(1);
+    expect(create.stdout).toBe('');
+  });
+
+  it('a signature by another key over the offered key is refused', async () => {
+    const victim = await verifiedUser();
+    const attacker = makeKey();
+    const agent = new TrickAgent([{ publicKey: parsedKey(victim.key.publicKey), signer: parsedKey(attacker.privateKeyPath) }]);
+    await expect(ssh2Exec(port, { agent }, 'whoami')).rejects.toThrow(/All configured authentication methods failed/);
+  });
+
+  it('records last_seen_at for the key', async () => {
+    const { key } = await verifiedUser();
+    const blob = key.publicKey.split(' ')[1]!;
+    const before = await t.app.deps.db.selectFrom('ssh_keys').select('last_seen_at').where('key_blob', '=', blob).executeTakeFirstOrThrow();
+    expect(before.last_seen_at).toBeNull();
+    await ssh(key, 'whoami');
+    const after = await t.app.deps.db.selectFrom('ssh_keys').select('last_seen_at').where('key_blob', '=', blob).executeTakeFirstOrThrow();
+    expect(after.last_seen_at).not.toBeNull();
+  });
+});
+
+describe('create', () => {
+  it('prints the key alone on stdout and the notice on stderr; KEY=$(ssh ...) works', async () => {
+    const { key, org } = await verifiedUser();
+    const result = await ssh(key, 'create', '--label', 'ci-runner');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^[0-9a-f-]{36}[0-9a-f]{64}\n$/);
+    const apiKey = result.stdout.trim();
+    expect(apiKey).toMatch(API_KEY);
+    expect(result.stderr).toBe(
+      `Created API key ${apiKey.slice(0, 36)} in org ${org} (View Clusters, Create Clusters; no expiry). It will not be shown again.\n`,
+    );
+    const whoami = await t.request('/api/whoami', { headers: { authorization: `Bearer ${apiKey}` } });
+    expect(whoami.body).toMatchObject({ org_name: org, label: 'ci-runner' });
+
+    const sshArgs = `-F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -p ${port} -i ${key.privateKeyPath}`;
+    // Asynchronously: the server runs in this process and must keep answering.
+    const captured = (await execFileAsync('bash', ['-c', `KEY=$(ssh ${sshArgs} keys@127.0.0.1 create --label \"'from a script'\" 2>/dev/null); echo "got:$KEY"`])).stdout;
+    expect(captured).toMatch(/^got:[0-9a-f-]{36}[0-9a-f]{64}\n$/);
+    const row = await t.app.deps.db.selectFrom('api_keys').select(['label', 'created_via']).where('id', '=', captured.slice(4, 40)).executeTakeFirstOrThrow();
+    expect(row).toEqual({ label: 'from a script', created_via: 'ssh' });
+  });
+
+  it('--json gives the HTTP object plus permissions and expires_at; --expires-in sets the expiry', async () => {
+    const { key, org } = await verifiedUser();
+    const result = await ssh(key, 'create', '--label', 'json-key', '--expires-in', '30d', '--json');
+    expect(result.code).toBe(0);
+    const body = JSON.parse(result.stdout);
+    expect(Object.keys(body).sort()).toEqual(['api_key', 'api_key_id', 'expires_at', 'org_id', 'org_name', 'permissions', 'success']);
+    expect(body).toMatchObject({ success: true, org_name: org, permissions: ['clusters:view', 'clusters:create'] });
+    expect(body.api_key).toMatch(API_KEY);
+    const expiresIn = new Date(body.expires_at).getTime() - Date.now();
+    expect(Math.abs(expiresIn - 30 * 86_400_000)).toBeLessThan(60_000);
+    expect(result.stderr).toContain(`expires ${body.expires_at}`);
+  });
+
+  it('errors: the same validation and 402/404 as HTTP (exit 1); usage mistakes exit 2', async () => {
+    const { key, org } = await verifiedUser();
+    expect(await ssh(key, 'create', '--label', 'abc')).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'error: Invalid request (must be at least 5 characters)\n',
+    });
+    expect(await ssh(key, 'create', '--label', 'good-label', '--org', 'no-such-org-here')).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'error: Organization not found\n',
+    });
+    const missing = await ssh(key, 'create');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^error: --label is required\nusage: create --label LABEL/);
+    const badFlag = await ssh(key, 'create', '--label', 'good-label', '--colour', 'red');
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toContain("Unknown option '--colour'");
+    const badDuration = await ssh(key, 'create', '--label', 'good-label', '--expires-in', 'soon');
+    expect(badDuration.code).toBe(2);
+    expect(badDuration.stderr).toContain('--expires-in: "soon" is not a duration');
+    const unknown = await ssh(key, 'frobnicate');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^error: unknown command "frobnicate"\n\nCommands:/);
+
+    await setBilling(t.app.deps, org, 'suspended', admin);
+    expect(await ssh(key, 'create', '--label', 'good-label')).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'error: Billing could not be verified\n',
+    });
+    await setBilling(t.app.deps, org, 'active', admin);
+  });
+
+  it('quotes in exec command lines are parsed by our tokenizer, never a shell', async () => {
+    const { key } = await verifiedUser();
+    const result = await ssh(key, `create --label 'my key; rm -rf /' --json`);
+    expect(result.code).toBe(0);
+    const id = JSON.parse(result.stdout).api_key_id;
+    const row = await t.app.deps.db.selectFrom('api_keys').select('label').where('id', '=', id).executeTakeFirstOrThrow();
+    expect(row.label).toBe('my key; rm -rf /');
+    const unterminated = await ssh(key, `create --label "oops`);
+    expect(unterminated).toEqual({ code: 2, stdout: '', stderr: 'error: unterminated double quote\n' });
+  });
+});
+
+describe('list, revoke, orgs, whoami', () => {
+  it('owners/admins see every key of the org, members their own; revoke rules; never secrets', async () => {
+    const owner = await verifiedUser();
+    const member = await verifiedUser();
+    await setMember(t.app.deps, owner.org, member.email, 'member', admin);
+
+    const ownerKey = (await ssh(owner.key, 'create', '--label', 'owner-key')).stdout.trim();
+    const memberKey = (await ssh(member.key, 'create', '--label', 'member-key', '--org', owner.org)).stdout.trim();
+
+    const ownerList = JSON.parse((await ssh(owner.key, 'list', '--org', owner.org, '--json')).stdout);
+    expect(ownerList.map((k: { label: string }) => k.label)).toEqual(['owner-key', 'member-key']);
+    expect(ownerList[1]).toMatchObject({ created_by: member.email, org_name: owner.org, revoked: false, last_used_at: null, expires_at: null });
+    const memberList = JSON.parse((await ssh(member.key, 'list', '--org', owner.org, '--json')).stdout);
+    expect(memberList.map((k: { label: string }) => k.label)).toEqual(['member-key']);
+
+    const table = await ssh(owner.key, 'list');
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+LABEL\s+ORG\s+CREATED BY\s+CREATED\s+LAST USED\s+EXPIRES\s+REVOKED$/);
+    expect(table.stdout).not.toContain(ownerKey.slice(36));
+
+    // A member may not revoke someone else's key; the owner may revoke anyone's in the org.
+    expect(await ssh(member.key, 'revoke', ownerKey.slice(0, 36))).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'error: You are not allowed to do that\n',
+    });
+    expect(await ssh(owner.key, 'revoke', memberKey.slice(0, 36))).toEqual({
+      code: 0,
+      stdout: `Revoked API key ${memberKey.slice(0, 36)} (member-key) in org ${owner.org}\n`,
+      stderr: '',
+    });
+    expect(await ssh(member.key, 'revoke', memberKey.slice(0, 36))).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'error: API key already revoked\n',
+    });
+    const audit = await t.app.deps.db.selectFrom('audit_events').select(['action', 'channel']).where('subject_id', '=', memberKey.slice(0, 36)).execute();
+    expect(audit).toEqual([
+      { action: 'api_key.created', channel: 'ssh' },
+      { action: 'api_key.revoked', channel: 'ssh' },
+    ]);
+    expect((await t.request('/api/whoami', { headers: { authorization: `Bearer ${memberKey}` } })).status).toBe(401);
+
+    const orgs = JSON.parse((await ssh(member.key, 'orgs', '--json')).stdout);
+    expect(orgs.map((o: { name: string; role: string }) => [o.name, o.role])).toEqual([
+      [member.org, 'admin'],
+      [owner.org, 'member'],
+    ]);
+    const whoami = await ssh(member.key, 'whoami');
+    expect(whoami.stdout).toBe(
+      `email:    ${member.email}\nuser id:  ${orgs.length ? (await t.app.deps.db.selectFrom('users').select('id').where('email', '=', member.email).executeTakeFirstOrThrow()).id : ''}\nkey:      ${member.key.fingerprint} (ssh-ed25519)\nverified: yes\n`,
+    );
+  });
+
+  it('COMMAND --help prints usage and exits 0', async () => {
+    const { key } = await verifiedUser();
+    const result = await ssh(key, 'create', '--help');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^usage: create --label LABEL \[--org ORG\] \[--expires-in DURATION\] \[--json\]\n/);
+  });
+});
+
+describe('login: the whole verification over SSH', () => {
+  it('sends the same email, shows that it waits, finishes when the link is confirmed, and opens the HTTP window', async () => {
+    const email = uniqueEmail('sshlogin');
+    const key = makeKey();
+    let sawWaiting = false;
+    const login = openssh(port, key.privateKeyPath, ['login', email], {
+      onStderr: (chunk) => {
+        if (chunk.includes('Waiting for confirmation')) sawWaiting = true;
+      },
+    });
+    await t.confirmMailTo(email);
+    const result = await login;
+    expect(sawWaiting).toBe(true);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toBe(
+      `Key ${key.fingerprint} (ssh-ed25519)\n` +
+        `Creating a new account. We sent a confirmation link to ${email}: check your inbox and press Confirm.\n` +
+        'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n' +
+        `Confirmed: this key is now linked to ${email}.\n`,
+    );
+    expect(result.stdout).toMatch(new RegExp(`^NAME\\s+ROLE\\s+ID\\n${email.split('@')[0]}\\s+admin\\s+[0-9a-f-]{36}\\n$`));
+
+    // Possession was proven; and the HTTP window is open for the pair.
+    const row = await t.app.deps.db.selectFrom('ssh_keys').select('proven_at').where('key_blob', '=', key.publicKey.split(' ')[1]!).executeTakeFirstOrThrow();
+    expect(row.proven_at).not.toBeNull();
+    expect((await t.post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey })).status).toBe(200);
+    expect((await ssh(key, 'create', '--label', 'after-login')).code).toBe(0);
+
+    // Again: already linked, no email.
+    const mails = t.smtp.mailsTo(email).length;
+    const again = await ssh(key, 'login', email);
+    expect(again.code).toBe(0);
+    expect(again.stderr).toBe(`This key (${key.fingerprint}) is already linked to ${email}.\n`);
+    expect(t.smtp.mailsTo(email).length).toBe(mails);
+  });
+
+  it('the same 403/409 rules as HTTP', async () => {
+    const key = makeKey();
+    expect(await ssh(key, 'login', uniqueEmail('n').replace('@', '+x@'))).toEqual({ code: 1, stdout: '', stderr: 'error: Base account does not exist\n' });
+    const holder = await verifiedUser();
+    // holder.key was linked over HTTP (unproven) but to holder: a login by the same key as someone else takes over only after confirmation,
+    // whereas a key proven over SSH is final:
+    const proven = makeKey();
+    const provenEmail = uniqueEmail('proven');
+    const first = openssh(port, proven.privateKeyPath, ['login', provenEmail]);
+    await t.confirmMailTo(provenEmail);
+    expect((await first).code).toBe(0);
+    expect(await ssh(proven, 'login', holder.email)).toEqual({ code: 1, stdout: '', stderr: 'error: SSH key already registered to another account\n' });
+    const bad = await ssh(key, 'login', 'not-an-email');
+    expect(bad).toEqual({ code: 1, stdout: '', stderr: 'error: Invalid email or SSH key format (must be an email address)\n' });
+  });
+});
+
+describe('interactive shell on a real pty (ssh -tt)', () => {
+  it('greets, runs commands at the keys> prompt with backspace editing, and leaves on exit', async () => {
+    const { key, email } = await verifiedUser();
+    const result = await openssh(port, key.privateKeyPath, [], {
+      tty: true,
+      input: async (write) => {
+        const pause = () => new Promise((r) => setTimeout(r, 300));
+        await pause();
+        write('whoamx\x7fi\r');
+        await pause();
+        write('bogus\r');
+        await pause();
+        write('exit\r');
+      },
+    });
+    expect(result.code).toBe(0);
+    const screen = result.stdout.replace(/\r\n/g, '\n');
+    expect(screen).toContain(`Hi ${email}! You are connected with key ${key.fingerprint} (ssh-ed25519).\n`);
+    expect(screen).toContain('keys> whoamx\b \bi\nemail:    ' + email);
+    expect(screen).toContain('keys> bogus\nerror: unknown command "bogus"');
+    expect(screen.trimEnd().endsWith('keys> exit')).toBe(true);
+  });
+});
+
+describe('robustness', () => {
+  it('refuses port forwarding, sftp and env; the connection keeps working', async () => {
+    const { key } = await verifiedUser();
+    const ssh2 = await import('ssh2');
+    const client = new ssh2.default.Client();
+    await new Promise<void>((resolve, reject) => {
+      client.on('ready', () => resolve()).on('error', reject);
+      client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey: privateKeyOf(key.privateKeyPath) });
+    });
+    const forward = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', 22, (err) => resolve(err)));
+    expect(forward?.message).toMatch(/Channel open failure/);
+    const sftp = await new Promise<Error | undefined>((resolve) => client.sftp((err) => resolve(err)));
+    expect(sftp).toBeInstanceOf(Error);
+    const listen = await new Promise<Error | undefined>((resolve) => client.forwardIn('127.0.0.1', 0, (err) => resolve(err)));
+    expect(listen).toBeInstanceOf(Error);
+    const out = await new Promise<string>((resolve, reject) =>
+      client.exec('whoami --json', (err, channel) => {
+        if (err) return reject(err);
+        let data = '';
+        channel.on('data', (d: Buffer) => (data += d)).on('close', () => resolve(data));
+      }),
+    );
+    expect(JSON.parse(out).verified).toBe(true);
+    client.end();
+  });
+
+  it('a client that connects and never speaks is dropped after the login grace time', async () => {
+    const { createSshServer } = await import('../src/ssh/server.js');
+    const { loadOrCreateHostKey } = await import('../src/ssh/host-key.js');
+    const hostKey = loadOrCreateHostKey(fs.mkdtempSync('/tmp/shell-auth-grace-'));
+    const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: 'ssh keys@x', log: t.app.deps.log, loginGraceMs: 300 });
+    const address = await server.listen(0, '127.0.0.1');
+    try {
+      const started = Date.now();
+      await new Promise<void>((resolve) => {
+        const socket = net.connect(address.port, '127.0.0.1');
+        socket.resume(); // read the server's banner, then say nothing
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve());
+      });
+      const elapsed = Date.now() - started;
+      expect(elapsed).toBeGreaterThanOrEqual(250);
+      expect(elapsed).toBeLessThan(3000);
+    } finally {
+      await server.close();
+    }
+  });
+});
