@@ -106,6 +106,8 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   const ssh = createSshServer(deps, {
     hostKey,
     sshUser: config.sshUser,
+    loginGraceMs: config.sshLoginGraceMs,
+    maxUnauthenticatedPerIp: config.sshMaxUnauthPerIp,
     get sshHint() {
       return deps.settings.sshCommandHint;
     },

@@ -47,6 +47,8 @@ const EnvSchema = z.object({
   KEY_MAX_TTL: z.preprocess(emptyAsUndefined, optionalDuration),
   BILLING_URL: z.preprocess(emptyAsUndefined, z.url({ protocol: /^https?$/ }).optional()),
   BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
+  SSH_MAX_UNAUTH_PER_IP: z.coerce.number().int().min(1).max(100_000).default(64),
+  SSH_LOGIN_GRACE: optionalDuration,
   MAIL_PER_IP_HOURLY: z.coerce.number().int().min(0).max(1_000_000).default(30),
   TRUST_PROXY: z
     .enum(['true', 'false', '1', '0'])
@@ -71,6 +73,8 @@ export type Config = {
   keyMaxTtlMs: number | undefined;
   billingUrl: string | undefined;
   billingTimeoutMs: number;
+  sshMaxUnauthPerIp: number;
+  sshLoginGraceMs: number;
   /** 0 = no per-IP limit. */
   mailPerIpHourly: number;
   trustProxy: boolean;
@@ -105,6 +109,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     billingUrl: e.BILLING_URL,
     billingTimeoutMs: e.BILLING_TIMEOUT_MS,
     mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
+    sshMaxUnauthPerIp: e.SSH_MAX_UNAUTH_PER_IP,
+    sshLoginGraceMs: e.SSH_LOGIN_GRACE ?? 30_000,
     trustProxy: e.TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
   };

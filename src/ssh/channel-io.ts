@@ -9,7 +9,19 @@ export type ChannelStart = {
   deps: CoreDeps;
   origin: RequestOrigin;
   sshHint: string;
+  /** Aborted when the whole connection goes (a channel may never see its own 'close' then). */
+  connectionGone: AbortSignal;
 };
+
+/** Aborts when this channel closes or its connection goes away. */
+export function channelGone(start: ChannelStart): AbortController {
+  const gone = new AbortController();
+  const abort = () => gone.abort();
+  start.channel.once('close', abort);
+  if (start.connectionGone.aborted) abort();
+  else start.connectionGone.addEventListener('abort', abort, { once: true });
+  return gone;
+}
 
 /** Writes that are safe after the client has gone, with CRLF line ends on a pty. */
 export function channelWriters(channel: ServerChannel, pty: boolean) {

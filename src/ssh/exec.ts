@@ -1,13 +1,12 @@
 import { toAppError } from '../core/index.js';
-import { channelWriters, commandContext, type ChannelStart } from './channel-io.js';
+import { channelGone, channelWriters, commandContext, type ChannelStart } from './channel-io.js';
 import { EXIT, runCommandLine } from './command.js';
 import { COMMANDS } from './commands/index.js';
 
 /** `ssh keys@HOST COMMAND ...`: one command, its output, its exit status. */
 export async function runExec(start: ChannelStart & { command: string; pty: boolean }): Promise<void> {
   const io = channelWriters(start.channel, start.pty);
-  const abort = new AbortController();
-  start.channel.once('close', () => abort.abort());
+  const abort = channelGone(start);
   let code: number;
   try {
     const identity = await start.identity;

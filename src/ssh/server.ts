@@ -1,11 +1,12 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import ssh2, { type AuthContext, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
-import { findSshKey, parsePublicKeyBlob, toAppError, type CoreDeps, type PublicKey } from '../core/index.js';
+import { parsePublicKeyBlob, toAppError, type CoreDeps, type PublicKey } from '../core/index.js';
 import { errorFields } from '../log.js';
 import type { Identity } from './command.js';
 import { runExec } from './exec.js';
 import type { HostKey } from './host-key.js';
+import { withDecodedKeys } from './fast-keys.js';
 import { runShell } from './shell.js';
 
 export type SshServerOptions = {
@@ -41,7 +42,7 @@ class KeyCache {
     } else {
       const parsed = ssh2.utils.parseKey(blob);
       if (parsed instanceof Error || Array.isArray(parsed)) return null;
-      key = parsed;
+      key = withDecodedKeys(parsed);
       if (this.keys.size >= this.max) this.keys.delete(this.keys.keys().next().value!);
     }
     this.keys.set(id, key);
@@ -49,11 +50,60 @@ class KeyCache {
   }
 }
 
+function hostKeyOf(pem: Buffer): ParsedKey {
+  const parsed = ssh2.utils.parseKey(pem);
+  if (parsed instanceof Error || Array.isArray(parsed)) throw new Error('host key is not a readable private key');
+  return parsed;
+}
+
+/**
+ * With Nagle off, each of ssh2's per-packet writes would be its own syscall and TCP segment.
+ * Corking until the end of the tick sends the packets produced together in one writev, without
+ * bringing back Nagle's wait for a delayed ACK.
+ */
+function coalesceWrites(socket: net.Socket): void {
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = ((...args: unknown[]) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      process.nextTick(uncork);
+    }
+    return write(...args);
+  }) as typeof socket.write;
+}
+
+/** The account behind a key, in one round trip; no account if the key is not verified. */
 export async function resolveIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
-  const sshKey = await findSshKey(deps, key);
-  if (!sshKey) return { key, user: null, sshKey: null };
-  const user = await deps.db.selectFrom('users').selectAll().where('id', '=', sshKey.user_id).executeTakeFirst();
-  return user ? { key, user, sshKey } : { key, user: null, sshKey: null };
+  const row = await deps.db
+    .selectFrom('ssh_keys')
+    .innerJoin('users', 'users.id', 'ssh_keys.user_id')
+    .selectAll('ssh_keys')
+    .select([
+      'users.email as user_email',
+      'users.base_user_id as user_base_user_id',
+      'users.is_active as user_is_active',
+      'users.verified_at as user_verified_at',
+      'users.created_at as user_created_at',
+    ])
+    .where('ssh_keys.key_blob', '=', key.blob)
+    .executeTakeFirst();
+  if (!row) return { key, user: null, sshKey: null };
+  const { user_email, user_base_user_id, user_is_active, user_verified_at, user_created_at, ...sshKey } = row;
+  const user = {
+    id: sshKey.user_id,
+    email: user_email,
+    base_user_id: user_base_user_id,
+    is_active: user_is_active,
+    verified_at: user_verified_at,
+    created_at: user_created_at,
+  };
+  return { key, user, sshKey };
 }
 
 export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshServer {
@@ -61,7 +111,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   const loginGraceMs = options.loginGraceMs ?? 30_000;
   const maxAuthAttempts = options.maxAuthAttempts ?? 6;
   const maxSessions = options.maxSessionsPerConnection ?? 10;
-  const maxUnauthPerIp = options.maxUnauthenticatedPerIp ?? 20;
+  const maxUnauthPerIp = options.maxUnauthenticatedPerIp ?? 64;
   const keyCache = new KeyCache();
   const pending = new Map<string, { socket: net.Socket; timer: NodeJS.Timeout }>();
   const unauthByIp = new Map<string, number>();
@@ -69,7 +119,8 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
 
   const ssh = new ssh2.Server(
     {
-      hostKeys: [options.hostKey.privateKey],
+      // {key: ParsedKey} is passed through as is by ssh2's parser.
+      hostKeys: [{ key: withDecodedKeys(hostKeyOf(options.hostKey.privateKey)) as unknown as Buffer }],
       ident: 'shell-auth',
       keepaliveInterval: 15_000,
       keepaliveCountMax: 3,
@@ -95,6 +146,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   const tcp = net.createServer((socket) => {
     // ssh2 writes every packet separately; with Nagle on, each waits for a delayed ACK (~40 ms).
     socket.setNoDelay(true);
+    coalesceWrites(socket);
     socket.on('error', () => undefined); // ECONNRESET before ssh2 takes over must not kill us
     const ip = socket.remoteAddress ?? '';
     const inFlight = unauthByIp.get(ip) ?? 0;
@@ -156,6 +208,9 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       });
       identityReady.catch((err) => log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
       const origin = { channel: 'ssh' as const, ip };
+      const connection = new AbortController();
+      client.once('close', () => connection.abort());
+      client.once('end', () => connection.abort());
       let sessions = 0;
 
       client.on('session', (accept, reject) => {
@@ -176,11 +231,20 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         };
         session.on('exec', (acceptExec, _reject, info) => {
           const channel = acceptExec();
-          void runExec({ channel, command: info.command, pty: pty !== null, identity: start(channel), deps, origin, sshHint: options.sshHint });
+          void runExec({
+            channel,
+            command: info.command,
+            pty: pty !== null,
+            identity: start(channel),
+            deps,
+            origin,
+            sshHint: options.sshHint,
+            connectionGone: connection.signal,
+          });
         });
         session.on('shell', (acceptShell) => {
           const channel = acceptShell();
-          void runShell({ channel, identity: start(channel), deps, origin, sshHint: options.sshHint });
+          void runShell({ channel, identity: start(channel), deps, origin, sshHint: options.sshHint, connectionGone: connection.signal });
         });
       });
     });

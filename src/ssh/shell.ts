@@ -1,5 +1,5 @@
 import { toAppError } from '../core/index.js';
-import { channelWriters, commandContext, type ChannelStart } from './channel-io.js';
+import { channelGone, channelWriters, commandContext, type ChannelStart } from './channel-io.js';
 import { runCommandLine, type CommandContext } from './command.js';
 import { COMMANDS } from './commands/index.js';
 
@@ -15,11 +15,8 @@ export async function runShell(start: ChannelStart): Promise<void> {
   const io = channelWriters(channel, true);
   let ctx: CommandContext;
   let running: AbortController | null = null;
-  const gone = new AbortController();
-  channel.once('close', () => {
-    gone.abort();
-    running?.abort();
-  });
+  const gone = channelGone(start);
+  gone.signal.addEventListener('abort', () => running?.abort(), { once: true });
   try {
     const identity = await start.identity;
     // One stream on a terminal, so errors appear in order with everything else.

@@ -1,0 +1,202 @@
+/**
+ * `npm run bench`: API keys minted through the SSH door (`create`) against real Postgres.
+ *
+ * Starts the service as a child process on a fresh database, verifies one key per client through
+ * the core, then drives `ssh keys@HOST create --label ...` with an ssh2-based load generator at
+ * several concurrencies. Each operation is what a user's terminal does: TCP connect, SSH
+ * handshake, publickey auth, exec, read the key, disconnect.
+ *
+ * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
+ * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32).
+ */
+import { spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import pino from 'pino';
+import ssh2 from 'ssh2';
+import { confirmVerificationLink, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type MailMessage } from '../src/core/index.js';
+import { migrateToLatest, openDatabase } from '../src/db/database.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const levels = (process.env.BENCH_LEVELS ?? '1,8,32').split(',').map(Number);
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+function cpuMsOf(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function main() {
+  const dbName = `shell_auth_bench_${Date.now()}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  const dbUrl = new URL(adminUrl);
+  dbUrl.pathname = `/${dbName}`;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
+  let server: ReturnType<typeof spawn> | undefined;
+  try {
+    // The server, as operators run it (node + tsx loader), so its pid is the one doing the work.
+    const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+    server = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH,
+        DATABASE_URL: dbUrl.toString(),
+        HTTP_PORT: '0',
+        SSH_PORT: '0',
+        HOST_KEYS_DIR: path.join(work, 'host_keys'),
+        DATA_DIR: work,
+        LOG_LEVEL: 'info',
+        // Every client comes from 127.0.0.1 here.
+        SSH_MAX_UNAUTH_PER_IP: '1000',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let log = '';
+    server.stdout!.on('data', (d) => (log += d));
+    server.stderr!.on('data', (d) => (log += d));
+    const sshPort = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
+      server!.stdout!.on('data', () => {
+        const match = /"port":(\d+),"user":"keys".*"msg":"SSH door listening"/.exec(log);
+        if (match) {
+          clearTimeout(timer);
+          resolve(Number(match[1]));
+        }
+      });
+      server!.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+    });
+
+    const maxClients = Math.max(...levels);
+    const keys = await verifiedKeys(dbUrl.toString(), work, maxClients);
+    console.log(`server pid ${server.pid}, ssh port ${sshPort}, ${keys.length} verified keys, ${seconds}s per level, ${os.cpus().length} CPUs shared by server and load generator\n`);
+
+    await runLevel(sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
+    const rows: string[][] = [];
+    const results: unknown[] = [];
+    for (const concurrency of levels) {
+      const cpuBefore = cpuMsOf(server.pid!);
+      const { latencies, wallMs, failures } = await runLevel(sshPort, keys.slice(0, concurrency), concurrency, seconds);
+      const cpuMs = cpuMsOf(server.pid!) - cpuBefore;
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const ops = latencies.length;
+      const result = {
+        concurrency,
+        ops,
+        failures,
+        ops_per_s: (ops / wallMs) * 1000,
+        p50_ms: percentile(sorted, 50),
+        p99_ms: percentile(sorted, 99),
+        server_cpu_ms_per_op: cpuMs / Math.max(ops, 1),
+      };
+      results.push(result);
+      rows.push([
+        String(concurrency),
+        String(ops),
+        String(failures),
+        result.ops_per_s.toFixed(1),
+        result.p50_ms.toFixed(1),
+        result.p99_ms.toFixed(1),
+        result.server_cpu_ms_per_op.toFixed(2),
+      ]);
+    }
+    const headers = ['concurrency', 'ops', 'failed', 'ops/s', 'p50 ms', 'p99 ms', 'server CPU ms/op'];
+    const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
+    console.log(line(headers));
+    for (const row of rows) console.log(line(row));
+    console.log(`\n${JSON.stringify(results)}`);
+  } finally {
+    server?.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin.end();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Users with verified keys, made through the same core calls the doors use (mail captured). */
+async function verifiedKeys(url: string, dir: string, count: number): Promise<Buffer[]> {
+  const database = await openDatabase({ kind: 'postgres', url });
+  await migrateToLatest(database.db);
+  let lastLink = '';
+  const deps: CoreDeps = {
+    db: database.db,
+    mailer: { send: async (message: MailMessage) => void (lastLink = message.link) },
+    billing: subscriptionBilling(database.db),
+    log: pino({ level: 'silent' }),
+    settings: { publicUrl: 'http://bench', httpTrustWindowMs: 0, keyMaxTtlMs: undefined, mailPerIpHourly: undefined, sshCommandHint: 'ssh keys@bench' },
+  };
+  const keys: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const file = path.join(dir, `client${i}`);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file]);
+    const parsed = parsePublicKeyLine(fs.readFileSync(`${file}.pub`, 'utf8'));
+    if (!parsed.ok) throw new Error(parsed.reason);
+    const origin = { channel: 'ssh' as const, ip: '127.0.0.1' };
+    await startVerification(deps, { email: `bench${i}@example.com`, key: parsed.key, note: null, keyProven: true, origin });
+    await confirmVerificationLink(deps, new URL(lastLink).searchParams.get('token')!, origin);
+    keys.push(fs.readFileSync(file));
+  }
+  await database.close();
+  return keys;
+}
+
+/** One operation: connect, authenticate, `create`, read the key, disconnect. */
+function createOnce(port: number, privateKey: Buffer, label: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    client.on('error', reject);
+    client.on('ready', () => {
+      client.exec(`create --label ${label}`, (err, channel) => {
+        if (err) return reject(err);
+        let out = '';
+        let code: number | null = null;
+        channel.on('data', (d: Buffer) => (out += d));
+        channel.stderr.on('data', () => undefined);
+        channel.on('exit', (c: number) => (code = c));
+        channel.on('close', () => {
+          client.end();
+          if (code === 0 && /^[0-9a-f-]{36}[0-9a-f]{64}\n$/.test(out)) resolve();
+          else reject(new Error(`create failed: exit ${code}, ${JSON.stringify(out)}`));
+        });
+      });
+    });
+    client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey, readyTimeout: 30_000 });
+  });
+}
+
+async function runLevel(port: number, keys: Buffer[], concurrency: number, durationS: number) {
+  const latencies: number[] = [];
+  let failures = 0;
+  let counter = 0;
+  const started = performance.now();
+  const deadline = started + durationS * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      while (performance.now() < deadline) {
+        const t0 = performance.now();
+        try {
+          await createOnce(port, keys[worker % keys.length]!, `bench-${concurrency}-${++counter}`);
+          latencies.push(performance.now() - t0);
+        } catch (err) {
+          failures++;
+          if (failures <= 3) console.error(`op failed: ${(err as Error).message}`);
+        }
+      }
+    }),
+  );
+  return { latencies, wallMs: performance.now() - started, failures };
+}
+
+await main();
