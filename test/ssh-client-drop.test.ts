@@ -26,6 +26,7 @@ it('a client that drops mid-create leaves no usable key behind, and the server k
   const email = uniqueEmail('drop');
   const key = makeKey();
   await t.verifyByEmail(email, key.publicKey);
+  expect((await openssh(t.app.sshPort, key.privateKeyPath, ['login', email])).code).toBe(0); // prove possession
 
   await ssh2Exec(t.app.sshPort, { privateKey: privateKeyOf(key.privateKeyPath) }, 'create --label dropped-key', {
     // Leave as soon as the command is running: the server is waiting on billing.

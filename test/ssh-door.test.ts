@@ -24,13 +24,22 @@ afterAll(async () => {
 const API_KEY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[0-9a-f]{64}$/;
 const admin = { channel: 'admin' as const, ip: null };
 
-/** A user whose key is verified (through the HTTP email flow). */
+/**
+ * A user whose key is verified: through the HTTP email flow (what the vers CLI does), then one
+ * `login` over SSH with the same email, which proves possession without another email.
+ */
 async function verifiedUser(type: 'ed25519' | 'rsa' = 'ed25519'): Promise<{ email: string; key: TestKey; org: string }> {
   const email = uniqueEmail('ssh');
   const key = makeKey(type, type === 'rsa' ? 2048 : undefined);
   await t.verifyByEmail(email, key.publicKey);
+  const proved = await openssh(port, key.privateKeyPath, ['login', email]);
+  if (proved.code !== 0) throw new Error(`login failed: ${proved.stderr}`);
   return { email, key, org: email.split('@')[0]! };
 }
+
+const UNVERIFIED = (key: TestKey) =>
+  `This key (${key.fingerprint}) is not linked to an account yet.\nVerify it by email with: ${hint} login you@example.com\n` +
+  '(Linked it over HTTP already? Run login once with that email: the signature proves the key, no email needed.)\n';
 
 const ssh = (key: TestKey, ...args: string[]) => openssh(port, key.privateKeyPath, args);
 
@@ -82,15 +91,11 @@ describe('authentication', () => {
     expect(whoami).toEqual({
       code: 0,
       stdout: `key:      ${key.fingerprint} (ssh-ed25519)\nverified: no\n`,
-      stderr: `This key (${key.fingerprint}) is not linked to an account yet.\nVerify it by email with: ${hint} login you@example.com\n`,
+      stderr: UNVERIFIED(key),
     });
     for (const command of [['create', '--label', 'sneaky-key'], ['list'], ['orgs'], ['revoke', 'x']]) {
       const result = await ssh(key, ...command);
-      expect(result).toEqual({
-        code: 1,
-        stdout: '',
-        stderr: `This key (${key.fingerprint}) is not linked to an account yet.\nVerify it by email with: ${hint} login you@example.com\n`,
-      });
+      expect(result).toEqual({ code: 1, stdout: '', stderr: UNVERIFIED(key) });
     }
     const help = await ssh(key, 'help');
     expect(help.code).toBe(0);
@@ -132,8 +137,7 @@ describe('authentication', () => {
   it('records last_seen_at for the key', async () => {
     const { key } = await verifiedUser();
     const blob = key.publicKey.split(' ')[1]!;
-    const before = await t.app.deps.db.selectFrom('ssh_keys').select('last_seen_at').where('key_blob', '=', blob).executeTakeFirstOrThrow();
-    expect(before.last_seen_at).toBeNull();
+    await t.app.deps.db.updateTable('ssh_keys').set({ last_seen_at: null }).where('key_blob', '=', blob).execute();
     await ssh(key, 'whoami');
     const after = await t.app.deps.db.selectFrom('ssh_keys').select('last_seen_at').where('key_blob', '=', blob).executeTakeFirstOrThrow();
     expect(after.last_seen_at).not.toBeNull();
@@ -405,5 +409,93 @@ describe('robustness', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('review findings', () => {
+  it('a key bound to someone else over HTTP (no proof of possession) is not an SSH identity; its holder takes it back', async () => {
+    const victimKey = makeKey();
+    const mallory = uniqueEmail('mallory');
+    await t.verifyByEmail(mallory, victimKey.publicKey); // Mallory only needed the public key
+    const whoami = await ssh(victimKey, 'whoami', '--json');
+    expect(JSON.parse(whoami.stdout)).toMatchObject({ email: null, verified: false });
+    expect(await ssh(victimKey, 'create', '--label', 'victim-ci')).toEqual({ code: 1, stdout: '', stderr: UNVERIFIED(victimKey) });
+
+    const victim = uniqueEmail('victim');
+    const login = openssh(port, victimKey.privateKeyPath, ['login', victim]);
+    await t.confirmMailTo(victim);
+    expect((await login).code).toBe(0);
+    expect(JSON.parse((await ssh(victimKey, 'whoami', '--json')).stdout)).toMatchObject({ email: victim, verified: true });
+  });
+
+  it('SHA-1 "ssh-rsa" signatures are refused; rsa-sha2 works', async () => {
+    const { key } = await verifiedUser('rsa');
+    const sha1 = await openssh(port, key.privateKeyPath, ['whoami'], { extra: ['-o', 'PubkeyAcceptedAlgorithms=ssh-rsa'] });
+    expect(sha1.code).toBe(255);
+    expect(sha1.stderr).toContain('Permission denied (publickey)');
+    expect((await openssh(port, key.privateKeyPath, ['whoami'], { extra: ['-o', 'PubkeyAcceptedAlgorithms=rsa-sha2-256'] })).code).toBe(0);
+  });
+
+  it('a shell without a pty reads piped lines, runs them in order, and leaves at end of input', async () => {
+    const { key, email } = await verifiedUser();
+    const result = await openssh(port, key.privateKeyPath, ['-T'].slice(0, 0), { extra: ['-T'], input: 'whoami\norgs --json\nbogus\n' });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`email:    ${email}`);
+    expect(result.stdout).toContain('"role": "admin"');
+    expect(result.stdout).not.toContain('\r\n');
+    expect(result.stderr).toContain('error: unknown command "bogus"');
+  });
+
+  it('closing the channel of a running login (connection kept open) stops its wait', async () => {
+    const key = makeKey();
+    const email = uniqueEmail('closer');
+    const ssh2mod = await import('ssh2');
+    const client = new ssh2mod.default.Client();
+    await new Promise<void>((resolve, reject) => {
+      client.on('ready', () => resolve()).on('error', reject);
+      client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey: privateKeyOf(key.privateKeyPath) });
+    });
+    const closed = new Promise<void>((resolve, reject) =>
+      client.exec(`login ${email}`, (err, channel) => {
+        if (err) return reject(err);
+        channel.resume();
+        channel.stderr.on('data', (d: Buffer) => {
+          if (String(d).includes('Waiting for confirmation')) channel.close();
+        });
+        channel.on('close', () => resolve());
+      }),
+    );
+    await closed;
+    // The server noticed and stopped polling for the confirmation.
+    for (let i = 0; i < 40 && !t.logs.some((l) => l.includes('the client stopped waiting')); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(t.logs.some((l) => l.includes('the client stopped waiting'))).toBe(true);
+    // The connection is still usable.
+    const out = await new Promise<string>((resolve, reject) =>
+      client.exec('whoami --json', (err, channel) => {
+        if (err) return reject(err);
+        let data = '';
+        channel.on('data', (d: Buffer) => (data += d)).on('close', () => resolve(data));
+      }),
+    );
+    expect(JSON.parse(out).verified).toBe(false);
+    client.end();
+  });
+
+  it('flags: repeated, --help as a value, huge durations, empty command', async () => {
+    const { key } = await verifiedUser();
+    const twice = await ssh(key, 'create', '--label', 'first-one', '--label', 'second-one');
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain('--label given more than once');
+    const huge = await ssh(key, 'create', '--label', 'forever-ish', '--expires-in', '3000000d');
+    expect(huge.code).toBe(2);
+    expect(huge.stderr).toContain('is not a duration');
+    const tiny = await ssh(key, 'create', '--label', 'blink-key', '--expires-in', '1s');
+    expect(tiny.code).toBe(2);
+    expect(tiny.stderr).toContain('the shortest lifetime is 1m');
+    const empty = await ssh(key, "''");
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('error: no command given');
   });
 });

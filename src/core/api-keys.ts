@@ -165,9 +165,8 @@ export async function listApiKeys(deps: CoreDeps, user: User, orgName?: string):
     .where('api_keys.org_id', 'in', scope.map((o) => o.org_id))
     .execute();
   const roleOf = new Map(scope.map((o) => [o.org_id, o.role]));
-  const self = new Set([user.id, user.base_user_id].filter((id): id is string => id !== null));
   return rows
-    .filter((row) => MANAGES.has(roleOf.get(row.org_id)!) || self.has(row.created_by_user_id))
+    .filter((row) => MANAGES.has(roleOf.get(row.org_id)!) || row.created_by_user_id === user.id)
     .map(toSummary);
 }
 

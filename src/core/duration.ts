@@ -8,6 +8,7 @@ const UNIT_MS: Record<string, number> = {
   w: 604_800_000,
 };
 
+const MAX_DURATION_MS = 100 * 365 * 86_400_000;
 const DURATION_PATTERN = /^(?:\d+[smhdw])+$/;
 
 /** Milliseconds for a duration string, or null when it is not one. `0` is zero. */
@@ -19,7 +20,8 @@ export function parseDuration(input: string): number | null {
   for (const [, amount, unit] of text.matchAll(/(\d+)([smhdw])/g)) {
     total += Number(amount) * UNIT_MS[unit!]!;
   }
-  return Number.isSafeInteger(total) ? total : null;
+  // Beyond a century is a typo, and past what timestamps can hold if added to now.
+  return total <= MAX_DURATION_MS ? total : null;
 }
 
 /** Short human form, largest units first: 90061000 -> "1d1h1m1s". */

@@ -64,6 +64,8 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
   if (existingKey) {
     const holder = await db.selectFrom('users').selectAll().where('id', '=', existingKey.user_id).executeTakeFirstOrThrow();
     if (holder.email === email) {
+      // The email owner confirmed this key before; a signature now proves possession too.
+      if (input.keyProven) await markProven(deps, existingKey, input.origin);
       if (input.keyProven || httpTrustOf(deps, existingKey) === 'trusted') {
         return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, sshPublicKey };
       }
@@ -156,6 +158,26 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     throw new AppError('MAIL_FAILED');
   }
   return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, sshPublicKey };
+}
+
+async function markProven(deps: CoreDeps, sshKey: SshKeyRow, origin: RequestOrigin): Promise<void> {
+  if (sshKey.proven_at !== null) return;
+  await deps.db.transaction().execute(async (trx) => {
+    const updated = await trx
+      .updateTable('ssh_keys')
+      .set({ proven_at: nowOf(deps) })
+      .where('id', '=', sshKey.id)
+      .where('proven_at', 'is', null)
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) === 1) {
+      await recordAudit(trx, origin, {
+        action: 'ssh_key.proven',
+        actorUserId: sshKey.user_id,
+        subjectId: sshKey.id,
+        details: { fingerprint: sshKey.fingerprint },
+      });
+    }
+  });
 }
 
 function retryAfter(since: Date | string, windowMs: number, now: Date): void {
@@ -348,26 +370,41 @@ export async function waitForConfirmation(
   options: { signal: AbortSignal; pollMs?: number; onTick?: (msLeft: number) => void },
 ): Promise<WaitOutcome> {
   const pollMs = options.pollMs ?? 1000;
+  let deadline = nowOf(deps).getTime() + VERIFICATION_LINK_TTL_MS;
   for (;;) {
     if (options.signal.aborted) return 'aborted';
-    const row = await deps.db
-      .selectFrom('verification_requests')
-      .select(['consumed_at', 'expires_at'])
-      .where('id', '=', requestId)
-      .executeTakeFirst();
+    let row: { consumed_at: Date | null; expires_at: Date } | undefined;
+    try {
+      row = await deps.db
+        .selectFrom('verification_requests')
+        .select(['consumed_at', 'expires_at'])
+        .where('id', '=', requestId)
+        .executeTakeFirst();
+    } catch (err) {
+      // A database blip must not end a wait the user is sitting through: retry until expiry.
+      deps.log.warn({ err: (err as Error).message, requestId }, 'waiting for confirmation: database error, retrying');
+      if (nowOf(deps).getTime() > deadline) return 'expired';
+      await sleep(Math.min(pollMs * 5, 5000), options.signal);
+      continue;
+    }
     if (!row) return 'expired';
+    deadline = new Date(row.expires_at).getTime();
     if (row.consumed_at) return 'confirmed';
     const msLeft = new Date(row.expires_at).getTime() - nowOf(deps).getTime();
     if (msLeft <= 0) return 'expired';
     options.onTick?.(msLeft);
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, Math.min(pollMs, msLeft));
-      function done() {
-        clearTimeout(timer);
-        options.signal.removeEventListener('abort', done);
-        resolve();
-      }
-      options.signal.addEventListener('abort', done, { once: true });
-    });
+    await sleep(Math.min(pollMs, msLeft), options.signal);
   }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

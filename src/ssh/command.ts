@@ -70,19 +70,36 @@ export async function runCommandLine(line: string, commands: Command[], ctx: Com
     return EXIT.USAGE;
   }
   const [name, ...args] = tokens.words;
-  if (name === undefined) return EXIT.OK;
+  if (!name) {
+    ctx.stderr(`error: no command given\n\n${helpText(commands)}`);
+    return EXIT.USAGE;
+  }
   const command = commands.find((c) => c.name === name);
   if (!command) {
     ctx.stderr(`error: unknown command "${name}"\n\n${helpText(commands)}`);
     return EXIT.USAGE;
   }
-  if (args.includes('--help') || args.includes('-h')) {
-    ctx.stdout(usageText(command));
-    return EXIT.OK;
-  }
   let parsed: Parsed;
   try {
-    parsed = parseArgs({ args, options: command.options, allowPositionals: true, strict: true }) as Parsed;
+    const result = parseArgs({
+      args,
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+    });
+    if (result.values.help) {
+      ctx.stdout(usageText(command));
+      return EXIT.OK;
+    }
+    // parseArgs keeps the last of a repeated flag; `--org a --org b` must not silently pick b.
+    const seen = new Set<string>();
+    for (const token of result.tokens ?? []) {
+      if (token.kind !== 'option') continue;
+      if (seen.has(token.name)) throw new UsageError(`--${token.name} given more than once`);
+      seen.add(token.name);
+    }
+    parsed = { values: result.values as Parsed['values'], positionals: result.positionals };
     const count = parsed.positionals.length;
     if (count < command.positionals.min) throw new UsageError(`missing ${command.positionals.names}`);
     if (count > command.positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[command.positionals.max]}"`);
@@ -113,7 +130,8 @@ export async function runCommandLine(line: string, commands: Command[], ctx: Com
 export function unverifiedMessage(ctx: Pick<CommandContext, 'identity' | 'sshHint'>): string {
   return (
     `This key (${ctx.identity.key.fingerprint}) is not linked to an account yet.\n` +
-    `Verify it by email with: ${ctx.sshHint} login you@example.com\n`
+    `Verify it by email with: ${ctx.sshHint} login you@example.com\n` +
+    '(Linked it over HTTP already? Run login once with that email: the signature proves the key, no email needed.)\n'
   );
 }
 

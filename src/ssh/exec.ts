@@ -7,6 +7,8 @@ import { COMMANDS } from './commands/index.js';
 export async function runExec(start: ChannelStart & { command: string; pty: boolean }): Promise<void> {
   const io = channelWriters(start.channel, start.pty);
   const abort = channelGone(start);
+  // Commands take no input; reading (and dropping) it lets ssh2 see the client close the channel.
+  start.channel.resume();
   let code: number;
   try {
     const identity = await start.identity;

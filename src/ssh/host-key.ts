@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import ssh2 from 'ssh2';
@@ -18,8 +19,9 @@ export function loadOrCreateHostKey(dir: string): HostKey {
   if (!fs.existsSync(keyPath)) {
     fs.mkdirSync(dir, { recursive: true });
     const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'shell-auth host key' });
-    const temp = `${keyPath}.tmp-${process.pid}-${Date.now()}`;
-    fs.writeFileSync(temp, pair.private, { mode: 0o600 });
+    // Random, not pid-based: containers sharing a volume all run as pid 1.
+    const temp = `${keyPath}.tmp-${randomBytes(8).toString('hex')}`;
+    fs.writeFileSync(temp, pair.private, { mode: 0o600, flag: 'wx' });
     try {
       fs.linkSync(temp, keyPath);
       fs.writeFileSync(`${keyPath}.pub`, `${pair.public}\n`, { mode: 0o644 });

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import ssh2, { type AuthContext, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
-import { parsePublicKeyBlob, toAppError, type CoreDeps, type PublicKey } from '../core/index.js';
+import { parsePublicKeyBlob, type CoreDeps, type PublicKey } from '../core/index.js';
 import { errorFields } from '../log.js';
 import type { Identity } from './command.js';
 import { runExec } from './exec.js';
@@ -22,6 +22,10 @@ export type SshServerOptions = {
   maxSessionsPerConnection?: number;
   /** Unauthenticated connections at once from one address. */
   maxUnauthenticatedPerIp?: number;
+  /** All connections at once from one address (unknown keys get in, so this caps them too). */
+  maxConnectionsPerIp?: number;
+  /** An authenticated connection with no open session is closed after this long. */
+  idleTimeoutMs?: number;
 };
 
 export type SshServer = {
@@ -78,7 +82,7 @@ function coalesceWrites(socket: net.Socket): void {
   }) as typeof socket.write;
 }
 
-/** The account behind a key, in one round trip; no account if the key is not verified. */
+/** The account behind a key, in one round trip; no account unless the binding is proven. */
 export async function resolveIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
   const row = await deps.db
     .selectFrom('ssh_keys')
@@ -93,7 +97,9 @@ export async function resolveIdentity(deps: CoreDeps, key: PublicKey): Promise<I
     ])
     .where('ssh_keys.key_blob', '=', key.blob)
     .executeTakeFirst();
-  if (!row) return { key, user: null, sshKey: null };
+  // A binding made over HTTP never proved possession: anyone can submit anyone's public key
+  // there. It becomes an SSH identity only after `login` (which proves it, or takes it over).
+  if (!row || row.proven_at === null) return { key, user: null, sshKey: null };
   const { user_email, user_base_user_id, user_is_active, user_verified_at, user_created_at, ...sshKey } = row;
   const user = {
     id: sshKey.user_id,
@@ -115,6 +121,9 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   const keyCache = new KeyCache();
   const pending = new Map<string, { socket: net.Socket; timer: NodeJS.Timeout }>();
   const unauthByIp = new Map<string, number>();
+  const connectionsByIp = new Map<string, number>();
+  const maxConnectionsPerIp = options.maxConnectionsPerIp ?? 256;
+  const idleMs = options.idleTimeoutMs ?? 5 * 60_000;
   const sockets = new Set<net.Socket>();
 
   const ssh = new ssh2.Server(
@@ -150,11 +159,13 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     socket.on('error', () => undefined); // ECONNRESET before ssh2 takes over must not kill us
     const ip = socket.remoteAddress ?? '';
     const inFlight = unauthByIp.get(ip) ?? 0;
-    if (inFlight >= maxUnauthPerIp) {
+    const open = connectionsByIp.get(ip) ?? 0;
+    if (inFlight >= maxUnauthPerIp || open >= maxConnectionsPerIp) {
       socket.destroy();
       return;
     }
     unauthByIp.set(ip, inFlight + 1);
+    connectionsByIp.set(ip, open + 1);
     const connKey = `${ip}|${socket.remotePort}`;
     const timer = setTimeout(() => {
       log.info({ ip }, 'ssh: login grace time over, dropping connection');
@@ -164,6 +175,9 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     sockets.add(socket);
     socket.once('close', () => {
       sockets.delete(socket);
+      const left = (connectionsByIp.get(ip) ?? 1) - 1;
+      if (left <= 0) connectionsByIp.delete(ip);
+      else connectionsByIp.set(ip, left);
       if (pending.has(connKey)) {
         clearTimeout(timer);
         pending.delete(connKey);
@@ -191,6 +205,8 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       // The signature-less query ("would you accept this key?") binds nothing: a client may offer
       // someone else's public key here and sign with its own next (GHSA-pchf-49fh-w34r).
       if (!ctx.signature || !ctx.blob) return ctx.accept();
+      // Plain "ssh-rsa" signs with SHA-1; like OpenSSH >= 8.8 we take only rsa-sha2-256/512.
+      if (parsed.key.type === 'ssh-rsa' && ctx.hashAlgo !== 'sha256' && ctx.hashAlgo !== 'sha512') return ctx.reject(['publickey']);
       const verifier = keyCache.get(ctx.key.data);
       if (!verifier || verifier.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(['publickey']);
       signedKey = parsed.key;
@@ -200,54 +216,71 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     client.on('ready', () => {
       markAuthenticated(connKey);
       const key = signedKey!;
-      const identityReady = resolveIdentity(deps, key).then(async (identity) => {
-        if (identity.sshKey) {
-          await deps.db.updateTable('ssh_keys').set({ last_seen_at: new Date() }).where('id', '=', identity.sshKey.id).execute();
-        }
-        return identity;
-      });
-      identityReady.catch((err) => log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
       const origin = { channel: 'ssh' as const, ip };
       const connection = new AbortController();
       client.once('close', () => connection.abort());
       client.once('end', () => connection.abort());
-      let sessions = 0;
+      void recordLastSeen(key);
+
+      let openSessions = 0;
+      let idleTimer: NodeJS.Timeout | undefined;
+      const armIdle = () => {
+        clearTimeout(idleTimer);
+        if (openSessions === 0) idleTimer = setTimeout(() => client.end(), idleMs);
+      };
+      client.once('close', () => clearTimeout(idleTimer));
+      armIdle();
 
       client.on('session', (accept, reject) => {
-        if (++sessions > maxSessions) return reject();
+        if (openSessions >= maxSessions) return reject();
         const session = accept();
+        openSessions++;
+        clearTimeout(idleTimer);
+        let ended = false;
+        const sessionEnded = () => {
+          if (ended) return;
+          ended = true;
+          openSessions--;
+          armIdle();
+        };
+        session.once('close', sessionEnded);
         let pty: { cols: number; rows: number } | null = null;
+        let started = false;
         session.on('pty', (acceptPty, _reject, info) => {
           pty = { cols: info.cols, rows: info.rows };
           acceptPty?.();
         });
         session.on('window-change', (acceptChange) => acceptChange?.());
         session.on('env', (_accept, rejectEnv) => rejectEnv?.());
-        const start = (channel: ServerChannel) => {
+        /** One program per session; resolves the identity now, so a login on another session counts. */
+        const begin = (channel: ServerChannel | undefined) => {
+          if (!channel || started) return null;
+          started = true;
           channel.on('error', (err: Error) => log.debug({ err: err.message }, 'ssh channel error'));
-          return identityReady.catch((err) => {
-            throw toAppError(err);
-          });
+          channel.once('close', sessionEnded);
+          const identity = resolveIdentity(deps, key);
+          identity.catch((err) => log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
+          return { channel, identity, deps, origin, sshHint: options.sshHint, connectionGone: connection.signal };
         };
         session.on('exec', (acceptExec, _reject, info) => {
-          const channel = acceptExec();
-          void runExec({
-            channel,
-            command: info.command,
-            pty: pty !== null,
-            identity: start(channel),
-            deps,
-            origin,
-            sshHint: options.sshHint,
-            connectionGone: connection.signal,
-          });
+          const start = begin(acceptExec());
+          if (start) void runExec({ ...start, command: info.command, pty: pty !== null });
         });
         session.on('shell', (acceptShell) => {
-          const channel = acceptShell();
-          void runShell({ channel, identity: start(channel), deps, origin, sshHint: options.sshHint, connectionGone: connection.signal });
+          const start = begin(acceptShell());
+          if (start) void runShell({ ...start, pty: pty !== null });
         });
       });
     });
+  }
+
+  /** Best effort: a failed update must not cost the user their session. */
+  async function recordLastSeen(key: PublicKey): Promise<void> {
+    try {
+      await deps.db.updateTable('ssh_keys').set({ last_seen_at: new Date() }).where('key_blob', '=', key.blob).execute();
+    } catch (err) {
+      log.warn({ err: errorFields(err) }, 'ssh: could not record last_seen_at');
+    }
   }
 
   return {

@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import { toAppError } from '../core/index.js';
 import { channelGone, channelWriters, commandContext, type ChannelStart } from './channel-io.js';
 import { runCommandLine, type CommandContext } from './command.js';
@@ -9,18 +10,20 @@ const MAX_LINE = 4096;
 /**
  * Interactive `ssh keys@HOST`: a greeting, a `keys> ` prompt running the same commands as exec,
  * and just enough line editing (backspace, Ctrl-U, Ctrl-C, Ctrl-D) for a person at a terminal.
+ * Without a pty (`ssh -T`, piped input) it reads lines without echo, so scripts can drive it.
  */
-export async function runShell(start: ChannelStart): Promise<void> {
-  const { channel } = start;
-  const io = channelWriters(channel, true);
-  let ctx: CommandContext;
-  let running: AbortController | null = null;
+export async function runShell(start: ChannelStart & { pty: boolean }): Promise<void> {
+  const { channel, pty } = start;
+  const io = channelWriters(channel, pty);
   const gone = channelGone(start);
+  let running: AbortController | null = null;
   gone.signal.addEventListener('abort', () => running?.abort(), { once: true });
+
+  let ctx: CommandContext;
   try {
     const identity = await start.identity;
     // One stream on a terminal, so errors appear in order with everything else.
-    ctx = commandContext(start, identity, { stdout: io.stdout, stderr: io.stdout }, gone.signal);
+    ctx = commandContext(start, identity, pty ? { stdout: io.stdout, stderr: io.stdout } : io, gone.signal);
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
     io.finish(1);
@@ -36,84 +39,103 @@ export async function runShell(start: ChannelStart): Promise<void> {
   io.stdout('Type "help" for commands, "exit" or Ctrl-D to leave.\n');
   io.stdout(PROMPT);
 
+  const decoder = new StringDecoder('utf8');
+  const queue: string[] = []; // complete lines typed or pasted while a command runs
   let line = '';
   let escape: 'none' | 'esc' | 'sequence' = 'none'; // arrow keys and the like: swallowed
+  let closing = false;
 
-  const runLine = async (text: string) => {
-    const trimmed = text.trim();
-    if (trimmed === 'exit' || trimmed === 'quit' || trimmed === 'logout') {
-      io.finish(0);
-      return;
+  const drain = async () => {
+    while (queue.length > 0 && !running && io.isOpen()) {
+      const text = queue.shift()!;
+      const trimmed = text.trim();
+      if (trimmed === 'exit' || trimmed === 'quit' || trimmed === 'logout') {
+        io.finish(0);
+        return;
+      }
+      running = new AbortController();
+      // Ctrl-C stops this command (e.g. login's wait) without closing the session.
+      ctx.signal = AbortSignal.any([running.signal, gone.signal]);
+      try {
+        await runCommandLine(text, COMMANDS, ctx);
+      } finally {
+        running = null;
+      }
+      if (io.isOpen()) io.stdout(PROMPT);
     }
-    running = new AbortController();
-    // Ctrl-C stops this command (e.g. login's wait) without closing the session.
-    ctx.signal = AbortSignal.any([running.signal, gone.signal]);
-    try {
-      await runCommandLine(text, COMMANDS, ctx);
-    } finally {
-      running = null;
-    }
-    if (io.isOpen()) io.stdout(PROMPT);
+    if (closing && queue.length === 0 && !running) io.finish(0);
   };
 
-  channel.on('data', (data: Buffer) => {
-    for (const byte of data) {
-      if (running) {
-        if (byte === 0x03) {
-          io.stdout('^C\n');
-          running.abort();
-        }
-        continue; // typing while a command runs is ignored
+  const echo = (text: string) => {
+    if (pty) io.stdout(text);
+  };
+
+  const onText = (text: string) => {
+    for (const char of text) {
+      if (running && char === '\x03') {
+        echo('^C\n');
+        running.abort();
+        queue.length = 0;
+        continue;
       }
       if (escape === 'esc') {
-        escape = byte === 0x5b || byte === 0x4f ? 'sequence' : 'none'; // ESC [ or ESC O
+        escape = char === '[' || char === 'O' ? 'sequence' : 'none';
         continue;
       }
       if (escape === 'sequence') {
-        if (byte >= 0x40 && byte <= 0x7e) escape = 'none'; // the final byte
+        if (char >= '@' && char <= '~') escape = 'none'; // the final byte
         continue;
       }
-      switch (byte) {
-        case 0x1b: // ESC
+      switch (char) {
+        case '\x1b':
           escape = 'esc';
           break;
-        case 0x0d: // Enter
-        case 0x0a: {
-          io.stdout('\n');
-          const text = line;
+        case '\r':
+        case '\n':
+          if (char === '\n' && pty) break; // terminals send \r; ignore a following \n
+          echo('\n');
+          queue.push(line);
           line = '';
-          void runLine(text);
+          void drain();
           break;
-        }
-        case 0x7f: // Backspace
-        case 0x08:
+        case '\x7f': // Backspace
+        case '\b':
           if (line.length > 0) {
-            line = line.slice(0, -1);
-            io.stdout('\b \b');
+            line = Array.from(line).slice(0, -1).join('');
+            echo('\b \b');
           }
           break;
-        case 0x15: // Ctrl-U
-          io.stdout('\b \b'.repeat(line.length));
+        case '\x15': // Ctrl-U
+          echo('\b \b'.repeat(Array.from(line).length));
           line = '';
           break;
-        case 0x03: // Ctrl-C
-          io.stdout('^C\n' + PROMPT);
+        case '\x03': // Ctrl-C
+          echo(`^C\n${PROMPT}`);
           line = '';
           break;
-        case 0x04: // Ctrl-D
+        case '\x04': // Ctrl-D
           if (line.length === 0) {
-            io.stdout('\n');
-            io.finish(0);
-            return;
+            echo('\n');
+            closing = true;
+            void drain();
           }
           break;
         default:
-          if (byte >= 0x20 && byte < 0x7f && line.length < MAX_LINE) {
-            const char = String.fromCharCode(byte);
+          if (char >= ' ' && char !== '\x7f' && line.length < MAX_LINE) {
             line += char;
-            io.stdout(char);
+            echo(char);
           }
       }
     }
+  };
+
+  channel.on('data', (data: Buffer) => onText(decoder.write(data)));
+  // End of input (piped stdin): run what was queued, then leave.
+  channel.once('end', () => {
+    onText(decoder.end());
+    if (line.trim()) queue.push(line);
+    line = '';
+    closing = true;
+    void drain();
   });
 }

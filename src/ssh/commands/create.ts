@@ -1,5 +1,4 @@
 import {
-  formatDuration,
   LabelSchema,
   mintApiKey,
   OrgNameLookupSchema,
@@ -37,6 +36,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     if (expiresIn !== undefined) {
       const ms = parseDuration(expiresIn);
       if (!ms) throw new UsageError(`--expires-in: "${expiresIn}" is not a duration such as 30d, 12h or 2w`);
+      if (ms < 60_000) throw new UsageError('--expires-in: the shortest lifetime is 1m');
       expiresInMs = ms;
     }
 
@@ -51,7 +51,8 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     // The client left while we were minting: nobody can ever see this key, so it must not live.
     if (ctx.signal.aborted) {
       await revokeApiKey(ctx.deps, null, minted.api_key_id, ctx.origin);
-      ctx.deps.log.warn({ apiKeyId: minted.api_key_id }, 'client left before the key was delivered; key revoked');
+      ctx.deps.log.warn({ apiKeyId: minted.api_key_id }, 'command interrupted before the key was delivered; key revoked');
+      ctx.stderr(`Interrupted: API key ${minted.api_key_id} was created but never shown, so it has been revoked.\n`);
       return EXIT.FAILED;
     }
 
@@ -75,7 +76,6 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     ctx.stderr(
       `Created API key ${minted.api_key_id} in org ${minted.org_name} (${permissions}; ${expires}). It will not be shown again.\n`,
     );
-    if (expiresInMs !== undefined && expiresInMs < 60_000) ctx.stderr(`Note: it expires in ${formatDuration(expiresInMs)}.\n`);
     return EXIT.OK;
   },
 };

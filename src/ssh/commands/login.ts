@@ -39,7 +39,10 @@ the page it opens. After that this key is your identity here, and for a while al
         ctx.stderr(`  still waiting, ${formatDuration(msLeft)} left...\n`);
       },
     });
-    if (outcome === 'aborted') return EXIT.FAILED;
+    if (outcome === 'aborted') {
+      ctx.deps.log.info({ requestId: started.nonce }, 'ssh login: the client stopped waiting');
+      return EXIT.FAILED;
+    }
     if (outcome === 'expired') {
       ctx.stderr(`The link expired before it was confirmed. Run "login ${email}" again for a new one.\n`);
       return EXIT.FAILED;
