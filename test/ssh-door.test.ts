@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setBilling, setMember } from '../src/core/index.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
-import { openssh, parsedKey, privateKeyOf, ssh2Exec, TrickAgent } from './support/ssh.js';
+import { connectClient, execOn, openssh, parsedKey, ssh2Exec, TrickAgent } from './support/ssh.js';
 
 const execFileAsync = promisify(execFile);
 let t: TestApp;
@@ -366,27 +366,34 @@ describe('interactive shell on a real pty (ssh -tt)', () => {
 describe('robustness', () => {
   it('refuses port forwarding, sftp and env; the connection keeps working', async () => {
     const { key } = await verifiedUser();
-    const ssh2 = await import('ssh2');
-    const client = new ssh2.default.Client();
-    await new Promise<void>((resolve, reject) => {
-      client.on('ready', () => resolve()).on('error', reject);
-      client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey: privateKeyOf(key.privateKeyPath) });
-    });
+    const client = await connectClient(port, key.privateKeyPath);
     const forward = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', 22, (err) => resolve(err)));
     expect(forward?.message).toMatch(/Channel open failure/);
     const sftp = await new Promise<Error | undefined>((resolve) => client.sftp((err) => resolve(err)));
     expect(sftp).toBeInstanceOf(Error);
     const listen = await new Promise<Error | undefined>((resolve) => client.forwardIn('127.0.0.1', 0, (err) => resolve(err)));
     expect(listen).toBeInstanceOf(Error);
-    const out = await new Promise<string>((resolve, reject) =>
-      client.exec('whoami --json', (err, channel) => {
-        if (err) return reject(err);
-        let data = '';
-        channel.on('data', (d: Buffer) => (data += d)).on('close', () => resolve(data));
-      }),
-    );
+    const out = await execOn(client, 'whoami --json');
     expect(JSON.parse(out).verified).toBe(true);
     client.end();
+  });
+
+  it('an authenticated connection with no session open is closed after the idle timeout', async () => {
+    const { createSshServer } = await import('../src/ssh/server.js');
+    const { loadOrCreateHostKey } = await import('../src/ssh/host-key.js');
+    const { key } = await verifiedUser();
+    const hostKey = loadOrCreateHostKey(fs.mkdtempSync('/tmp/shell-auth-idle-'));
+    const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: 'ssh keys@x', log: t.app.deps.log, idleTimeoutMs: 400 });
+    const address = await server.listen(0, '127.0.0.1');
+    try {
+      const client = await connectClient(address.port, key.privateKeyPath);
+      expect(JSON.parse(await execOn(client, 'whoami --json')).verified).toBe(true);
+      const started = Date.now();
+      await new Promise<void>((resolve) => client.on('close', () => resolve()));
+      expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    } finally {
+      await server.close();
+    }
   });
 
   it('a client that connects and never speaks is dropped after the login grace time', async () => {
@@ -449,12 +456,7 @@ describe('review findings', () => {
   it('closing the channel of a running login (connection kept open) stops its wait', async () => {
     const key = makeKey();
     const email = uniqueEmail('closer');
-    const ssh2mod = await import('ssh2');
-    const client = new ssh2mod.default.Client();
-    await new Promise<void>((resolve, reject) => {
-      client.on('ready', () => resolve()).on('error', reject);
-      client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey: privateKeyOf(key.privateKeyPath) });
-    });
+    const client = await connectClient(port, key.privateKeyPath);
     const closed = new Promise<void>((resolve, reject) =>
       client.exec(`login ${email}`, (err, channel) => {
         if (err) return reject(err);
@@ -472,13 +474,7 @@ describe('review findings', () => {
     }
     expect(t.logs.some((l) => l.includes('the client stopped waiting'))).toBe(true);
     // The connection is still usable.
-    const out = await new Promise<string>((resolve, reject) =>
-      client.exec('whoami --json', (err, channel) => {
-        if (err) return reject(err);
-        let data = '';
-        channel.on('data', (d: Buffer) => (data += d)).on('close', () => resolve(data));
-      }),
-    );
+    const out = await execOn(client, 'whoami --json');
     expect(JSON.parse(out).verified).toBe(false);
     client.end();
   });

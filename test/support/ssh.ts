@@ -108,3 +108,25 @@ export function parsedKey(pathOrText: string): ReturnType<typeof ssh2.utils.pars
   if (parsed instanceof Error) throw parsed;
   return parsed;
 }
+
+/** An authenticated ssh2 connection the test keeps open across several commands. */
+export async function connectClient(port: number, privateKeyPath: string): Promise<ssh2.Client> {
+  const client = new ssh2.Client();
+  await new Promise<void>((resolve, reject) => {
+    client.on('ready', () => resolve()).on('error', reject);
+    client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey: privateKeyOf(privateKeyPath) });
+  });
+  return client;
+}
+
+/** Runs one command on an open connection; resolves with its stdout. */
+export function execOn(client: ssh2.Client, command: string): Promise<string> {
+  return new Promise<string>((resolve, reject) =>
+    client.exec(command, (err, channel) => {
+      if (err) return reject(err);
+      let data = '';
+      channel.stderr.resume();
+      channel.on('data', (d: Buffer) => (data += d)).on('close', () => resolve(data));
+    }),
+  );
+}
