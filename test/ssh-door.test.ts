@@ -191,18 +191,6 @@ describe('create', () => {
       stdout: '',
       stderr: 'error: Organization not found\n',
     });
-    const missing = await ssh(key, 'create');
-    expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/^error: --label is required\nusage: create --label LABEL/);
-    const badFlag = await ssh(key, 'create', '--label', 'good-label', '--colour', 'red');
-    expect(badFlag.code).toBe(2);
-    expect(badFlag.stderr).toContain("Unknown option '--colour'");
-    const badDuration = await ssh(key, 'create', '--label', 'good-label', '--expires-in', 'soon');
-    expect(badDuration.code).toBe(2);
-    expect(badDuration.stderr).toContain('--expires-in: "soon" is not a duration');
-    const unknown = await ssh(key, 'frobnicate');
-    expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toMatch(/^error: unknown command "frobnicate"\n\nCommands:/);
 
     await setBilling(t.app.deps, org, 'suspended', admin);
     expect(await ssh(key, 'create', '--label', 'good-label')).toEqual({
@@ -479,19 +467,26 @@ describe('review findings', () => {
     client.end();
   });
 
-  it('flags: repeated, --help as a value, huge durations, empty command', async () => {
+  it('usage mistakes exit 2, with the reason and the usage on stderr and nothing on stdout', async () => {
     const { key } = await verifiedUser();
-    const twice = await ssh(key, 'create', '--label', 'first-one', '--label', 'second-one');
-    expect(twice.code).toBe(2);
-    expect(twice.stderr).toContain('--label given more than once');
-    const huge = await ssh(key, 'create', '--label', 'forever-ish', '--expires-in', '3000000d');
-    expect(huge.code).toBe(2);
-    expect(huge.stderr).toContain('is not a duration');
-    const tiny = await ssh(key, 'create', '--label', 'blink-key', '--expires-in', '1s');
-    expect(tiny.code).toBe(2);
-    expect(tiny.stderr).toContain('the shortest lifetime is 1m');
-    const empty = await ssh(key, "''");
-    expect(empty.code).toBe(2);
-    expect(empty.stderr).toContain('error: no command given');
+    const cases: Array<[string[], RegExp]> = [
+      [['create'], /^error: --label is required\nusage: create --label LABEL/],
+      [['create', '--label', 'good-label', '--colour', 'red'], /Unknown option '--colour'/],
+      [['create', '--label', 'good-label', '--expires-in', 'soon'], /--expires-in: "soon" is not a duration/],
+      [['create', '--label', 'forever-ish', '--expires-in', '3000000d'], /"3000000d" is not a duration/],
+      [['create', '--label', 'blink-key', '--expires-in', '1s'], /the shortest lifetime is 1m/],
+      [['create', '--label', 'first-one', '--label', 'second-one'], /--label given more than once/],
+      [['create', '--label', '--help'], /ambiguous/],
+      [['revoke'], /^error: missing KEY_ID\nusage: revoke KEY_ID/],
+      [['orgs', 'extra'], /^error: unexpected argument "extra"/],
+      [['frobnicate'], /^error: unknown command "frobnicate"\n\nCommands:/],
+      [["''"], /^error: no command given/],
+    ];
+    for (const [args, reason] of cases) {
+      const result = await ssh(key, ...args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stdout, args.join(' ')).toBe('');
+      expect(result.stderr, args.join(' ')).toMatch(reason);
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { EmailSchema, formatDuration, orgsOfUser, parseInput, startVerification, waitForConfirmation } from '../../core/index.js';
-import { formatTable } from '../../text/table.js';
 import { EXIT, type Command, type CommandContext } from '../command.js';
+import { orgsTable } from './orgs.js';
 
 const PROGRESS_EVERY_MS = 30_000;
 
@@ -57,6 +57,5 @@ the page it opens. After that this key is your identity here, and for a while al
 async function printOrgs(ctx: CommandContext): Promise<void> {
   const user = ctx.identity.user;
   if (!user) return;
-  const orgs = await orgsOfUser(ctx.deps.db, user);
-  ctx.stdout(`${formatTable(['NAME', 'ROLE', 'ID'], orgs.map((o) => [o.name, o.role, o.org_id]))}\n`);
+  ctx.stdout(orgsTable(await orgsOfUser(ctx.deps.db, user)));
 }

@@ -1,4 +1,4 @@
-import { orgsOfUser } from '../../core/index.js';
+import { orgsOfUser, type OrgMembership } from '../../core/index.js';
 import { formatTable } from '../../text/table.js';
 import { EXIT, json, type Command } from '../command.js';
 
@@ -12,7 +12,11 @@ export const orgs: Command = {
     const memberships = await orgsOfUser(ctx.deps.db, ctx.identity.user!);
     const rows = memberships.map((o) => ({ org_id: o.org_id, name: o.name, role: o.role }));
     if (args.values.json) ctx.stdout(json(rows));
-    else ctx.stdout(`${formatTable(['NAME', 'ROLE', 'ID'], rows.map((o) => [o.name, o.role, o.org_id]))}\n`);
+    else ctx.stdout(orgsTable(memberships));
     return EXIT.OK;
   },
 };
+
+export function orgsTable(memberships: OrgMembership[]): string {
+  return `${formatTable(['NAME', 'ROLE', 'ID'], memberships.map((o) => [o.name, o.role, o.org_id]))}\n`;
+}
