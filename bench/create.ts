@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -172,7 +173,13 @@ function createOnce(port: number, privateKey: Buffer, label: string): Promise<vo
         });
       });
     });
-    client.connect({ host: '127.0.0.1', port, username: 'keys', privateKey, readyTimeout: 30_000 });
+    // Like the server, the generator turns Nagle off: otherwise its own small writes wait for
+    // delayed ACKs and the numbers measure the client's TCP stack rather than the server.
+    const sock = net.connect(port, '127.0.0.1', () => {
+      sock.setNoDelay(true);
+      client.connect({ sock, username: 'keys', privateKey, readyTimeout: 30_000 });
+    });
+    sock.on('error', reject);
   });
 }
 
