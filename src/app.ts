@@ -87,7 +87,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   if (config.httpTrustWindowMs === 0) {
     log.info('HTTP_TRUST_WINDOW=0: API key creation over HTTP is off; use the SSH door');
   }
-  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log });
+  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log, lookupsPerMinute: config.httpLookupsPerMinute });
   http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);

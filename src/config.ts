@@ -49,6 +49,7 @@ const EnvSchema = z.object({
   BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
   SSH_MAX_UNAUTH_PER_IP: z.coerce.number().int().min(1).max(100_000).default(64),
   SSH_LOGIN_GRACE: optionalDuration,
+  HTTP_LOOKUPS_PER_MINUTE: z.coerce.number().int().min(0).max(1_000_000).default(120),
   MAIL_PER_IP_HOURLY: z.coerce.number().int().min(0).max(1_000_000).default(30),
   TRUST_PROXY: z
     .enum(['true', 'false', '1', '0'])
@@ -73,6 +74,8 @@ export type Config = {
   keyMaxTtlMs: number | undefined;
   billingUrl: string | undefined;
   billingTimeoutMs: number;
+  /** verify-key / verify-public-key / api-keys per address per minute, per instance; 0 = off. */
+  httpLookupsPerMinute: number;
   sshMaxUnauthPerIp: number;
   sshLoginGraceMs: number;
   /** 0 = no per-IP limit. */
@@ -109,6 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     billingUrl: e.BILLING_URL,
     billingTimeoutMs: e.BILLING_TIMEOUT_MS,
     mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
+    httpLookupsPerMinute: e.HTTP_LOOKUPS_PER_MINUTE,
     sshMaxUnauthPerIp: e.SSH_MAX_UNAUTH_PER_IP,
     sshLoginGraceMs: e.SSH_LOGIN_GRACE ?? 30_000,
     trustProxy: e.TRUST_PROXY,

@@ -87,6 +87,34 @@ describe('mail limits cannot be dodged', () => {
   });
 });
 
+describe('lookup endpoints are budgeted per address', () => {
+  it('verify-key, verify-public-key and api-keys share HTTP_LOOKUPS_PER_MINUTE; then 429 with Retry-After', async () => {
+    const limited = await startTestApp({ HTTP_LOOKUPS_PER_MINUTE: '3', TRUST_PROXY: 'true' }, { smtp: t.smtp });
+    try {
+      const key = makeKey().publicKey;
+      const from = (ip: string) => ({ 'content-type': 'application/json', 'x-forwarded-for': ip });
+      const ask = (ip: string, path: string, body: unknown) =>
+        limited.request(path, { method: 'POST', headers: from(ip), body: JSON.stringify(body) });
+      const statuses = [
+        (await ask('198.51.100.1', '/api/shell-auth/verify-key', { email: 'a@example.com', ssh_public_key: key })).status,
+        (await ask('198.51.100.1', '/api/shell-auth/verify-public-key', { ssh_public_key: key })).status,
+        (await ask('198.51.100.1', '/api/shell-auth/api-keys', { email: 'a@example.com', ssh_public_key: key, label: 'label-x' })).status,
+      ];
+      expect(statuses).toEqual([401, 404, 401]);
+      const over = await ask('198.51.100.1', '/api/shell-auth/verify-key', { email: 'a@example.com', ssh_public_key: key });
+      expect(over.status).toBe(429);
+      expect(over.body).toEqual({ success: false, error: 'Too many requests' });
+      const retryAfter = Number(over.headers.get('retry-after'));
+      expect(retryAfter).toBeGreaterThan(0);
+      expect(retryAfter).toBeLessThanOrEqual(60);
+      // Another address has its own budget.
+      expect((await ask('198.51.100.2', '/api/shell-auth/verify-public-key', { ssh_public_key: key })).status).toBe(404);
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
 describe('a public key claimed over HTTP can be taken back by whoever proves possession (the SSH door)', () => {
   it('HTTP claim -> 409 for others over HTTP, but a possession-proven confirmation takes it over', async () => {
     const victimKey = makeKey();

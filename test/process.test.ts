@@ -16,7 +16,7 @@ afterAll(() => {
 
 function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   // Test files share 127.0.0.1 and one database: the per-IP mail limit would couple them.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', SSH_PORT: '0', HOST_KEYS_DIR: tempDir(), ...extra };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', HTTP_LOOKUPS_PER_MINUTE: '0', SSH_PORT: '0', HOST_KEYS_DIR: tempDir(), ...extra };
   if (usingPostgres && !('DATABASE_URL' in extra)) env.DATABASE_URL = postgresUrl();
   return env;
 }

@@ -5,6 +5,7 @@ import { errorFields } from '../log.js';
 import { AppError, toAppError, type CoreDeps, type RequestOrigin } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
 import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
+import { PerIpRateLimiter } from './rate-limit.js';
 import { confirmFromPage, showConfirmPage } from './verify-page.js';
 
 export type RouteContext = {
@@ -17,13 +18,19 @@ export type RouteContext = {
   origin: RequestOrigin;
 };
 
-type Route = { handler: (ctx: RouteContext) => Promise<void>; json: boolean; page?: boolean };
+type Route = {
+  handler: (ctx: RouteContext) => Promise<void>;
+  json: boolean;
+  page?: boolean;
+  /** Counted against the per-address lookup budget. */
+  limited?: boolean;
+};
 
 const ROUTES: Record<string, Route> = {
   'POST /api/shell-auth': { handler: initiate, json: true },
-  'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true },
-  'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true },
-  'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true },
+  'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true, limited: true },
+  'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, limited: true },
+  'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, limited: true },
   'GET /api/whoami': { handler: whoami, json: false },
   'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
   'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },
@@ -35,8 +42,12 @@ async function health({ deps, res }: RouteContext): Promise<void> {
   sendJson(res, 200, { ok: true });
 }
 
-export function createHttpServer(deps: CoreDeps, options: { trustProxy: boolean; log: Logger }): http.Server {
+export function createHttpServer(
+  deps: CoreDeps,
+  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number },
+): http.Server {
   const { log } = options;
+  const limiter = options.lookupsPerMinute > 0 ? new PerIpRateLimiter(options.lookupsPerMinute) : null;
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
     let url: URL;
@@ -69,6 +80,8 @@ export function createHttpServer(deps: CoreDeps, options: { trustProxy: boolean;
     }
     const origin: RequestOrigin = { channel: 'http', ip: clientIp(req, options.trustProxy) };
     try {
+      const wait = route.limited && limiter ? limiter.take(origin.ip ?? '') : null;
+      if (wait !== null) throw new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
       const body = route.json ? await readJson(req) : undefined;
       await route.handler({ deps, req, res, url, body, origin });
     } catch (err) {

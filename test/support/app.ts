@@ -41,6 +41,7 @@ export async function startTestApp(
     LOG_LEVEL: 'info',
     // Every test request comes from 127.0.0.1; the per-IP limit has its own test.
     MAIL_PER_IP_HOURLY: '0',
+    HTTP_LOOKUPS_PER_MINUTE: '0',
     SSH_PORT: '0',
     HOST_KEYS_DIR: sharedHostKeysDir,
     ...env,
