@@ -4,7 +4,7 @@
  */
 export { AppError, ERRORS, toAppError, type ErrorCode } from './errors.js';
 export type { CoreDeps, CoreSettings, Mailer, MailMessage, BillingCheck, RequestOrigin } from './context.js';
-export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS } from './context.js';
+export { PERMISSIONS, PERMISSION_NAMES } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
 export {
   startVerification,
@@ -12,16 +12,13 @@ export {
   confirmVerificationLink,
   httpKeyStatus,
   findTrustedHolder,
-  findSshKey,
-  httpTrustOf,
-  MAIL_LIMITS,
   waitForConfirmation,
 } from './verification.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
-export { createOrg, setMember, listOrgs, setBilling, requireUser } from './orgs-admin.js';
+export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
 export { parseDuration, formatDuration } from './duration.js';
-export { EmailSchema, baseEmailOf } from './emails.js';
-export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, isPlainText, parseInput, describeIssues } from './validation.js';
+export { EmailSchema } from './emails.js';
+export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, parseInput } from './validation.js';
 export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, type PublicKey } from './ssh-public-key.js';
 export { parseApiKey, generateApiKey } from './secrets.js';

@@ -1,5 +1,5 @@
 import type { Role } from '../db/schema.js';
-import { ensureUser, findUserByEmail, insertOrg } from './accounts.js';
+import { ensureUser, insertOrg } from './accounts.js';
 import { recordAudit } from './audit.js';
 import type { CoreDeps, RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
@@ -62,10 +62,4 @@ export async function setBilling(deps: CoreDeps, orgName: string, status: 'activ
     await recordAudit(trx, origin, { action: 'billing.set', orgId: org.id, subjectId: org.id, details: { status } });
     return org;
   });
-}
-
-export async function requireUser(deps: CoreDeps, email: string) {
-  const user = await findUserByEmail(deps.db, email);
-  if (!user) throw new AppError('USER_NOT_FOUND');
-  return user;
 }
