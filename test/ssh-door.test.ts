@@ -248,7 +248,12 @@ describe('list, revoke, orgs, whoami', () => {
       stdout: '',
       stderr: 'error: API key already revoked\n',
     });
-    const audit = await t.app.deps.db.selectFrom('audit_events').select(['action', 'channel']).where('subject_id', '=', memberKey.slice(0, 36)).execute();
+    const audit = await t.app.deps.db
+      .selectFrom('audit_events')
+      .select(['action', 'channel'])
+      .where('subject_id', '=', memberKey.slice(0, 36))
+      .orderBy('created_at', 'asc')
+      .execute();
     expect(audit).toEqual([
       { action: 'api_key.created', channel: 'ssh' },
       { action: 'api_key.revoked', channel: 'ssh' },
