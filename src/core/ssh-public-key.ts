@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { replaceControlChars, replaceLoneSurrogates } from './text.js';
 
 /** A parsed, normalised SSH public key. Identity is the wire blob; the comment is kept but never matched. */
 export type PublicKey = {
@@ -84,10 +85,7 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
 
 /** The comment is informational only: stored, shown, never matched. Keep it printable and short. */
 function safeComment(comment: string): string {
-  return comment
-    .replace(/[\u0000-\u001f\u007f]/g, '')
-    .replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD')
-    .slice(0, 200);
+  return replaceLoneSurrogates(replaceControlChars(comment, '')).slice(0, 200);
 }
 
 function fail(reason: string): ParseResult {

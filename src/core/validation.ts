@@ -1,14 +1,7 @@
 import { z } from 'zod';
 import { AppError, type ErrorCode } from './errors.js';
 import { parsePublicKeyLine, type PublicKey } from './ssh-public-key.js';
-
-const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-/** Text a person typed: well-formed Unicode, no control characters (Postgres rejects NUL). */
-export function isPlainText(text: string): boolean {
-  return !CONTROL_CHARS.test(text) && !LONE_SURROGATE.test(text);
-}
+import { hasLoneSurrogate, isPlainText, replaceControlChars } from './text.js';
 
 /** A `.pub` line, parsed and normalised; a bad key fails validation with the reason. */
 export const PublicKeyLineSchema = z
@@ -44,8 +37,8 @@ export const OrgNameLookupSchema = z.string().trim().max(64).refine(isPlainText,
 export const NoteSchema = z
   .string()
   .max(200, 'must be at most 200 characters')
-  .refine((note) => !LONE_SURROGATE.test(note), 'must be well-formed text')
-  .transform((note) => note.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim())
+  .refine((note) => !hasLoneSurrogate(note), 'must be well-formed text')
+  .transform((note) => replaceControlChars(note, ' ').trim())
   .transform((note) => (note === '' ? null : note));
 
 /** Validates with zod; failure becomes the given AppError with a readable detail. */
