@@ -30,22 +30,21 @@ const optionalDuration = z
   .optional();
 
 const port = z.coerce.number().int().min(0).max(65535);
-const emptyAsUndefined = (value: unknown) => (value === '' ? undefined : value);
 
 const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   HTTP_PORT: port.default(8080),
   SSH_PORT: port.default(2222),
   SSH_USER: z.string().regex(/^[a-z_][a-z0-9_-]*$/i, 'must be a plain user name').default('keys'),
-  DATABASE_URL: z.preprocess(emptyAsUndefined, z.url({ protocol: /^postgres(ql)?$/ }).optional()),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   DATA_DIR: z.string().min(1).default('./data'),
-  SMTP_URL: z.preprocess(emptyAsUndefined, z.url({ protocol: /^smtps?$/ }).optional()),
+  SMTP_URL: z.url({ protocol: /^smtps?$/ }).optional(),
   MAIL_FROM: z.string().min(3).default('shell-auth <no-reply@localhost>'),
-  PUBLIC_URL: z.preprocess(emptyAsUndefined, z.url({ protocol: /^https?$/ }).optional()),
+  PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   HOST_KEYS_DIR: z.string().min(1).default('./host_keys'),
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
-  KEY_MAX_TTL: z.preprocess(emptyAsUndefined, optionalDuration),
-  BILLING_URL: z.preprocess(emptyAsUndefined, z.url({ protocol: /^https?$/ }).optional()),
+  KEY_MAX_TTL: optionalDuration,
+  BILLING_URL: z.url({ protocol: /^https?$/ }).optional(),
   BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
   SSH_MAX_UNAUTH_PER_IP: z.coerce.number().int().min(1).max(100_000).default(64),
   SSH_LOGIN_GRACE: optionalDuration,

@@ -390,7 +390,7 @@ export async function waitForConfirmation(
     if (!row) return 'expired';
     deadline = new Date(row.expires_at).getTime();
     if (row.consumed_at) return 'confirmed';
-    const msLeft = new Date(row.expires_at).getTime() - nowOf(deps).getTime();
+    const msLeft = deadline - nowOf(deps).getTime();
     if (msLeft <= 0) return 'expired';
     options.onTick?.(msLeft);
     await sleep(Math.min(pollMs, msLeft), options.signal);
