@@ -135,7 +135,7 @@ export function unverifiedMessage(ctx: Pick<CommandContext, 'identity' | 'sshHin
   );
 }
 
-/** A flag value parsed with zod-like rules: a bad value is a usage error (exit 2). */
+/** A required string flag; missing or empty is a usage error (exit 2). */
 export function requireString(args: Parsed, name: string): string {
   const value = args.values[name];
   if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required`);
