@@ -18,7 +18,7 @@ import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
 import ssh2 from 'ssh2';
-import { confirmVerificationLink, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type MailMessage } from '../src/core/index.js';
+import { confirmVerificationLink, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -133,10 +133,10 @@ async function verifiedKeys(url: string, dir: string, count: number): Promise<Bu
   let lastLink = '';
   const deps: CoreDeps = {
     db: database.db,
-    mailer: { send: async (message: MailMessage) => void (lastLink = message.link) },
+    mailer: { sendVerification: async (mail: VerificationMail) => void (lastLink = mail.link) },
     billing: subscriptionBilling(database.db),
     log: pino({ level: 'silent' }),
-    settings: { publicUrl: 'http://bench', httpTrustWindowMs: 0, keyMaxTtlMs: undefined, mailPerIpHourly: undefined, sshCommandHint: 'ssh keys@bench' },
+    settings: { publicUrl: 'http://bench', httpTrustWindow: 'off', keyMaxTtlMs: null, mailPerIpHourly: null },
   };
   const keys: Buffer[] = [];
   for (let i = 0; i < count; i++) {

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
+import { sshCommandHint, type Config } from './config.js';
 import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './core/index.js';
 import { migrateToLatest, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { createHttpServer } from './http/server.js';
@@ -17,6 +17,8 @@ export type App = {
   http: Server;
   httpUrl: string;
   sshPort: number;
+  /** How users reach the SSH door, as messages print it: `ssh -p 2222 keys@host`. */
+  sshHint: string;
   hostKeyFingerprint: string;
   close(): Promise<void>;
 };
@@ -25,17 +27,14 @@ export function databaseTarget(config: Config): DatabaseTarget {
   return config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'pglite', dataDir: config.dataDir };
 }
 
-export function sshCommandHint(config: Config, port = config.sshPort): string {
-  const host = new URL(config.publicUrl).hostname;
-  return `ssh${port === 22 ? '' : ` -p ${port}`} ${config.sshUser}@${host}`;
-}
+export type Core = { deps: CoreDeps; database: OpenDatabase; close(): Promise<void> };
 
-/** Opens the database (migrating it), wires the core, and builds the doors. Nothing listens yet. */
-export async function createCoreDeps(
+/** Opens (and migrates) the database and wires the core's dependencies. The admin CLI stops here. */
+export async function openCore(
   config: Config,
   log: Logger,
   overrides: { database?: OpenDatabase; mailer?: Mailer } = {},
-): Promise<{ deps: CoreDeps; database: OpenDatabase; closeMailer: () => void }> {
+): Promise<Core> {
   const database = overrides.database ?? (await openDatabase(databaseTarget(config), log));
   try {
     const applied = await migrateToLatest(database.db);
@@ -55,24 +54,27 @@ export async function createCoreDeps(
   const deps: CoreDeps = {
     db: database.db,
     mailer,
-    billing: config.billingUrl
-      ? httpBilling(config.billingUrl, config.billingTimeoutMs)
-      : subscriptionBilling(database.db),
+    billing: config.billingUrl ? httpBilling(config.billingUrl, config.billingTimeoutMs) : subscriptionBilling(database.db),
     log,
     settings: {
       publicUrl: config.publicUrl,
-      httpTrustWindowMs: config.httpTrustWindowMs,
+      httpTrustWindow: config.httpTrustWindow,
       keyMaxTtlMs: config.keyMaxTtlMs,
-      mailPerIpHourly: config.mailPerIpHourly === 0 ? undefined : config.mailPerIpHourly,
-      sshCommandHint: sshCommandHint(config),
+      mailPerIpHourly: config.mailPerIpHourly,
     },
   };
-  return { deps, database, closeMailer };
+  return {
+    deps,
+    database,
+    async close() {
+      closeMailer();
+      await database.close();
+    },
+  };
 }
 
-export async function startApp(config: Config, log: Logger, overrides: { database?: OpenDatabase; mailer?: Mailer } = {}): Promise<App> {
-  const { deps, database, closeMailer } = await createCoreDeps(config, log, overrides);
-  if (config.httpTrustWindowMs === Number.POSITIVE_INFINITY) {
+function warnAboutSettings(config: Config, log: Logger): void {
+  if (config.httpTrustWindow === 'forever') {
     log.warn(
       'HTTP_TRUST_WINDOW=forever: anyone who knows a verified public key can learn its email and mint API keys over HTTP. ' +
         'This is the literal Vers behaviour; use a finite window unless you need it.',
@@ -84,54 +86,59 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
       'SMTP_URL is not set: emails are written to the outbox and their links logged (development only)',
     );
   }
-  if (config.httpTrustWindowMs === 0) {
+  if (config.httpTrustWindow === 'off') {
     log.info('HTTP_TRUST_WINDOW=0: API key creation over HTTP is off; use the SSH door');
   }
-  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log, lookupsPerMinute: config.httpLookupsPerMinute });
-  http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(config.httpPort, config.host, () => {
-      http.off('error', reject);
-      resolve();
-    });
-  });
-  const address = http.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const httpUrl = `http://${host}:${address.port}`;
-  log.info({ url: httpUrl, publicUrl: config.publicUrl, database: database.kind }, 'HTTP API listening');
+}
+
+/** The whole service: the core, then the SSH door, then the HTTP door. Undoes what it did if a step fails. */
+export async function startApp(config: Config, log: Logger, overrides: { database?: OpenDatabase; mailer?: Mailer } = {}): Promise<App> {
+  const core = await openCore(config, log, overrides);
+  const { deps } = core;
+  warnAboutSettings(config, log);
 
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
   log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
-  const ssh = createSshServer(deps, {
-    hostKey,
-    sshUser: config.sshUser,
-    loginGraceMs: config.sshLoginGraceMs,
-    maxUnauthenticatedPerIp: config.sshMaxUnauthPerIp,
-    get sshHint() {
-      return deps.settings.sshCommandHint;
-    },
-    log,
-  });
+  let sshHint = sshCommandHint(config, config.sshPort);
+  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: config.ssh, log });
   let sshAddress: AddressInfo;
   try {
     sshAddress = await ssh.listen(config.sshPort, config.host);
   } catch (err) {
-    http.close();
-    closeMailer();
-    await database.close();
+    await core.close();
     throw err;
   }
-  deps.settings.sshCommandHint = sshCommandHint(config, sshAddress.port);
-  log.info({ port: sshAddress.port, user: config.sshUser, try: deps.settings.sshCommandHint }, 'SSH door listening');
+  sshHint = sshCommandHint(config, sshAddress.port);
+  log.info({ port: sshAddress.port, user: config.sshUser, try: sshHint }, 'SSH door listening');
+
+  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log, lookupsPerMinute: config.httpLookupsPerMinute, sshHint });
+  http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(config.httpPort, config.host, () => {
+        http.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await ssh.close();
+    await core.close();
+    throw err;
+  }
+  const address = http.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const httpUrl = `http://${host}:${address.port}`;
+  log.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
 
   let closed = false;
   return {
     deps,
-    database,
+    database: core.database,
     http,
     httpUrl,
     sshPort: sshAddress.port,
+    sshHint,
     hostKeyFingerprint: hostKey.fingerprint,
     async close() {
       if (closed) return;
@@ -141,8 +148,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
         http.close(() => resolve());
         http.closeAllConnections();
       });
-      closeMailer();
-      await database.close();
+      await core.close();
     },
   };
 }

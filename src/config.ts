@@ -1,22 +1,27 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './core/duration.js';
+import type { HttpTrustWindow } from './core/index.js';
 
-/** HTTP trust window: milliseconds, or Infinity for `forever` (the literal Vers behaviour). */
+/**
+ * Every setting, its default and its validation, in one place. In the result, `null` always
+ * means "no limit"; the HTTP trust window has its own three modes (`off`, `forever`, or ms).
+ */
+
 const trustWindow = z
   .string()
   .trim()
-  .transform((value, ctx) => {
-    if (value.toLowerCase() === 'forever') return Number.POSITIVE_INFINITY;
+  .transform((value, ctx): HttpTrustWindow => {
+    if (value.toLowerCase() === 'forever') return 'forever';
     const ms = parseDuration(value);
     if (ms === null) {
       ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration (e.g. 15m, 90s, 1h, 0, forever)` });
       return z.NEVER;
     }
-    return ms;
+    return ms === 0 ? 'off' : ms;
   });
 
-const optionalDuration = z
+const positiveDuration = z
   .string()
   .trim()
   .transform((value, ctx) => {
@@ -26,10 +31,18 @@ const optionalDuration = z
       return z.NEVER;
     }
     return ms;
-  })
-  .optional();
+  });
 
 const port = z.coerce.number().int().min(0).max(65535);
+
+/** A count where 0 (the operator's way of writing "off") becomes null: no limit. */
+const limit = (max: number) =>
+  z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(max)
+    .transform((n) => (n === 0 ? null : n));
 
 const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -43,13 +56,13 @@ const EnvSchema = z.object({
   PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   HOST_KEYS_DIR: z.string().min(1).default('./host_keys'),
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
-  KEY_MAX_TTL: optionalDuration,
+  KEY_MAX_TTL: positiveDuration.optional(),
   BILLING_URL: z.url({ protocol: /^https?$/ }).optional(),
   BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
   SSH_MAX_UNAUTH_PER_IP: z.coerce.number().int().min(1).max(100_000).default(64),
-  SSH_LOGIN_GRACE: optionalDuration,
-  HTTP_LOOKUPS_PER_MINUTE: z.coerce.number().int().min(0).max(1_000_000).default(120),
-  MAIL_PER_IP_HOURLY: z.coerce.number().int().min(0).max(1_000_000).default(30),
+  SSH_LOGIN_GRACE: positiveDuration.prefault('30s'),
+  HTTP_LOOKUPS_PER_MINUTE: limit(1_000_000).default(120),
+  MAIL_PER_IP_HOURLY: limit(1_000_000).default(30),
   TRUST_PROXY: z
     .enum(['true', 'false', '1', '0'])
     .default('false')
@@ -57,64 +70,65 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-export type Config = {
-  host: string;
-  httpPort: number;
-  sshPort: number;
-  sshUser: string;
-  databaseUrl: string | undefined;
-  dataDir: string;
-  smtpUrl: string | undefined;
-  mailFrom: string;
-  publicUrl: string;
-  hostKeysDir: string;
-  /** ms; 0 = HTTP minting off; Infinity = forever. */
-  httpTrustWindowMs: number;
-  keyMaxTtlMs: number | undefined;
-  billingUrl: string | undefined;
-  billingTimeoutMs: number;
-  /** verify-key / verify-public-key / api-keys per address per minute, per instance; 0 = off. */
-  httpLookupsPerMinute: number;
-  sshMaxUnauthPerIp: number;
-  sshLoginGraceMs: number;
-  /** 0 = no per-IP limit. */
-  mailPerIpHourly: number;
-  trustProxy: boolean;
-  logLevel: string;
-};
+const ConfigSchema = EnvSchema.transform((e) => ({
+  host: e.HOST,
+  httpPort: e.HTTP_PORT,
+  sshPort: e.SSH_PORT,
+  sshUser: e.SSH_USER,
+  databaseUrl: e.DATABASE_URL ?? null,
+  dataDir: path.resolve(e.DATA_DIR),
+  smtpUrl: e.SMTP_URL ?? null,
+  mailFrom: e.MAIL_FROM,
+  publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.HTTP_PORT}`).replace(/\/+$/, ''),
+  hostKeysDir: path.resolve(e.HOST_KEYS_DIR),
+  httpTrustWindow: e.HTTP_TRUST_WINDOW,
+  keyMaxTtlMs: e.KEY_MAX_TTL ?? null,
+  billingUrl: e.BILLING_URL ?? null,
+  billingTimeoutMs: e.BILLING_TIMEOUT_MS,
+  /** verify-key / verify-public-key / api-keys per address per minute, per instance. */
+  httpLookupsPerMinute: e.HTTP_LOOKUPS_PER_MINUTE,
+  mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
+  trustProxy: e.TRUST_PROXY,
+  logLevel: e.LOG_LEVEL,
+  ssh: {
+    /** Unauthenticated connections are dropped after this long (OpenSSH LoginGraceTime). */
+    loginGraceMs: e.SSH_LOGIN_GRACE,
+    /** Unauthenticated connections at once from one address. */
+    maxUnauthenticatedPerIp: e.SSH_MAX_UNAUTH_PER_IP,
+    /** All connections at once from one address (unknown keys get in, so this caps them too). */
+    maxConnectionsPerIp: 256,
+    /** Authentication requests per connection before we hang up (OpenSSH MaxAuthTries). */
+    maxAuthAttempts: 6,
+    /** Sessions (exec/shell) per connection (GitLab Shell's limit). */
+    maxSessionsPerConnection: 10,
+    /** An authenticated connection with no open session is closed after this long. */
+    idleTimeoutMs: 5 * 60_000,
+  },
+}));
+
+export type Config = z.output<typeof ConfigSchema>;
+export type SshLimits = Config['ssh'];
 
 export class ConfigError extends Error {}
 
-/** Reads and validates the environment; throws ConfigError with one readable line per bad value. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+/**
+ * Reads and validates the environment; throws ConfigError with one readable line per bad value.
+ * `defaults` stand in for variables that are not set (a program's own defaults, e.g. the admin
+ * CLI's quieter log level).
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaults: Record<string, string> = {}): Config {
   // An empty variable (FOO=) means "not set", never "0" or "".
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
-  const parsed = EnvSchema.safeParse(present);
+  const parsed = ConfigSchema.safeParse({ ...defaults, ...present });
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
     throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
   }
-  const e = parsed.data;
-  return {
-    host: e.HOST,
-    httpPort: e.HTTP_PORT,
-    sshPort: e.SSH_PORT,
-    sshUser: e.SSH_USER,
-    databaseUrl: e.DATABASE_URL,
-    dataDir: path.resolve(e.DATA_DIR),
-    smtpUrl: e.SMTP_URL,
-    mailFrom: e.MAIL_FROM,
-    publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.HTTP_PORT}`).replace(/\/+$/, ''),
-    hostKeysDir: path.resolve(e.HOST_KEYS_DIR),
-    httpTrustWindowMs: e.HTTP_TRUST_WINDOW,
-    keyMaxTtlMs: e.KEY_MAX_TTL,
-    billingUrl: e.BILLING_URL,
-    billingTimeoutMs: e.BILLING_TIMEOUT_MS,
-    mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
-    httpLookupsPerMinute: e.HTTP_LOOKUPS_PER_MINUTE,
-    sshMaxUnauthPerIp: e.SSH_MAX_UNAUTH_PER_IP,
-    sshLoginGraceMs: e.SSH_LOGIN_GRACE ?? 30_000,
-    trustProxy: e.TRUST_PROXY,
-    logLevel: e.LOG_LEVEL,
-  };
+  return parsed.data;
+}
+
+/** How SSH users reach this service, for messages: `ssh -p 2222 keys@auth.example.com`. */
+export function sshCommandHint(config: Pick<Config, 'publicUrl' | 'sshUser'>, port: number): string {
+  const host = new URL(config.publicUrl).hostname;
+  return `ssh${port === 22 ? '' : ` -p ${port}`} ${config.sshUser}@${host}`;
 }

@@ -132,9 +132,10 @@ describe('a public key claimed over HTTP can be taken back by whoever proves pos
     const mail = await t.smtp.waitForMail(victim);
     const confirmed = await confirmVerificationLink(t.app.deps, tokenOf(mail.link!), origin);
     expect(confirmed.user.email).toBe(victim);
-    expect(confirmed.sshKey.proven_at).not.toBeNull();
+    const row = await t.app.deps.db.selectFrom('ssh_keys').select(['id', 'proven_at']).where('key_blob', '=', parsed.key.blob).executeTakeFirstOrThrow();
+    expect(row.proven_at).not.toBeNull();
 
-    const audit = await t.app.deps.db.selectFrom('audit_events').select('action').where('subject_id', '=', confirmed.sshKey.id).execute();
+    const audit = await t.app.deps.db.selectFrom('audit_events').select('action').where('subject_id', '=', row.id).execute();
     expect(audit.map((a) => a.action)).toContain('ssh_key.taken_over');
     // Now proven: neither HTTP nor another proven login can move it.
     expect((await postFrom(fromIp(), '/api/shell-auth', { email: squatter, ssh_public_key: victimKey.publicKey })).status).toBe(409);

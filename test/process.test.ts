@@ -180,5 +180,11 @@ describe('admin CLI (npm run admin)', () => {
     const unknown = await admin('frobnicate');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('usage: npm run admin');
+
+    // An empty variable is unset everywhere, LOG_LEVEL included (it used to crash the CLI in pino).
+    const emptyLogLevel = await run(['src/cli/admin.ts', 'org', 'list'], { ...env, LOG_LEVEL: '' });
+    expect(emptyLogLevel.stderr).toBe('');
+    expect(emptyLogLevel.code).toBe(0);
+    expect(emptyLogLevel.stdout).toContain(org);
   }, 120_000);
 });

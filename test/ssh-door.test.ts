@@ -3,6 +3,7 @@ import { promisify } from 'node:util';
 import fs from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { setBilling, setMember } from '../src/core/index.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
@@ -15,7 +16,7 @@ let hint: string;
 beforeAll(async () => {
   t = await startTestApp();
   port = t.app.sshPort;
-  hint = t.app.deps.settings.sshCommandHint;
+  hint = t.app.sshHint;
 });
 afterAll(async () => {
   await t?.close();
@@ -376,7 +377,8 @@ describe('robustness', () => {
     const { loadOrCreateHostKey } = await import('../src/ssh/host-key.js');
     const { key } = await verifiedUser();
     const hostKey = loadOrCreateHostKey(fs.mkdtempSync('/tmp/shell-auth-idle-'));
-    const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: 'ssh keys@x', log: t.app.deps.log, idleTimeoutMs: 400 });
+    const limits = { ...loadConfig({}).ssh, idleTimeoutMs: 400 };
+    const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: () => 'ssh keys@x', log: t.app.deps.log, limits });
     const address = await server.listen(0, '127.0.0.1');
     try {
       const client = await connectClient(address.port, key.privateKeyPath);
@@ -393,7 +395,8 @@ describe('robustness', () => {
     const { createSshServer } = await import('../src/ssh/server.js');
     const { loadOrCreateHostKey } = await import('../src/ssh/host-key.js');
     const hostKey = loadOrCreateHostKey(fs.mkdtempSync('/tmp/shell-auth-grace-'));
-    const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: 'ssh keys@x', log: t.app.deps.log, loginGraceMs: 300 });
+    const limits = { ...loadConfig({}).ssh, loginGraceMs: 300 };
+    const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: () => 'ssh keys@x', log: t.app.deps.log, limits });
     const address = await server.listen(0, '127.0.0.1');
     try {
       const started = Date.now();
@@ -484,7 +487,7 @@ describe('review findings', () => {
       [['create', '--label', '--help'], /ambiguous/],
       [['revoke'], /^error: missing KEY_ID\nusage: revoke KEY_ID/],
       [['orgs', 'extra'], /^error: unexpected argument "extra"/],
-      [['frobnicate'], /^error: unknown command "frobnicate"\n\nCommands:/],
+      [["frobnicate"], /^error: unknown command "frobnicate"\n\nusage: ssh -p \d+ keys@\S+ COMMAND \[OPTIONS\]\n\nCommands:/],
       [["''"], /^error: no command given/],
     ];
     for (const [args, reason] of cases) {

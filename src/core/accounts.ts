@@ -4,7 +4,7 @@ import type { Database, Role, User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
 import type { RequestOrigin } from './context.js';
 import { baseEmailOf, orgNameFromEmail } from './emails.js';
-import { AppError, isUniqueViolation } from './errors.js';
+import { AppError } from './errors.js';
 
 type Tx = Kysely<Database>;
 
@@ -103,11 +103,4 @@ export async function provisionPersonalOrg(trx: Tx, user: User, origin: RequestO
     details: { name: org.name, plan: 'free' },
   });
   return org;
-}
-
-export function uniqueViolationTo(code: 'KEY_TAKEN' | 'ORG_EXISTS') {
-  return (err: unknown): never => {
-    if (isUniqueViolation(err)) throw new AppError(code);
-    throw err;
-  };
 }

@@ -6,7 +6,7 @@ import { nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context
 import { AppError } from './errors.js';
 import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
 import type { PublicKey } from './ssh-public-key.js';
-import { httpKeyStatus } from './verification.js';
+import { httpKeyStatus } from './identity.js';
 
 export type MintedApiKey = {
   api_key: string;
@@ -43,11 +43,11 @@ export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): O
 export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<MintedApiKey> {
   const org = chooseOrg(await orgsOfUser(deps.db, input.user), input.orgName);
   const maxTtl = deps.settings.keyMaxTtlMs;
-  if (input.expiresInMs !== undefined && maxTtl !== undefined && input.expiresInMs > maxTtl) {
+  if (input.expiresInMs !== undefined && maxTtl !== null && input.expiresInMs > maxTtl) {
     throw new AppError('TTL_TOO_LONG');
   }
   // With an operator maximum, a key without an explicit expiry gets the maximum.
-  const ttl = input.expiresInMs ?? maxTtl;
+  const ttl = input.expiresInMs ?? maxTtl ?? undefined;
 
   let active = false;
   try {
@@ -106,7 +106,7 @@ export async function mintApiKeyOverHttp(
   if (status.status !== 'trusted') throw new AppError('UNVERIFIED_KEY');
   return mintApiKey(deps, {
     user: status.user,
-    sshKeyId: status.sshKey.id,
+    sshKeyId: status.sshKeyId,
     label: input.label,
     orgName: input.orgName,
     origin: input.origin,
@@ -179,13 +179,15 @@ export async function listAllApiKeys(deps: CoreDeps, orgName?: string): Promise<
 
 /**
  * Revokes a key. `actor: null` is the operator (admin CLI). A user may revoke keys they created,
- * or any key of an org they own/administer; other keys read as not found.
+ * or any key of an org they own/administer; other keys read as not found. `reason` goes into the
+ * audit event when the revocation was not the user's own request (e.g. `undelivered`).
  */
 export async function revokeApiKey(
   deps: CoreDeps,
   actor: User | null,
   keyId: string,
   origin: RequestOrigin,
+  reason?: string,
 ): Promise<ApiKeySummary> {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) throw new AppError('API_KEY_NOT_FOUND');
   const key = await deps.db.selectFrom('api_keys').selectAll().where('id', '=', keyId.toLowerCase()).executeTakeFirst();
@@ -207,7 +209,7 @@ export async function revokeApiKey(
       actorUserId: actor?.id ?? null,
       orgId: key.org_id,
       subjectId: key.id,
-      details: { label: key.label },
+      details: reason ? { label: key.label, reason } : { label: key.label },
     });
   });
   const [summary] = await summaryQuery(deps.db).where('api_keys.id', '=', key.id).execute();

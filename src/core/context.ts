@@ -1,12 +1,24 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { Channel } from '../db/schema.js';
+import type { HttpTrustWindow } from './trust.js';
 
-/** An outgoing email. `link` is carried separately so a development transport can log it. */
-export type MailMessage = { to: string; subject: string; text: string; html: string; link: string };
+/** What a verification email and the confirm page tell the reader about a request. */
+export type VerificationFacts = {
+  email: string;
+  keyType: string;
+  fingerprint: string;
+  requestedIp: string | null;
+  requestedAt: Date;
+  note: string | null;
+  channel: 'http' | 'ssh';
+};
+
+/** A verification email to send; how it looks is the mail side's business. */
+export type VerificationMail = { to: string; link: string; ttlMs: number; facts: VerificationFacts };
 
 export interface Mailer {
-  send(message: MailMessage): Promise<void>;
+  sendVerification(mail: VerificationMail): Promise<void>;
 }
 
 export interface BillingCheck {
@@ -14,15 +26,13 @@ export interface BillingCheck {
   isActive(org: { id: string; name: string }): Promise<boolean>;
 }
 
+/** null always means "no limit". */
 export type CoreSettings = {
   publicUrl: string;
-  /** ms; 0 = HTTP minting off; Infinity = forever. */
-  httpTrustWindowMs: number;
-  keyMaxTtlMs: number | undefined;
-  /** Verification mails per requesting IP per hour; undefined = no per-IP limit. */
-  mailPerIpHourly: number | undefined;
-  /** How SSH users reach us, for messages: e.g. `ssh keys@auth.example.com`. */
-  sshCommandHint: string;
+  httpTrustWindow: HttpTrustWindow;
+  keyMaxTtlMs: number | null;
+  /** Verification mails per requesting address per hour. */
+  mailPerIpHourly: number | null;
 };
 
 export type CoreDeps = {

@@ -48,9 +48,9 @@ export class AppError extends Error {
   readonly status: number;
   constructor(
     readonly code: ErrorCode,
-    readonly extra: { detail?: string; retryAfterSeconds?: number; message?: string } = {},
+    readonly extra: { detail?: string; retryAfterSeconds?: number } = {},
   ) {
-    super(extra.message ?? ERRORS[code].message);
+    super(ERRORS[code].message);
     this.name = 'AppError';
     this.status = ERRORS[code].status;
   }

@@ -3,17 +3,35 @@
  * nothing of HTTP or SSH; the doors parse, call these, and format.
  */
 export { AppError, ERRORS, toAppError, type ErrorCode } from './errors.js';
-export type { CoreDeps, CoreSettings, Mailer, MailMessage, BillingCheck, RequestOrigin } from './context.js';
-export { PERMISSIONS, PERMISSION_NAMES } from './context.js';
+export type {
+  CoreDeps,
+  CoreSettings,
+  Mailer,
+  VerificationMail,
+  VerificationFacts,
+  BillingCheck,
+  RequestOrigin,
+} from './context.js';
+export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
 export {
   startVerification,
   inspectVerificationLink,
   confirmVerificationLink,
+  verificationFactsOf,
+  waitForConfirmation,
+  LINK_STATE_ERRORS,
+} from './verification.js';
+export {
+  resolveSshIdentity,
+  recordKeySeen,
   httpKeyStatus,
   findTrustedHolder,
-  waitForConfirmation,
-} from './verification.js';
+  type Identity,
+  type AccountIdentity,
+  type AnonymousIdentity,
+} from './identity.js';
+export type { HttpTrustWindow } from './trust.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';

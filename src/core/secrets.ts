@@ -6,7 +6,6 @@ import { crc32 } from 'node:zlib';
  * The id makes lookup a primary-key hit; 224 random bits make a fast hash (SHA-256) the right
  * storage; the checksum lets us (and secret scanners) reject a mistyped or made-up key offline.
  */
-export const API_KEY_LENGTH = 100;
 const API_KEY_PATTERN = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})([0-9a-f]{56})([0-9a-f]{8})$/;
 
 export function checksumHex(text: string): string {

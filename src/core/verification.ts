@@ -1,41 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { SshKeyRow, User, VerificationRequest } from '../db/schema.js';
-import { ensureUser, findUserByEmail, orgsOfUser, provisionPersonalOrg, type OrgMembership } from './accounts.js';
+import type { Db } from '../db/database.js';
+import type { User, VerificationRequest } from '../db/schema.js';
+import { ensureUser, orgsOfUser, provisionPersonalOrg, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
-import { nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RequestOrigin } from './context.js';
+import { nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RequestOrigin, type VerificationFacts } from './context.js';
 import { baseEmailOf } from './emails.js';
-import { AppError, isUniqueViolation } from './errors.js';
+import { AppError, isUniqueViolation, type ErrorCode } from './errors.js';
+import { findKeyRow, proveBinding } from './identity.js';
 import { generateLinkToken, LINK_TOKEN_PATTERN, sha256Hex } from './secrets.js';
 import { formatPublicKey, type PublicKey } from './ssh-public-key.js';
-import { verificationEmail } from './verification-email.js';
+import { bindingOf, onConfirm, onLinkRequest } from './trust.js';
 
 /** Limits on verification mail, counted in the database so they hold across instances. */
 export const MAIL_LIMITS = { perPairWindowMs: 60_000, perMailboxWindowMs: 3_600_000, perMailboxMax: 10, perIpWindowMs: 3_600_000 };
-
-export type HttpTrust = 'trusted' | 'expired' | 'disabled';
-
-/** Whether HTTP callers may act with this key: only within the trust window after an email confirmation. */
-export function httpTrustOf(deps: CoreDeps, sshKey: Pick<SshKeyRow, 'confirmed_at'>): HttpTrust {
-  const windowMs = deps.settings.httpTrustWindowMs;
-  if (windowMs <= 0) return 'disabled';
-  if (windowMs === Number.POSITIVE_INFINITY) return 'trusted';
-  const until = new Date(sshKey.confirmed_at).getTime() + windowMs;
-  return nowOf(deps).getTime() < until ? 'trusted' : 'expired';
-}
-
-export async function findSshKey(deps: CoreDeps, key: Pick<PublicKey, 'blob'>): Promise<SshKeyRow | undefined> {
-  return deps.db.selectFrom('ssh_keys').selectAll().where('key_blob', '=', key.blob).executeTakeFirst();
-}
-
-/**
- * A key already bound to another account blocks a new binding (409), except that the SSH door,
- * having proven possession, may take over a binding that was never proven (made over HTTP,
- * where anyone can submit anyone's public key).
- */
-function mayTakeOver(existing: Pick<SshKeyRow, 'proven_at'>, keyProven: boolean): boolean {
-  return keyProven && existing.proven_at === null;
-}
 
 export type StartVerificationInput = {
   email: string;
@@ -43,7 +21,8 @@ export type StartVerificationInput = {
   note: string | null;
   /** The SSH door has proven possession of the private key; HTTP has not. */
   keyProven: boolean;
-  origin: RequestOrigin;
+  /** Only the doors a person uses start a verification (the table's channel is http or ssh). */
+  origin: RequestOrigin & { channel: 'http' | 'ssh' };
 };
 
 export type StartVerificationResult = {
@@ -57,53 +36,23 @@ export type StartVerificationResult = {
 
 /** POST /api/shell-auth and `ssh ... login`: create the account if needed and email a confirmation link. */
 export async function startVerification(deps: CoreDeps, input: StartVerificationInput): Promise<StartVerificationResult> {
-  const { db } = deps;
   const { email, key } = input;
   const sshPublicKey = formatPublicKey(key);
-  const existingKey = await findSshKey(deps, key);
-  if (existingKey) {
-    const holder = await db.selectFrom('users').selectAll().where('id', '=', existingKey.user_id).executeTakeFirstOrThrow();
-    if (holder.email === email) {
-      // The email owner confirmed this key before; a signature now proves possession too.
-      if (input.keyProven) await markProven(deps, existingKey, input.origin);
-      if (input.keyProven || httpTrustOf(deps, existingKey) === 'trusted') {
-        return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, sshPublicKey };
-      }
-    } else if (!mayTakeOver(existingKey, input.keyProven)) {
-      throw new AppError('KEY_TAKEN');
+  const row = await findKeyRow(deps, key);
+  if (row) {
+    const holder = await deps.db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirstOrThrow();
+    const decision = onLinkRequest(bindingOf(row), holder.email === email ? holder.id : null, input.keyProven, deps.settings.httpTrustWindow, nowOf(deps));
+    if (decision.outcome === 'refuse-taken') throw new AppError('KEY_TAKEN');
+    if (decision.outcome === 'already-linked') {
+      if (decision.prove) await proveBinding(deps, key, input.origin);
+      return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, sshPublicKey };
     }
   }
 
-  const now = nowOf(deps);
-  const mailbox = baseEmailOf(email) ?? email;
-  const ip = input.origin.ip;
   const { token, tokenHash } = generateLinkToken();
-  const { request, user, created } = await db.transaction().execute(async (trx) => {
-    // Serialises concurrent requests for one inbox across instances, so the counts below hold.
-    await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${mailbox}`}))`.execute(trx);
-    const hourAgo = new Date(now.getTime() - MAIL_LIMITS.perMailboxWindowMs);
-    const recent = await trx
-      .selectFrom('verification_requests')
-      .select(['email', 'key_blob', 'created_at'])
-      .where('mailbox', '=', mailbox)
-      .where('created_at', '>', hourAgo)
-      .orderBy('created_at', 'asc')
-      .execute();
-    const lastForPair = recent.filter((r) => r.email === email && r.key_blob === key.blob).at(-1);
-    if (lastForPair) retryAfter(lastForPair.created_at, MAIL_LIMITS.perPairWindowMs, now);
-    if (recent.length >= MAIL_LIMITS.perMailboxMax) retryAfter(recent[0]!.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
-    if (ip !== null && deps.settings.mailPerIpHourly !== undefined) {
-      const fromIp = await trx
-        .selectFrom('verification_requests')
-        .select('created_at')
-        .where('requested_ip', '=', ip)
-        .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perIpWindowMs))
-        .orderBy('created_at', 'asc')
-        .limit(deps.settings.mailPerIpHourly)
-        .execute();
-      if (fromIp.length >= deps.settings.mailPerIpHourly) retryAfter(fromIp[0]!.created_at, MAIL_LIMITS.perIpWindowMs, now);
-    }
-
+  const { request, user, created } = await deps.db.transaction().execute(async (trx) => {
+    const now = nowOf(deps);
+    await enforceMailLimits(trx, deps, { email, key, ip: input.origin.ip, now });
     const { user, created } = await ensureUser(trx, email, input.origin);
     const request = await trx
       .insertInto('verification_requests')
@@ -111,7 +60,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
         id: randomUUID(),
         user_id: user.id,
         email,
-        mailbox,
+        mailbox: mailboxOf(email),
         key_type: key.type,
         key_blob: key.blob,
         fingerprint: key.fingerprint,
@@ -119,8 +68,8 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
         key_proven: input.keyProven,
         token_hash: tokenHash,
         note: input.note,
-        requested_ip: ip,
-        channel: input.origin.channel === 'ssh' ? 'ssh' : 'http',
+        requested_ip: input.origin.ip,
+        channel: input.origin.channel,
         created_at: now,
         expires_at: new Date(now.getTime() + VERIFICATION_LINK_TTL_MS),
       })
@@ -135,23 +84,13 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     return { request, user, created };
   });
 
-  const link = `${deps.settings.publicUrl}/shell-auth/verify?token=${token}`;
   try {
-    await deps.mailer.send(
-      verificationEmail(
-        {
-          email,
-          keyType: key.type,
-          fingerprint: key.fingerprint,
-          requestedIp: request.requested_ip,
-          requestedAt: new Date(request.created_at),
-          note: request.note,
-          channel: request.channel,
-          ttlMs: VERIFICATION_LINK_TTL_MS,
-        },
-        link,
-      ),
-    );
+    await deps.mailer.sendVerification({
+      to: email,
+      link: `${deps.settings.publicUrl}/shell-auth/verify?token=${token}`,
+      ttlMs: VERIFICATION_LINK_TTL_MS,
+      facts: verificationFactsOf(request),
+    });
   } catch (err) {
     deps.log.error({ err: (err as Error).message, requestId: request.id }, 'verification email could not be sent');
     await withdrawRequest(deps, request.id, created ? user.id : null);
@@ -160,29 +99,66 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
   return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, sshPublicKey };
 }
 
-async function markProven(deps: CoreDeps, sshKey: SshKeyRow, origin: RequestOrigin): Promise<void> {
-  if (sshKey.proven_at !== null) return;
-  await deps.db.transaction().execute(async (trx) => {
-    const updated = await trx
-      .updateTable('ssh_keys')
-      .set({ proven_at: nowOf(deps) })
-      .where('id', '=', sshKey.id)
-      .where('proven_at', 'is', null)
-      .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) === 1) {
-      await recordAudit(trx, origin, {
-        action: 'ssh_key.proven',
-        actorUserId: sshKey.user_id,
-        subjectId: sshKey.id,
-        details: { fingerprint: sshKey.fingerprint },
-      });
-    }
-  });
+function mailboxOf(email: string): string {
+  return baseEmailOf(email) ?? email;
 }
 
-function retryAfter(since: Date | string, windowMs: number, now: Date): void {
+/**
+ * The mail limits, counted in the database so they hold across instances: one mail per (email,
+ * key) a minute, ten per inbox an hour (aliases count against their base inbox), and the
+ * operator's per-address limit. Throws RATE_LIMITED with the wait.
+ */
+async function enforceMailLimits(
+  trx: Db,
+  deps: CoreDeps,
+  request: { email: string; key: PublicKey; ip: string | null; now: Date },
+): Promise<void> {
+  const { email, key, ip, now } = request;
+  const mailbox = mailboxOf(email);
+  // Serialises concurrent requests for one inbox across instances, so the counts below hold.
+  await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${mailbox}`}))`.execute(trx);
+  const recent = await trx
+    .selectFrom('verification_requests')
+    .select(['email', 'key_blob', 'created_at'])
+    .where('mailbox', '=', mailbox)
+    .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perMailboxWindowMs))
+    .orderBy('created_at', 'asc')
+    .execute();
+  const lastForPair = recent.filter((r) => r.email === email && r.key_blob === key.blob).at(-1);
+  if (lastForPair) throwIfTooSoon(lastForPair.created_at, MAIL_LIMITS.perPairWindowMs, now);
+  const oldest = recent[0];
+  if (oldest && recent.length >= MAIL_LIMITS.perMailboxMax) throwIfTooSoon(oldest.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
+  const perIp = deps.settings.mailPerIpHourly;
+  if (ip === null || perIp === null) return;
+  const fromIp = await trx
+    .selectFrom('verification_requests')
+    .select('created_at')
+    .where('requested_ip', '=', ip)
+    .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perIpWindowMs))
+    .orderBy('created_at', 'asc')
+    .limit(perIp)
+    .execute();
+  const first = fromIp[0];
+  if (first && fromIp.length >= perIp) throwIfTooSoon(first.created_at, MAIL_LIMITS.perIpWindowMs, now);
+}
+
+/** RATE_LIMITED, with the seconds left, when `windowMs` since `since` has not passed yet. */
+function throwIfTooSoon(since: Date | string, windowMs: number, now: Date): void {
   const wait = new Date(since).getTime() + windowMs - now.getTime();
   if (wait > 0) throw new AppError('RATE_LIMITED', { retryAfterSeconds: Math.ceil(wait / 1000) });
+}
+
+/** What the email and the confirm page show about a request. */
+export function verificationFactsOf(request: VerificationRequest): VerificationFacts {
+  return {
+    email: request.email,
+    keyType: request.key_type,
+    fingerprint: request.fingerprint,
+    requestedIp: request.requested_ip,
+    requestedAt: new Date(request.created_at),
+    note: request.note,
+    channel: request.channel,
+  };
 }
 
 /**
@@ -212,6 +188,13 @@ export type LinkState =
   | { state: 'used' }
   | { state: 'expired' };
 
+/** The error that a link in a state other than pending reads as, on every door. */
+export const LINK_STATE_ERRORS: Record<Exclude<LinkState['state'], 'pending'>, ErrorCode> = {
+  unknown: 'VERIFICATION_LINK_UNKNOWN',
+  used: 'VERIFICATION_LINK_USED',
+  expired: 'VERIFICATION_LINK_EXPIRED',
+};
+
 /** For the confirm page (GET): what the link is for. Never consumes it. */
 export async function inspectVerificationLink(deps: CoreDeps, token: string): Promise<LinkState> {
   if (!LINK_TOKEN_PATTERN.test(token)) return { state: 'unknown' };
@@ -228,87 +211,30 @@ export async function inspectVerificationLink(deps: CoreDeps, token: string): Pr
 
 export type Confirmation = {
   user: User;
-  sshKey: SshKeyRow;
+  fingerprint: string;
   orgs: OrgMembership[];
   requestId: string;
 };
 
 /**
  * The confirm page's POST: consumes the link (single use, within 10 minutes), binds the key to
- * the account, activates a new account and provisions its personal org. All or nothing.
+ * the account as `trust.onConfirm` says, activates a new account and provisions its personal
+ * org. All or nothing.
  */
 export async function confirmVerificationLink(deps: CoreDeps, token: string, origin: RequestOrigin): Promise<Confirmation> {
-  const state = await inspectVerificationLink(deps, token);
-  if (state.state === 'unknown') throw new AppError('VERIFICATION_LINK_UNKNOWN');
-  if (state.state === 'used') throw new AppError('VERIFICATION_LINK_USED');
-  if (state.state === 'expired') throw new AppError('VERIFICATION_LINK_EXPIRED');
+  const link = await inspectVerificationLink(deps, token);
+  if (link.state !== 'pending') throw new AppError(LINK_STATE_ERRORS[link.state]);
   const now = nowOf(deps);
-
   try {
     return await deps.db.transaction().execute(async (trx) => {
-      // The conditional update is the single-use guarantee when two confirmations race.
-      const request = await trx
-        .updateTable('verification_requests')
-        .set({ consumed_at: now })
-        .where('id', '=', state.request.id)
-        .where('consumed_at', 'is', null)
-        .where('expires_at', '>', now)
-        .returningAll()
-        .executeTakeFirst();
-      if (!request) {
-        // Lost a race: either another confirmation or the clock got there first.
-        const latest = await trx.selectFrom('verification_requests').select('consumed_at').where('id', '=', state.request.id).executeTakeFirst();
-        throw new AppError(latest?.consumed_at ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED');
-      }
-
+      const request = await consumeLink(trx, link.request.id, now);
       let user = await trx.selectFrom('users').selectAll().where('id', '=', request.user_id).forUpdate().executeTakeFirstOrThrow();
       if (user.base_user_id) {
         const base = await trx.selectFrom('users').selectAll().where('id', '=', user.base_user_id).executeTakeFirst();
         if (!base) throw new AppError('BASE_ACCOUNT_MISSING');
         if (!base.is_active) throw new AppError('BASE_ACCOUNT_UNVERIFIED');
       }
-
-      let sshKey = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', request.key_blob).forUpdate().executeTakeFirst();
-      const provenAt = request.key_proven ? now : null;
-      if (sshKey && sshKey.user_id !== user.id) {
-        if (!mayTakeOver(sshKey, request.key_proven)) throw new AppError('KEY_TAKEN');
-        await recordAudit(trx, origin, {
-          action: 'ssh_key.taken_over',
-          actorUserId: user.id,
-          subjectId: sshKey.id,
-          details: { fingerprint: sshKey.fingerprint, from_user_id: sshKey.user_id },
-        });
-        sshKey = await trx
-          .updateTable('ssh_keys')
-          .set({ user_id: user.id, verified_at: now, confirmed_at: now, proven_at: provenAt, comment: request.comment, last_seen_at: null })
-          .where('id', '=', sshKey.id)
-          .returningAll()
-          .executeTakeFirstOrThrow();
-      } else if (sshKey) {
-        sshKey = await trx
-          .updateTable('ssh_keys')
-          .set({ confirmed_at: now, comment: request.comment, ...(provenAt ? { proven_at: provenAt } : {}) })
-          .where('id', '=', sshKey.id)
-          .returningAll()
-          .executeTakeFirstOrThrow();
-      } else {
-        sshKey = await trx
-          .insertInto('ssh_keys')
-          .values({
-            id: randomUUID(),
-            user_id: user.id,
-            key_type: request.key_type,
-            key_blob: request.key_blob,
-            fingerprint: request.fingerprint,
-            comment: request.comment,
-            verified_at: now,
-            confirmed_at: now,
-            proven_at: provenAt,
-          })
-          .returningAll()
-          .executeTakeFirstOrThrow();
-      }
-
+      const sshKeyId = await bindKey(trx, request, user, origin, now);
       const firstVerification = !user.is_active;
       if (firstVerification) {
         user = await trx
@@ -323,10 +249,10 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
       await recordAudit(trx, origin, {
         action: 'ssh_key.confirmed',
         actorUserId: user.id,
-        subjectId: sshKey.id,
-        details: { fingerprint: sshKey.fingerprint, request_id: request.id, first_verification: firstVerification },
+        subjectId: sshKeyId,
+        details: { fingerprint: request.fingerprint, request_id: request.id, first_verification: firstVerification },
       });
-      return { user, sshKey, orgs: await orgsOfUser(trx, user), requestId: request.id };
+      return { user, fingerprint: request.fingerprint, orgs: await orgsOfUser(trx, user), requestId: request.id };
     });
   } catch (err) {
     if (isUniqueViolation(err)) throw new AppError('KEY_TAKEN');
@@ -334,28 +260,65 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
   }
 }
 
-export type KeyStatus =
-  | { status: 'trusted'; user: User; sshKey: SshKeyRow; orgs: OrgMembership[] }
-  | { status: 'unverified' | 'expired' | 'disabled' };
-
-/** verify-key and api-keys: is this (email, key) pair trusted for HTTP use right now? */
-export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKey): Promise<KeyStatus> {
-  const user = await findUserByEmail(deps.db, email);
-  const sshKey = user && (await findSshKey(deps, key));
-  if (!user || !sshKey || sshKey.user_id !== user.id || !user.is_active) return { status: 'unverified' };
-  const trust = httpTrustOf(deps, sshKey);
-  if (trust !== 'trusted') return { status: trust };
-  return { status: 'trusted', user, sshKey, orgs: await orgsOfUser(deps.db, user) };
+/** The conditional update is the single-use guarantee when two confirmations race. */
+async function consumeLink(trx: Db, requestId: string, now: Date): Promise<VerificationRequest> {
+  const request = await trx
+    .updateTable('verification_requests')
+    .set({ consumed_at: now })
+    .where('id', '=', requestId)
+    .where('consumed_at', 'is', null)
+    .where('expires_at', '>', now)
+    .returningAll()
+    .executeTakeFirst();
+  if (request) return request;
+  // Lost a race: either another confirmation or the clock got there first.
+  const latest = await trx.selectFrom('verification_requests').select('consumed_at').where('id', '=', requestId).executeTakeFirst();
+  throw new AppError(latest?.consumed_at ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED');
 }
 
-export type PublicKeyMatch = { user: User; sshKey: SshKeyRow };
-
-/** verify-public-key: the account holding this key, only while it is inside the HTTP trust window. */
-export async function findTrustedHolder(deps: CoreDeps, key: PublicKey): Promise<PublicKeyMatch[]> {
-  const sshKey = await findSshKey(deps, key);
-  if (!sshKey || httpTrustOf(deps, sshKey) !== 'trusted') return [];
-  const user = await deps.db.selectFrom('users').selectAll().where('id', '=', sshKey.user_id).executeTakeFirstOrThrow();
-  return [{ user, sshKey }];
+/** Writes the binding the trust rules decide for this confirmation; returns the ssh_keys id. */
+async function bindKey(trx: Db, request: VerificationRequest, user: User, origin: RequestOrigin, now: Date): Promise<string> {
+  const row = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', request.key_blob).forUpdate().executeTakeFirst();
+  const decision = onConfirm(bindingOf(row), user.id, request.key_proven, now);
+  switch (decision.action) {
+    case 'refuse-taken':
+      throw new AppError('KEY_TAKEN');
+    case 'insert': {
+      const id = randomUUID();
+      await trx
+        .insertInto('ssh_keys')
+        .values({
+          id,
+          user_id: user.id,
+          key_type: request.key_type,
+          key_blob: request.key_blob,
+          fingerprint: request.fingerprint,
+          comment: request.comment,
+          ...decision.patch,
+        })
+        .execute();
+      return id;
+    }
+    case 'reconfirm':
+    case 'take-over': {
+      if (!row) throw new Error('trust: a bound key without its row');
+      if (decision.action === 'take-over') {
+        await recordAudit(trx, origin, {
+          action: 'ssh_key.taken_over',
+          actorUserId: user.id,
+          subjectId: row.id,
+          details: { fingerprint: row.fingerprint, from_user_id: row.user_id },
+        });
+      }
+      const takeOver = decision.action === 'take-over' ? { user_id: user.id, last_seen_at: null } : {};
+      await trx
+        .updateTable('ssh_keys')
+        .set({ ...decision.patch, ...takeOver, comment: request.comment })
+        .where('id', '=', row.id)
+        .execute();
+      return row.id;
+    }
+  }
 }
 
 export type WaitOutcome = 'confirmed' | 'expired' | 'aborted';

@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { ColumnType, Generated, Selectable } from 'kysely';
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
@@ -108,8 +108,6 @@ export interface Database {
 }
 
 export type User = Selectable<UsersTable>;
-export type Org = Selectable<OrgsTable>;
 export type SshKeyRow = Selectable<SshKeysTable>;
 export type VerificationRequest = Selectable<VerificationRequestsTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
-export type NewAuditEvent = Insertable<AuditEventsTable>;

@@ -2,29 +2,12 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { errorFields } from '../log.js';
-import { AppError, toAppError, type CoreDeps, type RequestOrigin } from '../core/index.js';
+import { AppError, toAppError, type CoreDeps } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
 import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
 import { PerIpRateLimiter } from './rate-limit.js';
+import type { Route, RouteContext } from './route.js';
 import { confirmFromPage, showConfirmPage } from './verify-page.js';
-
-export type RouteContext = {
-  deps: CoreDeps;
-  req: IncomingMessage;
-  res: ServerResponse;
-  url: URL;
-  /** Parsed JSON body, for JSON routes. */
-  body: unknown;
-  origin: RequestOrigin;
-};
-
-type Route = {
-  handler: (ctx: RouteContext) => Promise<void>;
-  json: boolean;
-  page?: boolean;
-  /** Counted against the per-address lookup budget. */
-  limited?: boolean;
-};
 
 const ROUTES: Record<string, Route> = {
   'POST /api/shell-auth': { handler: initiate, json: true },
@@ -44,10 +27,11 @@ async function health({ deps, res }: RouteContext): Promise<void> {
 
 export function createHttpServer(
   deps: CoreDeps,
-  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number },
+  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number | null; sshHint: string },
 ): http.Server {
   const { log } = options;
-  const limiter = options.lookupsPerMinute > 0 ? new PerIpRateLimiter(options.lookupsPerMinute) : null;
+  const door = { sshHint: options.sshHint };
+  const limiter = options.lookupsPerMinute === null ? null : new PerIpRateLimiter(options.lookupsPerMinute);
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
     let url: URL;
@@ -78,12 +62,12 @@ export function createHttpServer(
       req.resume();
       return;
     }
-    const origin: RequestOrigin = { channel: 'http', ip: clientIp(req, options.trustProxy) };
+    const origin: RouteContext['origin'] = { channel: 'http', ip: clientIp(req, options.trustProxy) };
     try {
       const wait = route.limited && limiter ? limiter.take(origin.ip ?? '') : null;
       if (wait !== null) throw new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
       const body = route.json ? await readJson(req) : undefined;
-      await route.handler({ deps, req, res, url, body, origin });
+      await route.handler({ deps, door, req, res, url, body, origin });
     } catch (err) {
       const appError = toAppError(err);
       if (appError.status >= 500) log.error({ err: errorFields(err), path }, 'request failed');

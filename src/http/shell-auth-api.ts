@@ -16,7 +16,7 @@ import {
   formatDuration,
   type CoreDeps,
 } from '../core/index.js';
-import type { RouteContext } from './server.js';
+import type { HttpDoorSettings, RouteContext } from './route.js';
 import { sendJson } from './io.js';
 
 const InitiateRequest = z.object({
@@ -60,14 +60,15 @@ export async function initiate({ deps, res, body, origin }: RouteContext): Promi
   });
 }
 
-function notTrustedReason(deps: CoreDeps, status: 'unverified' | 'expired' | 'disabled'): string {
-  const ssh = deps.settings.sshCommandHint;
+function notTrustedReason(deps: CoreDeps, door: HttpDoorSettings, status: 'unverified' | 'expired' | 'disabled'): string {
+  const ssh = door.sshHint;
+  const window = deps.settings.httpTrustWindow;
   switch (status) {
     case 'unverified':
       return 'No verified SSH key found for this email and public key';
     case 'expired':
       return (
-        `Verification for HTTP use has expired (it lasts ${formatDuration(deps.settings.httpTrustWindowMs)} after ` +
+        `Verification for HTTP use has expired (it lasts ${typeof window === 'number' ? formatDuration(window) : window} after ` +
         `the email confirmation): confirm again with POST /api/shell-auth, or use the SSH door: ${ssh}`
       );
     case 'disabled':
@@ -76,18 +77,18 @@ function notTrustedReason(deps: CoreDeps, status: 'unverified' | 'expired' | 'di
 }
 
 /** POST /api/shell-auth/verify-key */
-export async function verifyKey({ deps, res, body }: RouteContext): Promise<void> {
+export async function verifyKey({ deps, door, res, body }: RouteContext): Promise<void> {
   const input = parseInput(KeyPairRequest, body, 'INVALID_INITIATE');
   const status = await httpKeyStatus(deps, input.email, input.ssh_public_key);
   if (status.status !== 'trusted') {
-    sendJson(res, 401, { verified: false, is_active: false, reason: notTrustedReason(deps, status.status) });
+    sendJson(res, 401, { verified: false, is_active: false, reason: notTrustedReason(deps, door, status.status) });
     return;
   }
   sendJson(res, 200, {
     verified: true,
     is_active: status.user.is_active,
     user_id: status.user.id,
-    key_id: status.sshKey.id,
+    key_id: status.sshKeyId,
     orgs: status.orgs.map((o) => ({ org_id: o.org_id, name: o.name, role: o.role })),
   });
 }
@@ -103,14 +104,14 @@ export async function verifyPublicKey({ deps, res, body }: RouteContext): Promis
   sendJson(res, 200, {
     verified: true,
     count: matches.length,
-    matches: matches.map(({ user, sshKey }) => ({
-      user_id: user.id,
-      key_id: sshKey.id,
-      email: user.email,
-      is_active: user.is_active,
+    matches: matches.map((holder) => ({
+      user_id: holder.user.id,
+      key_id: holder.sshKeyId,
+      email: holder.user.email,
+      is_active: holder.user.is_active,
       public_key_verified: true,
-      verified_at: sshKey.verified_at,
-      last_seen_at: sshKey.last_seen_at,
+      verified_at: holder.verifiedAt,
+      last_seen_at: holder.lastSeenAt,
     })),
   });
 }

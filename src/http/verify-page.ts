@@ -2,12 +2,15 @@ import {
   AppError,
   confirmVerificationLink,
   inspectVerificationLink,
+  LINK_STATE_ERRORS,
   toAppError,
+  verificationFactsOf,
   type OrgMembership,
 } from '../core/index.js';
-import { escapeHtml, factLines } from '../core/verification-email.js';
+import { escapeHtml } from '../text/html.js';
+import { factLines } from '../text/verification-facts.js';
 import { readForm, sendHtml } from './io.js';
-import type { RouteContext } from './server.js';
+import type { RouteContext } from './route.js';
 
 function page(title: string, body: string): string {
   return `<!doctype html>
@@ -41,21 +44,12 @@ export async function showConfirmPage({ deps, res, url }: RouteContext): Promise
   const token = url.searchParams.get('token') ?? '';
   const link = await inspectVerificationLink(deps, token);
   if (link.state !== 'pending') {
-    const code = link.state === 'unknown' ? 'VERIFICATION_LINK_UNKNOWN' : link.state === 'used' ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED';
-    const err = new AppError(code);
+    const err = new AppError(LINK_STATE_ERRORS[link.state]);
     sendHtml(res, err.status, errorPage(err));
     return;
   }
   const r = link.request;
-  const facts = factLines({
-    email: r.email,
-    keyType: r.key_type,
-    fingerprint: r.fingerprint,
-    requestedIp: r.requested_ip,
-    requestedAt: new Date(r.created_at),
-    note: r.note,
-    channel: r.channel,
-  });
+  const facts = factLines(verificationFactsOf(r));
   const rows = facts.map(([label, value]) => `<tr><th>${escapeHtml(label)}</th><td><code>${escapeHtml(value)}</code></td></tr>`).join('');
   sendHtml(
     res,
@@ -83,13 +77,13 @@ export async function confirmFromPage({ deps, req, res, origin }: RouteContext):
   let token = '';
   try {
     token = (await readForm(req)).get('token') ?? '';
-    const confirmation = await confirmVerificationLink(deps, token, { ...origin, channel: 'http' });
+    const confirmation = await confirmVerificationLink(deps, token, origin);
     sendHtml(
       res,
       200,
       page(
         'SSH key confirmed',
-        `<p>The key <code>${escapeHtml(confirmation.sshKey.fingerprint)}</code> is now linked to
+        `<p>The key <code>${escapeHtml(confirmation.fingerprint)}</code> is now linked to
 <strong>${escapeHtml(confirmation.user.email)}</strong>. You can close this page and return to your terminal.</p>
 ${orgList(confirmation.orgs)}`,
       ),

@@ -3,7 +3,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import type { Logger } from 'pino';
-import type { Mailer, MailMessage } from '../core/context.js';
+import type { Mailer, VerificationMail } from '../core/index.js';
+import { renderVerificationEmail } from './verification-email.js';
 
 /** Real mail over SMTP. Short timeouts: a dead mail server must fail a request, not hang it. */
 export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): void } {
@@ -13,8 +14,8 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
   url.searchParams.set('socketTimeout', '20000');
   const transport = nodemailer.createTransport(url.toString());
   return {
-    async send(message: MailMessage) {
-      await transport.sendMail({ from, to: message.to, subject: message.subject, text: message.text, html: message.html });
+    async sendVerification(mail: VerificationMail) {
+      await transport.sendMail({ from, ...renderVerificationEmail(mail) });
     },
     close: () => transport.close(),
   };
@@ -27,19 +28,13 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
 export function outboxMailer(outboxDir: string, from: string, log: Logger): Mailer {
   const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' });
   return {
-    async send(message: MailMessage) {
-      const info = await transport.sendMail({
-        from,
-        to: message.to,
-        subject: message.subject,
-        text: message.text,
-        html: message.html,
-      });
+    async sendVerification(mail: VerificationMail) {
+      const info = await transport.sendMail({ from, ...renderVerificationEmail(mail) });
       await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
       const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
       await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
       // The one place a link is logged: development only, with no real mail server configured.
-      log.info({ to: message.to, file, link: message.link }, 'dev mail transport: verification email written to outbox');
+      log.info({ to: mail.to, file, link: mail.link }, 'dev mail transport: verification email written to outbox');
     },
   };
 }

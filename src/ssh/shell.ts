@@ -1,8 +1,8 @@
 import { StringDecoder } from 'node:string_decoder';
 import { toAppError } from '../core/index.js';
-import { channelGone, channelWriters, commandContext, type ChannelStart } from './channel-io.js';
-import { runCommandLine, type CommandContext } from './command.js';
-import { COMMANDS } from './commands/index.js';
+import type { SessionContext } from './command.js';
+import { runCommandLine } from './commands/index.js';
+import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
 const MAX_LINE = 4096;
@@ -12,28 +12,29 @@ const MAX_LINE = 4096;
  * and just enough line editing (backspace, Ctrl-U, Ctrl-C, Ctrl-D) for a person at a terminal.
  * Without a pty (`ssh -T`, piped input) it reads lines without echo, so scripts can drive it.
  */
-export async function runShell(start: ChannelStart & { pty: boolean }): Promise<void> {
+export async function runShell(start: ChannelStart): Promise<void> {
   const { channel, pty } = start;
   const io = channelWriters(channel, pty);
   const gone = channelGone(start);
   let running: AbortController | null = null;
   gone.signal.addEventListener('abort', () => running?.abort(), { once: true });
 
-  let ctx: CommandContext;
+  let ctx: SessionContext;
   try {
     const identity = await start.identity;
     // One stream on a terminal, so errors appear in order with everything else.
-    ctx = commandContext(start, identity, pty ? { stdout: io.stdout, stderr: io.stdout } : io, gone.signal);
+    ctx = sessionContext(start, identity, pty ? { stdout: io.stdout, stderr: io.stdout } : io, gone.signal);
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
     io.finish(1);
     return;
   }
 
-  const { user, key } = ctx.identity;
+  const { identity } = ctx;
+  const { key } = identity;
   io.stdout(
-    user
-      ? `Hi ${user.email}! You are connected with key ${key.fingerprint} (${key.type}).\n`
+    identity.kind === 'account'
+      ? `Hi ${identity.user.email}! You are connected with key ${key.fingerprint} (${key.type}).\n`
       : `Hi! Your key ${key.fingerprint} (${key.type}) is not linked to an account yet: type "login you@example.com".\n`,
   );
   io.stdout('Type "help" for commands, "exit" or Ctrl-D to leave.\n');
@@ -57,7 +58,7 @@ export async function runShell(start: ChannelStart & { pty: boolean }): Promise<
       // Ctrl-C stops this command (e.g. login's wait) without closing the session.
       ctx.signal = AbortSignal.any([running.signal, gone.signal]);
       try {
-        await runCommandLine(text, COMMANDS, ctx);
+        await runCommandLine(text, ctx);
       } finally {
         running = null;
       }

@@ -7,9 +7,10 @@ import {
   PERMISSION_NAMES,
   revokeApiKey,
 } from '../../core/index.js';
-import { EXIT, json, optionalString, requireString, UsageError, type Command } from '../command.js';
+import { EXIT, json, optionalString, requireString, UsageError } from '../../cli/framework.js';
+import { accountCommand } from '../command.js';
 
-export const create: Command = {
+export const create = accountCommand({
   name: 'create',
   summary: 'create an API key (printed once, alone on stdout)',
   usage: `create --label LABEL [--org ORG] [--expires-in DURATION] [--json]
@@ -41,8 +42,8 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     }
 
     const minted = await mintApiKey(ctx.deps, {
-      user: ctx.identity.user!,
-      sshKeyId: ctx.identity.sshKey!.id,
+      user: ctx.identity.user,
+      sshKeyId: ctx.identity.sshKeyId,
       label,
       orgName,
       expiresInMs,
@@ -50,7 +51,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     });
     // The client left while we were minting: nobody can ever see this key, so it must not live.
     if (ctx.signal.aborted) {
-      await revokeApiKey(ctx.deps, null, minted.api_key_id, ctx.origin);
+      await revokeApiKey(ctx.deps, ctx.identity.user, minted.api_key_id, ctx.origin, 'undelivered');
       ctx.deps.log.warn({ apiKeyId: minted.api_key_id }, 'command interrupted before the key was delivered; key revoked');
       ctx.stderr(`Interrupted: API key ${minted.api_key_id} was created but never shown, so it has been revoked.\n`);
       return EXIT.FAILED;
@@ -78,4 +79,4 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     );
     return EXIT.OK;
   },
-};
+});

@@ -1,29 +1,26 @@
-import { EXIT, helpText, usageText, UsageError, type Command } from '../command.js';
+import { EXIT, runCommand, type Program } from '../../cli/framework.js';
+import type { SessionContext, SshCommand } from '../command.js';
+import { tokenize } from '../tokenize.js';
 import { create } from './create.js';
+import { helpCommand } from './help.js';
 import { list } from './list.js';
 import { login } from './login.js';
 import { orgs } from './orgs.js';
 import { revoke } from './revoke.js';
 import { whoami } from './whoami.js';
 
-const help: Command = {
-  name: 'help',
-  summary: 'show this list',
-  usage: 'help [COMMAND]',
-  options: {},
-  positionals: { min: 0, max: 1, names: '' },
-  allowUnverified: true,
-  async run(ctx, args) {
-    const topic = args.positionals[0];
-    if (topic !== undefined) {
-      const command = COMMANDS.find((c) => c.name === topic);
-      if (!command) throw new UsageError(`no command "${topic}"`);
-      ctx.stdout(usageText(command));
-      return EXIT.OK;
-    }
-    ctx.stdout(`usage: ${ctx.sshHint} COMMAND [OPTIONS]\n\n${helpText(COMMANDS)}`);
-    return EXIT.OK;
-  },
-};
+export const COMMANDS: SshCommand[] = [create, list, revoke, orgs, whoami, login, helpCommand(sshProgram)];
 
-export const COMMANDS: Command[] = [create, list, revoke, orgs, whoami, login, help];
+export function sshProgram(ctx: Pick<SessionContext, 'sshHint' | 'deps'>): Program<SessionContext> {
+  return { commands: COMMANDS, invocation: ctx.sshHint, log: ctx.deps.log };
+}
+
+/** One exec command line or shell line: split like a POSIX shell (nothing expanded), then run. */
+export async function runCommandLine(line: string, ctx: SessionContext): Promise<number> {
+  const tokens = tokenize(line);
+  if (!tokens.ok) {
+    ctx.stderr(`error: ${tokens.error}\n`);
+    return EXIT.USAGE;
+  }
+  return runCommand(sshProgram(ctx), tokens.words, ctx);
+}

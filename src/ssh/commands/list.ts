@@ -1,8 +1,9 @@
 import { listApiKeys, OrgNameLookupSchema, parseInput } from '../../core/index.js';
 import { formatTable, isoOrDash } from '../../text/table.js';
-import { EXIT, json, optionalString, type Command } from '../command.js';
+import { EXIT, json, optionalString } from '../../cli/framework.js';
+import { accountCommand } from '../command.js';
 
-export const list: Command = {
+export const list = accountCommand({
   name: 'list',
   summary: 'list API keys (all keys of orgs you own or administer; your own elsewhere)',
   usage: `list [--org ORG] [--json]
@@ -16,7 +17,7 @@ Secrets are never shown: they exist only in the output of "create".`,
   async run(ctx, args) {
     const org = optionalString(args, 'org');
     const orgName = org === undefined ? undefined : parseInput(OrgNameLookupSchema, org, 'INVALID_REQUEST');
-    const keys = await listApiKeys(ctx.deps, ctx.identity.user!, orgName);
+    const keys = await listApiKeys(ctx.deps, ctx.identity.user, orgName);
     if (args.values.json) {
       ctx.stdout(
         json(
@@ -54,4 +55,4 @@ Secrets are never shown: they exist only in the output of "create".`,
     );
     return EXIT.OK;
   },
-};
+});

@@ -1,10 +1,11 @@
 import { EmailSchema, formatDuration, orgsOfUser, parseInput, startVerification, waitForConfirmation } from '../../core/index.js';
-import { EXIT, type Command, type CommandContext } from '../command.js';
+import { EXIT } from '../../cli/framework.js';
+import { openCommand, type SessionContext } from '../command.js';
 import { orgsTable } from './orgs.js';
 
 const PROGRESS_EVERY_MS = 30_000;
 
-export const login: Command = {
+export const login = openCommand({
   name: 'login',
   summary: 'link this key to your account by email (creates the account if new)',
   usage: `login EMAIL
@@ -13,13 +14,11 @@ Sends a confirmation link to EMAIL and waits (up to 10 minutes) until you press 
 the page it opens. After that this key is your identity here, and for a while also over HTTP.`,
   options: {},
   positionals: { min: 1, max: 1, names: 'EMAIL' },
-  allowUnverified: true,
   async run(ctx, args) {
     const email = parseInput(EmailSchema, args.positionals[0], 'INVALID_INITIATE');
     const { key } = ctx.identity;
     const started = await startVerification(ctx.deps, { email, key, note: null, keyProven: true, origin: ctx.origin });
-    if (started.alreadyVerified) {
-      await ctx.refreshIdentity();
+    if (started.nonce === null) {
       ctx.stderr(`This key (${key.fingerprint}) is already linked to ${email}.\n`);
       await printOrgs(ctx);
       return EXIT.OK;
@@ -31,7 +30,7 @@ the page it opens. After that this key is your identity here, and for a while al
         'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n',
     );
     let lastProgress = Date.now();
-    const outcome = await waitForConfirmation(ctx.deps, started.nonce!, {
+    const outcome = await waitForConfirmation(ctx.deps, started.nonce, {
       signal: ctx.signal,
       onTick(msLeft) {
         if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
@@ -47,15 +46,15 @@ the page it opens. After that this key is your identity here, and for a while al
       ctx.stderr(`The link expired before it was confirmed. Run "login ${email}" again for a new one.\n`);
       return EXIT.FAILED;
     }
-    await ctx.refreshIdentity();
     ctx.stderr(`Confirmed: this key is now linked to ${email}.\n`);
     await printOrgs(ctx);
     return EXIT.OK;
   },
-};
+});
 
-async function printOrgs(ctx: CommandContext): Promise<void> {
-  const user = ctx.identity.user;
-  if (!user) return;
-  ctx.stdout(orgsTable(await orgsOfUser(ctx.deps.db, user)));
+/** The key is linked now: later commands in this session act for the account. */
+async function printOrgs(ctx: SessionContext): Promise<void> {
+  const identity = await ctx.refreshIdentity();
+  if (identity.kind !== 'account') return;
+  ctx.stdout(orgsTable(await orgsOfUser(ctx.deps.db, identity.user)));
 }

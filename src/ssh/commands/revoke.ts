@@ -1,7 +1,8 @@
 import { revokeApiKey } from '../../core/index.js';
-import { EXIT, json, type Command } from '../command.js';
+import { EXIT, json } from '../../cli/framework.js';
+import { accountCommand } from '../command.js';
 
-export const revoke: Command = {
+export const revoke = accountCommand({
   name: 'revoke',
   summary: 'revoke an API key by its id',
   usage: `revoke KEY_ID [--json]
@@ -10,7 +11,7 @@ You may revoke keys you created, and any key of an org you own or administer.`,
   options: { json: { type: 'boolean' } },
   positionals: { min: 1, max: 1, names: 'KEY_ID' },
   async run(ctx, args) {
-    const key = await revokeApiKey(ctx.deps, ctx.identity.user!, args.positionals[0]!, ctx.origin);
+    const key = await revokeApiKey(ctx.deps, ctx.identity.user, args.positionals[0] ?? '', ctx.origin);
     if (args.values.json) {
       ctx.stdout(json({ success: true, id: key.id, label: key.label, org_name: key.org_name, revoked_at: key.revoked_at }));
     } else {
@@ -18,4 +19,4 @@ You may revoke keys you created, and any key of an org you own or administer.`,
     }
     return EXIT.OK;
   },
-};
+});

@@ -1,14 +1,16 @@
-import { EXIT, json, unverifiedMessage, type Command } from '../command.js';
+import { EXIT, json } from '../../cli/framework.js';
+import { openCommand, unverifiedMessage } from '../command.js';
 
-export const whoami: Command = {
+export const whoami = openCommand({
   name: 'whoami',
   summary: 'show the account and key you are connected with',
   usage: 'whoami [--json]',
   options: { json: { type: 'boolean' } },
   positionals: { min: 0, max: 0, names: '' },
-  allowUnverified: true,
   async run(ctx, args) {
-    const { user, key } = ctx.identity;
+    const { identity } = ctx;
+    const { key } = identity;
+    const user = identity.kind === 'account' ? identity.user : null;
     if (args.values.json) {
       ctx.stdout(
         json({
@@ -23,10 +25,10 @@ export const whoami: Command = {
     }
     if (!user) {
       ctx.stdout(`key:      ${key.fingerprint} (${key.type})\nverified: no\n`);
-      ctx.stderr(unverifiedMessage(ctx));
+      ctx.stderr(unverifiedMessage(key.fingerprint, ctx.sshHint));
       return EXIT.OK;
     }
     ctx.stdout(`email:    ${user.email}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${key.type})\nverified: yes\n`);
     return EXIT.OK;
   },
-};
+});

@@ -1,13 +1,17 @@
 import type { ServerChannel } from 'ssh2';
-import type { CoreDeps, RequestOrigin } from '../core/index.js';
-import type { CommandContext, Identity } from './command.js';
-import { resolveIdentity } from './server.js';
+import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
+import type { Output } from '../cli/framework.js';
+import type { SessionContext } from './command.js';
 
+/** What a session's program (exec or shell) starts with. */
 export type ChannelStart = {
   channel: ServerChannel;
-  identity: Promise<Identity>;
+  pty: boolean;
   deps: CoreDeps;
-  origin: RequestOrigin;
+  key: PublicKey;
+  /** Resolved when the program starts, so a `login` on another session of the connection counts. */
+  identity: Promise<Identity>;
+  origin: SessionContext['origin'];
   sshHint: string;
   /** Aborted when the whole connection goes (a channel may never see its own 'close' then). */
   connectionGone: AbortSignal;
@@ -48,13 +52,9 @@ export function channelWriters(channel: ServerChannel, pty: boolean) {
   };
 }
 
-export function commandContext(
-  start: ChannelStart,
-  identity: Identity,
-  io: { stdout(text: string): void; stderr(text: string): void },
-  signal: AbortSignal,
-): CommandContext {
-  const ctx: CommandContext = {
+/** The context commands run with; `refreshIdentity` updates it for every later command too. */
+export function sessionContext(start: ChannelStart, identity: Identity, io: Output, signal: AbortSignal): SessionContext {
+  const ctx: SessionContext = {
     deps: start.deps,
     identity,
     origin: start.origin,
@@ -63,7 +63,8 @@ export function commandContext(
     stderr: io.stderr,
     signal,
     async refreshIdentity() {
-      ctx.identity = await resolveIdentity(start.deps, identity.key);
+      ctx.identity = await resolveSshIdentity(start.deps, start.key);
+      return ctx.identity;
     },
   };
   return ctx;

@@ -1,0 +1,159 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { AppError, toAppError } from '../core/index.js';
+import { errorFields } from '../log.js';
+
+/**
+ * The one command model, for the SSH door's commands and the operator's admin CLI: a command
+ * declares its name, usage, options and positionals; `runCommand` parses, runs it, and maps any
+ * failure to a message and an exit code the same way everywhere.
+ */
+
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 2 } as const;
+
+export type Output = { stdout(text: string): void; stderr(text: string): void };
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+export type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
+
+export type Command<Ctx> = {
+  /** One word (`create`) or a group and an action (`org create`). */
+  name: string;
+  summary: string;
+  /** First line: the synopsis; the rest: details. */
+  usage: string;
+  options: Options;
+  positionals: { min: number; max: number; names: string };
+  run(ctx: Ctx, args: Parsed): Promise<number>;
+};
+
+export type Program<Ctx> = {
+  commands: Command<Ctx>[];
+  /** How to call the program, for the general help: `ssh keys@host`, `npm run admin --`. */
+  invocation: string;
+  log: Logger;
+};
+
+/** A mistake in how the command was called: exit 2, with usage. */
+export class UsageError extends Error {}
+
+export function usageText(command: Command<never>): string {
+  return `usage: ${command.usage}\n`;
+}
+
+export function helpText<Ctx>(program: Program<Ctx>): string {
+  const { commands } = program;
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    `usage: ${program.invocation} COMMAND [OPTIONS]`,
+    '',
+    'Commands:',
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run "COMMAND --help" for a command\'s options.',
+    '',
+  ].join('\n');
+}
+
+function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Command<Ctx> | undefined {
+  return commands.find((c) => {
+    const nameWords = c.name.split(' ');
+    return nameWords.every((word, i) => words[i] === word);
+  });
+}
+
+/** Parses and runs one command; returns the exit code. Never throws. */
+export async function runCommand<Ctx extends Output>(program: Program<Ctx>, words: string[], ctx: Ctx): Promise<number> {
+  const [first] = words;
+  if (first === undefined || first === '') {
+    ctx.stderr(`error: no command given\n\n${helpText(program)}`);
+    return EXIT.USAGE;
+  }
+  if (first === '--help' || first === '-h') {
+    ctx.stdout(helpText(program));
+    return EXIT.OK;
+  }
+  const command = findCommand(program.commands, words);
+  if (!command) {
+    const isGroup = program.commands.some((c) => c.name.startsWith(`${first} `));
+    const shown = isGroup && words[1] !== undefined ? `${first} ${words[1]}` : first;
+    ctx.stderr(`error: unknown command "${shown}"\n\n${helpText(program)}`);
+    return EXIT.USAGE;
+  }
+  let parsed: Parsed;
+  try {
+    const args = words.slice(command.name.split(' ').length);
+    const result = parseArgs({
+      args,
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+    });
+    if (result.values.help) {
+      ctx.stdout(usageText(command));
+      return EXIT.OK;
+    }
+    // parseArgs keeps the last of a repeated flag; `--org a --org b` must not silently pick b.
+    const seen = new Set<string>();
+    for (const token of result.tokens ?? []) {
+      if (token.kind !== 'option') continue;
+      if (seen.has(token.name)) throw new UsageError(`--${token.name} given more than once`);
+      seen.add(token.name);
+    }
+    parsed = { values: result.values as Parsed['values'], positionals: result.positionals };
+    const count = parsed.positionals.length;
+    if (count < command.positionals.min) throw new UsageError(`missing ${command.positionals.names}`);
+    if (count > command.positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[command.positionals.max]}"`);
+  } catch (err) {
+    return reportFailure(program, command, ctx, err instanceof UsageError ? err : new UsageError((err as Error).message));
+  }
+  try {
+    return await command.run(ctx, parsed);
+  } catch (err) {
+    return reportFailure(program, command, ctx, err);
+  }
+}
+
+/**
+ * The one error -> message and exit code mapping: a usage mistake is 2 with the command's usage;
+ * a core error is 1 with its message (and detail); anything else is logged and reads as the
+ * core's internal or unavailable error.
+ */
+export function reportFailure<Ctx extends Output>(program: Program<Ctx>, command: Command<Ctx> | null, ctx: Ctx, err: unknown): number {
+  if (err instanceof UsageError) {
+    ctx.stderr(`error: ${err.message}\n${command ? usageText(command) : `\n${helpText(program)}`}`);
+    return EXIT.USAGE;
+  }
+  const appError = toAppError(err);
+  if (!(err instanceof AppError) || appError.status >= 500) {
+    program.log.error({ err: errorFields(err), command: command?.name }, 'command failed');
+  }
+  ctx.stderr(`error: ${appError.message}${appError.detail ? ` (${appError.detail})` : ''}\n`);
+  return EXIT.FAILED;
+}
+
+/** A required string flag; missing or empty is a usage error (exit 2). */
+export function requireString(args: Parsed, name: string): string {
+  const value = args.values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+export function optionalString(args: Parsed, name: string): string | undefined {
+  const value = args.values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Validates one argument with zod; failure is a usage error naming the argument. */
+export function parseArgument<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new UsageError(`${what}: ${result.error.issues[0]?.message ?? 'invalid'}`);
+  return result.data;
+}
+
+export function json(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`;
+}

@@ -1,0 +1,104 @@
+import type { User } from '../db/schema.js';
+import { recordAudit } from './audit.js';
+import { findUserByEmail, orgsOfUser, type OrgMembership } from './accounts.js';
+import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
+import type { PublicKey } from './ssh-public-key.js';
+import { bindingOf, httpAccess, sshAccountOf, type HttpAccess } from './trust.js';
+
+/**
+ * Who holds a key, as each door sees it. The doors ask here; the rules themselves are in
+ * `trust.ts`.
+ */
+
+/** A key whose signature verified but that acts for no account (yet): only open commands. */
+export type AnonymousIdentity = { kind: 'anonymous'; key: PublicKey };
+/** A key proven to belong to an account: what the account commands receive. */
+export type AccountIdentity = { kind: 'account'; key: PublicKey; user: User; sshKeyId: string };
+export type Identity = AnonymousIdentity | AccountIdentity;
+
+/** The SSH door's identity for a key that signed, in one round trip. */
+export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
+  const row = await deps.db
+    .selectFrom('ssh_keys')
+    .innerJoin('users', 'users.id', 'ssh_keys.user_id')
+    .select([
+      'ssh_keys.id as ssh_key_id',
+      'ssh_keys.user_id',
+      'ssh_keys.confirmed_at',
+      'ssh_keys.proven_at',
+      'users.email',
+      'users.base_user_id',
+      'users.is_active',
+      'users.verified_at',
+      'users.created_at',
+    ])
+    .where('ssh_keys.key_blob', '=', key.blob)
+    .executeTakeFirst();
+  const userId = sshAccountOf(bindingOf(row));
+  if (!row || userId === null) return { kind: 'anonymous', key };
+  const user: User = {
+    id: userId,
+    email: row.email,
+    base_user_id: row.base_user_id,
+    is_active: row.is_active,
+    verified_at: row.verified_at,
+    created_at: row.created_at,
+  };
+  return { kind: 'account', key, user, sshKeyId: row.ssh_key_id };
+}
+
+/** Best effort, after an SSH authentication: a failed update must not cost the user their session. */
+export async function recordKeySeen(deps: CoreDeps, key: PublicKey): Promise<void> {
+  try {
+    await deps.db.updateTable('ssh_keys').set({ last_seen_at: nowOf(deps) }).where('key_blob', '=', key.blob).execute();
+  } catch (err) {
+    deps.log.warn({ err: (err as Error).message }, 'could not record last_seen_at');
+  }
+}
+
+export type HttpKeyStatus =
+  | { status: 'trusted'; user: User; sshKeyId: string; orgs: OrgMembership[] }
+  | { status: Exclude<HttpAccess, 'trusted'> };
+
+/** verify-key and api-keys: may an HTTP caller act with this (email, key) pair right now? */
+export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKey): Promise<HttpKeyStatus> {
+  const user = await findUserByEmail(deps.db, email);
+  const row = user ? await findKeyRow(deps, key) : undefined;
+  const access = httpAccess(bindingOf(row), user?.is_active ? user.id : null, deps.settings.httpTrustWindow, nowOf(deps));
+  if (access !== 'trusted' || !user || !row) return { status: access === 'trusted' ? 'unverified' : access };
+  return { status: 'trusted', user, sshKeyId: row.id, orgs: await orgsOfUser(deps.db, user) };
+}
+
+export type KeyHolder = { user: User; sshKeyId: string; verifiedAt: Date; lastSeenAt: Date | null };
+
+/** verify-public-key: the account holding this key, only while HTTP callers may act with it. */
+export async function findTrustedHolder(deps: CoreDeps, key: PublicKey): Promise<KeyHolder[]> {
+  const row = await findKeyRow(deps, key);
+  if (!row) return [];
+  const binding = bindingOf(row);
+  if (httpAccess(binding, row.user_id, deps.settings.httpTrustWindow, nowOf(deps)) !== 'trusted') return [];
+  const user = await deps.db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirstOrThrow();
+  return [{ user, sshKeyId: row.id, verifiedAt: row.verified_at, lastSeenAt: row.last_seen_at }];
+}
+
+export async function findKeyRow(deps: Pick<CoreDeps, 'db'>, key: Pick<PublicKey, 'blob'>) {
+  return deps.db.selectFrom('ssh_keys').selectAll().where('key_blob', '=', key.blob).executeTakeFirst();
+}
+
+/**
+ * `login` with a key the email's owner already confirmed: the signature proves possession, so
+ * the binding becomes proven (an SSH identity, no longer open to takeover). Idempotent.
+ */
+export async function proveBinding(deps: CoreDeps, key: PublicKey, origin: RequestOrigin): Promise<void> {
+  await deps.db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', key.blob).forUpdate().executeTakeFirst();
+    if (bindingOf(row).state !== 'emailed' || !row) return;
+    await trx.updateTable('ssh_keys').set({ proven_at: nowOf(deps) }).where('id', '=', row.id).execute();
+    await recordAudit(trx, origin, {
+      action: 'ssh_key.proven',
+      actorUserId: row.user_id,
+      subjectId: row.id,
+      details: { fingerprint: row.fingerprint },
+    });
+  });
+}

@@ -1,0 +1,116 @@
+import type { SshKeyRow } from '../db/schema.js';
+
+/**
+ * The trust rules, in one place. Whether a public key may act — on which door, right now — and
+ * what a request or an email confirmation changes, is decided here and nowhere else. Everything
+ * in this file is pure: callers load the binding, ask, and write what the answer says.
+ *
+ * A binding (an `ssh_keys` row) ties a key to one account. It is:
+ * - *emailed*: the account's owner confirmed it by email, but nobody proved they hold the private
+ *   key (over HTTP anyone can submit anyone's public key). It can still be taken over by a request
+ *   that proves possession, and it is no SSH identity.
+ * - *proven*: confirmed by email and possession proven (a signature on the SSH door). It is an SSH
+ *   identity and can no longer be taken over.
+ * HTTP callers never prove possession, so the HTTP door trusts a binding only for a window after
+ * its last email confirmation (`HTTP_TRUST_WINDOW`), whichever state it is in.
+ */
+
+/** `off`: the HTTP door never mints; `forever`: the literal Vers behaviour; else milliseconds (> 0). */
+export type HttpTrustWindow = 'off' | 'forever' | number;
+
+export type Binding =
+  | { state: 'unbound' }
+  | { state: 'emailed' | 'proven'; userId: string; confirmedAt: Date };
+
+type BindingColumns = Pick<SshKeyRow, 'user_id' | 'confirmed_at' | 'proven_at'>;
+
+/** The one reading of a binding row's timestamps. */
+export function bindingOf(row: BindingColumns | undefined | null): Binding {
+  if (!row) return { state: 'unbound' };
+  return {
+    state: row.proven_at === null ? 'emailed' : 'proven',
+    userId: row.user_id,
+    confirmedAt: new Date(row.confirmed_at),
+  };
+}
+
+/** Whether an HTTP caller naming `userId` (the account of the email they sent) may act with the key. */
+export type HttpAccess = 'trusted' | 'expired' | 'disabled' | 'unverified';
+
+export function httpAccess(binding: Binding, userId: string | null, window: HttpTrustWindow, now: Date): HttpAccess {
+  if (binding.state === 'unbound' || userId === null || binding.userId !== userId) return 'unverified';
+  if (window === 'off') return 'disabled';
+  if (window === 'forever') return 'trusted';
+  return now.getTime() < binding.confirmedAt.getTime() + window ? 'trusted' : 'expired';
+}
+
+/** The SSH door: a key is an account's identity only once its binding is proven. */
+export function sshAccountOf(binding: Binding): string | null {
+  return binding.state === 'proven' ? binding.userId : null;
+}
+
+/**
+ * Someone asks to link the key to the account of an email (`POST /api/shell-auth` over HTTP;
+ * `login` over SSH, where the signature has proven possession: `keyProven`). `requesterId` is
+ * that account, or null when it does not exist yet.
+ * - `already-linked`: no email; with proof of possession the binding becomes proven (`prove`).
+ * - `send-link`: email a confirmation link.
+ * - `refuse-taken`: the key belongs to someone else (409).
+ */
+export type RequestDecision =
+  | { outcome: 'already-linked'; prove: boolean }
+  | { outcome: 'send-link' }
+  | { outcome: 'refuse-taken' };
+
+export function onLinkRequest(
+  binding: Binding,
+  requesterId: string | null,
+  keyProven: boolean,
+  window: HttpTrustWindow,
+  now: Date,
+): RequestDecision {
+  if (binding.state === 'unbound') return { outcome: 'send-link' };
+  if (requesterId !== null && binding.userId === requesterId) {
+    // The email's owner confirmed this key before; a signature now proves possession too.
+    if (keyProven) return { outcome: 'already-linked', prove: binding.state === 'emailed' };
+    if (httpAccess(binding, requesterId, window, now) === 'trusted') return { outcome: 'already-linked', prove: false };
+    return { outcome: 'send-link' };
+  }
+  return mayTakeOver(binding, keyProven) ? { outcome: 'send-link' } : { outcome: 'refuse-taken' };
+}
+
+/** Column values to write on a binding row (the caller adds `user_id`, ids and key facts). */
+export type BindingPatch = { verified_at?: Date; confirmed_at?: Date; proven_at?: Date | null };
+
+/**
+ * A confirmation link is pressed: the email's owner (`userId`) confirms the key; `keyProven`
+ * says whether the request behind the link proved possession (it came from the SSH door).
+ */
+export type ConfirmDecision =
+  | { action: 'insert'; patch: Required<BindingPatch> }
+  | { action: 'reconfirm'; patch: BindingPatch }
+  | { action: 'take-over'; patch: Required<BindingPatch> }
+  | { action: 'refuse-taken' };
+
+export function onConfirm(binding: Binding, userId: string, keyProven: boolean, now: Date): ConfirmDecision {
+  const provenAt = keyProven ? now : null;
+  if (binding.state === 'unbound') {
+    return { action: 'insert', patch: { verified_at: now, confirmed_at: now, proven_at: provenAt } };
+  }
+  if (binding.userId === userId) {
+    // Never downgrade: an unproven confirmation leaves an earlier proof in place.
+    return { action: 'reconfirm', patch: keyProven ? { confirmed_at: now, proven_at: now } : { confirmed_at: now } };
+  }
+  if (!mayTakeOver(binding, keyProven)) return { action: 'refuse-taken' };
+  // A fresh binding for the new holder: the old holder's confirmation and proof do not carry over.
+  return { action: 'take-over', patch: { verified_at: now, confirmed_at: now, proven_at: provenAt } };
+}
+
+/**
+ * A key bound to another account blocks a new binding, except that a request proving possession
+ * may take over a binding that never proved it (made over HTTP, where anyone can submit anyone's
+ * public key).
+ */
+function mayTakeOver(binding: Binding, keyProven: boolean): boolean {
+  return keyProven && binding.state === 'emailed';
+}

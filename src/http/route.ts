@@ -1,0 +1,27 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { CoreDeps, RequestOrigin } from '../core/index.js';
+
+/** What the HTTP door tells its users about the other door. */
+export type HttpDoorSettings = {
+  /** How users reach the SSH door: `ssh -p 2222 keys@host`. */
+  sshHint: string;
+};
+
+export type RouteContext = {
+  deps: CoreDeps;
+  door: HttpDoorSettings;
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  /** Parsed JSON body, for JSON routes. */
+  body: unknown;
+  origin: RequestOrigin & { channel: 'http' };
+};
+
+export type Route = {
+  handler: (ctx: RouteContext) => Promise<void>;
+  json: boolean;
+  page?: boolean;
+  /** Counted against the per-address lookup budget. */
+  limited?: boolean;
+};

@@ -1,0 +1,46 @@
+import { parsePublicKeyBlob, type PublicKey } from '../core/index.js';
+
+/** The parts of ssh2's AuthContext that decide the answer. */
+export type AuthRequest = {
+  method: string;
+  username: string;
+  /** publickey only: the offered key blob, and for a signed request the signature and what it signs. */
+  keyBlob?: Buffer;
+  signature?: Buffer;
+  signedData?: Buffer;
+  hashAlgo?: string;
+};
+
+export type AuthDecision =
+  /** A signature-less "would you accept this key?": say yes, bind nothing. */
+  | { answer: 'key-ok' }
+  /** The signature verified: this key, and only this key, is who the connection is. */
+  | { answer: 'accept'; key: PublicKey }
+  | { answer: 'reject' }
+  /** Too many attempts: reject and hang up. */
+  | { answer: 'hang-up' };
+
+export type AuthPolicy = {
+  sshUser: string;
+  maxAttempts: number;
+  /** Checks `signature` over `data` with the key in `keyBlob`; true only when it verifies. */
+  verify(keyBlob: Buffer, data: Buffer, signature: Buffer, hashAlgo: string | undefined): boolean;
+};
+
+/**
+ * Decides one authentication request (`attempt` counts from 1). Publickey only, for the one
+ * user name; identity comes only from a signature that verifies, never from a key merely offered
+ * (a client may offer someone else's public key first and sign with its own next:
+ * GHSA-pchf-49fh-w34r).
+ */
+export function decideAuthentication(request: AuthRequest, attempt: number, policy: AuthPolicy): AuthDecision {
+  if (attempt > policy.maxAttempts) return { answer: 'hang-up' };
+  if (request.method !== 'publickey' || request.username !== policy.sshUser || !request.keyBlob) return { answer: 'reject' };
+  const parsed = parsePublicKeyBlob(request.keyBlob);
+  if (!parsed.ok) return { answer: 'reject' };
+  if (!request.signature || !request.signedData) return { answer: 'key-ok' };
+  // Plain "ssh-rsa" signs with SHA-1; like OpenSSH >= 8.8 we take only rsa-sha2-256/512.
+  if (parsed.key.type === 'ssh-rsa' && request.hashAlgo !== 'sha256' && request.hashAlgo !== 'sha512') return { answer: 'reject' };
+  if (!policy.verify(request.keyBlob, request.signedData, request.signature, request.hashAlgo)) return { answer: 'reject' };
+  return { answer: 'accept', key: parsed.key };
+}

@@ -1,0 +1,25 @@
+import { EXIT, helpText, usageText, UsageError, type Program } from '../../cli/framework.js';
+import { openCommand, type SessionContext, type SshCommand } from '../command.js';
+
+/** `help [COMMAND]`; given the program it belongs to, so it can list its siblings. */
+export function helpCommand(programOf: (ctx: SessionContext) => Program<SessionContext>): SshCommand {
+  return openCommand({
+    name: 'help',
+    summary: 'show this list',
+    usage: 'help [COMMAND]',
+    options: {},
+    positionals: { min: 0, max: 1, names: '' },
+    async run(ctx, args) {
+      const program = programOf(ctx);
+      const topic = args.positionals[0];
+      if (topic === undefined) {
+        ctx.stdout(helpText(program));
+        return EXIT.OK;
+      }
+      const command = program.commands.find((c) => c.name === topic);
+      if (!command) throw new UsageError(`no command "${topic}"`);
+      ctx.stdout(usageText(command));
+      return EXIT.OK;
+    },
+  });
+}

@@ -1,0 +1,56 @@
+import type { Logger } from 'pino';
+import type { ServerChannel, Session } from 'ssh2';
+import { resolveSshIdentity, type CoreDeps, type PublicKey } from '../core/index.js';
+import { errorFields } from '../log.js';
+import { runExec } from './exec.js';
+import type { ChannelStart } from './session-io.js';
+import { runShell } from './shell.js';
+
+export type SessionSetting = {
+  deps: CoreDeps;
+  log: Logger;
+  key: PublicKey;
+  origin: ChannelStart['origin'];
+  sshHint: string;
+  connectionGone: AbortSignal;
+};
+
+/**
+ * One SSH session channel: accepts a pty and its resizes, refuses environment variables, and
+ * runs one program, exec or shell. `onClose` is called once when the session ends.
+ */
+export function handleSession(session: Session, setting: SessionSetting, onClose: () => void): void {
+  let closed = false;
+  const sessionEnded = () => {
+    if (closed) return;
+    closed = true;
+    onClose();
+  };
+  session.once('close', sessionEnded);
+  let pty = false;
+  let started = false;
+  session.on('pty', (accept) => {
+    pty = true;
+    accept?.();
+  });
+  session.on('window-change', (accept) => accept?.());
+  session.on('env', (_accept, reject) => reject?.());
+
+  const begin = (channel: ServerChannel | undefined): ChannelStart | null => {
+    if (!channel || started) return null;
+    started = true;
+    channel.on('error', (err: Error) => setting.log.debug({ err: err.message }, 'ssh channel error'));
+    channel.once('close', sessionEnded);
+    const identity = resolveSshIdentity(setting.deps, setting.key);
+    identity.catch((err) => setting.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
+    return { ...setting, channel, pty, identity };
+  };
+  session.on('exec', (accept, _reject, info) => {
+    const start = begin(accept());
+    if (start) void runExec({ ...start, command: info.command });
+  });
+  session.on('shell', (accept) => {
+    const start = begin(accept());
+    if (start) void runShell(start);
+  });
+}

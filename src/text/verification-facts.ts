@@ -1,0 +1,14 @@
+import type { VerificationFacts } from '../core/index.js';
+
+/** The facts about a verification request as label/value rows: the email and the confirm page show the same. */
+export function factLines(facts: VerificationFacts): Array<[string, string]> {
+  const lines: Array<[string, string]> = [
+    ['Email', facts.email],
+    ['Key type', facts.keyType],
+    ['Fingerprint', facts.fingerprint],
+    ['Requested from', `${facts.requestedIp ?? 'unknown address'} (${facts.channel === 'ssh' ? 'SSH' : 'HTTP'})`],
+    ['Requested at', facts.requestedAt.toISOString()],
+  ];
+  if (facts.note) lines.push(['Note', facts.note]);
+  return lines;
+}
