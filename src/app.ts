@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from './config.js';
-import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './core/index.js';
-import { migrateToLatest, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
+import type { CoreDeps, Mailer } from './core/index.js';
+import type { OpenDatabase } from './db/database.js';
+import { openCore } from './core-wiring.js';
 import { createHttpServer } from './http/server.js';
-import { outboxMailer, smtpMailer } from './mail/mailer.js';
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 import { createSshServer } from './ssh/server.js';
 import { errorFields } from './log.js';
@@ -22,56 +22,6 @@ export type App = {
   hostKeyFingerprint: string;
   close(): Promise<void>;
 };
-
-export function databaseTarget(config: Config): DatabaseTarget {
-  return config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'pglite', dataDir: config.dataDir };
-}
-
-export type Core = { deps: CoreDeps; database: OpenDatabase; close(): Promise<void> };
-
-/** Opens (and migrates) the database and wires the core's dependencies. The admin CLI stops here. */
-export async function openCore(
-  config: Config,
-  log: Logger,
-  overrides: { database?: OpenDatabase; mailer?: Mailer } = {},
-): Promise<Core> {
-  const database = overrides.database ?? (await openDatabase(databaseTarget(config), log));
-  try {
-    const applied = await migrateToLatest(database.db);
-    if (applied.length) log.info({ migrations: applied }, 'database migrated');
-  } catch (err) {
-    await database.close();
-    throw err;
-  }
-  let closeMailer = () => {};
-  let mailer = overrides.mailer;
-  if (!mailer && config.smtpUrl) {
-    const smtp = smtpMailer(config.smtpUrl, config.mailFrom);
-    closeMailer = smtp.close;
-    mailer = smtp;
-  }
-  mailer ??= outboxMailer(path.join(config.dataDir, 'outbox'), config.mailFrom, log);
-  const deps: CoreDeps = {
-    db: database.db,
-    mailer,
-    billing: config.billingUrl ? httpBilling(config.billingUrl, config.billingTimeoutMs) : subscriptionBilling(database.db),
-    log,
-    settings: {
-      publicUrl: config.publicUrl,
-      httpTrustWindow: config.httpTrustWindow,
-      keyMaxTtlMs: config.keyMaxTtlMs,
-      mailPerIpHourly: config.mailPerIpHourly,
-    },
-  };
-  return {
-    deps,
-    database,
-    async close() {
-      closeMailer();
-      await database.close();
-    },
-  };
-}
 
 function warnAboutSettings(config: Config, log: Logger): void {
   if (config.httpTrustWindow === 'forever') {

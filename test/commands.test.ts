@@ -181,8 +181,20 @@ describe('admin commands in-process, on the same framework', () => {
       stdout: '',
       stderr: 'error: Organization already exists\n',
     });
+    const member = `member-${org}@example.com`;
+    expect((await admin('org', 'add-member', org, member, '--role', 'admin')).stdout).toBe(
+      `${member} is now admin of ${org} (new account, not yet verified)\n`,
+    );
     expect((await admin('billing', 'set', org, 'suspended')).stdout).toBe(`Billing for ${org} is now suspended\n`);
+    const listed = JSON.parse((await admin('org', 'list', '--json')).stdout).find((o: { name: string }) => o.name === org);
+    expect(listed).toMatchObject({ name: org, plan: 'free', status: 'suspended', members: 2 });
+    expect(await admin('billing', 'set', 'no-such-org-x', 'active')).toEqual({ code: EXIT.FAILED, stdout: '', stderr: 'error: Organization not found\n' });
     expect((await admin('keys', 'list', '--org', org)).stdout).toBe('(none)\n');
+    expect(await admin('keys', 'revoke', '00000000-0000-4000-8000-000000000000')).toEqual({
+      code: EXIT.FAILED,
+      stdout: '',
+      stderr: 'error: API key not found\n',
+    });
   });
 });
 

@@ -1,10 +1,13 @@
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/database.js';
 import { createLogger } from '../src/log.js';
-import { postgresUrl, usingPostgres } from './support/database.js';
+import { openTestDatabase, postgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { startSmtpServer } from './support/smtp.js';
 import { startTestApp } from './support/app.js';
@@ -126,5 +129,39 @@ describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is
     const after = await post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey });
     expect(after.status).toBe(401); // answered from the database again
     expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('start-up failure', () => {
+  it('an HTTP port in use fails the start and undoes it: the SSH listener is closed and the database released', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => blocker.close(resolve)));
+    const busyPort = (blocker.address() as net.AddressInfo).port;
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+    const config = loadConfig({
+      HOST: '127.0.0.1',
+      HTTP_PORT: String(busyPort),
+      SSH_PORT: '0',
+      SMTP_URL: 'smtp://127.0.0.1:9',
+      HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-fail-')),
+    });
+    const database = await openTestDatabase();
+    await expect(startApp(config, log, { database })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+
+    const sshLine = lines.find((line) => line.includes('SSH door listening'));
+    expect(sshLine).toBeDefined();
+    const sshPort = Number(/"port":(\d+)/.exec(sshLine ?? '')?.[1]);
+    const refused = await new Promise<string>((resolve) => {
+      const socket = net.connect(sshPort, '127.0.0.1');
+      socket.on('connect', () => {
+        socket.destroy();
+        resolve('connected');
+      });
+      socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    });
+    expect(refused).toBe('ECONNREFUSED');
+    await expect(database.db.selectFrom('users').select('id').execute()).rejects.toThrow();
   });
 });

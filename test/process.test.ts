@@ -149,33 +149,16 @@ describe('admin CLI (npm run admin)', () => {
     expect(dup.code).toBe(1);
     expect(dup.stderr).toBe('error: Organization already exists\n');
 
-    const member = uniqueEmail('climember');
-    const added = await admin('org', 'add-member', org, member, '--role', 'admin');
-    expect(added.code).toBe(0);
-    expect(added.stdout).toContain(`${member} is now admin of ${org}`);
-
-    const badRole = await admin('org', 'add-member', org, member, '--role', 'king');
+    // The commands' behaviour is tested in-process (commands.test.ts); here, the real process:
+    // arguments, output streams, exit codes, and the database it opens.
+    const badRole = await admin('org', 'add-member', org, uniqueEmail('climember'), '--role', 'king');
     expect(badRole.code).toBe(2);
     expect(badRole.stderr).toContain('--role');
 
-    const suspended = await admin('billing', 'set', org, 'suspended');
-    expect(suspended.code).toBe(0);
     const list = await admin('org', 'list', '--json');
     expect(list.code).toBe(0);
     const listed = JSON.parse(list.stdout).find((o: { name: string }) => o.name === org);
-    expect(listed).toMatchObject({ name: org, plan: 'free', status: 'suspended', members: 2 });
-
-    const missing = await admin('billing', 'set', 'no-such-org-x', 'active');
-    expect(missing.code).toBe(1);
-    expect(missing.stderr).toBe('error: Organization not found\n');
-
-    const keys = await admin('keys', 'list', '--org', org);
-    expect(keys.code).toBe(0);
-    expect(keys.stdout.trim()).toBe('(none)');
-
-    const revokeMissing = await admin('keys', 'revoke', '00000000-0000-4000-8000-000000000000');
-    expect(revokeMissing.code).toBe(1);
-    expect(revokeMissing.stderr).toBe('error: API key not found\n');
+    expect(listed).toMatchObject({ name: org, plan: 'free', status: 'active', members: 1 });
 
     const unknown = await admin('frobnicate');
     expect(unknown.code).toBe(2);

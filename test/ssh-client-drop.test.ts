@@ -34,20 +34,61 @@ it('a client that drops mid-create leaves no usable key behind, and the server k
   }).catch(() => undefined);
   await new Promise((resolve) => setTimeout(resolve, 1200));
 
-  const rows = await t.app.deps.db.selectFrom('api_keys').select(['label', 'revoked_at']).where('label', '=', 'dropped-key').execute();
+  const rows = await t.app.deps.db.selectFrom('api_keys').select(['id', 'label', 'revoked_at']).where('label', '=', 'dropped-key').execute();
   // Billing answered after the client left: the key was written, then revoked, since nobody saw it.
   expect(rows).toHaveLength(1);
   expect(rows[0]!.revoked_at).not.toBeNull();
+  // Audited as the user's key, revoked because it was never delivered.
+  const revoked = await t.app.deps.db
+    .selectFrom('audit_events')
+    .innerJoin('users', 'users.id', 'audit_events.actor_user_id')
+    .select(['users.email', 'audit_events.details', 'audit_events.channel'])
+    .where('audit_events.action', '=', 'api_key.revoked')
+    .where('audit_events.subject_id', '=', rows[0]!.id)
+    .execute();
+  expect(revoked).toEqual([{ email, channel: 'ssh', details: { label: 'dropped-key', reason: 'undelivered' } }]);
 
   const after = await openssh(t.app.sshPort, key.privateKeyPath, ['create', '--label', 'after-the-drop']);
   expect(after.code).toBe(0);
   expect(after.stdout).toMatch(/^[0-9a-f-]{100}\n$/);
 
-  // A login wait abandoned by its client stops polling and does not disturb anyone.
+  // A login wait abandoned by its client stops polling the database (counted, not assumed).
   const waiter = makeKey();
-  const login = openssh(t.app.sshPort, waiter.privateKeyPath, ['login', uniqueEmail('gone')]);
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  login.kill();
-  await login;
+  let queries = 0;
+  const realDb = t.app.deps.db;
+  t.app.deps.db = realDb.withPlugin({
+    transformQuery(args) {
+      queries++;
+      return args.node;
+    },
+    transformResult: async (args) => args.result,
+  });
+  try {
+    let mailed!: () => void;
+    const mailSent = new Promise<void>((resolve) => (mailed = resolve));
+    const login = openssh(t.app.sshPort, waiter.privateKeyPath, ['login', uniqueEmail('gone')], {
+      onStderr: (chunk) => chunk.includes('Waiting for confirmation') && mailed(),
+    });
+    await mailSent;
+    // Control: while the client waits, the server polls (about once a second).
+    queries = 0;
+    await until(() => queries >= 2, 10_000, 'the waiting login never polled');
+    login.kill();
+    await login;
+    await until(() => t.logs.some((line) => line.includes('ssh login: the client stopped waiting')), 10_000, 'the server never noticed the client leaving');
+    queries = 0;
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(queries).toBe(0);
+  } finally {
+    t.app.deps.db = realDb;
+  }
   expect((await openssh(t.app.sshPort, key.privateKeyPath, ['whoami'])).code).toBe(0);
 });
+
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(what);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

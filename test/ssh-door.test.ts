@@ -399,14 +399,20 @@ describe('robustness', () => {
     const server = createSshServer(t.app.deps, { hostKey, sshUser: 'keys', sshHint: () => 'ssh keys@x', log: t.app.deps.log, limits });
     const address = await server.listen(0, '127.0.0.1');
     try {
-      const started = Date.now();
+      let started = 0;
+      let received = '';
+      let error: Error | null = null;
       await new Promise<void>((resolve) => {
-        const socket = net.connect(address.port, '127.0.0.1');
-        socket.resume(); // read the server's banner, then say nothing
-        socket.on('error', () => undefined);
+        const socket = net.connect(address.port, '127.0.0.1', () => (started = Date.now()));
+        // Read the server's banner, then say nothing.
+        socket.on('data', (d) => (received += d));
+        socket.on('error', (err) => (error = err));
         socket.on('close', () => resolve());
       });
       const elapsed = Date.now() - started;
+      // Timed from the connection, not from the connect call; a connect error is reported as such.
+      expect(error).toBeNull();
+      expect(received).toMatch(/^SSH-2\.0-shell-auth\r\n/);
       expect(elapsed).toBeGreaterThanOrEqual(250);
       expect(elapsed).toBeLessThan(3000);
     } finally {

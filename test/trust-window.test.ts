@@ -24,12 +24,16 @@ async function withApp(window: string, body: (t: TestApp) => Promise<void>) {
 
 describe('HTTP trust window', () => {
   it('inside the window everything works; outside it verify-key/api-keys are 401, verify-public-key 404, initiate mails again', async () => {
-    await withApp('2s', async (t) => {
+    await withApp('15m', async (t) => {
       const email = uniqueEmail('win');
       const key = makeKey();
       await t.verifyByEmail(email, key.publicKey);
       const pair = { email, ssh_public_key: key.publicKey };
+      // The core's clock seam: move time instead of sleeping through the window.
+      let offsetMs = 0;
+      t.app.deps.now = () => new Date(Date.now() + offsetMs);
 
+      offsetMs = 14 * 60_000 + 50_000; // 14m50s after the confirmation: still inside
       expect((await t.post('/api/shell-auth/verify-key', pair)).status).toBe(200);
       expect((await t.post('/api/shell-auth/verify-public-key', { ssh_public_key: key.publicKey })).status).toBe(200);
       expect((await t.post('/api/shell-auth/api-keys', { ...pair, label: 'inside-window' })).status).toBe(200);
@@ -37,8 +41,7 @@ describe('HTTP trust window', () => {
       expect(inside.body.already_verified).toBe(true);
       const mailsBefore = smtp.mailsTo(email).length;
 
-      await new Promise((resolve) => setTimeout(resolve, 2_200));
-
+      offsetMs = 15 * 60_000 + 10_000; // 15m10s: outside
       const verify = await t.post('/api/shell-auth/verify-key', pair);
       expect(verify.status).toBe(401);
       expect(verify.body).toEqual({ verified: false, is_active: false, reason: expect.stringContaining('expired') });
@@ -52,18 +55,13 @@ describe('HTTP trust window', () => {
       expect(mint.body.success).toBe(false);
       expect(mint.body.error).toMatch(/expired.*confirm.*SSH door/i);
 
-      // The first mail went out ~2 s ago: move it back past the 60 s per-pair mail limit.
-      await t.app.deps.db
-        .updateTable('verification_requests')
-        .set({ created_at: new Date(Date.now() - 120_000) } as never)
-        .where('email', '=', email)
-        .execute();
+      // Outside the window initiate sends a new mail (the per-pair mail limit is long past too).
       const outside = await t.post('/api/shell-auth', pair);
       expect(outside.status).toBe(200);
       expect(outside.body).toMatchObject({ already_verified: false, is_new_user: false });
       expect(smtp.mailsTo(email).length).toBe(mailsBefore + 1);
 
-      // Confirming again reopens the window.
+      // Confirming again reopens the window, counted from the new confirmation.
       const mail = await smtp.waitForMail(email);
       const token = new URL(mail.link!).searchParams.get('token')!;
       const confirm = await t.request('/shell-auth/verify', {
@@ -73,6 +71,8 @@ describe('HTTP trust window', () => {
       });
       expect(confirm.status).toBe(200);
       expect((await t.post('/api/shell-auth/api-keys', { ...pair, label: 'reopened-window' })).status).toBe(200);
+      offsetMs += 15 * 60_000 + 1;
+      expect((await t.post('/api/shell-auth/api-keys', { ...pair, label: 'closed-again' })).status).toBe(401);
     });
   });
 
@@ -101,12 +101,8 @@ describe('HTTP trust window', () => {
       const email = uniqueEmail('forever');
       const key = makeKey();
       await t.verifyByEmail(email, key.publicKey);
-      // Pretend the confirmation was a year ago.
-      await t.app.deps.db
-        .updateTable('ssh_keys')
-        .set({ confirmed_at: new Date(Date.now() - 365 * 86_400_000) })
-        .where('key_blob', '=', key.publicKey.split(' ')[1]!)
-        .execute();
+      // A year after the confirmation.
+      t.app.deps.now = () => new Date(Date.now() + 365 * 86_400_000);
       expect((await t.post('/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'old-but-ok' })).status).toBe(200);
     });
   });

@@ -2,7 +2,7 @@
  * Operator CLI: `npm run admin -- <command>`. Talks to the same database as the service
  * (DATABASE_URL, or the embedded one in DATA_DIR when the service is stopped).
  */
-import { openCore } from '../app.js';
+import { openCore } from '../core-wiring.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { ADMIN_COMMANDS, type AdminContext } from './admin-commands.js';
