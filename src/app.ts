@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from './config.js';
-import type { CoreDeps, Mailer } from './core/index.js';
+import { sweepBudgets, type CoreDeps, type Mailer } from './core/index.js';
 import type { OpenDatabase } from './db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from './http/server.js';
@@ -24,7 +24,7 @@ export type App = {
 };
 
 function warnAboutSettings(config: Config, log: Logger): void {
-  if (config.httpTrustWindow === 'forever') {
+  if (config.httpTrust.window === 'forever') {
     log.warn(
       'HTTP_TRUST_WINDOW=forever: anyone who knows a verified public key can learn its email and mint API keys over HTTP. ' +
         'This is the literal Vers behaviour; use a finite window unless you need it.',
@@ -36,7 +36,7 @@ function warnAboutSettings(config: Config, log: Logger): void {
       'SMTP_URL is not set: emails are written to the outbox and their links logged (development only)',
     );
   }
-  if (config.httpTrustWindow === 'off') {
+  if (config.httpTrust.window === 'off') {
     log.info('HTTP_TRUST_WINDOW=0: API key creation over HTTP is off; use the SSH door');
   }
 }
@@ -81,6 +81,12 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   const httpUrl = `http://${host}:${address.port}`;
   log.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
 
+  // Budget windows older than an hour are never read again.
+  const sweeper = setInterval(() => {
+    sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
+  }, 10 * 60_000);
+  sweeper.unref();
+
   let closed = false;
   return {
     deps,
@@ -93,6 +99,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(sweeper);
       await ssh.close();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());

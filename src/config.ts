@@ -56,11 +56,17 @@ const EnvSchema = z.object({
   PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   HOST_KEYS_DIR: z.string().min(1).default('./host_keys'),
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
+  HTTP_TRUST_MINTS: limit(1_000_000).default(1),
   KEY_MAX_TTL: positiveDuration.optional(),
   BILLING_URL: z.url({ protocol: /^https?$/ }).optional(),
   BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
   SSH_MAX_UNAUTH_PER_IP: z.coerce.number().int().min(1).max(100_000).default(64),
   SSH_LOGIN_GRACE: positiveDuration.prefault('30s'),
+  SSH_IDLE_TIMEOUT: positiveDuration.prefault('10m'),
+  SSH_AUTH_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(120),
+  SSH_CONNECTIONS_PER_SECOND: z.coerce.number().int().min(1).max(100_000).default(10),
+  DB_QUERY_TIMEOUT: positiveDuration.prefault('5s'),
+  DB_CONNECT_TIMEOUT: positiveDuration.prefault('5s'),
   HTTP_LOOKUPS_PER_MINUTE: limit(1_000_000).default(120),
   MAIL_PER_IP_HOURLY: limit(1_000_000).default(30),
   TRUST_PROXY: z
@@ -81,7 +87,7 @@ const ConfigSchema = EnvSchema.transform((e) => ({
   mailFrom: e.MAIL_FROM,
   publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.HTTP_PORT}`).replace(/\/+$/, ''),
   hostKeysDir: path.resolve(e.HOST_KEYS_DIR),
-  httpTrustWindow: e.HTTP_TRUST_WINDOW,
+  httpTrust: { window: e.HTTP_TRUST_WINDOW, mintsPerConfirmation: e.HTTP_TRUST_MINTS },
   keyMaxTtlMs: e.KEY_MAX_TTL ?? null,
   billingUrl: e.BILLING_URL ?? null,
   billingTimeoutMs: e.BILLING_TIMEOUT_MS,
@@ -101,8 +107,23 @@ const ConfigSchema = EnvSchema.transform((e) => ({
     maxAuthAttempts: 6,
     /** Sessions (exec/shell) per connection (GitLab Shell's limit). */
     maxSessionsPerConnection: 10,
-    /** An authenticated connection with no open session is closed after this long. */
-    idleTimeoutMs: 5 * 60_000,
+    /** An authenticated connection with no input or output on any session for this long is closed. */
+    idleTimeoutMs: e.SSH_IDLE_TIMEOUT,
+    /** Signature verifications per address per minute (a token bucket), and the burst allowed. */
+    authPerMinute: e.SSH_AUTH_PER_MINUTE,
+    authBurst: 30,
+    /** New connections per address per second (a token bucket), and the burst allowed. */
+    connectionsPerSecond: e.SSH_CONNECTIONS_PER_SECOND,
+    connectionBurst: 2 * e.SSH_CONNECTIONS_PER_SECOND,
+    /** Complete lines typed ahead while a command runs, and output held for a slow reader. */
+    maxQueuedLines: 16,
+    outputHighWaterBytes: 64 * 1024,
+  },
+  database: {
+    /** A query that takes longer fails with 503 (the pool's read timeout; Postgres cancels it too). */
+    queryTimeoutMs: e.DB_QUERY_TIMEOUT,
+    /** Waiting for a pooled connection or a new one longer than this fails with 503. */
+    connectTimeoutMs: e.DB_CONNECT_TIMEOUT,
   },
 }));
 

@@ -2,11 +2,13 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './core/index.js';
-import { migrateToLatest, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
+import { migrateOpenDatabase, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { outboxMailer, smtpMailer } from './mail/mailer.js';
 
 export function databaseTarget(config: Config): DatabaseTarget {
-  return config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'pglite', dataDir: config.dataDir };
+  return config.databaseUrl
+    ? { kind: 'postgres', url: config.databaseUrl, timeouts: config.database }
+    : { kind: 'pglite', dataDir: config.dataDir };
 }
 
 export type Core = { deps: CoreDeps; database: OpenDatabase; close(): Promise<void> };
@@ -19,7 +21,7 @@ export async function openCore(
 ): Promise<Core> {
   const database = overrides.database ?? (await openDatabase(databaseTarget(config), log));
   try {
-    const applied = await migrateToLatest(database.db);
+    const applied = await migrateOpenDatabase(database);
     if (applied.length) log.info({ migrations: applied }, 'database migrated');
   } catch (err) {
     await database.close();
@@ -40,7 +42,7 @@ export async function openCore(
     log,
     settings: {
       publicUrl: config.publicUrl,
-      httpTrustWindow: config.httpTrustWindow,
+      httpTrust: config.httpTrust,
       keyMaxTtlMs: config.keyMaxTtlMs,
       mailPerIpHourly: config.mailPerIpHourly,
     },

@@ -6,7 +6,8 @@ import { startTestApp, type TestApp } from './support/app.js';
 let t: TestApp;
 const admin = { channel: 'admin' as const, ip: null };
 beforeAll(async () => {
-  t = await startTestApp();
+  // Mints several keys per confirmation: no per-confirmation mint limit here (trust-window tests it).
+  t = await startTestApp({ HTTP_TRUST_MINTS: '0' });
 });
 afterAll(async () => {
   await t?.close();

@@ -27,7 +27,8 @@ beforeAll(async () => {
   smtp = await startSmtpServer();
   await new Promise<void>((resolve) => billing.listen(0, '127.0.0.1', resolve));
   const port = (billing.address() as AddressInfo).port;
-  t = await startTestApp({ BILLING_URL: `http://127.0.0.1:${port}/check`, BILLING_TIMEOUT_MS: '500' }, { smtp });
+  // These tests mint again and again after one confirmation: no per-confirmation mint limit here.
+  t = await startTestApp({ BILLING_URL: `http://127.0.0.1:${port}/check`, BILLING_TIMEOUT_MS: '500', HTTP_TRUST_MINTS: '0' }, { smtp });
 });
 afterAll(async () => {
   await t?.close();
@@ -67,7 +68,7 @@ describe('billing check with BILLING_URL', () => {
 
 describe('billing check without BILLING_URL: the subscription row decides', () => {
   it('a suspended org gets 402 and nothing is written; reactivated, it mints again', async () => {
-    const local = await startTestApp({}, { smtp });
+    const local = await startTestApp({ HTTP_TRUST_MINTS: '0' }, { smtp });
     try {
       const email = uniqueEmail('sub');
       const key = makeKey();

@@ -63,15 +63,24 @@ async function startSmtpServerOn(port: number) {
   };
 }
 
-/** A TCP relay in front of Postgres that the test can cut and restore, like a database going away. */
+/**
+ * A TCP relay in front of Postgres that the test can cut and restore, like a database going
+ * away, or stall: connections stay open but nothing passes either way (a network partition).
+ */
 async function startCuttableProxy(target: URL) {
   let open = true;
+  let stalled = false;
   const sockets = new Set<net.Socket>();
+  const relay = (from: net.Socket, to: net.Socket) =>
+    from.on('data', (chunk) => {
+      if (!stalled) to.write(chunk);
+    });
   const server = net.createServer((client) => {
     if (!open) return void client.destroy();
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
     sockets.add(client).add(upstream);
-    client.pipe(upstream).pipe(client);
+    relay(client, upstream);
+    relay(upstream, client);
     for (const s of [client, upstream]) {
       s.on('error', () => undefined);
       s.on('close', () => {
@@ -90,6 +99,9 @@ async function startCuttableProxy(target: URL) {
     },
     restore() {
       open = true;
+    },
+    stall(on: boolean) {
+      stalled = on;
     },
     close: () => new Promise((resolve) => server.close(resolve)),
   };
@@ -128,6 +140,57 @@ describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is
     proxy.restore();
     const after = await post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey });
     expect(after.status).toBe(401); // answered from the database again
+    expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(200);
+  });
+});
+
+describe.runIf(usingPostgres)('Postgres stalled (connections open, nothing answers)', () => {
+  it('answers 503 within the configured timeouts, never 500, and recovers when the network does', async () => {
+    const real = new URL(postgresUrl());
+    const proxy = await startCuttableProxy(real);
+    cleanups.push(proxy.close);
+    const viaProxy = new URL(real);
+    viaProxy.port = String(proxy.port);
+    const smtp = await startSmtpServer();
+    cleanups.push(smtp.close);
+    const config = loadConfig({
+      HTTP_PORT: '0',
+      SSH_PORT: '0',
+      SMTP_URL: smtp.url,
+      DATABASE_URL: viaProxy.toString(),
+      DB_QUERY_TIMEOUT: '1s',
+      DB_CONNECT_TIMEOUT: '1s',
+      LOG_LEVEL: 'silent',
+      MAIL_PER_IP_HOURLY: '0',
+      HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-stall-')),
+    });
+    const app = await startApp(config, createLogger('silent'));
+    cleanups.push(() => app.close());
+    const post = (path: string, body: unknown) =>
+      fetch(app.httpUrl + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const key = makeKey();
+    const email = uniqueEmail('stall');
+    expect((await post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey })).status).toBe(401);
+
+    proxy.stall(true);
+    // Requests on pooled connections hit the read timeout; once those are dropped, new connections
+    // hit the connect timeout. Either way: 503 in about a second, never a hang or a 500.
+    for (const path of ['/api/shell-auth/verify-key', '/api/shell-auth', '/api/shell-auth/verify-key', '/api/shell-auth/api-keys']) {
+      const started = Date.now();
+      const res = await post(path, { email: uniqueEmail('stalled'), ssh_public_key: makeKey().publicKey, label: 'while-stalled' });
+      const elapsed = Date.now() - started;
+      expect(res.status, path).toBe(503);
+      expect(await res.json()).toEqual({ success: false, error: 'Service temporarily unavailable; try again later' });
+      expect(elapsed, path).toBeLessThan(4_000);
+    }
+    expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(503);
+
+    proxy.stall(false);
+    let after = 0;
+    for (let i = 0; i < 20 && after !== 401; i++) {
+      after = (await post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey })).status;
+    }
+    expect(after).toBe(401); // answered from the database again
     expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(200);
   });
 });

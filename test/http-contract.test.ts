@@ -39,7 +39,7 @@ describe('the Vers Shell Auth contract, end to end', () => {
     expect(pending.body).toEqual({
       verified: false,
       is_active: false,
-      reason: 'No verified SSH key found for this email and public key',
+      reason: expect.stringMatching(/^No HTTP verification in force for this email and key: confirm by email again \(POST \/api\/shell-auth\), or use the SSH door: ssh -p \d+ keys@/),
     });
 
     const mail = await t.smtp.waitForMail(email);
@@ -97,6 +97,13 @@ describe('the Vers Shell Auth contract, end to end', () => {
       ],
     });
 
+    // Initiating again inside the window, before minting: already verified, no new email.
+    const mailsBefore = t.smtp.mailsTo(email).length;
+    const again = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ is_new_user: false, already_verified: true });
+    expect(t.smtp.mailsTo(email).length).toBe(mailsBefore);
+
     const created = await t.post('/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'vers-cli-laptop' });
     expect(created.status).toBe(200);
     expect(created.body).toEqual({
@@ -108,13 +115,6 @@ describe('the Vers Shell Auth contract, end to end', () => {
     });
     expect(created.body.api_key).toHaveLength(100);
     expect(created.body.api_key.startsWith(created.body.api_key_id)).toBe(true);
-
-    // Initiating again inside the window: already verified, no new email.
-    const mailsBefore = t.smtp.mailsTo(email).length;
-    const again = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
-    expect(again.status).toBe(200);
-    expect(again.body).toMatchObject({ is_new_user: false, already_verified: true });
-    expect(t.smtp.mailsTo(email).length).toBe(mailsBefore);
 
     // Nothing secret in the logs: not the API key, not the link token.
     const logText = t.logs.join('\n');
@@ -134,7 +134,7 @@ describe('the Vers Shell Auth contract, end to end', () => {
     const key = makeKey();
     const unverified = await t.post('/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'my-label' });
     expect(unverified.status).toBe(401);
-    expect(unverified.body).toEqual({ success: false, error: 'Invalid or unverified SSH key' });
+    expect(unverified.body).toEqual({ success: false, error: 'Invalid or unverified SSH key', detail: expect.stringMatching(/^No HTTP verification in force/) });
 
     await t.verifyByEmail(email, key.publicKey);
     const notMember = await t.post('/api/shell-auth/api-keys', {

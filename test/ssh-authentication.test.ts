@@ -15,6 +15,7 @@ function parse(text: Buffer | string): ParsedKey {
 const policy: AuthPolicy = {
   sshUser: 'keys',
   maxAttempts: 6,
+  mayVerify: () => true,
   verify(keyBlob, data, signature, hashAlgo) {
     return parse(keyBlob).verify(data, signature, hashAlgo) === true;
   },
@@ -66,6 +67,14 @@ describe('SSH authentication decision', () => {
     expect(decideAuthentication({ ...good, keyBlob: Buffer.from('garbage') }, 1, policy)).toEqual({ answer: 'reject' });
     expect(decideAuthentication(good, 6, policy).answer).toBe('accept');
     expect(decideAuthentication(good, 7, policy)).toEqual({ answer: 'hang-up' });
+  });
+
+  it('a signed request beyond the verification budget hangs up without verifying; a query costs nothing', () => {
+    let verified = 0;
+    const broke: AuthPolicy = { ...policy, mayVerify: () => false, verify: () => ++verified > 0 };
+    expect(decideAuthentication(signed(attacker.publicKey, attackerPrivate), 1, broke)).toEqual({ answer: 'hang-up' });
+    expect(verified).toBe(0);
+    expect(decideAuthentication({ method: 'publickey', username: 'keys', keyBlob: blobOf(victim.publicKey) }, 1, broke)).toEqual({ answer: 'key-ok' });
   });
 
   it('RSA: SHA-1 ("ssh-rsa") signatures are refused, rsa-sha2-256/512 accepted', () => {

@@ -281,7 +281,7 @@ describe('list, revoke, orgs, whoami', () => {
 });
 
 describe('login: the whole verification over SSH', () => {
-  it('sends the same email, shows that it waits, finishes when the link is confirmed, and opens the HTTP window', async () => {
+  it('sends the same email, shows that it waits, finishes when the link is confirmed; the HTTP window stays shut', async () => {
     const email = uniqueEmail('sshlogin');
     const key = makeKey();
     let sawWaiting = false;
@@ -302,10 +302,10 @@ describe('login: the whole verification over SSH', () => {
     );
     expect(result.stdout).toMatch(new RegExp(`^NAME\\s+ROLE\\s+ID\\n${email.split('@')[0]}\\s+admin\\s+[0-9a-f-]{36}\\n$`));
 
-    // Possession was proven; and the HTTP window is open for the pair.
+    // Possession was proven; an SSH login does not open the HTTP window (only an HTTP confirmation does).
     const row = await t.app.deps.db.selectFrom('ssh_keys').select('proven_at').where('key_blob', '=', key.publicKey.split(' ')[1]!).executeTakeFirstOrThrow();
     expect(row.proven_at).not.toBeNull();
-    expect((await t.post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey })).status).toBe(200);
+    expect((await t.post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey })).status).toBe(401);
     expect((await ssh(key, 'create', '--label', 'after-login')).code).toBe(0);
 
     // Again: already linked, no email.

@@ -12,7 +12,7 @@ import {
   type CoreDeps,
   type RequestOrigin,
 } from '../core/index.js';
-import { formatTable, isoOrDash } from '../text/table.js';
+import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
 import { EXIT, json, optionalString, parseArgument, type Command, type Output, type Parsed } from './framework.js';
 
 /** The operator's commands (`npm run admin -- …`), on the same command model as the SSH door's. */
@@ -54,7 +54,7 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
       const name = parseArgument(OrgNameSchema, args.positionals[0], 'NAME');
       const owner = parseArgument(EmailSchema, args.values.owner, '--owner EMAIL');
       const { org, owner: user } = await createOrg(ctx.deps, name, owner, ORIGIN);
-      return { json: { org_id: org.id, name: org.name, owner: user.email }, text: `Created org ${org.name} (${org.id}), owner ${user.email}` };
+      return { json: { org_id: org.id, name: org.name, owner: user.email }, text: `Created org ${escapeForTerminal(org.name)} (${org.id}), owner ${escapeForTerminal(user.email)}` };
     },
   }),
   adminCommand({
@@ -70,7 +70,7 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
       const { org, user, createdUser } = await setMember(ctx.deps, orgName, email, role, ORIGIN);
       return {
         json: { org_id: org.id, org_name: org.name, user_id: user.id, email: user.email, role, created_user: createdUser },
-        text: `${user.email} is now ${role} of ${org.name}${createdUser ? ' (new account, not yet verified)' : ''}`,
+        text: `${escapeForTerminal(user.email)} is now ${role} of ${escapeForTerminal(org.name)}${createdUser ? ' (new account, not yet verified)' : ''}`,
       };
     },
   }),
@@ -99,7 +99,7 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
       const orgName = parseArgument(OrgNameLookupSchema, args.positionals[0], 'ORG');
       const status = parseArgument(z.enum(['active', 'suspended']), args.positionals[1], 'status');
       const org = await setBilling(ctx.deps, orgName, status, ORIGIN);
-      return { json: { org_id: org.id, name: org.name, status }, text: `Billing for ${org.name} is now ${status}` };
+      return { json: { org_id: org.id, name: org.name, status }, text: `Billing for ${escapeForTerminal(org.name)} is now ${status}` };
     },
   }),
   adminCommand({
@@ -137,7 +137,7 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
     positionals: { min: 1, max: 1, names: 'KEY_ID' },
     async run(ctx, args) {
       const key = await revokeApiKey(ctx.deps, null, args.positionals[0] ?? '', ORIGIN);
-      return { json: key, text: `Revoked API key ${key.id} (${key.label}) in org ${key.org_name}` };
+      return { json: key, text: `Revoked API key ${key.id} (${escapeForTerminal(key.label)}) in org ${escapeForTerminal(key.org_name)}` };
     },
   }),
 ];

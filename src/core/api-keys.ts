@@ -6,7 +6,7 @@ import { nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context
 import { AppError } from './errors.js';
 import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
 import type { PublicKey } from './ssh-public-key.js';
-import { httpKeyStatus } from './identity.js';
+import { httpKeyStatus, spendHttpWindow } from './identity.js';
 
 export type MintedApiKey = {
   api_key: string;
@@ -21,6 +21,8 @@ export type MintedApiKey = {
 export type MintInput = {
   user: User;
   sshKeyId: string | null;
+  /** Over HTTP: the mint spends one use of the key's HTTP window (checked again under lock). */
+  spendsHttpWindow?: boolean;
   label: string;
   orgName?: string | undefined;
   expiresInMs?: number | undefined;
@@ -61,6 +63,10 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
   const { id, apiKey, secretHash } = generateApiKey();
   const expiresAt = ttl === undefined ? null : new Date(now.getTime() + ttl);
   await deps.db.transaction().execute(async (trx) => {
+    if (input.spendsHttpWindow) {
+      if (input.sshKeyId === null) throw new AppError('UNVERIFIED_KEY');
+      await spendHttpWindow(trx, deps, input.sshKeyId, input.user.id);
+    }
     await trx
       .insertInto('api_keys')
       .values({
@@ -102,11 +108,12 @@ export async function mintApiKeyOverHttp(
 ): Promise<MintedApiKey> {
   const status = await httpKeyStatus(deps, input.email, input.key);
   if (status.status === 'disabled') throw new AppError('HTTP_MINTING_DISABLED');
-  if (status.status === 'expired') throw new AppError('HTTP_TRUST_EXPIRED');
+  // One answer whatever the reason (unknown pair, window never opened, expired or spent): no oracle.
   if (status.status !== 'trusted') throw new AppError('UNVERIFIED_KEY');
   return mintApiKey(deps, {
     user: status.user,
     sshKeyId: status.sshKeyId,
+    spendsHttpWindow: true,
     label: input.label,
     orgName: input.orgName,
     origin: input.origin,

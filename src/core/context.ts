@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { Channel } from '../db/schema.js';
-import type { HttpTrustWindow } from './trust.js';
+import type { HttpTrustPolicy } from './trust.js';
 
 /** What a verification email and the confirm page tell the reader about a request. */
 export type VerificationFacts = {
@@ -29,7 +29,7 @@ export interface BillingCheck {
 /** null always means "no limit". */
 export type CoreSettings = {
   publicUrl: string;
-  httpTrustWindow: HttpTrustWindow;
+  httpTrust: HttpTrustPolicy;
   keyMaxTtlMs: number | null;
   /** Verification mails per requesting address per hour. */
   mailPerIpHourly: number | null;

@@ -9,14 +9,10 @@ export const ERRORS = {
   MALFORMED_JSON: { status: 400, message: 'Malformed JSON body' },
   UNSUPPORTED_CONTENT_TYPE: { status: 400, message: 'Content-Type must be application/json' },
   BODY_TOO_LARGE: { status: 400, message: 'Request body too large (limit 16 KB)' },
+  BODY_INCOMPLETE: { status: 400, message: 'Request body was not received completely' },
   NO_ORGANIZATIONS: { status: 400, message: 'User has no organizations' }, // contract
   TTL_TOO_LONG: { status: 400, message: 'Requested expiry exceeds the maximum key lifetime' },
   UNVERIFIED_KEY: { status: 401, message: 'Invalid or unverified SSH key' }, // contract
-  HTTP_TRUST_EXPIRED: {
-    status: 401,
-    message:
-      'SSH key verification for HTTP use has expired: confirm by email again (POST /api/shell-auth) or use the SSH door',
-  },
   HTTP_MINTING_DISABLED: {
     status: 401,
     message: 'API key creation over HTTP is disabled on this server: use the SSH door',
@@ -67,6 +63,7 @@ const CONNECTION_ERROR_CODES = new Set([
   'ETIMEDOUT',
   'ENOTFOUND',
   'EPIPE',
+  '57014', // query_canceled: statement_timeout
   '57P01', // admin_shutdown
   '57P02', // crash_shutdown
   '57P03', // cannot_connect_now
@@ -84,7 +81,7 @@ export function toAppError(err: unknown): AppError {
   const message = typeof e?.message === 'string' ? e.message : '';
   if (
     CONNECTION_ERROR_CODES.has(code) ||
-    /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|driver has already been destroyed|PGlite is closed/i.test(
+    /timeout exceeded when trying to connect|Query read timeout|Connection terminated|Client was closed|connect ECONNREFUSED|driver has already been destroyed|PGlite is closed/i.test(
       message,
     )
   ) {

@@ -1,9 +1,11 @@
+import type { Db } from '../db/database.js';
 import type { User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
-import { findUserByEmail, orgsOfUser, type OrgMembership } from './accounts.js';
+import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { AppError } from './errors.js';
 import type { PublicKey } from './ssh-public-key.js';
-import { bindingOf, httpAccess, sshAccountOf, type HttpAccess } from './trust.js';
+import { bindingOf, httpAccess, onHttpMint, sshAccountOf, type HttpAccess } from './trust.js';
 
 /**
  * Who holds a key, as each door sees it. The doors ask here; the rules themselves are in
@@ -24,8 +26,9 @@ export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promis
     .select([
       'ssh_keys.id as ssh_key_id',
       'ssh_keys.user_id',
-      'ssh_keys.confirmed_at',
       'ssh_keys.proven_at',
+      'ssh_keys.http_confirmed_at',
+      'ssh_keys.http_mints',
       'users.email',
       'users.base_user_id',
       'users.is_active',
@@ -60,13 +63,44 @@ export type HttpKeyStatus =
   | { status: 'trusted'; user: User; sshKeyId: string; orgs: OrgMembership[] }
   | { status: Exclude<HttpAccess, 'trusted'> };
 
-/** verify-key and api-keys: may an HTTP caller act with this (email, key) pair right now? */
+/**
+ * verify-key and api-keys: may an HTTP caller act with this (email, key) pair right now? One
+ * query whether or not the account exists, so the answer's timing tells nothing either.
+ */
 export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKey): Promise<HttpKeyStatus> {
-  const user = await findUserByEmail(deps.db, email);
-  const row = user ? await findKeyRow(deps, key) : undefined;
-  const access = httpAccess(bindingOf(row), user?.is_active ? user.id : null, deps.settings.httpTrustWindow, nowOf(deps));
-  if (access !== 'trusted' || !user || !row) return { status: access === 'trusted' ? 'unverified' : access };
-  return { status: 'trusted', user, sshKeyId: row.id, orgs: await orgsOfUser(deps.db, user) };
+  const row = await deps.db
+    .selectFrom('users')
+    .leftJoin('ssh_keys', (join) => join.onRef('ssh_keys.user_id', '=', 'users.id').on('ssh_keys.key_blob', '=', key.blob))
+    .selectAll('users')
+    .select(['ssh_keys.id as ssh_key_id', 'ssh_keys.proven_at', 'ssh_keys.http_confirmed_at', 'ssh_keys.http_mints'])
+    .where('users.email', '=', email)
+    .executeTakeFirst();
+  const binding =
+    row && row.ssh_key_id !== null
+      ? bindingOf({ user_id: row.id, proven_at: row.proven_at, http_confirmed_at: row.http_confirmed_at, http_mints: row.http_mints ?? 0 })
+      : bindingOf(undefined);
+  const access = httpAccess(binding, row?.is_active ? row.id : null, deps.settings.httpTrust, nowOf(deps));
+  if (access !== 'trusted' || !row || row.ssh_key_id === null) return { status: access === 'trusted' ? 'unverified' : access };
+  const user: User = {
+    id: row.id,
+    email: row.email,
+    base_user_id: row.base_user_id,
+    is_active: row.is_active,
+    verified_at: row.verified_at,
+    created_at: row.created_at,
+  };
+  return { status: 'trusted', user, sshKeyId: row.ssh_key_id, orgs: await orgsOfUser(deps.db, user) };
+}
+
+/**
+ * An HTTP mint spends one use of the HTTP window. Called inside the mint's transaction, with the
+ * binding row locked, so two mints racing for the last use cannot both win.
+ */
+export async function spendHttpWindow(trx: Db, deps: CoreDeps, sshKeyId: string, userId: string): Promise<void> {
+  const row = await trx.selectFrom('ssh_keys').selectAll().where('id', '=', sshKeyId).forUpdate().executeTakeFirst();
+  const decision = onHttpMint(bindingOf(row), userId, deps.settings.httpTrust, nowOf(deps));
+  if (!decision.allowed) throw new AppError(decision.access === 'disabled' ? 'HTTP_MINTING_DISABLED' : 'UNVERIFIED_KEY');
+  await trx.updateTable('ssh_keys').set(decision.patch).where('id', '=', sshKeyId).execute();
 }
 
 export type KeyHolder = { user: User; sshKeyId: string; verifiedAt: Date; lastSeenAt: Date | null };
@@ -76,7 +110,7 @@ export async function findTrustedHolder(deps: CoreDeps, key: PublicKey): Promise
   const row = await findKeyRow(deps, key);
   if (!row) return [];
   const binding = bindingOf(row);
-  if (httpAccess(binding, row.user_id, deps.settings.httpTrustWindow, nowOf(deps)) !== 'trusted') return [];
+  if (httpAccess(binding, row.user_id, deps.settings.httpTrust, nowOf(deps)) !== 'trusted') return [];
   const user = await deps.db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirstOrThrow();
   return [{ user, sshKeyId: row.id, verifiedAt: row.verified_at, lastSeenAt: row.last_seen_at }];
 }

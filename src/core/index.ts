@@ -31,7 +31,8 @@ export {
   type AccountIdentity,
   type AnonymousIdentity,
 } from './identity.js';
-export type { HttpTrustWindow } from './trust.js';
+export type { HttpTrustWindow, HttpTrustPolicy } from './trust.js';
+export { takeFromBudget, budgetSpent, sweepBudgets, type Budget } from './budgets.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
-import { replaceControlChars, replaceLoneSurrogates } from './text.js';
+import { createHash, createPublicKey } from 'node:crypto';
+import { unsafeTextProblem } from './text.js';
 
 /** A parsed, normalised SSH public key. Identity is the wire blob; the comment is kept but never matched. */
 export type PublicKey = {
@@ -15,13 +15,17 @@ export type PublicKey = {
 export type ParseResult = { ok: true; key: PublicKey } | { ok: false; reason: string };
 
 const MIN_RSA_BITS = 2048;
-const MAX_RSA_BITS = 16384;
-const ECDSA_CURVES: Record<string, { curve: string; pointBytes: number; bits: number }> = {
-  'ecdsa-sha2-nistp256': { curve: 'nistp256', pointBytes: 65, bits: 256 },
-  'ecdsa-sha2-nistp384': { curve: 'nistp384', pointBytes: 97, bits: 384 },
-  'ecdsa-sha2-nistp521': { curve: 'nistp521', pointBytes: 133, bits: 521 },
+const MAX_RSA_BITS = 8192;
+/** Public exponents accepted: odd, 3 <= e < 2^32 (what OpenSSH and every sane generator make: 65537). */
+const MIN_RSA_EXPONENT = 3n;
+const RSA_EXPONENT_LIMIT = 2n ** 32n;
+const MAX_COMMENT_LENGTH = 200;
+const ECDSA_CURVES: Record<string, { curve: string; jwkCurve: string; pointBytes: number; bits: number }> = {
+  'ecdsa-sha2-nistp256': { curve: 'nistp256', jwkCurve: 'P-256', pointBytes: 65, bits: 256 },
+  'ecdsa-sha2-nistp384': { curve: 'nistp384', jwkCurve: 'P-384', pointBytes: 97, bits: 384 },
+  'ecdsa-sha2-nistp521': { curve: 'nistp521', jwkCurve: 'P-521', pointBytes: 133, bits: 521 },
 };
-const SUPPORTED = 'ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (>= 2048 bits)';
+const SUPPORTED = 'ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (2048 to 8192 bits)';
 
 export function fingerprintOf(blob: Buffer): string {
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
@@ -40,8 +44,12 @@ export function parsePublicKeyLine(line: string): ParseResult {
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded) || encoded.length % 4 !== 0) return fail('key data is not valid base64');
   const blob = Buffer.from(encoded, 'base64');
   if (blob.toString('base64') !== encoded) return fail('key data is not valid base64');
-  const parsed = parsePublicKeyBlob(blob, safeComment(commentParts.join(' ')));
+  const comment = commentParts.join(' ');
+  const parsed = parsePublicKeyBlob(blob, shortComment(comment));
   if (parsed.ok && parsed.key.type !== type) return fail(`key type "${type}" does not match the key data ("${parsed.key.type}")`);
+  // Stored and shown to people: refused, not cleaned, so what is kept is what was sent.
+  const problem = parsed.ok ? unsafeTextProblem(comment) : null;
+  if (problem) return fail(`comment ${problem}`);
   return parsed;
 }
 
@@ -61,14 +69,23 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
     const point = reader.string();
     if (curve !== spec.curve) return fail(`curve does not match ${type}`);
     if (!point || point.length !== spec.pointBytes || point[0] !== 0x04) return fail('ECDSA point is malformed');
+    if (!isPointOnCurve(point, spec.jwkCurve)) return fail(`ECDSA public key is not a point on ${spec.curve}`);
     bits = spec.bits;
   } else if (type === 'ssh-rsa') {
     const exponent = reader.string();
     const modulus = reader.string();
     if (!exponent || !modulus || exponent.length === 0) return fail('RSA key is truncated');
+    // One key, one blob: a padded or negative integer would give the same key a second identity.
+    if (!isMinimalPositiveMpint(exponent)) return fail('RSA public exponent is not a minimally encoded positive integer');
+    if (!isMinimalPositiveMpint(modulus)) return fail('RSA modulus is not a minimally encoded positive integer');
+    const e = BigInt(`0x${exponent.toString('hex')}`);
+    if (e < MIN_RSA_EXPONENT || e >= RSA_EXPONENT_LIMIT || e % 2n === 0n) {
+      return fail('RSA public exponent must be odd and between 3 and 2^32-1');
+    }
     bits = bitLength(modulus);
     if (bits < MIN_RSA_BITS) return fail(`RSA keys must be at least ${MIN_RSA_BITS} bits (this one has ${bits})`);
-    if (bits > MAX_RSA_BITS) return fail(`RSA keys larger than ${MAX_RSA_BITS} bits are not accepted`);
+    if (bits > MAX_RSA_BITS) return fail(`RSA keys larger than ${MAX_RSA_BITS} bits are not accepted (this one has ${bits})`);
+    if ((modulus[modulus.length - 1]! & 1) === 0) return fail('RSA modulus must be odd');
   } else if (type.startsWith('sk-')) {
     return fail(`security-key (FIDO) keys (${type}) are not supported; use ${SUPPORTED}`);
   } else if (type.includes('-cert-')) {
@@ -83,9 +100,39 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
   };
 }
 
-/** The comment is informational only: stored, shown, never matched. Keep it printable and short. */
-function safeComment(comment: string): string {
-  return replaceLoneSurrogates(replaceControlChars(comment, '')).slice(0, 200);
+/** The comment is informational only: stored, shown, never matched. Kept short (whole characters). */
+function shortComment(comment: string): string {
+  return comment.length <= MAX_COMMENT_LENGTH ? comment : Array.from(comment).slice(0, MAX_COMMENT_LENGTH).join('');
+}
+
+/**
+ * An SSH mpint (RFC 4251 section 5) holding a positive number in as few bytes as possible: no
+ * sign bit set, and a leading zero byte only where the next byte would otherwise set it.
+ */
+function isMinimalPositiveMpint(mpint: Buffer): boolean {
+  if (mpint.length === 0) return false;
+  if ((mpint[0]! & 0x80) !== 0) return false;
+  if (mpint[0] === 0) return mpint.length > 1 && (mpint[1]! & 0x80) !== 0;
+  return true;
+}
+
+/** Whether an uncompressed point (0x04 || X || Y) lies on the curve: OpenSSL checks it on import. */
+function isPointOnCurve(point: Buffer, jwkCurve: string): boolean {
+  const size = (point.length - 1) / 2;
+  try {
+    createPublicKey({
+      key: {
+        kty: 'EC',
+        crv: jwkCurve,
+        x: point.subarray(1, 1 + size).toString('base64url'),
+        y: point.subarray(1 + size).toString('base64url'),
+      },
+      format: 'jwk',
+    });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fail(reason: string): ParseResult {

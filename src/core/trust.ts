@@ -11,18 +11,30 @@ import type { SshKeyRow } from '../db/schema.js';
  *   that proves possession, and it is no SSH identity.
  * - *proven*: confirmed by email and possession proven (a signature on the SSH door). It is an SSH
  *   identity and can no longer be taken over.
- * HTTP callers never prove possession, so the HTTP door trusts a binding only for a window after
- * its last email confirmation (`HTTP_TRUST_WINDOW`), whichever state it is in.
+ * HTTP callers never prove possession, so the HTTP door trusts a binding only inside a window
+ * opened by confirming an *HTTP* request (an SSH login never opens it), for `HTTP_TRUST_WINDOW`
+ * and at most `HTTP_TRUST_MINTS` HTTP mints.
  */
 
 /** `off`: the HTTP door never mints; `forever`: the literal Vers behaviour; else milliseconds (> 0). */
 export type HttpTrustWindow = 'off' | 'forever' | number;
 
+export type HttpTrustPolicy = {
+  window: HttpTrustWindow;
+  /** HTTP mints per confirmation; null = no limit inside the window. */
+  mintsPerConfirmation: number | null;
+};
+
 export type Binding =
   | { state: 'unbound' }
-  | { state: 'emailed' | 'proven'; userId: string; confirmedAt: Date };
+  | {
+      state: 'emailed' | 'proven';
+      userId: string;
+      /** The latest confirmation of an HTTP request, and the HTTP mints spent since. */
+      httpWindow: { openedAt: Date; mints: number } | null;
+    };
 
-type BindingColumns = Pick<SshKeyRow, 'user_id' | 'confirmed_at' | 'proven_at'>;
+type BindingColumns = Pick<SshKeyRow, 'user_id' | 'proven_at' | 'http_confirmed_at' | 'http_mints'>;
 
 /** The one reading of a binding row's timestamps. */
 export function bindingOf(row: BindingColumns | undefined | null): Binding {
@@ -30,18 +42,39 @@ export function bindingOf(row: BindingColumns | undefined | null): Binding {
   return {
     state: row.proven_at === null ? 'emailed' : 'proven',
     userId: row.user_id,
-    confirmedAt: new Date(row.confirmed_at),
+    httpWindow: row.http_confirmed_at === null ? null : { openedAt: new Date(row.http_confirmed_at), mints: Number(row.http_mints) },
   };
 }
 
-/** Whether an HTTP caller naming `userId` (the account of the email they sent) may act with the key. */
-export type HttpAccess = 'trusted' | 'expired' | 'disabled' | 'unverified';
+/**
+ * Whether an HTTP caller naming `userId` (the account of the email they sent) may act with the key.
+ * Every answer but `trusted` and `disabled` reads the same to the caller (no oracle); they are
+ * told apart here for the rules' own sake.
+ */
+export type HttpAccess = 'trusted' | 'unverified' | 'not-opened' | 'expired' | 'spent' | 'disabled';
 
-export function httpAccess(binding: Binding, userId: string | null, window: HttpTrustWindow, now: Date): HttpAccess {
+export function httpAccess(binding: Binding, userId: string | null, policy: HttpTrustPolicy, now: Date): HttpAccess {
   if (binding.state === 'unbound' || userId === null || binding.userId !== userId) return 'unverified';
-  if (window === 'off') return 'disabled';
-  if (window === 'forever') return 'trusted';
-  return now.getTime() < binding.confirmedAt.getTime() + window ? 'trusted' : 'expired';
+  if (policy.window === 'off') return 'disabled';
+  const opened = binding.httpWindow;
+  if (opened === null) return 'not-opened';
+  if (policy.window !== 'forever' && now.getTime() >= opened.openedAt.getTime() + policy.window) return 'expired';
+  if (policy.mintsPerConfirmation !== null && opened.mints >= policy.mintsPerConfirmation) return 'spent';
+  return 'trusted';
+}
+
+/** An HTTP mint spends one use of the window: the caller writes `patch` in the mint's transaction. */
+export function onHttpMint(
+  binding: Binding,
+  userId: string,
+  policy: HttpTrustPolicy,
+  now: Date,
+): { allowed: true; patch: { http_mints: number } } | { allowed: false; access: Exclude<HttpAccess, 'trusted'> } {
+  const access = httpAccess(binding, userId, policy, now);
+  if (access !== 'trusted' || binding.state === 'unbound' || binding.httpWindow === null) {
+    return { allowed: false, access: access === 'trusted' ? 'unverified' : access };
+  }
+  return { allowed: true, patch: { http_mints: binding.httpWindow.mints + 1 } };
 }
 
 /** The SSH door: a key is an account's identity only once its binding is proven. */
@@ -66,25 +99,32 @@ export function onLinkRequest(
   binding: Binding,
   requesterId: string | null,
   keyProven: boolean,
-  window: HttpTrustWindow,
+  policy: HttpTrustPolicy,
   now: Date,
 ): RequestDecision {
   if (binding.state === 'unbound') return { outcome: 'send-link' };
   if (requesterId !== null && binding.userId === requesterId) {
     // The email's owner confirmed this key before; a signature now proves possession too.
     if (keyProven) return { outcome: 'already-linked', prove: binding.state === 'emailed' };
-    if (httpAccess(binding, requesterId, window, now) === 'trusted') return { outcome: 'already-linked', prove: false };
+    if (httpAccess(binding, requesterId, policy, now) === 'trusted') return { outcome: 'already-linked', prove: false };
     return { outcome: 'send-link' };
   }
   return mayTakeOver(binding, keyProven) ? { outcome: 'send-link' } : { outcome: 'refuse-taken' };
 }
 
 /** Column values to write on a binding row (the caller adds `user_id`, ids and key facts). */
-export type BindingPatch = { verified_at?: Date; confirmed_at?: Date; proven_at?: Date | null };
+export type BindingPatch = {
+  verified_at?: Date;
+  confirmed_at?: Date;
+  proven_at?: Date | null;
+  http_confirmed_at?: Date | null;
+  http_mints?: number;
+};
 
 /**
  * A confirmation link is pressed: the email's owner (`userId`) confirms the key; `keyProven`
- * says whether the request behind the link proved possession (it came from the SSH door).
+ * says whether the request behind the link proved possession (it came from the SSH door). Only
+ * the confirmation of an HTTP request opens the HTTP window, with a fresh allowance of mints.
  */
 export type ConfirmDecision =
   | { action: 'insert'; patch: Required<BindingPatch> }
@@ -93,17 +133,16 @@ export type ConfirmDecision =
   | { action: 'refuse-taken' };
 
 export function onConfirm(binding: Binding, userId: string, keyProven: boolean, now: Date): ConfirmDecision {
-  const provenAt = keyProven ? now : null;
-  if (binding.state === 'unbound') {
-    return { action: 'insert', patch: { verified_at: now, confirmed_at: now, proven_at: provenAt } };
-  }
+  const httpWindow = keyProven ? {} : { http_confirmed_at: now, http_mints: 0 };
+  const fresh = { verified_at: now, confirmed_at: now, proven_at: keyProven ? now : null, http_confirmed_at: null, http_mints: 0 };
+  if (binding.state === 'unbound') return { action: 'insert', patch: { ...fresh, ...httpWindow } };
   if (binding.userId === userId) {
     // Never downgrade: an unproven confirmation leaves an earlier proof in place.
-    return { action: 'reconfirm', patch: keyProven ? { confirmed_at: now, proven_at: now } : { confirmed_at: now } };
+    return { action: 'reconfirm', patch: { confirmed_at: now, ...(keyProven ? { proven_at: now } : {}), ...httpWindow } };
   }
   if (!mayTakeOver(binding, keyProven)) return { action: 'refuse-taken' };
-  // A fresh binding for the new holder: the old holder's confirmation and proof do not carry over.
-  return { action: 'take-over', patch: { verified_at: now, confirmed_at: now, proven_at: provenAt } };
+  // A fresh binding for the new holder: nothing of the old holder's carries over.
+  return { action: 'take-over', patch: { ...fresh, ...httpWindow } };
 }
 
 /**

@@ -1,7 +1,15 @@
 import { z } from 'zod';
 import { AppError, type ErrorCode } from './errors.js';
 import { parsePublicKeyLine, type PublicKey } from './ssh-public-key.js';
-import { hasLoneSurrogate, isPlainText, replaceControlChars } from './text.js';
+import { replaceControlChars, unsafeTextProblem } from './text.js';
+
+/** Refuses control, bidi, zero-width characters and lone surrogates, naming the first one found. */
+function refuseUnsafeText(options: { allowControls?: boolean } = {}) {
+  return (text: string, ctx: z.RefinementCtx<string>): void => {
+    const problem = unsafeTextProblem(text, options);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  };
+}
 
 /** A `.pub` line, parsed and normalised; a bad key fails validation with the reason. */
 export const PublicKeyLineSchema = z
@@ -21,23 +29,28 @@ export const LabelSchema = z
   .trim()
   .min(5, 'must be at least 5 characters')
   .max(100, 'must be at most 100 characters')
-  .refine(isPlainText, 'must be plain text without control characters');
+  .superRefine(refuseUnsafeText());
 
 export const OrgNameSchema = z
   .string()
   .trim()
   .min(1)
   .max(64)
+  .superRefine(refuseUnsafeText())
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, ".", "_" or "-"');
 
 /** An org name someone asks for: looked up, never created, so only plain text is required. */
-export const OrgNameLookupSchema = z.string().trim().max(64).refine(isPlainText, 'must be plain text');
+export const OrgNameLookupSchema = z.string().trim().max(64).superRefine(refuseUnsafeText());
 
-/** The free-text note a client appends to the email (`vers login --git from <hostname>`). */
+/**
+ * The free-text note a client appends to the email (`vers login --git from <hostname>`). Control
+ * characters and newlines become spaces (clients send command output); bidi, zero-width and C1
+ * characters, and broken UTF-16, are refused.
+ */
 export const NoteSchema = z
   .string()
   .max(200, 'must be at most 200 characters')
-  .refine((note) => !hasLoneSurrogate(note), 'must be well-formed text')
+  .superRefine(refuseUnsafeText({ allowControls: true }))
   .transform((note) => replaceControlChars(note, ' ').trim())
   .transform((note) => (note === '' ? null : note));
 

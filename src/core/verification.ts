@@ -41,7 +41,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
   const row = await findKeyRow(deps, key);
   if (row) {
     const holder = await deps.db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirstOrThrow();
-    const decision = onLinkRequest(bindingOf(row), holder.email === email ? holder.id : null, input.keyProven, deps.settings.httpTrustWindow, nowOf(deps));
+    const decision = onLinkRequest(bindingOf(row), holder.email === email ? holder.id : null, input.keyProven, deps.settings.httpTrust, nowOf(deps));
     if (decision.outcome === 'refuse-taken') throw new AppError('KEY_TAKEN');
     if (decision.outcome === 'already-linked') {
       if (decision.prove) await proveBinding(deps, key, input.origin);

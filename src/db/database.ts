@@ -1,44 +1,53 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, Migrator, PostgresDialect, type Migration, type MigrationProvider } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, type Migration, type MigrationProvider, type PostgresPool, type PostgresPoolClient } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import * as initial from '../../migrations/0001_initial.js';
+import * as httpWindowAndBudgets from '../../migrations/0002_http_window_and_budgets.js';
 import type { Database } from './schema.js';
 
 // Imported explicitly, not read from disk, so the same list works under tsx, vitest and a build.
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
+  '0002_http_window_and_budgets': httpWindowAndBudgets,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };
 
 export type Db = Kysely<Database>;
 
+/** How long a database may keep us waiting before the request fails with 503. */
+export type DatabaseTimeouts = { queryTimeoutMs: number; connectTimeoutMs: number };
+
+export const DEFAULT_DATABASE_TIMEOUTS: DatabaseTimeouts = { queryTimeoutMs: 5_000, connectTimeoutMs: 5_000 };
+
 export type DatabaseTarget =
-  | { kind: 'postgres'; url: string }
+  | { kind: 'postgres'; url: string; timeouts?: DatabaseTimeouts }
   | { kind: 'pglite'; dataDir: string | null }; // null: in memory (tests)
 
-export type OpenDatabase = { db: Db; kind: DatabaseTarget['kind']; close: () => Promise<void> };
+export type OpenDatabase = { db: Db; kind: DatabaseTarget['kind']; close: () => Promise<void>; target?: DatabaseTarget };
 
 export async function openDatabase(target: DatabaseTarget, log?: Logger): Promise<OpenDatabase> {
   if (target.kind === 'postgres') {
+    const timeouts = target.timeouts ?? DEFAULT_DATABASE_TIMEOUTS;
     const pool = new pg.Pool({
       connectionString: target.url,
       max: 20,
-      // A database that is down must give a quick, clear error rather than a hung request.
-      connectionTimeoutMillis: 5_000,
+      // A database that is down, or a pool that is exhausted, gives a prompt 503 rather than a hung request.
+      connectionTimeoutMillis: timeouts.connectTimeoutMs,
       idleTimeoutMillis: 30_000,
-      // A partitioned or stuck database must not hang requests forever.
-      statement_timeout: 10_000,
-      query_timeout: 15_000,
+      // A stalled connection (the network, not Postgres) is abandoned after query_timeout; a slow
+      // query is cancelled by Postgres itself a little earlier, so the server does not keep working on it.
+      statement_timeout: Math.max(1, timeouts.queryTimeoutMs - 500),
+      query_timeout: timeouts.queryTimeoutMs,
     });
     // An idle client losing its connection emits here; without a listener the process dies.
     pool.on('error', (err) => log?.error({ err: err.message }, 'postgres pool error'));
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { db, kind: 'postgres', close: () => db.destroy() };
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingTimedOutClients(pool) }) });
+    return { db, kind: 'postgres', close: () => db.destroy(), target };
   }
 
   let releaseLock = () => {};
@@ -60,6 +69,48 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
       releaseLock();
     },
   };
+}
+
+/**
+ * After pg's read timeout the client is still waiting for the stalled query's answer, and every
+ * later query on it would queue behind that. Such a client goes back to the pool destroyed, so the
+ * next request gets a fresh connection (or a prompt 503 while the database stays unreachable).
+ */
+function droppingTimedOutClients(pool: pg.Pool): PostgresPool {
+  return {
+    async connect() {
+      const client = await pool.connect();
+      let broken = false;
+      const query = ((...args: Parameters<pg.PoolClient['query']>) => {
+        const result = (client.query as (...a: unknown[]) => unknown)(...args);
+        if (result instanceof Promise) {
+          return result.catch((err: unknown) => {
+            if (err instanceof Error && /Query read timeout/.test(err.message)) broken = true;
+            throw err;
+          });
+        }
+        return result;
+      }) as PostgresPoolClient['query'];
+      return { query, release: () => client.release(broken ? new Error('query timed out: connection dropped') : undefined) };
+    },
+    end: () => pool.end(),
+  };
+}
+
+/**
+ * Migrates at start-up. On Postgres this uses its own connection without the request timeouts:
+ * instances starting together wait on the migration lock for as long as the first one migrates.
+ */
+export async function migrateOpenDatabase(database: OpenDatabase): Promise<string[]> {
+  if (database.target?.kind !== 'postgres') return migrateToLatest(database.db);
+  const pool = new pg.Pool({ connectionString: database.target.url, max: 1, connectionTimeoutMillis: 30_000 });
+  pool.on('error', () => undefined);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    return await migrateToLatest(db);
+  } finally {
+    await db.destroy();
+  }
 }
 
 export async function migrateToLatest(db: Db): Promise<string[]> {

@@ -45,6 +45,10 @@ export interface SshKeysTable {
   verified_at: Timestamp;
   confirmed_at: Timestamp;
   proven_at: Timestamp | null;
+  /** Latest confirmation of an HTTP request: opens the HTTP trust window. */
+  http_confirmed_at: Timestamp | null;
+  /** HTTP mints spent since `http_confirmed_at`. */
+  http_mints: Generated<number>;
   last_seen_at: Timestamp | null;
   created_at: CreatedAt;
 }
@@ -96,6 +100,12 @@ export interface AuditEventsTable {
   created_at: CreatedAt;
 }
 
+export interface RequestBudgetsTable {
+  bucket: string;
+  window_start: Timestamp;
+  count: number;
+}
+
 export interface Database {
   users: UsersTable;
   orgs: OrgsTable;
@@ -105,6 +115,7 @@ export interface Database {
   verification_requests: VerificationRequestsTable;
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
+  request_budgets: RequestBudgetsTable;
 }
 
 export type User = Selectable<UsersTable>;

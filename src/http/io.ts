@@ -9,10 +9,16 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   if (Number.isFinite(declared) && declared > limit) throw new AppError('BODY_TOO_LARGE');
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new AppError('BODY_TOO_LARGE');
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw new AppError('BODY_TOO_LARGE');
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    // The client hung up mid-body (Node says "aborted", ECONNRESET): its mistake, not our outage.
+    if (err instanceof AppError) throw err;
+    throw new AppError('BODY_INCOMPLETE');
   }
   return Buffer.concat(chunks);
 }

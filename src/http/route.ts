@@ -22,6 +22,9 @@ export type Route = {
   handler: (ctx: RouteContext) => Promise<void>;
   json: boolean;
   page?: boolean;
-  /** Counted against the per-address lookup budget. */
-  limited?: boolean;
+  /**
+   * The per-address lookup budget: `each` request counts; `refusals` counts only the answers
+   * that tell something about accounts (the contract's 409 and 403s), and is refused once spent.
+   */
+  budget?: 'each' | 'refusals';
 };

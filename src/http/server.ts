@@ -2,7 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { errorFields } from '../log.js';
-import { AppError, toAppError, type CoreDeps } from '../core/index.js';
+import { AppError, budgetSpent, takeFromBudget, toAppError, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
 import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
 import { PerIpRateLimiter } from './rate-limit.js';
@@ -10,15 +10,18 @@ import type { Route, RouteContext } from './route.js';
 import { confirmFromPage, showConfirmPage } from './verify-page.js';
 
 const ROUTES: Record<string, Route> = {
-  'POST /api/shell-auth': { handler: initiate, json: true },
-  'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true, limited: true },
-  'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, limited: true },
-  'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, limited: true },
-  'GET /api/whoami': { handler: whoami, json: false },
+  'POST /api/shell-auth': { handler: initiate, json: true, budget: 'refusals' },
+  'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true, budget: 'each' },
+  'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, budget: 'each' },
+  'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, budget: 'each' },
+  'GET /api/whoami': { handler: whoami, json: false, budget: 'each' },
   'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
   'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },
   'GET /healthz': { handler: health, json: false },
 };
+
+/** Answers that tell a prober something about accounts: counted against the lookup budget. */
+const ACCOUNT_REFUSALS: ReadonlySet<ErrorCode> = new Set(['KEY_TAKEN', 'BASE_ACCOUNT_MISSING', 'BASE_ACCOUNT_UNVERIFIED']);
 
 async function health({ deps, res }: RouteContext): Promise<void> {
   await sql`SELECT 1`.execute(deps.db);
@@ -31,7 +34,16 @@ export function createHttpServer(
 ): http.Server {
   const { log } = options;
   const door = { sshHint: options.sshHint };
+  // In memory first (per instance, no I/O for a flood), then the database (shared by all instances).
   const limiter = options.lookupsPerMinute === null ? null : new PerIpRateLimiter(options.lookupsPerMinute);
+  const lookups: Budget | null =
+    options.lookupsPerMinute === null ? null : { name: 'http-lookups', limit: options.lookupsPerMinute, windowMs: 60_000 };
+
+  async function budgetWait(route: Route, ip: string): Promise<number | null> {
+    if (!lookups || !limiter || !route.budget) return null;
+    if (route.budget === 'refusals') return budgetSpent(deps, lookups, ip);
+    return limiter.take(ip) ?? (await takeFromBudget(deps, lookups, ip));
+  }
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
     let url: URL;
@@ -64,12 +76,15 @@ export function createHttpServer(
     }
     const origin: RouteContext['origin'] = { channel: 'http', ip: clientIp(req, options.trustProxy) };
     try {
-      const wait = route.limited && limiter ? limiter.take(origin.ip ?? '') : null;
+      const wait = await budgetWait(route, origin.ip ?? '');
       if (wait !== null) throw new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
       const body = route.json ? await readJson(req) : undefined;
       await route.handler({ deps, door, req, res, url, body, origin });
     } catch (err) {
       const appError = toAppError(err);
+      if (route.budget === 'refusals' && lookups && ACCOUNT_REFUSALS.has(appError.code)) {
+        await takeFromBudget(deps, lookups, origin.ip ?? '').catch(() => null);
+      }
       if (appError.status >= 500) log.error({ err: errorFields(err), path }, 'request failed');
       if (route.page) sendHtml(res, appError.status, `<!doctype html><title>Error</title><p>${appError.message}</p>`);
       else sendError(res, appError);

@@ -13,8 +13,6 @@ import {
   parseInput,
   PublicKeyLineSchema,
   startVerification,
-  formatDuration,
-  type CoreDeps,
 } from '../core/index.js';
 import type { HttpDoorSettings, RouteContext } from './route.js';
 import { sendJson } from './io.js';
@@ -60,20 +58,17 @@ export async function initiate({ deps, res, body, origin }: RouteContext): Promi
   });
 }
 
-function notTrustedReason(deps: CoreDeps, door: HttpDoorSettings, status: 'unverified' | 'expired' | 'disabled'): string {
-  const ssh = door.sshHint;
-  const window = deps.settings.httpTrustWindow;
-  switch (status) {
-    case 'unverified':
-      return 'No verified SSH key found for this email and public key';
-    case 'expired':
-      return (
-        `Verification for HTTP use has expired (it lasts ${typeof window === 'number' ? formatDuration(window) : window} after ` +
-        `the email confirmation): confirm again with POST /api/shell-auth, or use the SSH door: ${ssh}`
-      );
-    case 'disabled':
-      return `HTTP trust is disabled on this server: use the SSH door: ${ssh}`;
-  }
+/**
+ * Why an HTTP caller may not act with a key. One text whatever the reason (unknown pair, window
+ * never opened, expired, spent), so the answer never tells whether an email holds a key; only a
+ * server-wide setting (HTTP minting off) is said as such.
+ */
+export function notTrustedReason(door: HttpDoorSettings, status: 'disabled' | 'closed'): string {
+  if (status === 'disabled') return `HTTP trust is disabled on this server: use the SSH door: ${door.sshHint}`;
+  return (
+    'No HTTP verification in force for this email and key: confirm by email again (POST /api/shell-auth), ' +
+    `or use the SSH door: ${door.sshHint}`
+  );
 }
 
 /** POST /api/shell-auth/verify-key */
@@ -81,7 +76,8 @@ export async function verifyKey({ deps, door, res, body }: RouteContext): Promis
   const input = parseInput(KeyPairRequest, body, 'INVALID_INITIATE');
   const status = await httpKeyStatus(deps, input.email, input.ssh_public_key);
   if (status.status !== 'trusted') {
-    sendJson(res, 401, { verified: false, is_active: false, reason: notTrustedReason(deps, door, status.status) });
+    const reason = notTrustedReason(door, status.status === 'disabled' ? 'disabled' : 'closed');
+    sendJson(res, 401, { verified: false, is_active: false, reason });
     return;
   }
   sendJson(res, 200, {
@@ -117,7 +113,7 @@ export async function verifyPublicKey({ deps, res, body }: RouteContext): Promis
 }
 
 /** POST /api/shell-auth/api-keys */
-export async function createApiKey({ deps, res, body, origin }: RouteContext): Promise<void> {
+export async function createApiKey({ deps, door, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(CreateApiKeyRequest, body, 'INVALID_REQUEST');
   const minted = await mintApiKeyOverHttp(deps, {
     email: input.email,
@@ -125,6 +121,11 @@ export async function createApiKey({ deps, res, body, origin }: RouteContext): P
     label: input.label,
     orgName: input.org_name,
     origin,
+  }).catch((err: unknown) => {
+    // The contract's 401 text, with the same help verify-key gives.
+    if (err instanceof AppError && err.code === 'UNVERIFIED_KEY') throw new AppError('UNVERIFIED_KEY', { detail: notTrustedReason(door, 'closed') });
+    if (err instanceof AppError && err.code === 'HTTP_MINTING_DISABLED') throw new AppError('HTTP_MINTING_DISABLED', { detail: notTrustedReason(door, 'disabled') });
+    throw err;
   });
   sendJson(res, 200, {
     success: true,

@@ -1,16 +1,18 @@
 import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { SshLimits } from '../config.js';
+import { TokenBuckets } from './token-bucket.js';
 
 /** A connection let in: report when it authenticates; closing the socket releases it. */
 export type Admitted = { ip: string; authenticated(): void };
 
 /**
  * The listener's gate, before any SSH byte is read: per-address caps on unauthenticated and on
- * all connections, and the login grace time (OpenSSH LoginGraceTime) after which a connection
- * that has not authenticated is dropped.
+ * all connections, a per-address rate of new connections, and the login grace time (OpenSSH
+ * LoginGraceTime) after which a connection that has not authenticated is dropped.
  */
 export function createAdmission(limits: SshLimits, log: Logger) {
+  const newConnections = new TokenBuckets(limits.connectionsPerSecond, limits.connectionBurst);
   const unauthenticated = new Map<string, number>();
   const open = new Map<string, number>();
   const sockets = new Set<net.Socket>();
@@ -26,7 +28,11 @@ export function createAdmission(limits: SshLimits, log: Logger) {
     /** Counts the socket in, or destroys it and returns null when its address is over a cap. */
     admit(socket: net.Socket): Admitted | null {
       const ip = socket.remoteAddress ?? '';
-      if ((unauthenticated.get(ip) ?? 0) >= limits.maxUnauthenticatedPerIp || (open.get(ip) ?? 0) >= limits.maxConnectionsPerIp) {
+      if (
+        (unauthenticated.get(ip) ?? 0) >= limits.maxUnauthenticatedPerIp ||
+        (open.get(ip) ?? 0) >= limits.maxConnectionsPerIp ||
+        !newConnections.take(ip)
+      ) {
         socket.destroy();
         return null;
       }

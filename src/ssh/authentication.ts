@@ -17,12 +17,14 @@ export type AuthDecision =
   /** The signature verified: this key, and only this key, is who the connection is. */
   | { answer: 'accept'; key: PublicKey }
   | { answer: 'reject' }
-  /** Too many attempts: reject and hang up. */
+  /** Too many attempts, or the address has spent its verification budget: hang up unverified. */
   | { answer: 'hang-up' };
 
 export type AuthPolicy = {
   sshUser: string;
   maxAttempts: number;
+  /** Spends one of the address's signature verifications; false when it has none left. */
+  mayVerify(): boolean;
   /** Checks `signature` over `data` with the key in `keyBlob`; true only when it verifies. */
   verify(keyBlob: Buffer, data: Buffer, signature: Buffer, hashAlgo: string | undefined): boolean;
 };
@@ -41,6 +43,8 @@ export function decideAuthentication(request: AuthRequest, attempt: number, poli
   if (!request.signature || !request.signedData) return { answer: 'key-ok' };
   // Plain "ssh-rsa" signs with SHA-1; like OpenSSH >= 8.8 we take only rsa-sha2-256/512.
   if (parsed.key.type === 'ssh-rsa' && request.hashAlgo !== 'sha256' && request.hashAlgo !== 'sha512') return { answer: 'reject' };
+  // Verifying costs CPU (an attacker needs no private key to make us do it): budgeted per address.
+  if (!policy.mayVerify()) return { answer: 'hang-up' };
   if (!policy.verify(request.keyBlob, request.signedData, request.signature, request.hashAlgo)) return { answer: 'reject' };
   return { answer: 'accept', key: parsed.key };
 }

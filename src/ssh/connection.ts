@@ -1,16 +1,19 @@
 import type { Logger } from 'pino';
 import type { AuthContext, Connection } from 'ssh2';
-import { recordKeySeen, type CoreDeps, type PublicKey } from '../core/index.js';
+import { formatDuration, recordKeySeen, type CoreDeps, type PublicKey } from '../core/index.js';
 import type { SshLimits } from '../config.js';
 import type { Admitted } from './admission.js';
 import { decideAuthentication, type AuthPolicy } from './authentication.js';
 import { handleSession } from './session.js';
+import type { TokenBuckets } from './token-bucket.js';
 
 export type ConnectionSetting = {
   deps: CoreDeps;
   log: Logger;
   limits: SshLimits;
-  auth: Omit<AuthPolicy, 'maxAttempts'>;
+  auth: Omit<AuthPolicy, 'maxAttempts' | 'mayVerify'>;
+  /** The per-address signature-verification budget. */
+  verifications: TokenBuckets;
   sshHint: () => string;
 };
 
@@ -24,7 +27,11 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
   client.on('error', (err) => log.debug({ err: err.message, ip }, 'ssh connection error'));
   let attempts = 0;
   let signedKey: PublicKey | null = null;
-  const policy: AuthPolicy = { ...setting.auth, maxAttempts: limits.maxAuthAttempts };
+  const policy: AuthPolicy = {
+    ...setting.auth,
+    maxAttempts: limits.maxAuthAttempts,
+    mayVerify: () => setting.verifications.take(ip),
+  };
 
   client.on('authentication', (ctx: AuthContext) => {
     const publickey = ctx.method === 'publickey' ? ctx : null;
@@ -42,6 +49,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     );
     switch (decision.answer) {
       case 'hang-up':
+        log.info({ ip, attempts }, 'ssh: authentication refused by limit, closing');
         ctx.reject();
         client.end();
         return;
@@ -68,24 +76,67 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     void recordKeySeen(deps, key);
 
     let openSessions = 0;
-    let idleTimer: NodeJS.Timeout | undefined;
-    const armIdle = () => {
-      clearTimeout(idleTimer);
-      if (openSessions === 0) idleTimer = setTimeout(() => client.end(), limits.idleTimeoutMs);
-    };
-    client.once('close', () => clearTimeout(idleTimer));
-    armIdle();
+    let closing = false;
+    const idle = idleTimer(limits.idleTimeoutMs, () => {
+      log.info({ ip }, 'ssh: idle connection closed');
+      const message = `Connection closed: no activity for ${formatDuration(limits.idleTimeoutMs)}.\n`;
+      for (const notify of idleNotices) notify(message);
+      // The sessions close first, so their clients print the message; then the connection goes.
+      closing = true;
+      if (openSessions === 0) client.end();
+      else setTimeout(() => client.end(), 1_000).unref();
+    });
+    const idleNotices = new Set<(message: string) => void>();
+    client.once('close', () => idle.stop());
 
     const origin = { channel: 'ssh' as const, ip };
     client.on('session', (accept, reject) => {
-      if (openSessions >= limits.maxSessionsPerConnection) return reject();
+      if (closing || openSessions >= limits.maxSessionsPerConnection) return reject();
       openSessions++;
-      clearTimeout(idleTimer);
-      const session = { deps, log, key, origin, sshHint: setting.sshHint(), connectionGone: connection.signal };
+      idle.touch();
+      const notices: Array<(message: string) => void> = [];
+      const session = {
+        deps,
+        log,
+        key,
+        origin,
+        sshHint: setting.sshHint(),
+        connectionGone: connection.signal,
+        activity: idle.touch,
+        outputHighWaterBytes: limits.outputHighWaterBytes,
+        maxQueuedLines: limits.maxQueuedLines,
+        onIdleClose(notify: (message: string) => void) {
+          notices.push(notify);
+          idleNotices.add(notify);
+        },
+      };
       handleSession(accept(), session, () => {
         openSessions--;
-        armIdle();
+        for (const notify of notices) idleNotices.delete(notify);
+        idle.touch();
+        if (closing && openSessions === 0) client.end();
       });
     });
   });
+}
+
+/**
+ * Closes the connection `ms` after the last activity (input or output on any session, or a
+ * session opening or closing). One timer, re-armed lazily rather than on every byte.
+ */
+function idleTimer(ms: number, onIdle: () => void) {
+  let last = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const check = () => {
+    const quiet = Date.now() - last;
+    if (quiet >= ms) onIdle();
+    else timer = setTimeout(check, ms - quiet);
+  };
+  timer = setTimeout(check, ms);
+  return {
+    touch: () => {
+      last = Date.now();
+    },
+    stop: () => clearTimeout(timer),
+  };
 }

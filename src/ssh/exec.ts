@@ -5,10 +5,10 @@ import { channelGone, channelWriters, sessionContext, type ChannelStart } from '
 
 /** `ssh keys@HOST COMMAND ...`: one command, its output, its exit status. */
 export async function runExec(start: ChannelStart & { command: string }): Promise<void> {
-  const io = channelWriters(start.channel, start.pty);
+  const io = channelWriters(start.channel, start.pty, { highWater: start.outputHighWaterBytes, activity: start.activity });
   const abort = channelGone(start);
   // Commands take no input; reading (and dropping) it lets ssh2 see the client close the channel.
-  start.channel.resume();
+  start.channel.on('data', start.activity);
   let code: number;
   try {
     const identity = await start.identity;

@@ -7,6 +7,7 @@ import { errorFields } from '../log.js';
 import { createAdmission } from './admission.js';
 import { handleConnection } from './connection.js';
 import type { HostKey } from './host-key.js';
+import { TokenBuckets } from './token-bucket.js';
 import { coalesceWrites, decodedKeysApplied, DecodedKeyCache, withDecodedKeys } from './ssh2-tuning.js';
 
 export type SshServerOptions = {
@@ -40,6 +41,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     log.warn('ssh2 internals changed: keys are not pre-decoded, so every signature re-reads a PEM (slower, still correct)');
   }
   const keyCache = new DecodedKeyCache();
+  const verifications = new TokenBuckets(limits.authPerMinute / 60, limits.authBurst);
   const admission = createAdmission(limits, log);
   const admitted = new Map<string, ReturnType<typeof admission.admit> & object>();
   let coalescingChecked = false;
@@ -65,6 +67,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         log,
         limits,
         sshHint: options.sshHint,
+        verifications,
         auth: {
           sshUser: options.sshUser,
           verify(keyBlob, data, signature, hashAlgo) {

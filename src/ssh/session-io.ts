@@ -15,6 +15,12 @@ export type ChannelStart = {
   sshHint: string;
   /** Aborted when the whole connection goes (a channel may never see its own 'close' then). */
   connectionGone: AbortSignal;
+  /** Called on every byte in or out: the connection's idle timer counts from the last one. */
+  activity(): void;
+  /** Bytes of output held for a client that does not read, before its input is paused. */
+  outputHighWaterBytes: number;
+  /** Complete lines the shell keeps while a command runs; more are dropped. */
+  maxQueuedLines: number;
 };
 
 /** Aborts when this channel closes or its connection goes away. */
@@ -27,20 +33,53 @@ export function channelGone(start: ChannelStart): AbortController {
   return gone;
 }
 
-/** Writes that are safe after the client has gone, with CRLF line ends on a pty. */
-export function channelWriters(channel: ServerChannel, pty: boolean) {
+export type ChannelWriters = ReturnType<typeof channelWriters>;
+
+/**
+ * Writes that are safe after the client has gone, with CRLF line ends on a pty, and that respect
+ * back-pressure: output not yet taken by the client's SSH window is counted, and past
+ * `highWater` bytes `blocked()` is true until it drains (`writable()` waits for that).
+ */
+export function channelWriters(channel: ServerChannel, pty: boolean, options: { highWater: number; activity(): void }) {
   let open = true;
+  let pending = 0;
+  let waiters: Array<() => void> = [];
   channel.once('close', () => {
     open = false;
+    wake();
   });
+  function wake() {
+    const ready = waiters;
+    waiters = [];
+    for (const resolve of ready) resolve();
+  }
   const crlf = (text: string) => (pty ? text.replace(/\r?\n/g, '\r\n') : text);
+  const send = (stream: NodeJS.WritableStream, writable: boolean, text: string) => {
+    if (!open || !writable || text === '') return;
+    options.activity();
+    const data = Buffer.from(crlf(text));
+    pending += data.length;
+    // The callback runs once ssh2 has handed the bytes to the client's window.
+    stream.write(data, () => {
+      pending -= data.length;
+      options.activity();
+      if (pending < options.highWater) wake();
+    });
+  };
   return {
     isOpen: () => open,
     stdout(text: string) {
-      if (open && channel.writable) channel.write(crlf(text));
+      send(channel, channel.writable, text);
     },
     stderr(text: string) {
-      if (open && channel.stderr.writable) channel.stderr.write(crlf(text));
+      send(channel.stderr, channel.stderr.writable, text);
+    },
+    /** Output is backed up: stop reading input until it drains. */
+    blocked: () => open && pending >= options.highWater,
+    /** Resolves when the client has taken enough output (or has gone). */
+    writable(): Promise<void> {
+      if (!open || pending < options.highWater) return Promise.resolve();
+      return new Promise((resolve) => waiters.push(resolve));
     },
     /** Sends the exit status, then closes the channel (status must come before EOF/close). */
     finish(code: number) {
@@ -48,6 +87,7 @@ export function channelWriters(channel: ServerChannel, pty: boolean) {
       open = false;
       channel.exit(code);
       channel.end();
+      wake();
     },
   };
 }
@@ -62,6 +102,7 @@ export function sessionContext(start: ChannelStart, identity: Identity, io: Outp
     stdout: io.stdout,
     stderr: io.stderr,
     signal,
+    markActive: start.activity,
     async refreshIdentity() {
       ctx.identity = await resolveSshIdentity(start.deps, start.key);
       return ctx.identity;

@@ -13,6 +13,11 @@ export type SessionSetting = {
   origin: ChannelStart['origin'];
   sshHint: string;
   connectionGone: AbortSignal;
+  activity(): void;
+  outputHighWaterBytes: number;
+  maxQueuedLines: number;
+  /** Registers a way to tell this session's client why the connection is closing. */
+  onIdleClose(notify: (message: string) => void): void;
 };
 
 /**
@@ -41,6 +46,11 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
     started = true;
     channel.on('error', (err: Error) => setting.log.debug({ err: err.message }, 'ssh channel error'));
     channel.once('close', sessionEnded);
+    // Said on the channel, which is then closed: a client drops data that arrives after a disconnect.
+    setting.onIdleClose((message) => {
+      if (channel.stderr.writable) channel.stderr.write(pty ? message.replace(/\n/g, '\r\n') : message);
+      channel.end();
+    });
     const identity = resolveSshIdentity(setting.deps, setting.key);
     identity.catch((err) => setting.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
     return { ...setting, channel, pty, identity };

@@ -14,7 +14,7 @@ const MAX_LINE = 4096;
  */
 export async function runShell(start: ChannelStart): Promise<void> {
   const { channel, pty } = start;
-  const io = channelWriters(channel, pty);
+  const io = channelWriters(channel, pty, { highWater: start.outputHighWaterBytes, activity: start.activity });
   const gone = channelGone(start);
   let running: AbortController | null = null;
   gone.signal.addEventListener('abort', () => running?.abort(), { once: true });
@@ -41,37 +41,83 @@ export async function runShell(start: ChannelStart): Promise<void> {
   io.stdout(PROMPT);
 
   const decoder = new StringDecoder('utf8');
-  const queue: string[] = []; // complete lines typed or pasted while a command runs
+  const queue: string[] = []; // complete lines typed or pasted while a command runs (bounded)
   let line = '';
   let escape: 'none' | 'esc' | 'sequence' = 'none'; // arrow keys and the like: swallowed
   let closing = false;
+  let draining = false;
+  let droppedSaid = false;
 
-  const drain = async () => {
-    while (queue.length > 0 && !running && io.isOpen()) {
-      const text = queue.shift()!;
-      const trimmed = text.trim();
-      if (trimmed === 'exit' || trimmed === 'quit' || trimmed === 'logout') {
-        io.finish(0);
-        return;
-      }
-      running = new AbortController();
-      // Ctrl-C stops this command (e.g. login's wait) without closing the session.
-      ctx.signal = AbortSignal.any([running.signal, gone.signal]);
-      try {
-        await runCommandLine(text, ctx);
-      } finally {
-        running = null;
-      }
-      if (io.isOpen()) io.stdout(PROMPT);
+  const enqueue = (text: string) => {
+    if (queue.length >= start.maxQueuedLines) {
+      // Typed (or pasted, or flooded) far ahead: drop it, and say so once until the queue empties.
+      if (!droppedSaid) io.stdout(`\n(input dropped: at most ${start.maxQueuedLines} lines can wait while a command runs)\n`);
+      droppedSaid = true;
+      return;
     }
-    if (closing && queue.length === 0 && !running) io.finish(0);
+    queue.push(text);
   };
 
+  const drain = async () => {
+    if (draining) return;
+    draining = true;
+    try {
+      while (queue.length > 0 && io.isOpen()) {
+        // Back-pressure: nothing more runs (or echoes) until the client has read what it was sent.
+        await io.writable();
+        const text = queue.shift() ?? '';
+        if (queue.length === 0) droppedSaid = false;
+        const trimmed = text.trim();
+        if (trimmed === 'exit' || trimmed === 'quit' || trimmed === 'logout') {
+          io.finish(0);
+          return;
+        }
+        if (trimmed !== '') {
+          running = new AbortController();
+          // Ctrl-C stops this command (e.g. login's wait) without closing the session.
+          ctx.signal = AbortSignal.any([running.signal, gone.signal]);
+          try {
+            await runCommandLine(text, ctx);
+          } finally {
+            running = null;
+          }
+        }
+        if (io.isOpen()) io.stdout(PROMPT);
+      }
+      if (closing && queue.length === 0) io.finish(0);
+    } finally {
+      draining = false;
+      flowInput();
+    }
+  };
+
+  /** Reads input only while output is flowing: a client that sends much and reads nothing stalls itself. */
+  const flowInput = () => {
+    if (!io.isOpen()) return;
+    if (io.blocked()) {
+      channel.pause();
+      void io.writable().then(flowInput);
+    } else {
+      channel.resume();
+    }
+  };
+
+  // Echo is collected per chunk of input and written once: one write, not one per keystroke.
+  let echoed = '';
   const echo = (text: string) => {
-    if (pty) io.stdout(text);
+    if (pty) echoed += text;
   };
 
   const onText = (text: string) => {
+    try {
+      readChars(text);
+    } finally {
+      io.stdout(echoed);
+      echoed = '';
+    }
+  };
+
+  const readChars = (text: string) => {
     for (const char of text) {
       if (running && char === '\x03') {
         echo('^C\n');
@@ -95,7 +141,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
         case '\n':
           if (char === '\n' && pty) break; // terminals send \r; ignore a following \n
           echo('\n');
-          queue.push(line);
+          enqueue(line);
           line = '';
           void drain();
           break;
@@ -130,11 +176,15 @@ export async function runShell(start: ChannelStart): Promise<void> {
     }
   };
 
-  channel.on('data', (data: Buffer) => onText(decoder.write(data)));
+  channel.on('data', (data: Buffer) => {
+    start.activity();
+    onText(decoder.write(data));
+    flowInput();
+  });
   // End of input (piped stdin): run what was queued, then leave.
   channel.once('end', () => {
     onText(decoder.end());
-    if (line.trim()) queue.push(line);
+    if (line.trim()) enqueue(line);
     line = '';
     closing = true;
     void drain();

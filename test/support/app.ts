@@ -42,6 +42,9 @@ export async function startTestApp(
     // Every test request comes from 127.0.0.1; the per-IP limit has its own test.
     MAIL_PER_IP_HOURLY: '0',
     HTTP_LOOKUPS_PER_MINUTE: '0',
+    // Likewise every SSH client: the per-address SSH rates have their own tests.
+    SSH_AUTH_PER_MINUTE: '1000000',
+    SSH_CONNECTIONS_PER_SECOND: '100000',
     SSH_PORT: '0',
     HOST_KEYS_DIR: sharedHostKeysDir,
     ...env,

@@ -38,7 +38,7 @@ export async function startTestCore(settings: Partial<CoreSettings> = {}): Promi
     mailer: { sendVerification: async (mail) => void mails.push(mail) },
     billing: subscriptionBilling(database.db),
     log: pino({ level: 'silent' }),
-    settings: { publicUrl: 'http://shell-auth.test', httpTrustWindow: 15 * 60_000, keyMaxTtlMs: null, mailPerIpHourly: null, ...settings },
+    settings: { publicUrl: 'http://shell-auth.test', httpTrust: { window: 15 * 60_000, mintsPerConfirmation: 1 }, keyMaxTtlMs: null, mailPerIpHourly: null, ...settings },
     now: () => clock.now,
   };
   return {

@@ -8,6 +8,7 @@ import {
   revokeApiKey,
 } from '../../core/index.js';
 import { EXIT, json, optionalString, requireString, UsageError } from '../../cli/framework.js';
+import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 
 export const create = accountCommand({
@@ -75,7 +76,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     }
     const permissions = minted.permissions.map((p) => PERMISSION_NAMES[p] ?? p).join(', ');
     ctx.stderr(
-      `Created API key ${minted.api_key_id} in org ${minted.org_name} (${permissions}; ${expires}). It will not be shown again.\n`,
+      `Created API key ${minted.api_key_id} in org ${escapeForTerminal(minted.org_name)} (${permissions}; ${expires}). It will not be shown again.\n`,
     );
     return EXIT.OK;
   },

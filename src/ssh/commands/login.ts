@@ -11,7 +11,8 @@ export const login = openCommand({
   usage: `login EMAIL
 
 Sends a confirmation link to EMAIL and waits (up to 10 minutes) until you press Confirm on
-the page it opens. After that this key is your identity here, and for a while also over HTTP.`,
+the page it opens. After that this key is your identity here. (It does not open the HTTP
+door's window: HTTP clients confirm with POST /api/shell-auth.)`,
   options: {},
   positionals: { min: 1, max: 1, names: 'EMAIL' },
   async run(ctx, args) {
@@ -33,6 +34,7 @@ the page it opens. After that this key is your identity here, and for a while al
     const outcome = await waitForConfirmation(ctx.deps, started.nonce, {
       signal: ctx.signal,
       onTick(msLeft) {
+        ctx.markActive(); // the wait is bounded by the link's own 10 minutes
         if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
         lastProgress = Date.now();
         ctx.stderr(`  still waiting, ${formatDuration(msLeft)} left...\n`);

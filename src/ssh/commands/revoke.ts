@@ -1,5 +1,6 @@
 import { revokeApiKey } from '../../core/index.js';
 import { EXIT, json } from '../../cli/framework.js';
+import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 
 export const revoke = accountCommand({
@@ -15,7 +16,7 @@ You may revoke keys you created, and any key of an org you own or administer.`,
     if (args.values.json) {
       ctx.stdout(json({ success: true, id: key.id, label: key.label, org_name: key.org_name, revoked_at: key.revoked_at }));
     } else {
-      ctx.stdout(`Revoked API key ${key.id} (${key.label}) in org ${key.org_name}\n`);
+      ctx.stdout(`Revoked API key ${key.id} (${escapeForTerminal(key.label)}) in org ${escapeForTerminal(key.org_name)}\n`);
     }
     return EXIT.OK;
   },

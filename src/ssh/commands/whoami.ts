@@ -1,4 +1,5 @@
 import { EXIT, json } from '../../cli/framework.js';
+import { escapeForTerminal } from '../../text/table.js';
 import { openCommand, unverifiedMessage } from '../command.js';
 
 export const whoami = openCommand({
@@ -28,7 +29,7 @@ export const whoami = openCommand({
       ctx.stderr(unverifiedMessage(key.fingerprint, ctx.sshHint));
       return EXIT.OK;
     }
-    ctx.stdout(`email:    ${user.email}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${key.type})\nverified: yes\n`);
+    ctx.stdout(`email:    ${escapeForTerminal(user.email)}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${key.type})\nverified: yes\n`);
     return EXIT.OK;
   },
 });
