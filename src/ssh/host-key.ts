@@ -9,6 +9,20 @@ const HOST_KEY_FILE = 'ssh_host_ed25519_key';
 export type HostKey = { privateKey: Buffer; fingerprint: string; path: string; created: boolean };
 
 /**
+ * A fresh ed25519 pair in OpenSSH format. ssh2's generator writes a public key whose first byte
+ * is zero with that byte dropped (about 1 key in 256), and then cannot read its own output: such
+ * a key would stop the service from ever starting. Draw again until the key reads back.
+ */
+export function generateHostKeyPair(): { private: string; public: string } {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'shell-auth host key' });
+    const parsed = ssh2.utils.parseKey(pair.private);
+    if (!(parsed instanceof Error) && !Array.isArray(parsed)) return pair;
+  }
+  throw new Error('could not generate a readable ed25519 host key');
+}
+
+/**
  * Loads the ed25519 host key, generating it on first start. Written to a temporary file and
  * hard-linked into place, so instances starting together on one shared directory all end up
  * with the same key and never read a half-written file.
@@ -18,7 +32,7 @@ export function loadOrCreateHostKey(dir: string): HostKey {
   let created = false;
   if (!fs.existsSync(keyPath)) {
     fs.mkdirSync(dir, { recursive: true });
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'shell-auth host key' });
+    const pair = generateHostKeyPair();
     // Random, not pid-based: containers sharing a volume all run as pid 1.
     const temp = `${keyPath}.tmp-${randomBytes(8).toString('hex')}`;
     fs.writeFileSync(temp, pair.private, { mode: 0o600, flag: 'wx' });
