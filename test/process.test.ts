@@ -77,6 +77,8 @@ describe('the service as a process', () => {
     const eml = fs.readFileSync(path.join(outbox, files[0]!), 'utf8');
     expect(eml).toContain(`To: ${email}`);
     expect(eml).toMatch(/shell-auth\/verify\?token=/);
+    // The line is written before the response, but reaches us through a pipe: wait for it, not for luck.
+    for (let i = 0; i < 100 && !service.output().includes('dev mail transport'); i++) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(service.output()).toContain('dev mail transport: verification email written to outbox');
     if (!usingPostgres) expect(fs.existsSync(path.join(dataDir, 'pglite'))).toBe(true);
 
