@@ -7,6 +7,7 @@ import { sweepBudgets, type CoreDeps, type Mailer } from './core/index.js';
 import type { OpenDatabase } from './db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from './http/server.js';
+import { createMetrics, listenForScrapes, type MetricsServer } from './metrics.js';
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 import { createSshServer } from './ssh/server.js';
 import { errorFields } from './log.js';
@@ -20,6 +21,8 @@ export type App = {
   /** How users reach the SSH door, as messages print it: `ssh -p 2222 keys@host`. */
   sshHint: string;
   hostKeyFingerprint: string;
+  /** The Prometheus scrape URL (`http://host:port/metrics`), or null when METRICS_PORT is unset. */
+  metricsUrl: string | null;
   close(): Promise<void>;
 };
 
@@ -43,14 +46,17 @@ function warnAboutSettings(config: Config, log: Logger): void {
 
 /** The whole service: the core, then the SSH door, then the HTTP door. Undoes what it did if a step fails. */
 export async function startApp(config: Config, log: Logger, overrides: { database?: OpenDatabase; mailer?: Mailer } = {}): Promise<App> {
-  const core = await openCore(config, log, overrides);
+  // A registry per app, not prom-client's global one: several apps in one process do not collide.
+  const metrics = config.metricsPort === null ? null : createMetrics();
+  const core = await openCore(config, log, { ...overrides, events: metrics?.events });
   const { deps } = core;
+  if (metrics && core.database.poolStats) metrics.watchPool(core.database.poolStats);
   warnAboutSettings(config, log);
 
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
   log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
   let sshHint = sshCommandHint(config, config.sshPort);
-  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: config.ssh, log });
+  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: config.ssh, log, metrics: metrics ?? undefined });
   let sshAddress: AddressInfo;
   try {
     sshAddress = await ssh.listen(config.sshPort, config.host);
@@ -61,7 +67,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   sshHint = sshCommandHint(config, sshAddress.port);
   log.info({ port: sshAddress.port, user: config.sshUser, try: sshHint }, 'SSH door listening');
 
-  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log, lookupsPerMinute: config.httpLookupsPerMinute, sshHint });
+  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log, lookupsPerMinute: config.httpLookupsPerMinute, sshHint, metrics: metrics ?? undefined });
   http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   try {
     await new Promise<void>((resolve, reject) => {
@@ -81,6 +87,22 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   const httpUrl = `http://${host}:${address.port}`;
   log.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
 
+  let scrapes: MetricsServer | null = null;
+  if (metrics && config.metricsPort !== null) {
+    try {
+      scrapes = await listenForScrapes(metrics.registry, config.metricsPort, config.host);
+    } catch (err) {
+      await ssh.close();
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeAllConnections();
+      });
+      await core.close();
+      throw err;
+    }
+    log.info({ url: scrapes.url }, 'metrics listening');
+  }
+
   // Budget windows older than an hour are never read again.
   const sweeper = setInterval(() => {
     sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
@@ -96,6 +118,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
     sshPort: sshAddress.port,
     sshHint,
     hostKeyFingerprint: hostKey.fingerprint,
+    metricsUrl: scrapes?.url ?? null,
     async close() {
       if (closed) return;
       closed = true;
@@ -106,6 +129,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
         http.closeAllConnections();
       });
       await core.close();
+      await scrapes?.close();
     },
   };
 }

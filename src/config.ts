@@ -2,6 +2,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './core/duration.js';
 import type { HttpTrustWindow } from './core/index.js';
+import { parseAddressRange } from './ssh/proxy-protocol.js';
 
 /**
  * Every setting, its default and its validation, in one place. In the result, `null` always
@@ -34,6 +35,29 @@ const positiveDuration = z
   });
 
 const port = z.coerce.number().int().min(0).max(65535);
+
+const flag = z
+  .enum(['true', 'false', '1', '0'])
+  .default('false')
+  .transform((value) => value === 'true' || value === '1');
+
+/** `127.0.0.1,10.0.0.0/8,::1`: addresses and CIDRs, IPv4 and IPv6, normalised to `address/prefix`. */
+const addressRanges = z.string().transform((value, ctx) => {
+  const ranges: string[] = [];
+  for (const entry of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const range = parseAddressRange(entry);
+    if (range === null) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)` });
+      return z.NEVER;
+    }
+    ranges.push(range);
+  }
+  if (ranges.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'lists no address (e.g. 127.0.0.1,10.0.0.0/8,::1)' });
+    return z.NEVER;
+  }
+  return ranges;
+});
 
 /** A count where 0 (the operator's way of writing "off") becomes null: no limit. */
 const limit = (max: number) =>
@@ -74,9 +98,21 @@ const EnvSchema = z.object({
     .default('false')
     .transform((value) => value === 'true' || value === '1'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  METRICS_PORT: port.optional(),
+  SSH_PROXY_PROTOCOL: flag,
+  SSH_PROXY_FROM: addressRanges.optional(),
 });
 
-const ConfigSchema = EnvSchema.transform((e) => ({
+const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
+  if (e.SSH_PROXY_PROTOCOL && e.SSH_PROXY_FROM === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['SSH_PROXY_FROM'],
+      message: "required when SSH_PROXY_PROTOCOL=true: the load balancers' addresses or CIDRs (e.g. 127.0.0.1,10.0.0.0/8,::1)",
+    });
+  }
+}).transform((e) => ({
   host: e.HOST,
   httpPort: e.HTTP_PORT,
   sshPort: e.SSH_PORT,
@@ -96,6 +132,10 @@ const ConfigSchema = EnvSchema.transform((e) => ({
   mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
   trustProxy: e.TRUST_PROXY,
   logLevel: e.LOG_LEVEL,
+  /** null: pretty on a terminal, JSON otherwise (see `logFormatFor`). */
+  logFormat: e.LOG_FORMAT ?? null,
+  /** The Prometheus scrape listener's port on HOST, or null (off). */
+  metricsPort: e.METRICS_PORT ?? null,
   ssh: {
     /** Unauthenticated connections are dropped after this long (OpenSSH LoginGraceTime). */
     loginGraceMs: e.SSH_LOGIN_GRACE,
@@ -118,6 +158,11 @@ const ConfigSchema = EnvSchema.transform((e) => ({
     /** Complete lines typed ahead while a command runs, and output held for a slow reader. */
     maxQueuedLines: 16,
     outputHighWaterBytes: 64 * 1024,
+    /**
+     * PROXY protocol (v1/v2) on the SSH port, or null (off): only peers in `from` may connect,
+     * each must send a header within `headerTimeoutMs`, and its client address is used everywhere.
+     */
+    proxyProtocol: e.SSH_PROXY_PROTOCOL ? { from: e.SSH_PROXY_FROM ?? [], headerTimeoutMs: 5_000 } : null,
   },
   database: {
     /** A query that takes longer fails with 503 (the pool's read timeout; Postgres cancels it too). */

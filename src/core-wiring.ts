@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { httpBilling, subscriptionBilling, type CoreDeps, type Mailer } from './core/index.js';
+import { CONFIRMATIONS_CHANNEL, httpBilling, subscriptionBilling, type CoreDeps, type CoreEvents, type Mailer } from './core/index.js';
 import { migrateOpenDatabase, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { outboxMailer, smtpMailer } from './mail/mailer.js';
 
@@ -17,7 +17,7 @@ export type Core = { deps: CoreDeps; database: OpenDatabase; close(): Promise<vo
 export async function openCore(
   config: Config,
   log: Logger,
-  overrides: { database?: OpenDatabase; mailer?: Mailer } = {},
+  overrides: { database?: OpenDatabase; mailer?: Mailer; events?: CoreEvents; listen?: boolean } = {},
 ): Promise<Core> {
   const database = overrides.database ?? (await openDatabase(databaseTarget(config), log));
   try {
@@ -40,6 +40,7 @@ export async function openCore(
     mailer,
     billing: config.billingUrl ? httpBilling(config.billingUrl, config.billingTimeoutMs) : subscriptionBilling(database.db),
     log,
+    ...(overrides.events ? { events: overrides.events } : {}),
     settings: {
       publicUrl: config.publicUrl,
       httpTrust: config.httpTrust,
@@ -47,11 +48,15 @@ export async function openCore(
       mailPerIpHourly: config.mailPerIpHourly,
     },
   };
+  // Only a process that serves `login` waits for confirmations (not the admin CLI).
+  const notifications = overrides.listen === false ? undefined : database.listen?.(CONFIRMATIONS_CHANNEL, log);
+  if (notifications) deps.confirmations = notifications;
   return {
     deps,
     database,
     async close() {
       closeMailer();
+      await notifications?.close();
       await database.close();
     },
   };

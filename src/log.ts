@@ -1,7 +1,33 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
+import type PinoPretty from 'pino-pretty';
 
-/** JSON logs. Field names that could carry a secret are redacted wherever they appear. */
-export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+/** pino-pretty costs ~60 ms to load: only a pretty logger pays for it (it is CommonJS, so require works). */
+const loadPretty = (): typeof PinoPretty => createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+
+export type LogFormat = 'json' | 'pretty';
+
+/** LOG_FORMAT if set; otherwise human-readable on a terminal (development), JSON anywhere else. */
+export function logFormatFor(configured: LogFormat | null, isTTY: boolean | undefined): LogFormat {
+  return configured ?? (isTTY ? 'pretty' : 'json');
+}
+
+/**
+ * JSON logs, or pino-pretty's lines for a person at a terminal. Field names that could carry a
+ * secret are redacted wherever they appear, in either format.
+ */
+export function createLogger(level: string, destination?: pino.DestinationStream, format: LogFormat = 'json'): Logger {
+  const stream =
+    format === 'pretty'
+      ? loadPretty()({
+          // Synchronous, so the last lines before process.exit are not lost.
+          sync: true,
+          colorize: destination === undefined && process.stdout.isTTY === true,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,service',
+          ...(destination ? { destination } : {}),
+        })
+      : destination;
   return pino(
     {
       level,
@@ -11,7 +37,7 @@ export function createLogger(level: string, destination?: pino.DestinationStream
         censor: '[redacted]',
       },
     },
-    destination,
+    stream,
   );
 }
 

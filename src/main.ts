@@ -1,7 +1,7 @@
 import { startApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { DataDirLockedError } from './db/database.js';
-import { createLogger, errorFields } from './log.js';
+import { createLogger, errorFields, logFormatFor } from './log.js';
 
 let config;
 try {
@@ -14,7 +14,7 @@ try {
   throw err;
 }
 
-const log = createLogger(config.logLevel);
+const log = createLogger(config.logLevel, undefined, logFormatFor(config.logFormat, process.stdout.isTTY));
 
 // A stray rejection must be logged, never take down a service that is otherwise healthy.
 process.on('unhandledRejection', (reason) => log.error({ err: errorFields(reason) }, 'unhandled promise rejection'));

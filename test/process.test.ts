@@ -8,7 +8,9 @@ import { postgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+// As `npm start` runs it: node with tsx as a loader, no wrapper process (tsx's CLI wrapper relays
+// SIGTERM with a 30 ms handshake and SIGKILLs the service when a loaded machine misses it).
+const NODE_TSX = [process.execPath, '--import', 'tsx'] as const;
 const children: ChildProcess[] = [];
 afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
@@ -24,7 +26,7 @@ function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 /** Runs a command to completion. */
 function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(TSX, args, { cwd: ROOT, env });
+    const child = spawn(NODE_TSX[0], [...NODE_TSX.slice(1), ...args], { cwd: ROOT, env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -35,7 +37,7 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | n
 
 /** Starts the service like `npm start` and waits for its "listening" log line. */
 async function startService(env: NodeJS.ProcessEnv) {
-  const child = spawn(TSX, ['src/main.ts'], { cwd: ROOT, env });
+  const child = spawn(NODE_TSX[0], [...NODE_TSX.slice(1), 'src/main.ts'], { cwd: ROOT, env });
   children.push(child);
   let output = '';
   child.stdout!.on('data', (d) => (output += d));

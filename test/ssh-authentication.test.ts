@@ -50,29 +50,29 @@ describe('SSH authentication decision', () => {
   });
 
   it("a signature by one key presented as another's is rejected", () => {
-    expect(decideAuthentication(signed(victim.publicKey, attackerPrivate), 1, policy)).toEqual({ answer: 'reject' });
+    expect(decideAuthentication(signed(victim.publicKey, attackerPrivate), 1, policy)).toEqual({ answer: 'reject', reason: 'bad_signature' });
   });
 
   it('a corrupted signature is rejected', () => {
     const request = signed(attacker.publicKey, attackerPrivate);
     request.signature = Buffer.from(request.signature!);
     request.signature[request.signature.length - 1]! ^= 1;
-    expect(decideAuthentication(request, 1, policy)).toEqual({ answer: 'reject' });
+    expect(decideAuthentication(request, 1, policy)).toEqual({ answer: 'reject', reason: 'bad_signature' });
   });
 
   it('other methods, other user names and unreadable keys are rejected; the attempt after the limit hangs up', () => {
     const good = signed(attacker.publicKey, attackerPrivate);
-    expect(decideAuthentication({ method: 'password', username: 'keys' }, 1, policy)).toEqual({ answer: 'reject' });
-    expect(decideAuthentication({ ...good, username: 'root' }, 1, policy)).toEqual({ answer: 'reject' });
-    expect(decideAuthentication({ ...good, keyBlob: Buffer.from('garbage') }, 1, policy)).toEqual({ answer: 'reject' });
+    expect(decideAuthentication({ method: 'password', username: 'keys' }, 1, policy)).toEqual({ answer: 'reject', reason: 'method_refused' });
+    expect(decideAuthentication({ ...good, username: 'root' }, 1, policy)).toEqual({ answer: 'reject', reason: 'wrong_user' });
+    expect(decideAuthentication({ ...good, keyBlob: Buffer.from('garbage') }, 1, policy)).toEqual({ answer: 'reject', reason: 'bad_key' });
     expect(decideAuthentication(good, 6, policy).answer).toBe('accept');
-    expect(decideAuthentication(good, 7, policy)).toEqual({ answer: 'hang-up' });
+    expect(decideAuthentication(good, 7, policy)).toEqual({ answer: 'hang-up', reason: 'attempts' });
   });
 
   it('a signed request beyond the verification budget hangs up without verifying; a query costs nothing', () => {
     let verified = 0;
     const broke: AuthPolicy = { ...policy, mayVerify: () => false, verify: () => ++verified > 0 };
-    expect(decideAuthentication(signed(attacker.publicKey, attackerPrivate), 1, broke)).toEqual({ answer: 'hang-up' });
+    expect(decideAuthentication(signed(attacker.publicKey, attackerPrivate), 1, broke)).toEqual({ answer: 'hang-up', reason: 'verify_budget' });
     expect(verified).toBe(0);
     expect(decideAuthentication({ method: 'publickey', username: 'keys', keyBlob: blobOf(victim.publicKey) }, 1, broke)).toEqual({ answer: 'key-ok' });
   });

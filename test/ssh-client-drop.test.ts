@@ -52,10 +52,13 @@ it('a client that drops mid-create leaves no usable key behind, and the server k
   expect(after.code).toBe(0);
   expect(after.stdout).toMatch(/^[0-9a-f-]{100}\n$/);
 
-  // A login wait abandoned by its client stops polling the database (counted, not assumed).
+  // A login wait abandoned by its client stops polling the database (counted, not assumed). This
+  // is the fallback used while LISTEN/NOTIFY is unavailable, so turn notifications off here.
   const waiter = makeKey();
   let queries = 0;
   const realDb = t.app.deps.db;
+  const signals = t.app.deps.confirmations;
+  t.app.deps.confirmations = undefined;
   t.app.deps.db = realDb.withPlugin({
     transformQuery(args) {
       queries++;
@@ -81,6 +84,7 @@ it('a client that drops mid-create leaves no usable key behind, and the server k
     expect(queries).toBe(0);
   } finally {
     t.app.deps.db = realDb;
+    t.app.deps.confirmations = signals;
   }
   expect((await openssh(t.app.sshPort, key.privateKeyPath, ['whoami'])).code).toBe(0);
 });

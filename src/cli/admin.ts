@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
   const program: Program<AdminContext> = { ...bareProgram, log };
   let core;
   try {
-    core = await openCore(config, log);
+    core = await openCore(config, log, { listen: false });
   } catch (err) {
     io.stderr(`error: could not open the database: ${(err as Error).message}\n`);
     return EXIT.FAILED;

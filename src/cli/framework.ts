@@ -57,7 +57,8 @@ export function helpText<Ctx>(program: Program<Ctx>): string {
   ].join('\n');
 }
 
-function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Command<Ctx> | undefined {
+/** The command `words` start with, if any. */
+export function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Command<Ctx> | undefined {
   return commands.find((c) => {
     const nameWords = c.name.split(' ');
     return nameWords.every((word, i) => words[i] === word);

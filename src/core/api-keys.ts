@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
-import { nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
+import { eventsOf, nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
 import type { PublicKey } from './ssh-public-key.js';
@@ -54,7 +54,9 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
   let active = false;
   try {
     active = await deps.billing.isActive({ id: org.org_id, name: org.name });
+    eventsOf(deps).billingChecked(active ? 'active' : 'inactive');
   } catch (err) {
+    eventsOf(deps).billingChecked('error');
     deps.log.warn({ err: (err as Error).message, orgId: org.org_id }, 'billing check failed');
   }
   if (!active) throw new AppError('BILLING_NOT_VERIFIED');
@@ -90,6 +92,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
       details: { label: input.label, ssh_key_id: input.sshKeyId, expires_at: expiresAt?.toISOString() ?? null },
     });
   });
+  eventsOf(deps).apiKeyMinted(input.origin.channel);
   return {
     api_key: apiKey,
     api_key_id: id,

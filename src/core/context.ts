@@ -35,13 +35,66 @@ export type CoreSettings = {
   mailPerIpHourly: number | null;
 };
 
+/**
+ * Every limit that refuses requests, as metrics name it: the mail limits are the core's own; the
+ * doors report theirs through the same port.
+ */
+export type RateLimitName =
+  | 'mail_per_key'
+  | 'mail_per_inbox'
+  | 'mail_per_ip'
+  | 'http_lookups'
+  | 'ssh_auth'
+  | 'ssh_auth_attempts'
+  | 'ssh_connections'
+  | 'ssh_connections_per_ip'
+  | 'ssh_unauthenticated_per_ip';
+
+/**
+ * What the core tells the outside world happened, for metrics. Every argument is a small fixed
+ * set of values: never an email, id, key or address. The default does nothing.
+ */
+export interface CoreEvents {
+  apiKeyMinted(door: Channel): void;
+  /** A verification email handed to the mailer, then sent or failed. */
+  mailQueued(): void;
+  mailSent(): void;
+  mailFailed(): void;
+  billingChecked(result: 'active' | 'inactive' | 'error'): void;
+  /** A request refused by a rate limit. */
+  rateLimited(limit: RateLimitName): void;
+}
+
+export const NO_EVENTS: CoreEvents = {
+  apiKeyMinted() {},
+  mailQueued() {},
+  mailSent() {},
+  mailFailed() {},
+  billingChecked() {},
+  rateLimited() {},
+};
+
+/** Wakes a waiting `login` when its link is confirmed, on any instance (Postgres LISTEN/NOTIFY). */
+export interface ConfirmationSignals {
+  /** False while notifications cannot be relied on: then waiters poll. */
+  listening(): boolean;
+  waitFor(requestId: string, signal: AbortSignal, timeoutMs: number): Promise<'notified' | 'recheck' | 'timeout' | 'aborted'>;
+}
+
+/** The NOTIFY channel confirmations are announced on; the payload is the request id. */
+export const CONFIRMATIONS_CHANNEL = 'shell_auth_confirmations';
+
 export type CoreDeps = {
   db: Db;
+  /** Absent: waiting logins poll the database. */
+  confirmations?: ConfirmationSignals;
   mailer: Mailer;
   billing: BillingCheck;
   log: Logger;
   settings: CoreSettings;
   now?: () => Date;
+  /** Metrics; absent means none. */
+  events?: CoreEvents;
 };
 
 /** Where a request came from, for audit events and the confirmation page. */
@@ -53,6 +106,10 @@ export const PERMISSION_NAMES: Record<string, string> = {
   'clusters:view': 'View Clusters',
   'clusters:create': 'Create Clusters',
 };
+
+export function eventsOf(deps: Pick<CoreDeps, 'events'>): CoreEvents {
+  return deps.events ?? NO_EVENTS;
+}
 
 export function nowOf(deps: CoreDeps): Date {
   return deps.now ? deps.now() : new Date();

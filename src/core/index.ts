@@ -11,8 +11,10 @@ export type {
   VerificationFacts,
   BillingCheck,
   RequestOrigin,
+  CoreEvents,
+  RateLimitName,
 } from './context.js';
-export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS } from './context.js';
+export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, eventsOf, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
 export {
   startVerification,

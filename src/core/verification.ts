@@ -4,7 +4,7 @@ import type { Db } from '../db/database.js';
 import type { User, VerificationRequest } from '../db/schema.js';
 import { ensureUser, orgsOfUser, provisionPersonalOrg, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
-import { nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RequestOrigin, type VerificationFacts } from './context.js';
+import { CONFIRMATIONS_CHANNEL, eventsOf, nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RateLimitName, type RequestOrigin, type VerificationFacts } from './context.js';
 import { baseEmailOf } from './emails.js';
 import { AppError, isUniqueViolation, type ErrorCode } from './errors.js';
 import { findKeyRow, proveBinding } from './identity.js';
@@ -84,6 +84,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     return { request, user, created };
   });
 
+  eventsOf(deps).mailQueued();
   try {
     await deps.mailer.sendVerification({
       to: email,
@@ -91,7 +92,9 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
       ttlMs: VERIFICATION_LINK_TTL_MS,
       facts: verificationFactsOf(request),
     });
+    eventsOf(deps).mailSent();
   } catch (err) {
+    eventsOf(deps).mailFailed();
     deps.log.error({ err: (err as Error).message, requestId: request.id }, 'verification email could not be sent');
     await withdrawRequest(deps, request.id, created ? user.id : null);
     throw new AppError('MAIL_FAILED');
@@ -125,9 +128,9 @@ async function enforceMailLimits(
     .orderBy('created_at', 'asc')
     .execute();
   const lastForPair = recent.filter((r) => r.email === email && r.key_blob === key.blob).at(-1);
-  if (lastForPair) throwIfTooSoon(lastForPair.created_at, MAIL_LIMITS.perPairWindowMs, now);
+  if (lastForPair) throwIfTooSoon(deps, 'mail_per_key', lastForPair.created_at, MAIL_LIMITS.perPairWindowMs, now);
   const oldest = recent[0];
-  if (oldest && recent.length >= MAIL_LIMITS.perMailboxMax) throwIfTooSoon(oldest.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
+  if (oldest && recent.length >= MAIL_LIMITS.perMailboxMax) throwIfTooSoon(deps, 'mail_per_inbox', oldest.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
   const perIp = deps.settings.mailPerIpHourly;
   if (ip === null || perIp === null) return;
   const fromIp = await trx
@@ -139,13 +142,15 @@ async function enforceMailLimits(
     .limit(perIp)
     .execute();
   const first = fromIp[0];
-  if (first && fromIp.length >= perIp) throwIfTooSoon(first.created_at, MAIL_LIMITS.perIpWindowMs, now);
+  if (first && fromIp.length >= perIp) throwIfTooSoon(deps, 'mail_per_ip', first.created_at, MAIL_LIMITS.perIpWindowMs, now);
 }
 
 /** RATE_LIMITED, with the seconds left, when `windowMs` since `since` has not passed yet. */
-function throwIfTooSoon(since: Date | string, windowMs: number, now: Date): void {
+function throwIfTooSoon(deps: CoreDeps, limit: RateLimitName, since: Date | string, windowMs: number, now: Date): void {
   const wait = new Date(since).getTime() + windowMs - now.getTime();
-  if (wait > 0) throw new AppError('RATE_LIMITED', { retryAfterSeconds: Math.ceil(wait / 1000) });
+  if (wait <= 0) return;
+  eventsOf(deps).rateLimited(limit);
+  throw new AppError('RATE_LIMITED', { retryAfterSeconds: Math.ceil(wait / 1000) });
 }
 
 /** What the email and the confirm page show about a request. */
@@ -252,6 +257,8 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
         subjectId: sshKeyId,
         details: { fingerprint: request.fingerprint, request_id: request.id, first_verification: firstVerification },
       });
+      // Sent on commit, to every instance: a `login` waiting for this link wakes at once.
+      await sql`SELECT pg_notify(${CONFIRMATIONS_CHANNEL}, ${request.id})`.execute(trx);
       return { user, fingerprint: request.fingerprint, orgs: await orgsOfUser(trx, user), requestId: request.id };
     });
   } catch (err) {
@@ -330,33 +337,46 @@ export type WaitOutcome = 'confirmed' | 'expired' | 'aborted';
 export async function waitForConfirmation(
   deps: CoreDeps,
   requestId: string,
-  options: { signal: AbortSignal; pollMs?: number; onTick?: (msLeft: number) => void },
+  options: { signal: AbortSignal; pollMs?: number; tickMs?: number; onTick?: (msLeft: number) => void },
 ): Promise<WaitOutcome> {
   const pollMs = options.pollMs ?? 1000;
+  const tickMs = options.tickMs ?? 1000;
   let deadline = nowOf(deps).getTime() + VERIFICATION_LINK_TTL_MS;
+  let look = true; // read the request row on this turn
   for (;;) {
     if (options.signal.aborted) return 'aborted';
-    let row: { consumed_at: Date | null; expires_at: Date } | undefined;
-    try {
-      row = await deps.db
-        .selectFrom('verification_requests')
-        .select(['consumed_at', 'expires_at'])
-        .where('id', '=', requestId)
-        .executeTakeFirst();
-    } catch (err) {
-      // A database blip must not end a wait the user is sitting through: retry until expiry.
-      deps.log.warn({ err: (err as Error).message, requestId }, 'waiting for confirmation: database error, retrying');
-      if (nowOf(deps).getTime() > deadline) return 'expired';
-      await sleep(Math.min(pollMs * 5, 5000), options.signal);
-      continue;
+    if (look) {
+      let row: { consumed_at: Date | null; expires_at: Date } | undefined;
+      try {
+        row = await deps.db
+          .selectFrom('verification_requests')
+          .select(['consumed_at', 'expires_at'])
+          .where('id', '=', requestId)
+          .executeTakeFirst();
+      } catch (err) {
+        // A database blip must not end a wait the user is sitting through: retry until expiry.
+        deps.log.warn({ err: (err as Error).message, requestId }, 'waiting for confirmation: database error, retrying');
+        if (nowOf(deps).getTime() > deadline) return 'expired';
+        await sleep(Math.min(pollMs * 5, 5000), options.signal);
+        continue;
+      }
+      if (!row) return 'expired';
+      deadline = new Date(row.expires_at).getTime();
+      if (row.consumed_at) return 'confirmed';
     }
-    if (!row) return 'expired';
-    deadline = new Date(row.expires_at).getTime();
-    if (row.consumed_at) return 'confirmed';
     const msLeft = deadline - nowOf(deps).getTime();
     if (msLeft <= 0) return 'expired';
     options.onTick?.(msLeft);
-    await sleep(Math.min(pollMs, msLeft), options.signal);
+    const signals = deps.confirmations;
+    if (signals?.listening()) {
+      // No queries while waiting: the confirmation's NOTIFY wakes us; a reconnect or the deadline
+      // makes us look once more.
+      const woke = await signals.waitFor(requestId, options.signal, Math.min(tickMs, msLeft));
+      look = woke !== 'timeout' || msLeft <= tickMs;
+    } else {
+      await sleep(Math.min(pollMs, msLeft), options.signal);
+      look = true;
+    }
   }
 }
 

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import * as initial from '../../migrations/0001_initial.js';
 import * as httpWindowAndBudgets from '../../migrations/0002_http_window_and_budgets.js';
 import type { Database } from './schema.js';
+import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
 // Imported explicitly, not read from disk, so the same list works under tsx, vitest and a build.
 const MIGRATIONS: Record<string, Migration> = {
@@ -28,14 +29,28 @@ export type DatabaseTarget =
   | { kind: 'postgres'; url: string; timeouts?: DatabaseTimeouts }
   | { kind: 'pglite'; dataDir: string | null }; // null: in memory (tests)
 
-export type OpenDatabase = { db: Db; kind: DatabaseTarget['kind']; close: () => Promise<void>; target?: DatabaseTarget };
+/** The connection pool's state now (pg's counters), for metrics. */
+export type PoolStats = { total: number; idle: number; waiting: number; max: number };
+
+export type OpenDatabase = {
+  db: Db;
+  kind: DatabaseTarget['kind'];
+  close: () => Promise<void>;
+  target?: DatabaseTarget;
+  /** Postgres only: PGlite has one connection and no pool. */
+  poolStats?: () => PoolStats;
+  /** LISTEN on a channel, through a connection of its own. */
+  listen?: (channel: string, log: Logger) => Notifications;
+};
+
+const POOL_MAX = 20;
 
 export async function openDatabase(target: DatabaseTarget, log?: Logger): Promise<OpenDatabase> {
   if (target.kind === 'postgres') {
     const timeouts = target.timeouts ?? DEFAULT_DATABASE_TIMEOUTS;
     const pool = new pg.Pool({
       connectionString: target.url,
-      max: 20,
+      max: POOL_MAX,
       // A database that is down, or a pool that is exhausted, gives a prompt 503 rather than a hung request.
       connectionTimeoutMillis: timeouts.connectTimeoutMs,
       idleTimeoutMillis: 30_000,
@@ -47,7 +62,10 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     // An idle client losing its connection emits here; without a listener the process dies.
     pool.on('error', (err) => log?.error({ err: err.message }, 'postgres pool error'));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingTimedOutClients(pool) }) });
-    return { db, kind: 'postgres', close: () => db.destroy(), target };
+    const poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: POOL_MAX });
+    const url = target.url;
+    const listen = (channel: string, log: Logger) => postgresNotifications(url, channel, log);
+    return { db, kind: 'postgres', close: () => db.destroy(), target, poolStats, listen };
   }
 
   let releaseLock = () => {};
@@ -64,6 +82,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
   return {
     db,
     kind: 'pglite',
+    listen: (channel, log) => pgliteNotifications(client, channel, log),
     close: async () => {
       await db.destroy();
       releaseLock();

@@ -2,7 +2,8 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { errorFields } from '../log.js';
-import { AppError, budgetSpent, takeFromBudget, toAppError, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
+import { NO_METRICS, type DoorMetrics } from '../door-metrics.js';
+import { AppError, budgetSpent, eventsOf, takeFromBudget, toAppError, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
 import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
 import { PerIpRateLimiter } from './rate-limit.js';
@@ -30,9 +31,10 @@ async function health({ deps, res }: RouteContext): Promise<void> {
 
 export function createHttpServer(
   deps: CoreDeps,
-  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number | null; sshHint: string },
+  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number | null; sshHint: string; metrics?: DoorMetrics },
 ): http.Server {
   const { log } = options;
+  const metrics = options.metrics ?? NO_METRICS;
   const door = { sshHint: options.sshHint };
   // In memory first (per instance, no I/O for a flood), then the database (shared by all instances).
   const limiter = options.lookupsPerMinute === null ? null : new PerIpRateLimiter(options.lookupsPerMinute);
@@ -54,11 +56,14 @@ export function createHttpServer(
       return;
     }
     const path = url.pathname.replace(/\/+$/, '') || '/';
-    const route = ROUTES[`${req.method} ${path}`];
+    const routeKey = `${req.method} ${path}`;
+    const route = ROUTES[routeKey];
     // Log the path only: a verification link's query string is a secret.
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log.info({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http request');
+      // The route table's key, never the raw path or method: those are the client's to choose.
+      metrics.httpRequest(route ? routeKey : 'unknown', res.statusCode, ms / 1000);
     });
     void handle(route, path, req, res, url).catch((err) => {
       log.error({ err: errorFields(err) }, 'unhandled error in HTTP handler');
@@ -77,7 +82,10 @@ export function createHttpServer(
     const origin: RouteContext['origin'] = { channel: 'http', ip: clientIp(req, options.trustProxy) };
     try {
       const wait = await budgetWait(route, origin.ip ?? '');
-      if (wait !== null) throw new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
+      if (wait !== null) {
+        eventsOf(deps).rateLimited('http_lookups');
+        throw new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
+      }
       const body = route.json ? await readJson(req) : undefined;
       await route.handler({ deps, door, req, res, url, body, origin });
     } catch (err) {

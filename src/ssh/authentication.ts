@@ -11,14 +11,17 @@ export type AuthRequest = {
   hashAlgo?: string;
 };
 
+/** Why a request was refused, for the access log and metrics. */
+export type RejectReason = 'method_refused' | 'wrong_user' | 'bad_key' | 'sha1_signature' | 'bad_signature';
+
 export type AuthDecision =
   /** A signature-less "would you accept this key?": say yes, bind nothing. */
   | { answer: 'key-ok' }
   /** The signature verified: this key, and only this key, is who the connection is. */
   | { answer: 'accept'; key: PublicKey }
-  | { answer: 'reject' }
+  | { answer: 'reject'; reason: RejectReason }
   /** Too many attempts, or the address has spent its verification budget: hang up unverified. */
-  | { answer: 'hang-up' };
+  | { answer: 'hang-up'; reason: 'attempts' | 'verify_budget' };
 
 export type AuthPolicy = {
   sshUser: string;
@@ -36,15 +39,21 @@ export type AuthPolicy = {
  * GHSA-pchf-49fh-w34r).
  */
 export function decideAuthentication(request: AuthRequest, attempt: number, policy: AuthPolicy): AuthDecision {
-  if (attempt > policy.maxAttempts) return { answer: 'hang-up' };
-  if (request.method !== 'publickey' || request.username !== policy.sshUser || !request.keyBlob) return { answer: 'reject' };
+  if (attempt > policy.maxAttempts) return { answer: 'hang-up', reason: 'attempts' };
+  if (request.method !== 'publickey') return { answer: 'reject', reason: 'method_refused' };
+  if (request.username !== policy.sshUser) return { answer: 'reject', reason: 'wrong_user' };
+  if (!request.keyBlob) return { answer: 'reject', reason: 'bad_key' };
   const parsed = parsePublicKeyBlob(request.keyBlob);
-  if (!parsed.ok) return { answer: 'reject' };
+  if (!parsed.ok) return { answer: 'reject', reason: 'bad_key' };
   if (!request.signature || !request.signedData) return { answer: 'key-ok' };
   // Plain "ssh-rsa" signs with SHA-1; like OpenSSH >= 8.8 we take only rsa-sha2-256/512.
-  if (parsed.key.type === 'ssh-rsa' && request.hashAlgo !== 'sha256' && request.hashAlgo !== 'sha512') return { answer: 'reject' };
+  if (parsed.key.type === 'ssh-rsa' && request.hashAlgo !== 'sha256' && request.hashAlgo !== 'sha512') {
+    return { answer: 'reject', reason: 'sha1_signature' };
+  }
   // Verifying costs CPU (an attacker needs no private key to make us do it): budgeted per address.
-  if (!policy.mayVerify()) return { answer: 'hang-up' };
-  if (!policy.verify(request.keyBlob, request.signedData, request.signature, request.hashAlgo)) return { answer: 'reject' };
+  if (!policy.mayVerify()) return { answer: 'hang-up', reason: 'verify_budget' };
+  if (!policy.verify(request.keyBlob, request.signedData, request.signature, request.hashAlgo)) {
+    return { answer: 'reject', reason: 'bad_signature' };
+  }
   return { answer: 'accept', key: parsed.key };
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { AuthContext, Connection } from 'ssh2';
-import { formatDuration, recordKeySeen, type CoreDeps, type PublicKey } from '../core/index.js';
+import { fingerprintOf, formatDuration, recordKeySeen, type CoreDeps, type PublicKey } from '../core/index.js';
 import type { SshLimits } from '../config.js';
 import type { Admitted } from './admission.js';
 import { decideAuthentication, type AuthPolicy } from './authentication.js';
@@ -23,8 +23,11 @@ export type ConnectionSetting = {
  */
 export function handleConnection(client: Connection, admitted: Admitted, setting: ConnectionSetting): void {
   const { deps, log, limits } = setting;
-  const { ip } = admitted;
-  client.on('error', (err) => log.debug({ err: err.message, ip }, 'ssh connection error'));
+  const { ip, access } = admitted;
+  client.on('error', (err) => {
+    log.debug({ err: err.message, ip }, 'ssh connection error');
+    access.failed(err);
+  });
   let attempts = 0;
   let signedKey: PublicKey | null = null;
   const policy: AuthPolicy = {
@@ -47,17 +50,23 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       ++attempts,
       policy,
     );
+    // The fingerprint is all the access log keeps of a key.
+    const attempt = { method: ctx.method, attempt: attempts, fingerprint: publickey ? fingerprintOf(publickey.key.data) : null };
     switch (decision.answer) {
       case 'hang-up':
-        log.info({ ip, attempts }, 'ssh: authentication refused by limit, closing');
+        access.authAttempt('refused_by_limit', { ...attempt, reason: decision.reason });
+        access.ended('auth_limit');
         ctx.reject();
         client.end();
         return;
       case 'reject':
+        access.authAttempt(decision.reason, attempt);
         return ctx.reject(['publickey']);
       case 'key-ok':
+        access.authAttempt('key_ok', attempt);
         return ctx.accept();
       case 'accept':
+        access.authAttempt('accepted', attempt);
         signedKey = decision.key;
         return ctx.accept();
     }
@@ -70,6 +79,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       client.end(); // ssh2 only gets here after an accept, which always sets the key
       return;
     }
+    access.authenticated(key.fingerprint);
     const connection = new AbortController();
     client.once('close', () => connection.abort());
     client.once('end', () => connection.abort());
@@ -79,6 +89,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     let closing = false;
     const idle = idleTimer(limits.idleTimeoutMs, () => {
       log.info({ ip }, 'ssh: idle connection closed');
+      access.ended('idle_timeout');
       const message = `Connection closed: no activity for ${formatDuration(limits.idleTimeoutMs)}.\n`;
       for (const notify of idleNotices) notify(message);
       // The sessions close first, so their clients print the message; then the connection goes.
@@ -99,6 +110,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         deps,
         log,
         key,
+        access,
         origin,
         sshHint: setting.sshHint(),
         connectionGone: connection.signal,

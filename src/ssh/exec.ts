@@ -1,6 +1,7 @@
 import { toAppError } from '../core/index.js';
 import { EXIT } from '../cli/framework.js';
-import { runCommandLine } from './commands/index.js';
+import type { SessionContext } from './command.js';
+import { commandNameOf, runCommandLine } from './commands/index.js';
 import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
 
 /** `ssh keys@HOST COMMAND ...`: one command, its output, its exit status. */
@@ -9,13 +10,17 @@ export async function runExec(start: ChannelStart & { command: string }): Promis
   const abort = channelGone(start);
   // Commands take no input; reading (and dropping) it lets ssh2 see the client close the channel.
   start.channel.on('data', start.activity);
+  const began = performance.now();
+  let ctx: SessionContext | undefined;
   let code: number;
   try {
     const identity = await start.identity;
-    code = await runCommandLine(start.command, sessionContext(start, identity, io, abort.signal));
+    ctx = sessionContext(start, identity, io, abort.signal);
+    code = await runCommandLine(start.command, ctx);
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
     code = EXIT.FAILED;
   }
+  start.access.command(commandNameOf(start.command), code, performance.now() - began, ctx?.identity);
   io.finish(code);
 }

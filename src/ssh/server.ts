@@ -3,10 +3,12 @@ import type { Logger } from 'pino';
 import ssh2, { type ParsedKey } from 'ssh2';
 import type { CoreDeps } from '../core/index.js';
 import type { SshLimits } from '../config.js';
+import type { DoorMetrics } from '../door-metrics.js';
 import { errorFields } from '../log.js';
 import { createAdmission } from './admission.js';
 import { handleConnection } from './connection.js';
 import type { HostKey } from './host-key.js';
+import { addressMatcher, adoptProxySource, readProxyHeader } from './proxy-protocol.js';
 import { TokenBuckets } from './token-bucket.js';
 import { coalesceWrites, decodedKeysApplied, DecodedKeyCache, withDecodedKeys } from './ssh2-tuning.js';
 
@@ -17,6 +19,8 @@ export type SshServerOptions = {
   sshHint: () => string;
   limits: SshLimits;
   log: Logger;
+  /** Connection, authentication and command metrics; none when absent. */
+  metrics?: DoorMetrics;
 };
 
 export type SshServer = {
@@ -42,7 +46,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   }
   const keyCache = new DecodedKeyCache();
   const verifications = new TokenBuckets(limits.authPerMinute / 60, limits.authBurst);
-  const admission = createAdmission(limits, log);
+  const admission = createAdmission(limits, log, options.metrics);
   const admitted = new Map<string, ReturnType<typeof admission.admit> & object>();
   let coalescingChecked = false;
 
@@ -80,8 +84,46 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   );
   ssh.on('error', (err: Error) => log.warn({ err: errorFields(err) }, 'ssh server error'));
 
+  // PROXY protocol: the balancer's header is read first, and its client address becomes the
+  // socket's, so admission, ssh2's info.ip, logs and audit rows all see the client.
+  const proxy = limits.proxyProtocol;
+  const fromBalancer = proxy ? addressMatcher(proxy.from) : null;
+  const awaitingHeader = new Set<net.Socket>();
+  // Anyone can reach the port: refusals of outsiders are logged at most once a minute, with a count.
+  const outsiders = { closed: 0, loggedAt: -Infinity };
+  if (proxy) log.info({ from: proxy.from }, 'ssh: PROXY protocol required on the SSH port');
+
   const tcp = net.createServer((socket) => {
     socket.on('error', () => undefined); // ECONNRESET before ssh2 takes over must not kill us
+    if (!proxy || !fromBalancer) return admit(socket);
+    const peer = socket.remoteAddress;
+    if (!fromBalancer(peer)) {
+      outsiders.closed++;
+      if (Date.now() - outsiders.loggedAt >= 60_000) {
+        log.warn({ peer, closed: outsiders.closed }, 'ssh: connections from outside SSH_PROXY_FROM closed (logged at most once a minute)');
+        outsiders.loggedAt = Date.now();
+        outsiders.closed = 0;
+      }
+      socket.destroy();
+      return;
+    }
+    awaitingHeader.add(socket);
+    void readProxyHeader(socket, proxy.headerTimeoutMs).then((outcome) => {
+      awaitingHeader.delete(socket);
+      if (socket.destroyed) return;
+      if (!outcome.ok) {
+        log.info({ peer, reason: outcome.reason }, 'ssh: no valid PROXY protocol header, connection closed');
+        socket.destroy();
+        return;
+      }
+      // LOCAL / UNKNOWN: the balancer speaks for itself (a health check); keep the socket's peer.
+      if (outcome.header.source) adoptProxySource(socket, outcome.header.source);
+      admit(socket);
+    });
+  });
+  tcp.on('error', (err) => log.error({ err: errorFields(err) }, 'ssh listener error'));
+
+  function admit(socket: net.Socket): void {
     const ticket = admission.admit(socket);
     if (!ticket) return;
     // ssh2 writes every packet separately; with Nagle on, each waits for a delayed ACK (~40 ms).
@@ -99,8 +141,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       });
     }
     ssh.injectSocket(socket);
-  });
-  tcp.on('error', (err) => log.error({ err: errorFields(err) }, 'ssh listener error'));
+  }
 
   return {
     listen(port, host) {
@@ -114,6 +155,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     },
     close() {
       admission.closeAll();
+      for (const socket of awaitingHeader) socket.destroy();
       return new Promise((resolve) => tcp.close(() => resolve()));
     },
   };

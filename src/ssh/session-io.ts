@@ -1,6 +1,7 @@
 import type { ServerChannel } from 'ssh2';
 import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
 import type { Output } from '../cli/framework.js';
+import type { ConnectionRecord } from './access-log.js';
 import type { SessionContext } from './command.js';
 
 /** What a session's program (exec or shell) starts with. */
@@ -9,6 +10,8 @@ export type ChannelStart = {
   pty: boolean;
   deps: CoreDeps;
   key: PublicKey;
+  /** The connection's record: each command's name, exit code and duration go there. */
+  access: ConnectionRecord;
   /** Resolved when the program starts, so a `login` on another session of the connection counts. */
   identity: Promise<Identity>;
   origin: SessionContext['origin'];

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ServerChannel, Session } from 'ssh2';
 import { resolveSshIdentity, type CoreDeps, type PublicKey } from '../core/index.js';
 import { errorFields } from '../log.js';
+import type { ConnectionRecord } from './access-log.js';
 import { runExec } from './exec.js';
 import type { ChannelStart } from './session-io.js';
 import { runShell } from './shell.js';
@@ -10,6 +11,7 @@ export type SessionSetting = {
   deps: CoreDeps;
   log: Logger;
   key: PublicKey;
+  access: ConnectionRecord;
   origin: ChannelStart['origin'];
   sshHint: string;
   connectionGone: AbortSignal;
@@ -52,7 +54,10 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
       channel.end();
     });
     const identity = resolveSshIdentity(setting.deps, setting.key);
-    identity.catch((err) => setting.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'));
+    identity.then(
+      (found) => setting.access.identity(found),
+      (err) => setting.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'),
+    );
     return { ...setting, channel, pty, identity };
   };
   session.on('exec', (accept, _reject, info) => {

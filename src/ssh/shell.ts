@@ -1,7 +1,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import { toAppError } from '../core/index.js';
 import type { SessionContext } from './command.js';
-import { runCommandLine } from './commands/index.js';
+import { commandNameOf, runCommandLine } from './commands/index.js';
 import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
@@ -76,8 +76,10 @@ export async function runShell(start: ChannelStart): Promise<void> {
           running = new AbortController();
           // Ctrl-C stops this command (e.g. login's wait) without closing the session.
           ctx.signal = AbortSignal.any([running.signal, gone.signal]);
+          const began = performance.now();
           try {
-            await runCommandLine(text, ctx);
+            const code = await runCommandLine(text, ctx);
+            start.access.command(commandNameOf(text), code, performance.now() - began, ctx.identity);
           } finally {
             running = null;
           }

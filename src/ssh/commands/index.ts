@@ -1,4 +1,4 @@
-import { EXIT, runCommand, type Program } from '../../cli/framework.js';
+import { EXIT, findCommand, runCommand, type Program } from '../../cli/framework.js';
 import type { SessionContext, SshCommand } from '../command.js';
 import { tokenize } from '../tokenize.js';
 import { create } from './create.js';
@@ -23,4 +23,18 @@ export async function runCommandLine(line: string, ctx: SessionContext): Promise
     return EXIT.USAGE;
   }
   return runCommand(sshProgram(ctx), tokens.words, ctx);
+}
+
+/**
+ * The command a line runs, as the access log and metrics name it: a known command's name (`help`
+ * for `--help`), `none` for an empty line, else `unknown`. Never more of the line: labels and
+ * arguments can hold secrets, and a mistyped word could be one too.
+ */
+export function commandNameOf(line: string): string {
+  const tokens = tokenize(line);
+  if (!tokens.ok) return 'unknown';
+  const [first] = tokens.words;
+  if (first === undefined || first === '') return 'none';
+  if (first === '--help' || first === '-h') return 'help';
+  return findCommand(COMMANDS, tokens.words)?.name ?? 'unknown';
 }

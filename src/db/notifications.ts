@@ -1,0 +1,132 @@
+import type { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+/**
+ * Postgres LISTEN/NOTIFY on one channel, one listening connection per process, fanned out to
+ * every local waiter by key. Notifications are sent on commit, from any instance. While the
+ * listening connection is down, `listening()` is false and waiters fall back to polling; when it
+ * comes back, every waiter is woken to look again (a notification may have been missed).
+ */
+export type Notifications = {
+  listening(): boolean;
+  /** Resolves with `notified` for a payload equal to `key`, `recheck` after a reconnect, `timeout` or `aborted`. */
+  waitFor(key: string, signal: AbortSignal, timeoutMs: number): Promise<'notified' | 'recheck' | 'timeout' | 'aborted'>;
+  close(): Promise<void>;
+};
+
+type Outcome = 'notified' | 'recheck';
+
+function fanOut() {
+  const waiters = new Map<string, Set<(outcome: Outcome) => void>>();
+  return {
+    deliver(key: string) {
+      for (const wake of waiters.get(key) ?? []) wake('notified');
+    },
+    wakeAll() {
+      for (const set of waiters.values()) for (const wake of set) wake('recheck');
+    },
+    waitFor(key: string, signal: AbortSignal, timeoutMs: number) {
+      return new Promise<Outcome | 'timeout' | 'aborted'>((resolve) => {
+        if (signal.aborted) return resolve('aborted');
+        const set = waiters.get(key) ?? new Set();
+        waiters.set(key, set);
+        const finish = (outcome: Outcome | 'timeout' | 'aborted') => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          set.delete(finish);
+          if (set.size === 0) waiters.delete(key);
+          resolve(outcome);
+        };
+        const onAbort = () => finish('aborted');
+        const timer = setTimeout(() => finish('timeout'), timeoutMs);
+        signal.addEventListener('abort', onAbort, { once: true });
+        set.add(finish);
+      });
+    },
+  };
+}
+
+/** A dedicated (not pooled) connection: a pool could hand a LISTENing connection to anyone. */
+export function postgresNotifications(url: string, channel: string, log: Logger): Notifications {
+  const waiters = fanOut();
+  let client: pg.Client | null = null;
+  let up = false;
+  let closed = false;
+  let retryMs = 500;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  const connect = async () => {
+    if (closed) return;
+    const next = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true });
+    next.on('error', (err) => {
+      log.warn({ err: err.message }, 'notifications: listening connection lost; waiting sessions poll meanwhile');
+      lost(next);
+    });
+    next.on('end', () => lost(next));
+    next.on('notification', (message) => {
+      if (message.channel === channel && message.payload) waiters.deliver(message.payload);
+    });
+    try {
+      await next.connect();
+      await next.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      if (closed) {
+        await next.end().catch(() => undefined); // closed while we were connecting
+        return;
+      }
+      client = next;
+      up = true;
+      retryMs = 500;
+      waiters.wakeAll(); // anything confirmed while we were down: look again
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'notifications: could not listen; retrying');
+      lost(next);
+    }
+  };
+  const lost = (which: pg.Client) => {
+    if (client !== null && client !== which) return;
+    up = false;
+    client = null;
+    void which.end().catch(() => undefined);
+    if (closed || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      void connect();
+    }, retryMs);
+    retryTimer.unref();
+    retryMs = Math.min(retryMs * 2, 30_000);
+  };
+  void connect();
+
+  return {
+    listening: () => up,
+    waitFor: waiters.waitFor,
+    async close() {
+      closed = true;
+      clearTimeout(retryTimer);
+      up = false;
+      await client?.end().catch(() => undefined);
+    },
+  };
+}
+
+export function pgliteNotifications(db: PGlite, channel: string, log: Logger): Notifications {
+  const waiters = fanOut();
+  let up = false;
+  let unlisten: (() => Promise<void>) | null = null;
+  db.listen(channel, (payload) => waiters.deliver(payload)).then(
+    (stop) => {
+      unlisten = stop;
+      up = true;
+    },
+    (err: unknown) => log.warn({ err: (err as Error).message }, 'notifications: PGlite could not listen; waiting sessions poll'),
+  );
+  return {
+    listening: () => up,
+    waitFor: waiters.waitFor,
+    async close() {
+      up = false;
+      await unlisten?.().catch(() => undefined);
+    },
+  };
+}
