@@ -1,13 +1,11 @@
-import fs from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { createLogger, logFormatFor } from '../src/log.js';
-import { loadOrCreateHostKey } from '../src/ssh/host-key.js';
-import { createSshServer } from '../src/ssh/server.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
+import { withSshServer } from './support/ssh-server.js';
 import { connectClient, execOn, openssh, parsedKey, ssh2Exec, TrickAgent } from './support/ssh.js';
 
 type Line = Record<string, any>;
@@ -147,27 +145,9 @@ describe('refused authentications', () => {
 });
 
 describe('why a connection ended', () => {
-  async function withServer(limits: Record<string, number>, body: (port: number, close: () => Promise<void>) => Promise<void>) {
-    const hostKey = loadOrCreateHostKey(fs.mkdtempSync('/tmp/shell-auth-access-'));
-    const server = createSshServer(t.app.deps, {
-      hostKey,
-      sshUser: 'keys',
-      sshHint: () => 'ssh keys@x',
-      log: t.app.deps.log,
-      limits: { ...loadConfig({}).ssh, ...limits },
-    });
-    const { port } = await server.listen(0, '127.0.0.1');
-    let closed = false;
-    const close = async () => {
-      if (!closed) await server.close();
-      closed = true;
-    };
-    try {
-      await body(port, close);
-    } finally {
-      await close();
-    }
-  }
+  const withServer = (limits: Record<string, number>, body: (port: number, close: () => Promise<void>) => Promise<void>) =>
+    withSshServer(t.app.deps, limits, body);
+
 
   it('idle timeout, login grace time, and server shutdown', async () => {
     const { key } = await verifiedUser();

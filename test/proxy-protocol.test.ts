@@ -17,8 +17,8 @@ import {
   readProxyHeader,
   type ProxyParse,
 } from '../src/ssh/proxy-protocol.js';
-import { createSshServer } from '../src/ssh/server.js';
 import { confirmForm, startTestApp, tokenOf, type TestApp } from './support/app.js';
+import { withSshServer } from './support/ssh-server.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { openssh, privateKeyOf, ssh2Exec, type RunResult } from './support/ssh.js';
 
@@ -309,21 +309,7 @@ afterAll(async () => {
 
 const PROXIED = { from: ['127.0.0.1/32'], headerTimeoutMs: 5_000 };
 
-async function withServer(limits: Partial<SshLimits>, body: (port: number) => Promise<void>) {
-  const server = createSshServer(t.app.deps, {
-    hostKey: loadOrCreateHostKey(fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-proxy-'))),
-    sshUser: 'keys',
-    sshHint: () => 'ssh keys@test',
-    log: t.app.deps.log,
-    limits: { ...loadConfig({}).ssh, ...limits },
-  });
-  const { port } = await server.listen(0, '127.0.0.1');
-  try {
-    await body(port);
-  } finally {
-    await server.close();
-  }
-}
+const withServer = (limits: Partial<SshLimits>, body: (port: number) => Promise<void>) => withSshServer(t.app.deps, limits, body);
 
 /** A TCP connection to the door that has already written `header` (as a balancer would). */
 function connectWithHeader(port: number, header: Buffer | string, localAddress = '127.0.0.1'): Promise<net.Socket> {

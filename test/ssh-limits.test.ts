@@ -5,13 +5,12 @@ import os from 'node:os';
 import path from 'node:path';
 import ssh2, { type ClientChannel } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, type SshLimits } from '../src/config.js';
-import { createSshServer, type SshServer } from '../src/ssh/server.js';
-import { loadOrCreateHostKey } from '../src/ssh/host-key.js';
+import type { SshLimits } from '../src/config.js';
 import { makeKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { postgresUrl, usingPostgres } from './support/database.js';
 import { openssh, privateKeyOf } from './support/ssh.js';
+import { withSshServer } from './support/ssh-server.js';
 
 // Everything a client can grow has a bound: queued lines, output held for a client that does
 // not read, CPU spent verifying signatures, connections opened, time spent idle.
@@ -27,22 +26,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function withServer(limits: Partial<SshLimits>, body: (port: number, server: SshServer) => Promise<void>) {
-  const hostKey = loadOrCreateHostKey(fs.mkdtempSync('/tmp/shell-auth-limits-'));
-  const server = createSshServer(t.app.deps, {
-    hostKey,
-    sshUser: 'keys',
-    sshHint: () => 'ssh keys@test',
-    log: t.app.deps.log,
-    limits: { ...loadConfig({}).ssh, ...limits },
-  });
-  const { port } = await server.listen(0, '127.0.0.1');
-  try {
-    await body(port, server);
-  } finally {
-    await server.close();
-  }
-}
+const withServer = (limits: Partial<SshLimits>, body: (port: number) => Promise<void>) => withSshServer(t.app.deps, limits, body);
 
 /** A shell; a reading client keeps only the counts and the last bit of what it read. */
 type Shell = { client: ssh2.Client; channel: ClientChannel; output: () => string; sawHelp: () => boolean; bytes: () => number };
