@@ -39,15 +39,19 @@ export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promis
     .executeTakeFirst();
   const userId = sshAccountOf(bindingOf(row));
   if (!row || userId === null) return { kind: 'anonymous', key };
-  const user: User = {
-    id: userId,
+  return { kind: 'account', key, user: userOf(userId, row), sshKeyId: row.ssh_key_id };
+}
+
+/** The user's columns out of a row that joined them in. */
+function userOf(id: string, row: Omit<User, 'id'>): User {
+  return {
+    id,
     email: row.email,
     base_user_id: row.base_user_id,
     is_active: row.is_active,
     verified_at: row.verified_at,
     created_at: row.created_at,
   };
-  return { kind: 'account', key, user, sshKeyId: row.ssh_key_id };
 }
 
 /** Best effort, after an SSH authentication: a failed update must not cost the user their session. */
@@ -81,14 +85,7 @@ export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKe
       : bindingOf(undefined);
   const access = httpAccess(binding, row?.is_active ? row.id : null, deps.settings.httpTrust, nowOf(deps));
   if (access !== 'trusted' || !row || row.ssh_key_id === null) return { status: access === 'trusted' ? 'unverified' : access };
-  const user: User = {
-    id: row.id,
-    email: row.email,
-    base_user_id: row.base_user_id,
-    is_active: row.is_active,
-    verified_at: row.verified_at,
-    created_at: row.created_at,
-  };
+  const user = userOf(row.id, row);
   return { status: 'trusted', user, sshKeyId: row.ssh_key_id, orgs: await orgsOfUser(deps.db, user) };
 }
 
