@@ -3,10 +3,11 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from './config.js';
-import { sweepBudgets, type CoreDeps, type Mailer } from './core/index.js';
-import type { OpenDatabase } from './db/database.js';
+import { startMailSender, sweepBudgets, type CoreDeps, type Mailer } from './core/index.js';
+import { pendingMigrations, type OpenDatabase } from './db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from './http/server.js';
+import type { Readiness } from './http/route.js';
 import { createMetrics, listenForScrapes, type MetricsServer } from './metrics.js';
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 import { createSshServer } from './ssh/server.js';
@@ -23,6 +24,15 @@ export type App = {
   hostKeyFingerprint: string;
   /** The Prometheus scrape URL (`http://host:port/metrics`), or null when METRICS_PORT is unset. */
   metricsUrl: string | null;
+  /** What GET /readyz answers. */
+  readiness(): Promise<Readiness>;
+  /**
+   * The graceful stop (SIGTERM): readiness fails at once, both listeners stop accepting, running
+   * commands and requests get up to `graceMs`, shells are told, the mail sender finishes its
+   * message; then everything is closed.
+   */
+  drain(graceMs: number): Promise<void>;
+  /** Stops at once, cutting whatever runs. */
   close(): Promise<void>;
 };
 
@@ -67,7 +77,33 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   sshHint = sshCommandHint(config, sshAddress.port);
   log.info({ port: sshAddress.port, user: config.sshUser, try: sshHint }, 'SSH door listening');
 
-  const http = createHttpServer(deps, { trustProxy: config.trustProxy, log, lookupsPerMinute: config.httpLookupsPerMinute, sshHint, metrics: metrics ?? undefined });
+  let draining = false;
+  async function readiness(): Promise<Readiness> {
+    const checks: Record<string, string> = {
+      draining: draining ? 'yes' : 'no',
+      ssh: ssh.listening() ? 'listening' : 'closed',
+      http: http.listening ? 'listening' : 'closed',
+    };
+    try {
+      const pending = await pendingMigrations(deps.db);
+      checks.database = 'ok';
+      checks.migrations = pending.length === 0 ? 'applied' : `pending: ${pending.join(', ')}`;
+    } catch {
+      checks.database = 'unreachable';
+      checks.migrations = 'unknown';
+    }
+    const ready = !draining && ssh.listening() && http.listening && checks.database === 'ok' && checks.migrations === 'applied';
+    return { ready, checks };
+  }
+
+  const http = createHttpServer(deps, {
+    trustProxy: config.trustProxy,
+    log,
+    lookupsPerMinute: config.httpLookupsPerMinute,
+    sshHint,
+    readiness,
+    metrics: metrics ?? undefined,
+  });
   http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   try {
     await new Promise<void>((resolve, reject) => {
@@ -109,6 +145,10 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   }, 10 * 60_000);
   sweeper.unref();
 
+  // Every instance sends: whichever is up delivers what any of them queued.
+  const mailSender = startMailSender(deps);
+  deps.mailSender = mailSender;
+
   let closed = false;
   return {
     deps,
@@ -119,17 +159,50 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
     sshHint,
     hostKeyFingerprint: hostKey.fingerprint,
     metricsUrl: scrapes?.url ?? null,
+    readiness,
+    async drain(graceMs) {
+      if (closed || draining) return;
+      draining = true;
+      log.info({ graceMs }, 'draining: not ready, listeners closed, running commands and requests may finish');
+      clearInterval(sweeper);
+      const started = Date.now();
+      await Promise.all([ssh.drain(graceMs), drainHttp(http, graceMs)]);
+      await mailSender.stop();
+      closed = true;
+      await core.close();
+      await scrapes?.close();
+      log.info({ ms: Date.now() - started }, 'drained');
+    },
     async close() {
       if (closed) return;
       closed = true;
+      draining = true;
       clearInterval(sweeper);
       await ssh.close();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeAllConnections();
       });
+      await mailSender.stop();
       await core.close();
       await scrapes?.close();
     },
   };
+}
+
+/**
+ * Stops accepting; closes keep-alive connections as they fall idle; cuts the rest after
+ * `graceMs`. Resolves when the last connection is gone.
+ */
+function drainHttp(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const idle = setInterval(() => server.closeIdleConnections(), 250);
+    const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+    server.close(() => {
+      clearInterval(idle);
+      clearTimeout(cut);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
 }

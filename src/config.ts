@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './core/duration.js';
@@ -102,6 +103,10 @@ const EnvSchema = z.object({
   METRICS_PORT: port.optional(),
   SSH_PROXY_PROTOCOL: flag,
   SSH_PROXY_FROM: addressRanges.optional(),
+  SHUTDOWN_GRACE: positiveDuration.prefault('20s'),
+  WORKERS: z
+    .union([z.literal('auto'), z.coerce.number().int().min(1).max(256)], { error: 'must be a number of processes (1-256) or "auto"' })
+    .default(1),
 });
 
 const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
@@ -136,6 +141,10 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   logFormat: e.LOG_FORMAT ?? null,
   /** The Prometheus scrape listener's port on HOST, or null (off). */
   metricsPort: e.METRICS_PORT ?? null,
+  /** On SIGTERM, how long running commands and requests get to finish before they are cut. */
+  shutdownGraceMs: e.SHUTDOWN_GRACE,
+  /** Worker processes sharing the ports (node:cluster); 'auto' is one per CPU. 1: no cluster. */
+  workers: e.WORKERS === 'auto' ? Math.max(1, os.availableParallelism()) : e.WORKERS,
   ssh: {
     /** Unauthenticated connections are dropped after this long (OpenSSH LoginGraceTime). */
     loginGraceMs: e.SSH_LOGIN_GRACE,

@@ -21,12 +21,18 @@ process.on('unhandledRejection', (reason) => log.error({ err: errorFields(reason
 
 try {
   const app = await startApp(config, log);
+  const grace = config.shutdownGraceMs;
   let stopping = false;
+  // The first signal drains (up to SHUTDOWN_GRACE); a second one stops at once.
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      log.warn({ signal }, 'second signal: stopping now');
+      void app.close().finally(() => process.exit(1));
+      return;
+    }
     stopping = true;
-    log.info({ signal }, 'shutting down');
-    app.close().then(
+    log.info({ signal, graceMs: grace }, 'shutting down');
+    app.drain(grace).then(
       () => process.exit(0),
       (err) => {
         log.error({ err: errorFields(err) }, 'error during shutdown');

@@ -101,13 +101,23 @@ export function createMetrics(): AppMetrics {
   });
   const mailsQueued = new Counter({
     name: 'shell_auth_emails_queued_total',
-    help: 'Verification emails handed to the mailer.',
+    help: 'Verification emails written to the outbox.',
     registers,
   });
-  const mailsSent = new Counter({ name: 'shell_auth_emails_sent_total', help: 'Verification emails the mailer accepted.', registers });
+  const mailsSent = new Counter({ name: 'shell_auth_emails_sent_total', help: 'Verification emails the mail server accepted.', registers });
+  const mailSendErrors = new Counter({
+    name: 'shell_auth_email_send_errors_total',
+    help: 'Failed attempts to send a verification email (each is retried while its link lasts).',
+    registers,
+  });
   const mailsFailed = new Counter({
     name: 'shell_auth_emails_failed_total',
-    help: 'Verification emails that could not be sent (the request answered 503 / MAIL_FAILED).',
+    help: 'Verification emails given up on: their link expired (or was used) before they could be sent.',
+    registers,
+  });
+  const mailsPending = new Gauge({
+    name: 'shell_auth_emails_pending',
+    help: 'Verification emails in the outbox not yet sent (all instances), as this instance last counted.',
     registers,
   });
   const rateLimited = new Counter({
@@ -165,7 +175,9 @@ export function createMetrics(): AppMetrics {
     apiKeyMinted: (door) => minted.inc({ door }),
     mailQueued: () => mailsQueued.inc(),
     mailSent: () => mailsSent.inc(),
-    mailFailed: () => mailsFailed.inc(),
+    mailSendFailed: () => mailSendErrors.inc(),
+    mailAbandoned: () => mailsFailed.inc(),
+    mailPending: (count) => mailsPending.set(count),
     billingChecked: (result) => billing.inc({ result }),
     rateLimited: (limit) => rateLimited.inc({ limit }),
   };

@@ -38,6 +38,7 @@ async function ssh(identity: Identity, line: string): Promise<Captured> {
     origin: { channel: 'ssh', ip: '192.0.2.1' },
     sshHint: 'ssh -p 2222 keys@host',
     signal: new AbortController().signal,
+    shuttingDown: new AbortController().signal,
     markActive: () => undefined,
     async refreshIdentity() {
       ctx.identity = await resolveSshIdentity(core.deps, identity.key);

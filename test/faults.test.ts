@@ -7,10 +7,10 @@ import { startApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/database.js';
 import { createLogger } from '../src/log.js';
-import { openTestDatabase, postgresUrl, usingPostgres } from './support/database.js';
+import { freshPostgresUrl, openTestDatabase, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { startSmtpServer } from './support/smtp.js';
-import { startTestApp } from './support/app.js';
+import { confirmForm, startTestApp, tokenOf } from './support/app.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
@@ -18,7 +18,7 @@ afterAll(async () => {
 });
 
 describe('SMTP down', () => {
-  it('gives a clear 503, withdraws the link so it does not count, and works once SMTP is back', async () => {
+  it('the request still succeeds; the mail waits in the outbox and arrives exactly once when SMTP is back, and its link works', async () => {
     const smtp = await startSmtpServer();
     const port = smtp.port;
     await smtp.close();
@@ -27,20 +27,52 @@ describe('SMTP down', () => {
     const email = uniqueEmail('nomail');
     const key = makeKey();
     const res = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
-    expect(res.status).toBe(503);
-    expect(res.body).toEqual({ success: false, error: 'Verification email could not be sent; try again later' });
-    const pending = await t.app.deps.db.selectFrom('verification_requests').select('id').where('email', '=', email).execute();
-    expect(pending).toHaveLength(0);
-    expect(t.logs.join('\n')).toContain('verification email could not be sent');
+    expect(res.status).toBe(200);
+    expect(res.body.is_new_user).toBe(true);
 
-    // Bring a mail server up on the same port: the retry is not rate-limited and the mail arrives.
+    // The sender has tried, failed, and scheduled a retry; the mail is kept, the link is not withdrawn.
+    const outboxRow = () =>
+      t.app.deps.db
+        .selectFrom('mail_outbox')
+        .innerJoin('verification_requests', 'verification_requests.id', 'mail_outbox.request_id')
+        .select(['mail_outbox.attempts', 'mail_outbox.last_error', 'mail_outbox.sent_at', 'mail_outbox.token'])
+        .where('verification_requests.email', '=', email)
+        .executeTakeFirstOrThrow();
+    for (let i = 0; i < 200 && (await outboxRow()).attempts < 2; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    const failing = await outboxRow();
+    expect(failing.attempts).toBeGreaterThanOrEqual(2);
+    expect(failing.last_error).toMatch(/ECONNREFUSED/);
+    expect(failing.sent_at).toBeNull();
+    expect(t.logs.join('\n')).toContain('verification email not sent yet; will retry');
+
     const revived = await startSmtpServerOn(port);
     cleanups.push(() => revived.close());
-    const retry = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
-    expect(retry.status).toBe(200);
-    // The failed attempt left no account behind: this is still the account's creation.
-    expect(retry.body.is_new_user).toBe(true);
-    expect((await revived.waitForMail(email)).link).toBeTruthy();
+    const mail = await revived.waitForMail(email, 20_000);
+    const confirmed = await t.request('/shell-auth/verify', confirmForm(tokenOf(mail.link ?? '')));
+    expect(confirmed.status).toBe(200);
+    const sent = await outboxRow();
+    expect(sent.sent_at).not.toBeNull();
+    expect(sent.token).toBeNull(); // the token is not kept once the mail is out
+    // Exactly one: give a duplicate the time to show up (the sender's next retry would be due by now).
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(revived.mailsTo(email)).toHaveLength(1);
+  });
+
+  it('a mail server that accepts connections and never answers does not hold up the request', async () => {
+    const held: net.Socket[] = [];
+    const blackhole = net.createServer((socket) => void held.push(socket)); // no greeting, ever
+    await new Promise<void>((resolve) => blackhole.listen(0, '127.0.0.1', resolve));
+    cleanups.push(async () => {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => blackhole.close(resolve));
+    });
+    const t = await startTestApp({ SMTP_URL: `smtp://127.0.0.1:${(blackhole.address() as net.AddressInfo).port}` });
+    cleanups.push(() => t.close());
+    const started = Date.now();
+    const res = await t.post('/api/shell-auth', { email: uniqueEmail('blackhole'), ssh_public_key: makeKey().publicKey });
+    expect(res.status).toBe(200);
+    // Answered before the transport's 10 s greeting timeout could have ended the attempt: it never waited for it.
+    expect(Date.now() - started).toBeLessThan(8_000);
   });
 });
 
@@ -109,7 +141,7 @@ async function startCuttableProxy(target: URL) {
 
 describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is in-process)', () => {
   it('answers 503 while the database is unreachable, stays up, and recovers', async () => {
-    const real = new URL(postgresUrl());
+    const real = new URL(await freshPostgresUrl());
     const proxy = await startCuttableProxy(real);
     cleanups.push(proxy.close);
     const viaProxy = new URL(real);
@@ -136,17 +168,21 @@ describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is
     }
     const health = await fetch(`${app.httpUrl}/healthz`);
     expect(health.status).toBe(503);
+    const readiness = await fetch(`${app.httpUrl}/readyz`);
+    expect(readiness.status).toBe(503);
+    expect(await readiness.json()).toMatchObject({ ready: false, checks: { database: 'unreachable', ssh: 'listening', http: 'listening' } });
 
     proxy.restore();
     const after = await post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey });
     expect(after.status).toBe(401); // answered from the database again
     expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(200);
+    expect((await fetch(`${app.httpUrl}/readyz`)).status).toBe(200);
   });
 });
 
 describe.runIf(usingPostgres)('Postgres stalled (connections open, nothing answers)', () => {
   it('answers 503 within the configured timeouts, never 500, and recovers when the network does', async () => {
-    const real = new URL(postgresUrl());
+    const real = new URL(await freshPostgresUrl());
     const proxy = await startCuttableProxy(real);
     cleanups.push(proxy.close);
     const viaProxy = new URL(real);

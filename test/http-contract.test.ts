@@ -98,11 +98,12 @@ describe('the Vers Shell Auth contract, end to end', () => {
     });
 
     // Initiating again inside the window, before minting: already verified, no new email.
-    const mailsBefore = t.smtp.mailsTo(email).length;
+    const mailsBefore = await t.mailsQueuedTo(email);
+    expect(mailsBefore).toBe(1);
     const again = await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey });
     expect(again.status).toBe(200);
     expect(again.body).toMatchObject({ is_new_user: false, already_verified: true });
-    expect(t.smtp.mailsTo(email).length).toBe(mailsBefore);
+    expect(await t.mailsQueuedTo(email)).toBe(mailsBefore);
 
     const created = await t.post('/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'vers-cli-laptop' });
     expect(created.status).toBe(200);

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { postgresUrl, usingPostgres } from './support/database.js';
+import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -16,10 +16,10 @@ afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
 });
 
-function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+async function baseEnv(extra: Record<string, string>): Promise<NodeJS.ProcessEnv> {
   // Test files share 127.0.0.1 and one database: the per-IP mail limit would couple them.
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', HTTP_LOOKUPS_PER_MINUTE: '0', SSH_PORT: '0', HOST_KEYS_DIR: tempDir(), ...extra };
-  if (usingPostgres && !('DATABASE_URL' in extra)) env.DATABASE_URL = postgresUrl();
+  if (usingPostgres && !('DATABASE_URL' in extra)) env.DATABASE_URL = await freshPostgresUrl();
   return env;
 }
 
@@ -65,7 +65,7 @@ function tempDir(): string {
 describe('the service as a process', () => {
   it('starts on a fresh data directory with no mail server: the email lands in the outbox and the link is logged', async () => {
     const dataDir = tempDir();
-    const service = await startService(baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0', HOST: '127.0.0.1' }));
+    const service = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0', HOST: '127.0.0.1' }));
     const email = uniqueEmail('fresh');
     const res = await fetch(`${service.url}/api/shell-auth`, {
       method: 'POST',
@@ -73,15 +73,15 @@ describe('the service as a process', () => {
       body: JSON.stringify({ email, ssh_public_key: makeKey().publicKey }),
     });
     expect(res.status).toBe(200);
+    // The mail is sent after the response, by the outbox's sender: wait for its log line.
+    for (let i = 0; i < 200 && !service.output().includes('dev mail transport'); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(service.output()).toContain('dev mail transport: verification email written to outbox');
     const outbox = path.join(dataDir, 'outbox');
     const files = fs.readdirSync(outbox).filter((f) => f.endsWith('.eml'));
     expect(files).toHaveLength(1);
     const eml = fs.readFileSync(path.join(outbox, files[0]!), 'utf8');
     expect(eml).toContain(`To: ${email}`);
     expect(eml).toMatch(/shell-auth\/verify\?token=/);
-    // The line is written before the response, but reaches us through a pipe: wait for it, not for luck.
-    for (let i = 0; i < 100 && !service.output().includes('dev mail transport'); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(service.output()).toContain('dev mail transport: verification email written to outbox');
     if (!usingPostgres) expect(fs.existsSync(path.join(dataDir, 'pglite'))).toBe(true);
 
     service.child.kill('SIGTERM');
@@ -89,7 +89,7 @@ describe('the service as a process', () => {
   });
 
   it('a bad configuration value: one clear line and exit 1', async () => {
-    const result = await run(['src/main.ts'], baseEnv({ HTTP_TRUST_WINDOW: 'soon', DATA_DIR: tempDir() }));
+    const result = await run(['src/main.ts'], await baseEnv({ HTTP_TRUST_WINDOW: 'soon', DATA_DIR: tempDir() }));
     expect(result.code).toBe(1);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(result.stderr).toContain('HTTP_TRUST_WINDOW: "soon" is not a duration');
@@ -97,8 +97,8 @@ describe('the service as a process', () => {
 
   it.runIf(!usingPostgres)('refuses a second instance on the same embedded database', async () => {
     const dataDir = tempDir();
-    const first = await startService(baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
-    const second = await run(['src/main.ts'], baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
+    const first = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
+    const second = await run(['src/main.ts'], await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/the embedded database in .* is in use by process \d+/);
     first.child.kill('SIGTERM');
@@ -106,41 +106,31 @@ describe('the service as a process', () => {
   });
 
   it.runIf(usingPostgres)('several instances starting at once migrate a fresh database once and share one host key', async () => {
-    const admin = new pg.Client({ connectionString: postgresUrl() });
-    await admin.connect();
-    const name = `shell_auth_concurrent_${Date.now()}`;
-    await admin.query(`CREATE DATABASE ${name}`);
-    try {
-      const url = new URL(postgresUrl());
-      url.pathname = `/${name}`;
-      const hostKeys = tempDir(); // shared, as instances behind one load balancer should
-      const services = await Promise.all(
-        [0, 1, 2].map(() =>
-          startService(baseEnv({ DATABASE_URL: url.toString(), HTTP_PORT: '0', DATA_DIR: tempDir(), HOST_KEYS_DIR: hostKeys })),
-        ),
-      );
-      const fingerprints = services.map((s) => /"fingerprint":"(SHA256:[^"]+)"/.exec(s.output())?.[1]);
-      expect(new Set(fingerprints).size).toBe(1);
-      expect(fingerprints[0]).toMatch(/^SHA256:/);
-      const check = new pg.Client({ connectionString: url.toString() });
-      await check.connect();
-      const { rows } = await check.query('SELECT name FROM kysely_migration');
-      await check.end();
-      expect(rows.map((r) => r.name)).toEqual(['0001_initial', '0002_http_window_and_budgets']);
-      const migratedLogs = services.filter((s) => s.output().includes('"msg":"database migrated"'));
-      expect(migratedLogs).toHaveLength(1);
-      for (const s of services) s.child.kill('SIGTERM');
-      await Promise.all(services.map((s) => s.exited));
-    } finally {
-      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.end();
-    }
+    const url = await freshPostgresUrl({ migrated: false });
+    const hostKeys = tempDir(); // shared, as instances behind one load balancer should
+    const services = await Promise.all(
+      [0, 1, 2].map(async () =>
+        startService(await baseEnv({ DATABASE_URL: url, HTTP_PORT: '0', DATA_DIR: tempDir(), HOST_KEYS_DIR: hostKeys })),
+      ),
+    );
+    const fingerprints = services.map((s) => /"fingerprint":"(SHA256:[^"]+)"/.exec(s.output())?.[1]);
+    expect(new Set(fingerprints).size).toBe(1);
+    expect(fingerprints[0]).toMatch(/^SHA256:/);
+    const check = new pg.Client({ connectionString: url });
+    await check.connect();
+    const { rows } = await check.query('SELECT name FROM kysely_migration');
+    await check.end();
+    expect(rows.map((r) => r.name)).toEqual(['0001_initial', '0002_http_window_and_budgets', '0003_mail_outbox']);
+    const migratedLogs = services.filter((s) => s.output().includes('"msg":"database migrated"'));
+    expect(migratedLogs).toHaveLength(1);
+    for (const s of services) s.child.kill('SIGTERM');
+    await Promise.all(services.map((s) => s.exited));
   });
 });
 
 describe('admin CLI (npm run admin)', () => {
   it('creates orgs, manages members and billing, lists and revokes keys; clear errors and exit codes', async () => {
-    const env = baseEnv({ DATA_DIR: tempDir() });
+    const env = await baseEnv({ DATA_DIR: tempDir() });
     const admin = (...args: string[]) => run(['src/cli/admin.ts', ...args], env);
     const org = `cli-${Date.now().toString(36)}`;
     const owner = uniqueEmail('cliowner');

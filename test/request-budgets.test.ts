@@ -15,7 +15,7 @@ let secondUrl: string;
 beforeAll(async () => {
   t = await startTestApp({ TRUST_PROXY: 'true', HTTP_LOOKUPS_PER_MINUTE: String(LIMIT) });
   // A second instance's HTTP door on the same database (its in-memory first line is its own).
-  second = createHttpServer(t.app.deps, { trustProxy: true, log: t.app.deps.log, lookupsPerMinute: LIMIT, sshHint: t.app.sshHint });
+  second = createHttpServer(t.app.deps, { trustProxy: true, log: t.app.deps.log, lookupsPerMinute: LIMIT, sshHint: t.app.sshHint, readiness: t.app.readiness });
   await new Promise<void>((resolve) => second.listen(0, '127.0.0.1', resolve));
   secondUrl = `http://127.0.0.1:${(second.address() as AddressInfo).port}`;
 });

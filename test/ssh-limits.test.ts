@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SshLimits } from '../src/config.js';
 import { makeKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
-import { postgresUrl, usingPostgres } from './support/database.js';
+import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { openssh, privateKeyOf } from './support/ssh.js';
 import { withSshServer } from './support/ssh-server.js';
 
@@ -94,7 +94,7 @@ async function spawnService(): Promise<{ pid: number; sshPort: number; httpUrl: 
     HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-flood-keys-')),
     DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-flood-data-')),
     LOG_LEVEL: 'info',
-    ...(usingPostgres ? { DATABASE_URL: postgresUrl() } : {}),
+    ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
   };
   // Its own process group, killed whole whatever happens (no tsx wrapper in between either).
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });

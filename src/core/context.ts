@@ -56,10 +56,16 @@ export type RateLimitName =
  */
 export interface CoreEvents {
   apiKeyMinted(door: Channel): void;
-  /** A verification email handed to the mailer, then sent or failed. */
+  /** A verification email written to the outbox. */
   mailQueued(): void;
+  /** The mail server accepted one. */
   mailSent(): void;
-  mailFailed(): void;
+  /** One attempt failed; it will be retried while its link lasts. */
+  mailSendFailed(): void;
+  /** Given up on: its link expired (or was used) before it could be sent. */
+  mailAbandoned(): void;
+  /** Messages in the outbox not yet sent nor given up on, as the sender last counted. */
+  mailPending(count: number): void;
   billingChecked(result: 'active' | 'inactive' | 'error'): void;
   /** A request refused by a rate limit. */
   rateLimited(limit: RateLimitName): void;
@@ -69,7 +75,9 @@ export const NO_EVENTS: CoreEvents = {
   apiKeyMinted() {},
   mailQueued() {},
   mailSent() {},
-  mailFailed() {},
+  mailSendFailed() {},
+  mailAbandoned() {},
+  mailPending() {},
   billingChecked() {},
   rateLimited() {},
 };
@@ -88,7 +96,10 @@ export type CoreDeps = {
   db: Db;
   /** Absent: waiting logins poll the database. */
   confirmations?: ConfirmationSignals;
+  /** Delivers the outbox; every mail goes through it. */
   mailer: Mailer;
+  /** This instance's sender loop, woken when a request queues mail; absent: it wakes on its own timer. */
+  mailSender?: { wake(): void };
   billing: BillingCheck;
   log: Logger;
   settings: CoreSettings;

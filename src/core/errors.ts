@@ -33,7 +33,6 @@ export const ERRORS = {
   VERIFICATION_LINK_USED: { status: 410, message: 'This verification link has already been used' },
   VERIFICATION_LINK_EXPIRED: { status: 410, message: 'This verification link has expired' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' }, // contract shape
-  MAIL_FAILED: { status: 503, message: 'Verification email could not be sent; try again later' },
   UNAVAILABLE: { status: 503, message: 'Service temporarily unavailable; try again later' },
   INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
@@ -72,6 +71,11 @@ const CONNECTION_ERROR_CODES = new Set([
   '08003',
   '08006',
 ]);
+
+/** The message of anything thrown, for logs and stored errors. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 /** Maps anything thrown to an AppError: our own pass through, a lost database becomes 503. */
 export function toAppError(err: unknown): AppError {

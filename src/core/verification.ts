@@ -34,7 +34,10 @@ export type StartVerificationResult = {
   sshPublicKey: string;
 };
 
-/** POST /api/shell-auth and `ssh ... login`: create the account if needed and email a confirmation link. */
+/**
+ * POST /api/shell-auth and `ssh ... login`: create the account if needed and queue an email with
+ * a confirmation link. Answers once the request and its mail are committed, not once it is sent.
+ */
 export async function startVerification(deps: CoreDeps, input: StartVerificationInput): Promise<StartVerificationResult> {
   const { email, key } = input;
   const sshPublicKey = formatPublicKey(key);
@@ -75,6 +78,10 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
       })
       .returningAll()
       .executeTakeFirstOrThrow();
+    await trx
+      .insertInto('mail_outbox')
+      .values({ id: randomUUID(), request_id: request.id, recipient: email, token, next_attempt_at: now, created_at: now })
+      .execute();
     await recordAudit(trx, input.origin, {
       action: 'verification.requested',
       actorUserId: user.id,
@@ -84,21 +91,9 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     return { request, user, created };
   });
 
+  // Committed with the request: delivery is the sender loop's job (see mail-outbox.ts).
   eventsOf(deps).mailQueued();
-  try {
-    await deps.mailer.sendVerification({
-      to: email,
-      link: `${deps.settings.publicUrl}/shell-auth/verify?token=${token}`,
-      ttlMs: VERIFICATION_LINK_TTL_MS,
-      facts: verificationFactsOf(request),
-    });
-    eventsOf(deps).mailSent();
-  } catch (err) {
-    eventsOf(deps).mailFailed();
-    deps.log.error({ err: (err as Error).message, requestId: request.id }, 'verification email could not be sent');
-    await withdrawRequest(deps, request.id, created ? user.id : null);
-    throw new AppError('MAIL_FAILED');
-  }
+  deps.mailSender?.wake();
   return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, sshPublicKey };
 }
 
@@ -164,27 +159,6 @@ export function verificationFactsOf(request: VerificationRequest): VerificationF
     note: request.note,
     channel: request.channel,
   };
-}
-
-/**
- * The link never reached anyone: withdraw it so it neither works nor counts against the limits,
- * and forget an account this very request created (so the retry still says is_new_user).
- */
-async function withdrawRequest(deps: CoreDeps, requestId: string, createdUserId: string | null): Promise<void> {
-  try {
-    await deps.db.deleteFrom('verification_requests').where('id', '=', requestId).execute();
-    if (createdUserId) {
-      await deps.db
-        .deleteFrom('users')
-        .where('id', '=', createdUserId)
-        .where('is_active', '=', false)
-        .where((eb) => eb.not(eb.exists(eb.selectFrom('verification_requests').select('id').whereRef('user_id', '=', 'users.id'))))
-        .where((eb) => eb.not(eb.exists(eb.selectFrom('memberships').select('org_id').whereRef('user_id', '=', 'users.id'))))
-        .execute();
-    }
-  } catch (err) {
-    deps.log.warn({ err: (err as Error).message, requestId }, 'could not withdraw an unsent verification request');
-  }
 }
 
 export type LinkState =

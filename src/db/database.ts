@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, Migrator, PostgresDialect, type Migration, type MigrationProvider, type PostgresPool, type PostgresPoolClient } from 'kysely';
+import { Kysely, Migrator, sql, PostgresDialect, type Migration, type MigrationProvider, type PostgresPool, type PostgresPoolClient } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import * as initial from '../../migrations/0001_initial.js';
 import * as httpWindowAndBudgets from '../../migrations/0002_http_window_and_budgets.js';
+import * as mailOutbox from '../../migrations/0003_mail_outbox.js';
 import type { Database } from './schema.js';
 import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
@@ -14,6 +15,7 @@ import { pgliteNotifications, postgresNotifications, type Notifications } from '
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_http_window_and_budgets': httpWindowAndBudgets,
+  '0003_mail_outbox': mailOutbox,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };
@@ -130,6 +132,13 @@ export async function migrateOpenDatabase(database: OpenDatabase): Promise<strin
   } finally {
     await db.destroy();
   }
+}
+
+/** Migrations this code knows that the database has not applied (readiness). */
+export async function pendingMigrations(db: Db): Promise<string[]> {
+  const { rows } = await sql<{ name: string }>`SELECT name FROM kysely_migration`.execute(db);
+  const applied = new Set(rows.map((r) => r.name));
+  return Object.keys(MIGRATIONS).filter((name) => !applied.has(name));
 }
 
 export async function migrateToLatest(db: Db): Promise<string[]> {

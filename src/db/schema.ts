@@ -106,6 +106,23 @@ export interface RequestBudgetsTable {
   count: number;
 }
 
+/** Verification mail waiting to be sent (see migrations/0003_mail_outbox.ts). */
+export interface MailOutboxTable {
+  id: string;
+  request_id: string;
+  recipient: string;
+  /** The link's token, until the mail is sent or given up on. */
+  token: string | null;
+  attempts: Generated<number>;
+  next_attempt_at: Timestamp;
+  /** An instance is sending it until then; after, another may. */
+  lease_until: Timestamp | null;
+  last_error: string | null;
+  sent_at: Timestamp | null;
+  abandoned_at: Timestamp | null;
+  created_at: CreatedAt;
+}
+
 export interface Database {
   users: UsersTable;
   orgs: OrgsTable;
@@ -116,6 +133,7 @@ export interface Database {
   api_keys: ApiKeysTable;
   audit_events: AuditEventsTable;
   request_budgets: RequestBudgetsTable;
+  mail_outbox: MailOutboxTable;
 }
 
 export type User = Selectable<UsersTable>;

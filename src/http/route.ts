@@ -5,7 +5,12 @@ import type { CoreDeps, RequestOrigin } from '../core/index.js';
 export type HttpDoorSettings = {
   /** How users reach the SSH door: `ssh -p 2222 keys@host`. */
   sshHint: string;
+  /** What GET /readyz reports; the service as a whole knows (listeners, draining). */
+  readiness(): Promise<Readiness>;
 };
+
+/** Ready to take traffic, and each check's state (short words, nothing secret). */
+export type Readiness = { ready: boolean; checks: Record<string, string> };
 
 export type RouteContext = {
   deps: CoreDeps;

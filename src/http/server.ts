@@ -7,7 +7,7 @@ import { AppError, budgetSpent, eventsOf, takeFromBudget, toAppError, type Budge
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
 import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
 import { PerIpRateLimiter } from './rate-limit.js';
-import type { Route, RouteContext } from './route.js';
+import type { HttpDoorSettings, Route, RouteContext } from './route.js';
 import { confirmFromPage, showConfirmPage } from './verify-page.js';
 
 const ROUTES: Record<string, Route> = {
@@ -19,6 +19,7 @@ const ROUTES: Record<string, Route> = {
   'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
   'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },
   'GET /healthz': { handler: health, json: false },
+  'GET /readyz': { handler: ready, json: false },
 };
 
 /** Answers that tell a prober something about accounts: counted against the lookup budget. */
@@ -29,13 +30,19 @@ async function health({ deps, res }: RouteContext): Promise<void> {
   sendJson(res, 200, { ok: true });
 }
 
+/** For load balancers: 503 while draining, or when the database, its migrations or a listener is not there. */
+async function ready({ door, res }: RouteContext): Promise<void> {
+  const { ready, checks } = await door.readiness();
+  sendJson(res, ready ? 200 : 503, { ready, checks });
+}
+
 export function createHttpServer(
   deps: CoreDeps,
-  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number | null; sshHint: string; metrics?: DoorMetrics },
+  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number | null; metrics?: DoorMetrics } & HttpDoorSettings,
 ): http.Server {
   const { log } = options;
   const metrics = options.metrics ?? NO_METRICS;
-  const door = { sshHint: options.sshHint };
+  const door: HttpDoorSettings = { sshHint: options.sshHint, readiness: options.readiness };
   // In memory first (per instance, no I/O for a flood), then the database (shared by all instances).
   const limiter = options.lookupsPerMinute === null ? null : new PerIpRateLimiter(options.lookupsPerMinute);
   const lookups: Budget | null =

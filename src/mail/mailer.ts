@@ -6,7 +6,10 @@ import type { Logger } from 'pino';
 import type { Mailer, VerificationMail } from '../core/index.js';
 import { renderVerificationEmail } from './verification-email.js';
 
-/** Real mail over SMTP. Short timeouts: a dead mail server must fail a request, not hang it. */
+/**
+ * Real mail over SMTP. Short timeouts: a dead mail server fails the attempt (the outbox retries it)
+ * rather than holding the sender; together they stay well inside the outbox's send lease.
+ */
 export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): void } {
   const url = new URL(smtpUrl);
   url.searchParams.set('connectionTimeout', '10000');

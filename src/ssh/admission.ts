@@ -22,6 +22,7 @@ export function createAdmission(limits: SshLimits, log: Logger, metrics: DoorMet
   const unauthenticated = new Map<string, number>();
   const open = new Map<string, number>();
   const sockets = new Map<net.Socket, ConnectionRecord>();
+  const notAuthenticated = new Set<net.Socket>();
   const graceTimers = new Set<NodeJS.Timeout>();
 
   const bump = (counts: Map<string, number>, ip: string, by: number) => {
@@ -53,6 +54,7 @@ export function createAdmission(limits: SshLimits, log: Logger, metrics: DoorMet
       bump(unauthenticated, ip, 1);
       bump(open, ip, 1);
       sockets.set(socket, access);
+      notAuthenticated.add(socket);
       let pending = true;
       const grace = setTimeout(() => {
         log.info({ ip }, 'ssh: login grace time over, dropping connection');
@@ -63,6 +65,7 @@ export function createAdmission(limits: SshLimits, log: Logger, metrics: DoorMet
       const authenticated = () => {
         if (!pending) return;
         pending = false;
+        notAuthenticated.delete(socket);
         clearTimeout(grace);
         graceTimers.delete(grace);
         bump(unauthenticated, ip, -1);
@@ -73,6 +76,17 @@ export function createAdmission(limits: SshLimits, log: Logger, metrics: DoorMet
         authenticated();
       });
       return { ip, authenticated, access };
+    },
+    /** Drops the connections that have not authenticated (drain: they have nothing to finish). */
+    closeUnauthenticated(): void {
+      for (const socket of notAuthenticated) {
+        sockets.get(socket)?.ended('server_shutdown');
+        socket.destroy();
+      }
+    },
+    /** Connections still open. */
+    get size(): number {
+      return sockets.size;
     },
     /** Drops every connection (shutdown). */
     closeAll(): void {

@@ -10,6 +10,11 @@ export type SessionContext<I extends Identity = Identity> = Output & {
   sshHint: string;
   /** Aborted when the client goes away (or presses Ctrl-C in the shell). */
   signal: AbortSignal;
+  /**
+   * Aborted when the service starts draining: a command that would wait past the shutdown grace
+   * (login) stops early and says what to do instead.
+   */
+  shuttingDown: AbortSignal;
   /** A command that waits without output (login) says it is still working, so the idle timeout spares it. */
   markActive(): void;
   /** Re-reads the identity (after `login` binds the key); later commands in the session see it too. */

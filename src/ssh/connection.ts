@@ -15,6 +15,8 @@ export type ConnectionSetting = {
   /** The per-address signature-verification budget. */
   verifications: TokenBuckets;
   sshHint: () => string;
+  /** Aborted when the service starts draining: no new sessions; idle connections close now. */
+  shuttingDown: AbortSignal;
 };
 
 /**
@@ -79,6 +81,11 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       client.end(); // ssh2 only gets here after an accept, which always sets the key
       return;
     }
+    if (setting.shuttingDown.aborted) {
+      access.ended('server_shutdown');
+      client.end();
+      return;
+    }
     access.authenticated(key.fingerprint);
     const connection = new AbortController();
     client.once('close', () => connection.abort());
@@ -100,6 +107,18 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     const idleNotices = new Set<(message: string) => void>();
     client.once('close', () => idle.stop());
 
+    // Draining: sessions finish what they run (a shell says so and closes at its prompt); a
+    // connection with nothing open goes now.
+    const onShutdown = () => {
+      closing = true;
+      if (openSessions === 0) {
+        access.ended('server_shutdown');
+        client.end();
+      }
+    };
+    setting.shuttingDown.addEventListener('abort', onShutdown, { once: true });
+    client.once('close', () => setting.shuttingDown.removeEventListener('abort', onShutdown));
+
     const origin = { channel: 'ssh' as const, ip };
     client.on('session', (accept, reject) => {
       if (closing || openSessions >= limits.maxSessionsPerConnection) return reject();
@@ -114,6 +133,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         origin,
         sshHint: setting.sshHint(),
         connectionGone: connection.signal,
+        shuttingDown: setting.shuttingDown,
         activity: idle.touch,
         outputHighWaterBytes: limits.outputHighWaterBytes,
         maxQueuedLines: limits.maxQueuedLines,

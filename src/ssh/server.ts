@@ -25,6 +25,13 @@ export type SshServerOptions = {
 
 export type SshServer = {
   listen(port: number, host: string): Promise<net.AddressInfo>;
+  /** True from a successful listen until drain or close. */
+  listening(): boolean;
+  /**
+   * Stops accepting; drops connections that have not authenticated; lets running commands finish
+   * (shells are told and close at their prompt) for up to `graceMs`, then cuts what is left.
+   */
+  drain(graceMs: number): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -48,6 +55,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   const verifications = new TokenBuckets(limits.authPerMinute / 60, limits.authBurst);
   const admission = createAdmission(limits, log, options.metrics);
   const admitted = new Map<string, ReturnType<typeof admission.admit> & object>();
+  const shutdown = new AbortController();
   let coalescingChecked = false;
 
   const ssh = new ssh2.Server(
@@ -71,6 +79,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         log,
         limits,
         sshHint: options.sshHint,
+        shuttingDown: shutdown.signal,
         verifications,
         auth: {
           sshUser: options.sshUser,
@@ -143,7 +152,27 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     ssh.injectSocket(socket);
   }
 
+  // Resolves once the listener is closed and every socket it accepted has closed too.
+  let stopped: Promise<void> | null = null;
+  const stopListening = () => (stopped ??= new Promise((resolve) => tcp.close(() => resolve())));
+
   return {
+    listening: () => tcp.listening,
+    async drain(graceMs) {
+      shutdown.abort();
+      const allClosed = stopListening();
+      for (const socket of awaitingHeader) socket.destroy();
+      admission.closeUnauthenticated();
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<'grace-over'>((resolve) => (timer = setTimeout(() => resolve('grace-over'), graceMs)));
+      const outcome = await Promise.race([allClosed.then(() => 'closed' as const), graceOver]);
+      clearTimeout(timer);
+      if (outcome === 'grace-over') {
+        log.warn({ connections: admission.size, graceMs }, 'ssh: shutdown grace over, closing the connections still open');
+        admission.closeAll();
+      }
+      await allClosed;
+    },
     listen(port, host) {
       return new Promise((resolve, reject) => {
         tcp.once('error', reject);
@@ -154,9 +183,10 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       });
     },
     close() {
+      shutdown.abort();
       admission.closeAll();
       for (const socket of awaitingHeader) socket.destroy();
-      return new Promise((resolve) => tcp.close(() => resolve()));
+      return stopListening();
     },
   };
 }

@@ -18,6 +18,8 @@ export type ChannelStart = {
   sshHint: string;
   /** Aborted when the whole connection goes (a channel may never see its own 'close' then). */
   connectionGone: AbortSignal;
+  /** Aborted when the service starts draining (SIGTERM): finish up, start nothing long. */
+  shuttingDown: AbortSignal;
   /** Called on every byte in or out: the connection's idle timer counts from the last one. */
   activity(): void;
   /** Bytes of output held for a client that does not read, before its input is paused. */
@@ -105,6 +107,7 @@ export function sessionContext(start: ChannelStart, identity: Identity, io: Outp
     stdout: io.stdout,
     stderr: io.stderr,
     signal,
+    shuttingDown: start.shuttingDown,
     markActive: start.activity,
     async refreshIdentity() {
       ctx.identity = await resolveSshIdentity(start.deps, start.key);

@@ -15,6 +15,7 @@ export type SessionSetting = {
   origin: ChannelStart['origin'];
   sshHint: string;
   connectionGone: AbortSignal;
+  shuttingDown: AbortSignal;
   activity(): void;
   outputHighWaterBytes: number;
   maxQueuedLines: number;

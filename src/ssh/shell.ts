@@ -5,6 +5,7 @@ import { commandNameOf, runCommandLine } from './commands/index.js';
 import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
+const SHUTDOWN_NOTICE = 'shell-auth is restarting: this session closes now (a running command finishes first). Reconnect in a moment.';
 const MAX_LINE = 4096;
 
 /**
@@ -47,8 +48,24 @@ export async function runShell(start: ChannelStart): Promise<void> {
   let closing = false;
   let draining = false;
   let droppedSaid = false;
+  let shuttingDown = false;
+
+  // Draining: say so once, take no more input, and close at the prompt.
+  const onShutdown = () => {
+    if (!io.isOpen() || shuttingDown) return;
+    shuttingDown = true;
+    start.access.ended('server_shutdown');
+    io.stdout(`\n${SHUTDOWN_NOTICE}\n`);
+    queue.length = 0;
+    closing = true;
+    if (!running) io.finish(0);
+  };
+  if (start.shuttingDown.aborted) queueMicrotask(onShutdown);
+  else start.shuttingDown.addEventListener('abort', onShutdown, { once: true });
+  channel.once('close', () => start.shuttingDown.removeEventListener('abort', onShutdown));
 
   const enqueue = (text: string) => {
+    if (shuttingDown) return;
     if (queue.length >= start.maxQueuedLines) {
       // Typed (or pasted, or flooded) far ahead: drop it, and say so once until the queue empties.
       if (!droppedSaid) io.stdout(`\n(input dropped: at most ${start.maxQueuedLines} lines can wait while a command runs)\n`);
@@ -84,7 +101,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
             running = null;
           }
         }
-        if (io.isOpen()) io.stdout(PROMPT);
+        if (io.isOpen() && !shuttingDown) io.stdout(PROMPT);
       }
       if (closing && queue.length === 0) io.finish(0);
     } finally {

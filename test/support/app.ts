@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { startApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
+import { outboxBacklog } from '../../src/core/index.js';
 import { openTestDatabase } from './database.js';
 import { startSmtpServer, type SmtpServer } from './smtp.js';
 
@@ -24,6 +25,10 @@ export type TestApp = {
   verifyByEmail(email: string, publicKey: string): Promise<void>;
   /** Takes the next mail to `email`, opens its page and presses Confirm. */
   confirmMailTo(email: string): Promise<void>;
+  /** Verification mails to `email` ever queued (sent or not): written with the request, so no waiting. */
+  mailsQueuedTo(email: string): Promise<number>;
+  /** Waits until the outbox has sent (or given up on) everything queued so far. */
+  mailSettled(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -100,6 +105,21 @@ export async function startTestApp(
       if (!started.body.already_verified) await confirmMailTo(email);
     },
     confirmMailTo,
+    async mailsQueuedTo(email) {
+      const row = await app.deps.db
+        .selectFrom('mail_outbox')
+        .select((eb) => eb.fn.countAll<string>().as('count'))
+        .where('recipient', '=', email)
+        .executeTakeFirstOrThrow();
+      return Number(row.count);
+    },
+    async mailSettled(timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while ((await outboxBacklog(app.deps)).pending > 0) {
+        if (Date.now() > deadline) throw new Error(`mail still unsent after ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
     async close() {
       await app.close();
       if (!options.smtp) await smtp.close();

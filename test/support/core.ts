@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { confirmVerificationLink, parsePublicKeyLine, startVerification, subscriptionBilling } from '../../src/core/index.js';
+import { confirmVerificationLink, deliverNextMail, parsePublicKeyLine, startVerification, subscriptionBilling } from '../../src/core/index.js';
 import type { CoreDeps, CoreSettings, VerificationMail } from '../../src/core/index.js';
 import type { OpenDatabase } from '../../src/db/database.js';
 import { openTestDatabase } from './database.js';
@@ -8,8 +8,10 @@ import { makeKey, uniqueEmail, type TestKey } from './keys.js';
 export type TestCore = {
   deps: CoreDeps;
   database: OpenDatabase;
-  /** Every verification mail the core asked to send, newest last. */
+  /** Every verification mail the core sent, newest last. */
   mails: VerificationMail[];
+  /** Sends what the outbox holds (there is no sender loop here), as of the test clock. */
+  deliverMail(): Promise<void>;
   /** The clock the core reads; tests move it instead of sleeping. */
   clock: { now: Date; advance(ms: number): void };
   /** A fresh key linked (and proven, as over SSH) to a fresh account. */
@@ -41,17 +43,22 @@ export async function startTestCore(settings: Partial<CoreSettings> = {}): Promi
     settings: { publicUrl: 'http://shell-auth.test', httpTrust: { window: 15 * 60_000, mintsPerConfirmation: 1 }, keyMaxTtlMs: null, mailPerIpHourly: null, ...settings },
     now: () => clock.now,
   };
+  async function deliverMail() {
+    while ((await deliverNextMail(deps)) !== 'idle');
+  }
   return {
     deps,
     database,
     mails,
     clock,
+    deliverMail,
     async verifiedUser() {
       const email = uniqueEmail('core');
       const key = makeKey();
       const publicKey = publicKeyOf(key.publicKey);
       const origin = { channel: 'ssh' as const, ip: '127.0.0.1' };
       await startVerification(deps, { email, key: publicKey, note: null, keyProven: true, origin });
+      await deliverMail();
       const link = mails.at(-1)?.link;
       if (!link) throw new Error('no verification mail');
       await confirmVerificationLink(deps, new URL(link).searchParams.get('token') ?? '', origin);

@@ -1,16 +1,38 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { inject } from 'vitest';
 import { migrateToLatest, openDatabase, type OpenDatabase } from '../../src/db/database.js';
 
 export const usingPostgres = process.env.TEST_DB === 'postgres';
 
-export function postgresUrl(): string {
-  return inject('databaseUrl');
+/** The Postgres server's maintenance database, for tests that create databases of their own. */
+export function adminPostgresUrl(): string {
+  return inject('postgres').adminUrl;
 }
 
-/** The project's database: the run's fresh Postgres database, or a new in-memory PGlite. Migrated. */
+/**
+ * A new database of its own, migrated (a copy of the run's template): like a fresh PGlite. Give
+ * several instances the same URL to make them share one database.
+ */
+export async function freshPostgresUrl(options: { migrated?: boolean } = {}): Promise<string> {
+  const { adminUrl, prefix, template } = inject('postgres');
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(options.migrated === false ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** The project's database: a fresh Postgres database, or a new in-memory PGlite. Migrated. */
 export async function openTestDatabase(): Promise<OpenDatabase> {
   const database = usingPostgres
-    ? await openDatabase({ kind: 'postgres', url: postgresUrl() })
+    ? await openDatabase({ kind: 'postgres', url: await freshPostgresUrl() })
     : await openDatabase({ kind: 'pglite', dataDir: null });
   await migrateToLatest(database.db);
   return database;

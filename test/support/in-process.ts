@@ -27,6 +27,7 @@ export async function runSshLine(deps: CoreDeps, identity: Identity, line: strin
     origin: { channel: 'ssh', ip: '192.0.2.1' },
     sshHint: 'ssh -p 2222 keys@host',
     signal: new AbortController().signal,
+    shuttingDown: new AbortController().signal,
     markActive: () => undefined,
     async refreshIdentity() {
       ctx.identity = await resolveSshIdentity(deps, identity.key);

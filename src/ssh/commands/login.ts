@@ -1,4 +1,4 @@
-import { EmailSchema, formatDuration, orgsOfUser, parseInput, startVerification, waitForConfirmation } from '../../core/index.js';
+import { EmailSchema, formatDuration, orgsOfUser, parseInput, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
 import { EXIT } from '../../cli/framework.js';
 import { openCommand, type SessionContext } from '../command.js';
 import { orgsTable } from './orgs.js';
@@ -27,19 +27,29 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
 
     ctx.stderr(
       `Key ${key.fingerprint} (${key.type})\n` +
-        `${started.isNewUser ? 'Creating a new account. ' : ''}We sent a confirmation link to ${email}: check your inbox and press Confirm.\n` +
+        `${started.isNewUser ? 'Creating a new account. ' : ''}A confirmation link is on its way to ${email}: check your inbox and press Confirm.\n` +
         'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n',
     );
     let lastProgress = Date.now();
+    let linkLeftMs = VERIFICATION_LINK_TTL_MS;
     const outcome = await waitForConfirmation(ctx.deps, started.nonce, {
-      signal: ctx.signal,
+      // A restart does not wait ten minutes for a click: the wait ends, the link does not.
+      signal: AbortSignal.any([ctx.signal, ctx.shuttingDown]),
       onTick(msLeft) {
+        linkLeftMs = msLeft;
         ctx.markActive(); // the wait is bounded by the link's own 10 minutes
         if (Date.now() - lastProgress < PROGRESS_EVERY_MS) return;
         lastProgress = Date.now();
         ctx.stderr(`  still waiting, ${formatDuration(msLeft)} left...\n`);
       },
     });
+    if (outcome === 'aborted' && !ctx.signal.aborted) {
+      ctx.stderr(
+        'The service is restarting, so this session stops waiting. The link still works: ' +
+          `confirm it within ${formatDuration(linkLeftMs)}, then check with: ${ctx.sshHint} whoami\n`,
+      );
+      return EXIT.FAILED;
+    }
     if (outcome === 'aborted') {
       ctx.deps.log.info({ requestId: started.nonce }, 'ssh login: the client stopped waiting');
       return EXIT.FAILED;

@@ -1,0 +1,162 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/database.js';
+import { eventsOf, nowOf, type CoreDeps } from './context.js';
+import { errorText } from './errors.js';
+import { verificationFactsOf } from './verification.js';
+
+/**
+ * Verification mail goes through a table, not straight to SMTP: the request that asks for it
+ * writes the row in its own transaction and answers at once; a sender loop in every instance
+ * delivers it, retrying with backoff until the link expires. A slow or dead mail server
+ * delays mail; it never fails or slows a request.
+ */
+
+/** Retry delays double from here... */
+export const FIRST_RETRY_MS = 1_000;
+/** ...up to this. */
+export const MAX_RETRY_MS = 60_000;
+/**
+ * How long a claimed row is left to its sender before another instance may take it. Longer than
+ * any send can take (the SMTP transport's timeouts add up to well under it), so that a slow send
+ * is not sent again by a second instance; short enough that a crashed instance's mail is
+ * picked up while the link still works.
+ */
+export const SEND_LEASE_MS = 2 * 60_000;
+
+export type DeliveryOutcome = 'sent' | 'retry' | 'abandoned' | 'idle';
+
+/** Delay before attempt `attempts + 1`, after `attempts` failures. */
+export function retryDelayMs(attempts: number): number {
+  return Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.max(0, attempts - 1));
+}
+
+/**
+ * Takes the next due message (skipping rows another instance holds), sends it, and records the
+ * result. 'idle' when nothing is due.
+ */
+export async function deliverNextMail(deps: CoreDeps): Promise<DeliveryOutcome> {
+  const now = nowOf(deps);
+  // Claiming is its own short transaction: the lease, not a held row lock, keeps other instances
+  // off the row while SMTP talks, so a slow mail server never holds a database connection.
+  const claimed = await sql<{ id: string; request_id: string; recipient: string; token: string | null; attempts: number }>`
+    UPDATE mail_outbox SET lease_until = ${new Date(now.getTime() + SEND_LEASE_MS)}, attempts = attempts + 1
+    WHERE id = (
+      SELECT id FROM mail_outbox
+      WHERE sent_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ${now}
+        AND (lease_until IS NULL OR lease_until <= ${now})
+      ORDER BY next_attempt_at
+      LIMIT 1
+      FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, request_id, recipient, token, attempts`.execute(deps.db);
+  const row = claimed.rows[0];
+  if (!row) return 'idle';
+  const mine = (qb: Db) => qb.updateTable('mail_outbox').where('id', '=', row.id).where('attempts', '=', row.attempts);
+
+  const request = await deps.db.selectFrom('verification_requests').selectAll().where('id', '=', row.request_id).executeTakeFirst();
+  const msLeft = request ? new Date(request.expires_at).getTime() - now.getTime() : 0;
+  if (!request || request.consumed_at || msLeft <= 0 || row.token === null) {
+    // Nobody can use this link any more (expired, already confirmed, or gone): do not send it.
+    await mine(deps.db).set({ abandoned_at: now, token: null, lease_until: null }).execute();
+    eventsOf(deps).mailAbandoned();
+    deps.log.warn({ requestId: row.request_id, attempts: row.attempts - 1 }, 'verification email given up: its link can no longer be used');
+    return 'abandoned';
+  }
+
+  try {
+    await deps.mailer.sendVerification({
+      to: row.recipient,
+      link: `${deps.settings.publicUrl}/shell-auth/verify?token=${row.token}`,
+      // A late mail says how long its link really has left, in whole minutes where it can.
+      ttlMs: msLeft >= 60_000 ? Math.floor(msLeft / 60_000) * 60_000 : msLeft,
+      facts: verificationFactsOf(request),
+    });
+  } catch (err) {
+    const failedAt = nowOf(deps);
+    const next = new Date(failedAt.getTime() + retryDelayMs(row.attempts));
+    const lastError = errorText(err).slice(0, 500);
+    eventsOf(deps).mailSendFailed();
+    if (next.getTime() >= new Date(request.expires_at).getTime()) {
+      await mine(deps.db).set({ abandoned_at: failedAt, token: null, lease_until: null, last_error: lastError }).execute();
+      eventsOf(deps).mailAbandoned();
+      deps.log.error({ err: lastError, requestId: row.request_id, attempts: row.attempts }, 'verification email given up: not sent before its link expired');
+      return 'abandoned';
+    }
+    await mine(deps.db).set({ next_attempt_at: next, lease_until: null, last_error: lastError }).execute();
+    deps.log.warn({ err: lastError, requestId: row.request_id, attempts: row.attempts, retryAt: next.toISOString() }, 'verification email not sent yet; will retry');
+    return 'retry';
+  }
+  // Sent: the token has done its job here and is not kept.
+  await mine(deps.db).set({ sent_at: nowOf(deps), token: null, lease_until: null, last_error: null }).execute();
+  eventsOf(deps).mailSent();
+  return 'sent';
+}
+
+/** Messages not yet sent nor given up on, and when the next of them may be tried. */
+export async function outboxBacklog(deps: CoreDeps): Promise<{ pending: number; nextDueAt: Date | null }> {
+  const { rows } = await sql<{ pending: string; next_due_at: Date | string | null }>`
+    SELECT count(*) AS pending, min(greatest(next_attempt_at, coalesce(lease_until, next_attempt_at))) AS next_due_at
+    FROM mail_outbox WHERE sent_at IS NULL AND abandoned_at IS NULL`.execute(deps.db);
+  const row = rows[0];
+  return { pending: Number(row?.pending ?? 0), nextDueAt: row?.next_due_at ? new Date(row.next_due_at) : null };
+}
+
+export type MailSender = {
+  /** Look for due mail now (a request on this instance just queued some). */
+  wake(): void;
+  /** Finishes the message in hand, then stops. */
+  stop(): Promise<void>;
+};
+
+/**
+ * The sender loop: delivers everything due, then sleeps until the next retry is due, it is woken
+ * (this instance queued mail), or `idleMs` passes (to pick up mail another instance queued but
+ * did not send). Idle, it costs one query per `idleMs`.
+ */
+export function startMailSender(deps: CoreDeps, options: { idleMs?: number } = {}): MailSender {
+  const idleMs = options.idleMs ?? 30_000;
+  let stopping = false;
+  let woken = false;
+  let wakeSleeper: (() => void) | null = null;
+  const wake = () => {
+    woken = true;
+    wakeSleeper?.();
+  };
+  const running = (async () => {
+    while (!stopping) {
+      woken = false;
+      let sleepMs = idleMs;
+      try {
+        if ((await deliverNextMail(deps)) !== 'idle') continue;
+        const backlog = await outboxBacklog(deps);
+        eventsOf(deps).mailPending(backlog.pending);
+        if (backlog.nextDueAt) {
+          // Due now but not claimable means another instance is claiming it: look again shortly.
+          sleepMs = Math.min(idleMs, Math.max(250, backlog.nextDueAt.getTime() - nowOf(deps).getTime()));
+        }
+      } catch (err) {
+        // The database is away: the mail is safe in the table; try again after a pause.
+        deps.log.warn({ err: errorText(err) }, 'mail sender: database error, will retry');
+        sleepMs = Math.min(idleMs, 5_000);
+      }
+      if (stopping || woken) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, sleepMs);
+        function done() {
+          clearTimeout(timer);
+          wakeSleeper = null;
+          resolve();
+        }
+        wakeSleeper = done;
+      });
+    }
+  })();
+  return {
+    wake,
+    async stop() {
+      stopping = true;
+      wake();
+      await running;
+    },
+  };
+}
