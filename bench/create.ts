@@ -6,6 +6,9 @@
  * several concurrencies. Each operation is what a user's terminal does: TCP connect, SSH
  * handshake, publickey auth, exec, read the key, disconnect.
  *
+ * Runs the whole series once per BENCH_WORKERS value (default `1,2`: the service's WORKERS), so
+ * the table shows one process against a cluster side by side.
+ *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32).
  */
@@ -18,7 +21,7 @@ import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
 import ssh2 from 'ssh2';
-import { confirmVerificationLink, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
+import { confirmVerificationLink, deliverNextMail, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -36,6 +39,23 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+/** CPU time of a process and its children (a cluster primary and its workers). */
+function cpuMsOfTree(pid: number): number {
+  let total = cpuMsOf(pid);
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) total += cpuMsOf(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+
+const workerCounts = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
+
 async function main() {
   const dbName = `shell_auth_bench_${Date.now()}`;
   const admin = new pg.Client({ connectionString: adminUrl });
@@ -44,89 +64,109 @@ async function main() {
   const dbUrl = new URL(adminUrl);
   dbUrl.pathname = `/${dbName}`;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
-  let server: ReturnType<typeof spawn> | undefined;
   try {
-    // The server, as operators run it (node + tsx loader), so its pid is the one doing the work.
-    const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-    server = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH,
-        DATABASE_URL: dbUrl.toString(),
-        HTTP_PORT: '0',
-        SSH_PORT: '0',
-        HOST_KEYS_DIR: path.join(work, 'host_keys'),
-        DATA_DIR: work,
-        LOG_LEVEL: 'info',
-        // Every client comes from 127.0.0.1 here.
-        SSH_MAX_UNAUTH_PER_IP: '1000',
-        // The load generator is one address: lift the per-address rates it would hit.
-        SSH_AUTH_PER_MINUTE: '1000000',
-        SSH_CONNECTIONS_PER_SECOND: '100000',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    server.stdout!.on('data', (d) => (log += d));
-    server.stderr!.on('data', (d) => (log += d));
-    const sshPort = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
-      server!.stdout!.on('data', () => {
-        const match = /"port":(\d+),"user":"keys".*"msg":"SSH door listening"/.exec(log);
-        if (match) {
-          clearTimeout(timer);
-          resolve(Number(match[1]));
-        }
-      });
-      server!.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
-    });
-
+    // Before any server runs: its mail sender would take the links this setup reads.
     const maxClients = Math.max(...levels);
     const keys = await verifiedKeys(dbUrl.toString(), work, maxClients);
-    console.log(`server pid ${server.pid}, ssh port ${sshPort}, ${keys.length} verified keys, ${seconds}s per level, ${os.cpus().length} CPUs shared by server and load generator\n`);
-
-    await runLevel(sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
     const rows: string[][] = [];
     const results: unknown[] = [];
-    for (const concurrency of levels) {
-      const cpuBefore = cpuMsOf(server.pid!);
-      const { latencies, wallMs, failures } = await runLevel(sshPort, keys.slice(0, concurrency), concurrency, seconds);
-      const cpuMs = cpuMsOf(server.pid!) - cpuBefore;
-      const sorted = [...latencies].sort((a, b) => a - b);
-      const ops = latencies.length;
-      const result = {
-        concurrency,
-        ops,
-        failures,
-        ops_per_s: (ops / wallMs) * 1000,
-        p50_ms: percentile(sorted, 50),
-        p99_ms: percentile(sorted, 99),
-        server_cpu_ms_per_op: cpuMs / Math.max(ops, 1),
-      };
-      results.push(result);
-      rows.push([
-        String(concurrency),
-        String(ops),
-        String(failures),
-        result.ops_per_s.toFixed(1),
-        result.p50_ms.toFixed(1),
-        result.p99_ms.toFixed(1),
-        result.server_cpu_ms_per_op.toFixed(2),
-      ]);
+    for (const workers of workerCounts) {
+      const server = await startServer(dbUrl.toString(), work, workers);
+      try {
+        console.log(`WORKERS=${workers}: server pid ${server.pid}, ssh port ${server.sshPort}, ${keys.length} verified keys, ${seconds}s per level, ${os.cpus().length} CPUs shared by server and load generator`);
+        await runLevel(server.sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
+        for (const concurrency of levels) {
+          const cpuBefore = cpuMsOfTree(server.pid);
+          const { latencies, wallMs, failures } = await runLevel(server.sshPort, keys.slice(0, concurrency), concurrency, seconds);
+          const cpuMs = cpuMsOfTree(server.pid) - cpuBefore;
+          const sorted = [...latencies].sort((a, b) => a - b);
+          const ops = latencies.length;
+          const result = {
+            workers,
+            concurrency,
+            ops,
+            failures,
+            ops_per_s: (ops / wallMs) * 1000,
+            p50_ms: percentile(sorted, 50),
+            p99_ms: percentile(sorted, 99),
+            server_cpu_ms_per_op: cpuMs / Math.max(ops, 1),
+          };
+          results.push(result);
+          rows.push([
+            String(workers),
+            String(concurrency),
+            String(ops),
+            String(failures),
+            result.ops_per_s.toFixed(1),
+            result.p50_ms.toFixed(1),
+            result.p99_ms.toFixed(1),
+            result.server_cpu_ms_per_op.toFixed(2),
+          ]);
+        }
+      } finally {
+        await server.stop();
+      }
     }
-    const headers = ['concurrency', 'ops', 'failed', 'ops/s', 'p50 ms', 'p99 ms', 'server CPU ms/op'];
+    console.log('');
+    const headers = ['WORKERS', 'concurrency', 'ops', 'failed', 'ops/s', 'p50 ms', 'p99 ms', 'server CPU ms/op'];
     const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
     console.log(line(headers));
     for (const row of rows) console.log(line(row));
     console.log(`\n${JSON.stringify(results)}`);
   } finally {
-    server?.kill('SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, 500));
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
     await admin.end();
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The server, as operators run it (node + tsx loader), so its pid (and its workers') do the work. */
+async function startServer(dbUrl: string, work: string, workers: number) {
+  const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  const server = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      DATABASE_URL: dbUrl,
+      WORKERS: String(workers),
+      HTTP_PORT: '0',
+      SSH_PORT: '0',
+      HOST_KEYS_DIR: path.join(work, 'host_keys'),
+      DATA_DIR: work,
+      LOG_LEVEL: 'info',
+      LOG_FORMAT: 'json',
+      // Every client comes from 127.0.0.1 here.
+      SSH_MAX_UNAUTH_PER_IP: '1000',
+      // The load generator is one address: lift the per-address rates it would hit.
+      SSH_AUTH_PER_MINUTE: '1000000',
+      SSH_CONNECTIONS_PER_SECOND: '100000',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  server.stdout!.on('data', (d) => (log += d));
+  server.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise<void>((resolve) => server.on('exit', () => resolve()));
+  const sshPort = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
+    server.stdout!.on('data', () => {
+      const ports = [...log.matchAll(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/g)].map((m) => Number(m[1]));
+      if (ports.length >= workers) {
+        clearTimeout(timer);
+        resolve(ports[0]!);
+      }
+    });
+    server.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+  });
+  return {
+    pid: server.pid!,
+    sshPort,
+    async stop() {
+      server.kill('SIGTERM');
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
+    },
+  };
 }
 
 /** Users with verified keys, made through the same core calls the doors use (mail captured). */
@@ -149,6 +189,7 @@ async function verifiedKeys(url: string, dir: string, count: number): Promise<Bu
     if (!parsed.ok) throw new Error(parsed.reason);
     const origin = { channel: 'ssh' as const, ip: '127.0.0.1' };
     await startVerification(deps, { email: `bench${i}@example.com`, key: parsed.key, note: null, keyProven: true, origin });
+    while ((await deliverNextMail(deps)) !== 'idle');
     await confirmVerificationLink(deps, new URL(lastLink).searchParams.get('token')!, origin);
     keys.push(fs.readFileSync(file));
   }

@@ -1,9 +1,10 @@
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from './config.js';
-import { startMailSender, sweepBudgets, type CoreDeps, type Mailer } from './core/index.js';
+import { startMailSender, sweepBudgets, sweepOutbox, type CoreDeps, type Mailer } from './core/index.js';
 import { pendingMigrations, type OpenDatabase } from './db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from './http/server.js';
@@ -22,8 +23,10 @@ export type App = {
   /** How users reach the SSH door, as messages print it: `ssh -p 2222 keys@host`. */
   sshHint: string;
   hostKeyFingerprint: string;
-  /** The Prometheus scrape URL (`http://host:port/metrics`), or null when METRICS_PORT is unset. */
+  /** The Prometheus scrape URL (`http://host:port/metrics`), or null when METRICS_PORT is unset (or a cluster primary serves it). */
   metricsUrl: string | null;
+  /** This app's metrics, or null when METRICS_PORT is unset. */
+  metricsRegistry: Registry | null;
   /** What GET /readyz answers. */
   readiness(): Promise<Readiness>;
   /**
@@ -55,10 +58,14 @@ function warnAboutSettings(config: Config, log: Logger): void {
 }
 
 /** The whole service: the core, then the SSH door, then the HTTP door. Undoes what it did if a step fails. */
-export async function startApp(config: Config, log: Logger, overrides: { database?: OpenDatabase; mailer?: Mailer } = {}): Promise<App> {
+export async function startApp(
+  config: Config,
+  log: Logger,
+  overrides: { database?: OpenDatabase; mailer?: Mailer; /** A cluster worker: the primary serves the metrics. */ scrapeListener?: boolean } = {},
+): Promise<App> {
   // A registry per app, not prom-client's global one: several apps in one process do not collide.
   const metrics = config.metricsPort === null ? null : createMetrics();
-  const core = await openCore(config, log, { ...overrides, events: metrics?.events });
+  const core = await openCore(config, log, { database: overrides.database, mailer: overrides.mailer, events: metrics?.events });
   const { deps } = core;
   if (metrics && core.database.poolStats) metrics.watchPool(core.database.poolStats);
   warnAboutSettings(config, log);
@@ -124,7 +131,7 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   log.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
 
   let scrapes: MetricsServer | null = null;
-  if (metrics && config.metricsPort !== null) {
+  if (metrics && config.metricsPort !== null && overrides.scrapeListener !== false) {
     try {
       scrapes = await listenForScrapes(metrics.registry, config.metricsPort, config.host);
     } catch (err) {
@@ -139,9 +146,10 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
     log.info({ url: scrapes.url }, 'metrics listening');
   }
 
-  // Budget windows older than an hour are never read again.
+  // Budget windows older than an hour are never read again; sent mail is kept a day.
   const sweeper = setInterval(() => {
     sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
+    sweepOutbox(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep the mail outbox'));
   }, 10 * 60_000);
   sweeper.unref();
 
@@ -149,7 +157,20 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
   const mailSender = startMailSender(deps);
   deps.mailSender = mailSender;
 
-  let closed = false;
+  // One shutdown, however it is asked for: close() during a drain cuts the drain short.
+  let shutdown: Promise<void> | null = null;
+  const release = async (mailWaitMs: number) => {
+    await mailSender.stop(mailWaitMs);
+    await core.close();
+    await scrapes?.close();
+  };
+  const httpClosed = new Promise<void>((resolve) => http.once('close', () => resolve()));
+  const cut = () => {
+    void ssh.close();
+    if (http.listening) http.close();
+    http.closeAllConnections();
+    void mailSender.stop(0);
+  };
   return {
     deps,
     database: core.database,
@@ -159,33 +180,32 @@ export async function startApp(config: Config, log: Logger, overrides: { databas
     sshHint,
     hostKeyFingerprint: hostKey.fingerprint,
     metricsUrl: scrapes?.url ?? null,
+    metricsRegistry: metrics?.registry ?? null,
     readiness,
-    async drain(graceMs) {
-      if (closed || draining) return;
+    drain(graceMs) {
+      if (shutdown) return shutdown;
       draining = true;
+      clearInterval(sweeper);
       log.info({ graceMs }, 'draining: not ready, listeners closed, running commands and requests may finish');
-      clearInterval(sweeper);
       const started = Date.now();
-      await Promise.all([ssh.drain(graceMs), drainHttp(http, graceMs)]);
-      await mailSender.stop();
-      closed = true;
-      await core.close();
-      await scrapes?.close();
-      log.info({ ms: Date.now() - started }, 'drained');
+      shutdown = (async () => {
+        await Promise.all([ssh.drain(graceMs), drainHttp(http, graceMs)]);
+        // The sender finishes the message in hand, within what is left of the grace.
+        await release(Math.max(1_000, graceMs - (Date.now() - started)));
+        log.info({ ms: Date.now() - started }, 'drained');
+      })();
+      return shutdown;
     },
-    async close() {
-      if (closed) return;
-      closed = true;
+    close() {
       draining = true;
       clearInterval(sweeper);
-      await ssh.close();
-      await new Promise<void>((resolve) => {
-        http.close(() => resolve());
-        http.closeAllConnections();
-      });
-      await mailSender.stop();
-      await core.close();
-      await scrapes?.close();
+      cut();
+      shutdown ??= (async () => {
+        await ssh.close();
+        await httpClosed;
+        await release(0);
+      })();
+      return shutdown;
     },
   };
 }

@@ -110,6 +110,13 @@ const EnvSchema = z.object({
 });
 
 const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
+  if (e.WORKERS !== 1 && e.DATABASE_URL === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['WORKERS'],
+      message: 'more than one worker needs DATABASE_URL: the embedded database serves one process',
+    });
+  }
   if (e.SSH_PROXY_PROTOCOL && e.SSH_PROXY_FROM === undefined) {
     ctx.addIssue({
       code: 'custom',

@@ -1,4 +1,5 @@
-import { startApp } from './app.js';
+import { startApp, type App } from './app.js';
+import { answerMetricRequests, isClusterWorker, runPrimary, workerId, workerStarted } from './cluster.js';
 import { ConfigError, loadConfig } from './config.js';
 import { DataDirLockedError } from './db/database.js';
 import { createLogger, errorFields, logFormatFor } from './log.js';
@@ -14,24 +15,34 @@ try {
   throw err;
 }
 
-const log = createLogger(config.logLevel, undefined, logFormatFor(config.logFormat, process.stdout.isTTY));
+const baseLog = createLogger(config.logLevel, undefined, logFormatFor(config.logFormat, process.stdout.isTTY));
+const worker = isClusterWorker();
+const log = worker ? baseLog.child({ worker: workerId() }) : baseLog;
 
 // A stray rejection must be logged, never take down a service that is otherwise healthy.
 process.on('unhandledRejection', (reason) => log.error({ err: errorFields(reason) }, 'unhandled promise rejection'));
 
 try {
-  const app = await startApp(config, log);
+  if (config.workers > 1 && !worker) {
+    process.exit(await runPrimary(config, log));
+  }
+  if (worker) answerMetricRequests();
+  let app: App | null = null;
   const grace = config.shutdownGraceMs;
   let stopping = false;
-  // The first signal drains (up to SHUTDOWN_GRACE); a second one stops at once.
+  // The first signal drains (up to SHUTDOWN_GRACE); a second one stops at once. A worker
+  // leaves escalation to its primary: it may get a signal twice (systemd and the primary both
+  // send SIGTERM; a terminal's Ctrl-C reaches the whole process group).
   const stop = (signal: string) => {
     if (stopping) {
+      if (worker) return;
       log.warn({ signal }, 'second signal: stopping now');
-      void app.close().finally(() => process.exit(1));
+      void (app?.close() ?? Promise.resolve()).finally(() => process.exit(1));
       return;
     }
     stopping = true;
     log.info({ signal, graceMs: grace }, 'shutting down');
+    if (!app) process.exit(0); // still starting: nothing is running yet
     app.drain(grace).then(
       () => process.exit(0),
       (err) => {
@@ -40,8 +51,15 @@ try {
       },
     );
   };
-  process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  if (worker) {
+    process.on('SIGINT', () => undefined); // the primary decides
+    process.on('disconnect', () => stop('primary gone'));
+  } else {
+    process.on('SIGINT', () => stop('SIGINT'));
+  }
+  app = await startApp(config, log, { scrapeListener: !worker });
+  if (worker) workerStarted(app.metricsRegistry);
 } catch (err) {
   const message = err instanceof DataDirLockedError ? err.message : (err as Error).message;
   log.fatal({ err: errorFields(err) }, 'could not start');

@@ -118,6 +118,8 @@ export function createMetrics(): AppMetrics {
   const mailsPending = new Gauge({
     name: 'shell_auth_emails_pending',
     help: 'Verification emails in the outbox not yet sent (all instances), as this instance last counted.',
+    // Every worker counts the same table: under WORKERS the primary takes the largest count, not the sum.
+    aggregator: 'max',
     registers,
   });
   const rateLimited = new Counter({
@@ -207,7 +209,10 @@ export function createMetrics(): AppMetrics {
 export type MetricsServer = { url: string; close(): Promise<void> };
 
 /** The scrape endpoint, on its own listener: `GET /metrics`, nothing else. */
-export async function listenForScrapes(registry: Registry, port: number, host: string): Promise<MetricsServer> {
+/** What a scrape reads: one registry, or (under WORKERS) the primary's view of every worker's. */
+export type ScrapeSource = { metrics(): Promise<string>; contentType: string };
+
+export async function listenForScrapes(registry: ScrapeSource, port: number, host: string): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     // One scrape per connection: scrapes are seconds apart, longer than any keep-alive would last.
     res.shouldKeepAlive = false;

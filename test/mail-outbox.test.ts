@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   deliverNextMail,
   FIRST_RETRY_MS,
+  MAX_RETRY_MS,
+  sweepOutbox,
   SEND_LEASE_MS,
   startVerification,
   subscriptionBilling,
@@ -107,6 +109,30 @@ describe('a failing mail server', () => {
     }
   });
 
+  it('gives up at once when the mail server refuses the message itself (a 5xx), and does not retry it', async () => {
+    await drain();
+    const tries: string[] = [];
+    const realMailer = core.deps.mailer;
+    core.deps.mailer = {
+      async sendVerification(mail) {
+        tries.push(mail.to);
+        throw Object.assign(new Error('550 5.1.1 mailbox unavailable'), { permanent: true });
+      },
+    };
+    try {
+      const { requestId } = await initiate();
+      expect(await drain()).toEqual(['abandoned']);
+      core.clock.advance(MAX_RETRY_MS);
+      expect(await drain()).toEqual([]);
+      expect(tries).toHaveLength(1);
+      const row = await outboxRowOf(requestId);
+      expect(row).toMatchObject({ token: null, last_error: '550 5.1.1 mailbox unavailable' });
+      expect(row.abandoned_at).not.toBeNull();
+    } finally {
+      core.deps.mailer = realMailer;
+    }
+  });
+
   it('does not lift the send limits: they count requests, not deliveries', async () => {
     await drain();
     const realMailer = core.deps.mailer;
@@ -144,7 +170,8 @@ describe('the sender', () => {
     const { requestId } = await initiate();
     // A sender claims it and dies (its mail server never answers).
     const stuck = deliverNextMail({ ...core.deps, mailer: { sendVerification: () => new Promise(() => {}) } });
-    for (let i = 0; i < 100 && (await outboxRowOf(requestId)).lease_until === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 0; i < 1000 && (await outboxRowOf(requestId)).lease_until === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect((await outboxRowOf(requestId)).lease_until).not.toBeNull();
     void stuck;
     expect(await drain()).toEqual([]);
     core.clock.advance(SEND_LEASE_MS - 1);
@@ -155,6 +182,27 @@ describe('the sender', () => {
     expect(row.attempts).toBe(2);
     // The email states the time the link really has left.
     expect(core.mails.at(-1)?.ttlMs).toBe(Math.floor((VERIFICATION_LINK_TTL_MS - SEND_LEASE_MS) / 60_000) * 60_000);
+  });
+});
+
+describe('the outbox sweep', () => {
+  it('deletes sent and given-up messages after a day, never the ones still waiting', async () => {
+    await drain();
+    const realMailer = core.deps.mailer;
+    const sent = await initiate();
+    await drain();
+    core.deps.mailer = failingMailer([]);
+    const waiting = await initiate();
+    await drain();
+    core.deps.mailer = realMailer;
+    core.clock.advance(24 * 3_600_000 - 1_000);
+    await sweepOutbox(core.deps);
+    expect(await core.deps.db.selectFrom('mail_outbox').select('id').where('request_id', '=', sent.requestId).execute()).toHaveLength(1);
+    core.clock.advance(2_000);
+    await sweepOutbox(core.deps);
+    expect(await core.deps.db.selectFrom('mail_outbox').select('id').where('request_id', '=', sent.requestId).execute()).toHaveLength(0);
+    // Never sent (its link long expired, but the sender has not looked yet): kept until it is given up and a day passes.
+    expect(await core.deps.db.selectFrom('mail_outbox').select('id').where('request_id', '=', waiting.requestId).execute()).toHaveLength(1);
   });
 });
 

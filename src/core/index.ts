@@ -35,7 +35,7 @@ export {
 } from './identity.js';
 export type { HttpTrustWindow, HttpTrustPolicy } from './trust.js';
 export { takeFromBudget, budgetSpent, sweepBudgets, type Budget } from './budgets.js';
-export { deliverNextMail, outboxBacklog, retryDelayMs, startMailSender, FIRST_RETRY_MS, MAX_RETRY_MS, SEND_LEASE_MS, type DeliveryOutcome, type MailSender } from './mail-outbox.js';
+export { deliverNextMail, isPermanentMailFailure, outboxBacklog, sweepOutbox, SEND_TIMEOUT_MS, retryDelayMs, startMailSender, FIRST_RETRY_MS, MAX_RETRY_MS, SEND_LEASE_MS, type DeliveryOutcome, type MailSender } from './mail-outbox.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';

@@ -22,6 +22,21 @@ export const MAX_RETRY_MS = 60_000;
  * picked up while the link still works.
  */
 export const SEND_LEASE_MS = 2 * 60_000;
+/** A send still running after this counts as failed (and is retried): well inside the lease. */
+export const SEND_TIMEOUT_MS = 60_000;
+
+/** A Mailer marks a failure that retrying cannot fix (an SMTP 5xx) with `permanent: true`. */
+export function isPermanentMailFailure(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { permanent?: unknown }).permanent === true;
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer from the mail transport within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
 
 export type DeliveryOutcome = 'sent' | 'retry' | 'abandoned' | 'idle';
 
@@ -64,18 +79,28 @@ export async function deliverNextMail(deps: CoreDeps): Promise<DeliveryOutcome> 
   }
 
   try {
-    await deps.mailer.sendVerification({
-      to: row.recipient,
-      link: `${deps.settings.publicUrl}/shell-auth/verify?token=${row.token}`,
-      // A late mail says how long its link really has left, in whole minutes where it can.
-      ttlMs: msLeft >= 60_000 ? Math.floor(msLeft / 60_000) * 60_000 : msLeft,
-      facts: verificationFactsOf(request),
-    });
+    await withTimeout(
+      deps.mailer.sendVerification({
+        to: row.recipient,
+        link: `${deps.settings.publicUrl}/shell-auth/verify?token=${row.token}`,
+        // A late mail says how long its link really has left, in whole minutes where it can.
+        ttlMs: msLeft >= 60_000 ? Math.floor(msLeft / 60_000) * 60_000 : msLeft,
+        facts: verificationFactsOf(request),
+      }),
+      SEND_TIMEOUT_MS,
+    );
   } catch (err) {
     const failedAt = nowOf(deps);
     const next = new Date(failedAt.getTime() + retryDelayMs(row.attempts));
     const lastError = errorText(err).slice(0, 500);
     eventsOf(deps).mailSendFailed();
+    if (isPermanentMailFailure(err)) {
+      // The mail server refused the message itself (a 5xx: no such mailbox, policy): retrying cannot help.
+      await mine(deps.db).set({ abandoned_at: failedAt, token: null, lease_until: null, last_error: lastError }).execute();
+      eventsOf(deps).mailAbandoned();
+      deps.log.error({ err: lastError, requestId: row.request_id, attempts: row.attempts }, 'verification email given up: the mail server refused it');
+      return 'abandoned';
+    }
     if (next.getTime() >= new Date(request.expires_at).getTime()) {
       await mine(deps.db).set({ abandoned_at: failedAt, token: null, lease_until: null, last_error: lastError }).execute();
       eventsOf(deps).mailAbandoned();
@@ -104,8 +129,11 @@ export async function outboxBacklog(deps: CoreDeps): Promise<{ pending: number; 
 export type MailSender = {
   /** Look for due mail now (a request on this instance just queued some). */
   wake(): void;
-  /** Finishes the message in hand, then stops. */
-  stop(): Promise<void>;
+  /**
+   * Starts nothing new and waits for the message in hand, at most `waitMs` (0: not at all; a
+   * later call with 0 also ends an earlier call's wait). A send cut short is retried after its lease.
+   */
+  stop(waitMs?: number): Promise<void>;
 };
 
 /**
@@ -151,12 +179,28 @@ export function startMailSender(deps: CoreDeps, options: { idleMs?: number } = {
       });
     }
   })();
+  let giveUp: () => void = () => {};
+  const givenUp = new Promise<void>((resolve) => (giveUp = resolve));
   return {
     wake,
-    async stop() {
+    async stop(waitMs = Infinity) {
       stopping = true;
       wake();
-      await running;
+      if (waitMs <= 0) giveUp();
+      let timer: NodeJS.Timeout | undefined;
+      const waited = Number.isFinite(waitMs) ? new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs))) : givenUp;
+      await Promise.race([running, givenUp, waited]);
+      clearTimeout(timer);
     },
   };
+}
+
+/** Sent and given-up messages are kept a day (for looking into a complaint), then deleted. */
+export async function sweepOutbox(deps: CoreDeps, keepMs = 24 * 3_600_000): Promise<number> {
+  const before = new Date(nowOf(deps).getTime() - keepMs);
+  const result = await deps.db
+    .deleteFrom('mail_outbox')
+    .where((eb) => eb.or([eb('sent_at', '<', before), eb('abandoned_at', '<', before)]))
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
 }

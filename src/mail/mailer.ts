@@ -18,7 +18,14 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
   const transport = nodemailer.createTransport(url.toString());
   return {
     async sendVerification(mail: VerificationMail) {
-      await transport.sendMail({ from, ...renderVerificationEmail(mail) });
+      try {
+        await transport.sendMail({ from, ...renderVerificationEmail(mail) });
+      } catch (err) {
+        // 5xx is the server's final word on this message (RFC 5321 4.2.1); 4xx and network errors are worth a retry.
+        const code = (err as { responseCode?: unknown }).responseCode;
+        if (typeof code === 'number' && code >= 500 && code < 600) Object.assign(err as object, { permanent: true });
+        throw err;
+      }
     },
     close: () => transport.close(),
   };

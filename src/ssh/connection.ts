@@ -109,9 +109,11 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
 
     // Draining: sessions finish what they run (a shell says so and closes at its prompt); a
     // connection with nothing open goes now.
+    // A session that never asked for a program has nothing to finish and must not hold the drain.
+    let runningSessions = 0;
     const onShutdown = () => {
       closing = true;
-      if (openSessions === 0) {
+      if (runningSessions === 0) {
         access.ended('server_shutdown');
         client.end();
       }
@@ -124,6 +126,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       if (closing || openSessions >= limits.maxSessionsPerConnection) return reject();
       openSessions++;
       idle.touch();
+      let running = false;
       const notices: Array<(message: string) => void> = [];
       const session = {
         deps,
@@ -141,12 +144,17 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
           notices.push(notify);
           idleNotices.add(notify);
         },
+        programStarted() {
+          running = true;
+          runningSessions++;
+        },
       };
       handleSession(accept(), session, () => {
         openSessions--;
+        if (running) runningSessions--;
         for (const notify of notices) idleNotices.delete(notify);
         idle.touch();
-        if (closing && openSessions === 0) client.end();
+        if (closing && (openSessions === 0 || (setting.shuttingDown.aborted && runningSessions === 0))) client.end();
       });
     });
   });

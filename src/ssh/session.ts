@@ -21,6 +21,8 @@ export type SessionSetting = {
   maxQueuedLines: number;
   /** Registers a way to tell this session's client why the connection is closing. */
   onIdleClose(notify: (message: string) => void): void;
+  /** The session has asked for its program (exec or shell): a drain waits for it. */
+  programStarted(): void;
 };
 
 /**
@@ -47,6 +49,7 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
   const begin = (channel: ServerChannel | undefined): ChannelStart | null => {
     if (!channel || started) return null;
     started = true;
+    setting.programStarted();
     channel.on('error', (err: Error) => setting.log.debug({ err: err.message }, 'ssh channel error'));
     channel.once('close', sessionEnded);
     // Said on the channel, which is then closed: a client drops data that arrives after a disconnect.

@@ -32,9 +32,16 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
     );
     let lastProgress = Date.now();
     let linkLeftMs = VERIFICATION_LINK_TTL_MS;
+    // A restart does not wait ten minutes for a click: the wait ends, the link does not. (Joined
+    // by hand: AbortSignal.any with the process-long shutdown signal leaks on Node 20.)
+    const stopWaiting = new AbortController();
+    const stop = () => stopWaiting.abort();
+    for (const signal of [ctx.signal, ctx.shuttingDown]) {
+      if (signal.aborted) stop();
+      else signal.addEventListener('abort', stop, { once: true });
+    }
     const outcome = await waitForConfirmation(ctx.deps, started.nonce, {
-      // A restart does not wait ten minutes for a click: the wait ends, the link does not.
-      signal: AbortSignal.any([ctx.signal, ctx.shuttingDown]),
+      signal: stopWaiting.signal,
       onTick(msLeft) {
         linkLeftMs = msLeft;
         ctx.markActive(); // the wait is bounded by the link's own 10 minutes
@@ -42,6 +49,9 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
         lastProgress = Date.now();
         ctx.stderr(`  still waiting, ${formatDuration(msLeft)} left...\n`);
       },
+    }).finally(() => {
+      ctx.signal.removeEventListener('abort', stop);
+      ctx.shuttingDown.removeEventListener('abort', stop);
     });
     if (outcome === 'aborted' && !ctx.signal.aborted) {
       ctx.stderr(

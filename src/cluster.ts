@@ -1,0 +1,139 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { Logger } from 'pino';
+import { AggregatorRegistry, type Registry } from 'prom-client';
+import type { Config } from './config.js';
+import { openCore } from './core-wiring.js';
+import { listenForScrapes, type MetricsServer } from './metrics.js';
+import { loadOrCreateHostKey } from './ssh/host-key.js';
+
+/** What a worker tells the primary once both its listeners are up. */
+const READY_MESSAGE = 'shell-auth:worker-ready';
+
+/** A worker died after it had started: the next one is started this long after. */
+const RESTART_DELAY_MS = 1_000;
+
+/**
+ * WORKERS > 1: this process forks the workers that serve (sharing both ports through
+ * node:cluster), restarts one that dies, and on SIGTERM drains them all. It migrates the
+ * database and makes the host key before the first fork, so workers find both ready; it serves
+ * the metrics of all of them on METRICS_PORT. Resolves with the exit code.
+ */
+export async function runPrimary(config: Config, log: Logger): Promise<number> {
+  const core = await openCore(config, log, { listen: false }); // migrates, under the lock
+  await core.close();
+  const hostKey = loadOrCreateHostKey(config.hostKeysDir);
+  log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
+
+  let scrapes: MetricsServer | null = null;
+  if (config.metricsPort !== null) {
+    const aggregator = new AggregatorRegistry();
+    scrapes = await listenForScrapes({ metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType }, config.metricsPort, config.host);
+    log.info({ url: scrapes.url, workers: config.workers }, 'metrics listening (all workers)');
+  }
+
+  // A worker that has listened once is "up"; only the first ones failing to start is fatal.
+  const up = new Set<Worker>();
+  let everyWorkerStarted = false;
+  let stopping = false;
+  let exitCode = 0;
+  let failedStarts = 0;
+  let restartTimer: NodeJS.Timeout | undefined;
+  let killTimer: NodeJS.Timeout | undefined;
+  let finished: (code: number) => void = () => {};
+  const done = new Promise<number>((resolve) => (finished = resolve));
+
+  const fork = () => {
+    const worker = cluster.fork();
+    worker.on('message', (message: unknown) => {
+      if (message !== READY_MESSAGE) return;
+      up.add(worker);
+      failedStarts = 0;
+      if (up.size >= config.workers) everyWorkerStarted = true;
+    });
+  };
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+  const signalAll = (signal: NodeJS.Signals) => {
+    for (const worker of live()) worker.process.kill(signal);
+  };
+  const finishIfIdle = () => {
+    if (live().length > 0) return;
+    clearTimeout(killTimer);
+    void (scrapes ? scrapes.close() : Promise.resolve()).finally(() => finished(exitCode));
+  };
+  const stopAll = (reason: string, code: number) => {
+    stopping = true;
+    if (code !== 0) exitCode = code;
+    clearTimeout(restartTimer);
+    log.info({ reason, workers: live().length, graceMs: config.shutdownGraceMs }, 'shutting down: draining the workers');
+    signalAll('SIGTERM');
+    // Workers bound their own drain by the grace; this is the backstop if one hangs.
+    killTimer = setTimeout(() => {
+      log.error({ workers: live().length }, 'workers still running after the shutdown grace: killing them');
+      exitCode = 1;
+      signalAll('SIGKILL');
+    }, config.shutdownGraceMs + 10_000);
+    finishIfIdle();
+  };
+
+  cluster.on('exit', (worker, code, signal) => {
+    const wasUp = up.delete(worker);
+    if (stopping) {
+      if (code !== 0 && signal !== 'SIGKILL') exitCode = 1;
+      finishIfIdle();
+      return;
+    }
+    if (!wasUp && !everyWorkerStarted) {
+      // The first workers failing before they listen is configuration (a port in use): restarting will not help.
+      log.fatal({ worker: worker.id, code, signal }, 'a worker could not start; stopping');
+      stopAll('a worker could not start', 1);
+      return;
+    }
+    // Later, a death is bad luck (or the database away for a moment): start another, backing off
+    // while replacements keep failing before they listen.
+    if (!wasUp) failedStarts++;
+    const delay = Math.min(30_000, RESTART_DELAY_MS * 2 ** failedStarts);
+    log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker died; starting another');
+    clearTimeout(restartTimer);
+    restartTimer = setTimeout(() => {
+      if (stopping) return;
+      const missing = config.workers - live().length;
+      for (let i = 0; i < missing; i++) fork();
+    }, delay);
+  });
+
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: killing the workers now');
+      exitCode = 1;
+      signalAll('SIGKILL');
+      return;
+    }
+    // Workers drain on SIGTERM, whatever signal we got (a terminal's Ctrl-C reaches them too; they ignore SIGINT).
+    stopAll(signal, 0);
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
+  for (let i = 0; i < config.workers; i++) fork();
+  log.info({ workers: config.workers }, 'primary started the workers');
+  return done;
+}
+
+export const isClusterWorker = () => cluster.isWorker;
+
+/**
+ * In a worker, first thing: answer the primary's metric requests at once (with nothing until
+ * the app has its registry), so a scrape never waits on a worker that is still starting.
+ */
+export function answerMetricRequests(): void {
+  new AggregatorRegistry(); // installs the listener
+  AggregatorRegistry.setRegistries([]);
+}
+
+/** In a worker: answer metric requests from this registry, and tell the primary it is up. */
+export function workerStarted(registry: Registry | null): void {
+  if (registry) AggregatorRegistry.setRegistries([registry]);
+  process.send?.(READY_MESSAGE);
+}
+
+export const workerId = () => cluster.worker?.id ?? null;

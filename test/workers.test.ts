@@ -1,0 +1,145 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freshPostgresUrl, usingPostgres } from './support/database.js';
+
+// WORKERS=N: node:cluster workers sharing both ports, restarted when they die, drained on SIGTERM.
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const groups: number[] = [];
+afterAll(() => {
+  for (const pid of groups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+function spawnService(env: Record<string, string>): { child: ChildProcess; output(): string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    detached: true, // its own process group: primary and workers are killed whole in afterAll
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      PATH: process.env.PATH,
+      HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      SSH_PORT: '0',
+      LOG_FORMAT: 'json',
+      HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-workers-keys-')),
+      DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-workers-data-')),
+      ...env,
+    },
+  });
+  groups.push(child.pid!);
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+async function until(check: () => boolean, what: string, output: () => string, ms = 45_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen:\n${output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const count = (text: string, needle: string) => text.split(needle).length - 1;
+
+/** A GET on a connection of its own, so the cluster's round robin can hand each to another worker. */
+function getFresh(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    }).on('error', reject);
+  });
+}
+
+/** The live child processes of `pid` (the workers of a primary). */
+function childrenOf(pid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .filter((name) => {
+      try {
+        const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return Number(fields[1]) === pid && fields[0] !== 'Z';
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+describe('WORKERS', () => {
+  it.runIf(usingPostgres)(
+    'two workers share both ports and the metrics; a killed worker is replaced; SIGTERM drains all and exits 0',
+    async () => {
+      const service = spawnService({ WORKERS: '2', DATABASE_URL: await freshPostgresUrl({ migrated: false }), METRICS_PORT: '0' });
+      const { output } = service;
+      await until(() => count(output(), '"msg":"HTTP API listening"') === 2, 'two workers listening', output);
+      // The primary migrated before forking: the workers found nothing to do.
+      expect(count(output(), '"msg":"database migrated"')).toBe(1);
+      expect(output()).toMatch(/"workers":2,"msg":"primary started the workers"/);
+      const urls = [...output().matchAll(/"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/g)].map((m) => m[1]);
+      expect(new Set(urls).size).toBe(1); // one shared port
+      const sshPorts = [...output().matchAll(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/g)].map((m) => m[1]);
+      expect(new Set(sshPorts).size).toBe(1);
+      const url = urls[0]!;
+      const metricsUrl = /"url":"(http:\/\/[^"]+\/metrics)"/.exec(output())?.[1];
+      expect(metricsUrl).toBeDefined();
+
+      const statuses = [];
+      for (let i = 0; i < 20; i++) statuses.push(await getFresh(`${url}/readyz`));
+      expect(statuses.every((s) => s === 200)).toBe(true);
+      await until(() => count(output(), '"msg":"http request"') >= 20, 'access lines', output, 5_000);
+      const servedBy = new Set([...output().matchAll(/"worker":(\d+),[^\n]*"msg":"http request"/g)].map((m) => m[1]));
+      expect(servedBy).toEqual(new Set(['1', '2']));
+      // The primary's scrape adds up both workers.
+      const scrape = await (await fetch(metricsUrl!)).text();
+      expect(scrape).toMatch(/^shell_auth_http_requests_total\{route="GET \/readyz",status="200"\} 20$/m);
+
+      const workers = childrenOf(service.child.pid!);
+      expect(workers).toHaveLength(2);
+      process.kill(workers[0]!, 'SIGKILL');
+      await until(() => output().includes('"msg":"worker died; starting another"'), 'the death noticed', output);
+      await until(() => count(output(), '"msg":"HTTP API listening"') === 3, 'a new worker listening', output);
+      expect(await getFresh(`${url}/readyz`)).toBe(200);
+      const replaced = childrenOf(service.child.pid!);
+      expect(replaced).toHaveLength(2);
+      expect(replaced).not.toContain(workers[0]);
+
+      // Both at once (the primary must not be left with nothing to do and quietly exit).
+      for (const pid of replaced) process.kill(pid, 'SIGKILL');
+      await until(() => count(output(), '"msg":"HTTP API listening"') === 5, 'two new workers listening', output);
+      expect(service.child.exitCode).toBeNull();
+      const third = childrenOf(service.child.pid!);
+      expect(third).toHaveLength(2);
+      // With no worker left the shared port was closed; HTTP_PORT=0 then picks a new one (a fixed port is bound again).
+      const latestUrl = [...output().matchAll(/"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/g)].at(-1)![1]!;
+      expect(await getFresh(`${latestUrl}/readyz`)).toBe(200);
+
+      service.child.kill('SIGTERM');
+      expect(await service.exited).toBe(0);
+      expect(count(output(), '"msg":"drained"')).toBe(2);
+      for (const pid of third) expect(fs.existsSync(`/proc/${pid}`) && !fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ')).toBe(false);
+    },
+    90_000,
+  );
+
+  it('more than one worker on the embedded database is refused with the reason', async () => {
+    const service = spawnService({ WORKERS: '2' });
+    expect(await service.exited).toBe(1);
+    expect(service.output()).toContain('WORKERS: more than one worker needs DATABASE_URL: the embedded database serves one process');
+  });
+});
