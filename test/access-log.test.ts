@@ -151,13 +151,15 @@ describe('why a connection ended', () => {
 
   it('idle timeout, login grace time, and server shutdown', async () => {
     const { key } = await verifiedUser();
-    await withServer({ idleTimeoutMs: 300, loginGraceMs: 300 }, async (port) => {
+    // Short timers, each on a server of its own: a login grace that short would also cut a slow handshake.
+    await withServer({ idleTimeoutMs: 1_000 }, async (port) => {
       const client = await connectClient(port, key.privateKeyPath);
       await execOn(client, 'whoami');
       await new Promise<void>((resolve) => client.on('close', () => resolve()));
       const idle = await lineWhere((l) => closedWith(key.fingerprint)(l) && l.reason === 'idle_timeout');
       expect(idle).toMatchObject({ outcome: 'authenticated', commands: [{ name: 'whoami', exit_code: 0 }] });
-
+    });
+    await withServer({ loginGraceMs: 300 }, async (port) => {
       const socket = net.connect(port, '127.0.0.1');
       const localPort = await new Promise<number>((resolve) => socket.on('connect', () => resolve(socket.localPort!)));
       socket.on('error', () => undefined);

@@ -32,8 +32,10 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
 }
 
 /**
- * Development transport (no SMTP_URL): each message becomes an .eml file under DATA_DIR/outbox/
- * and the link is logged, so a fresh machine can complete the flow without a mail server.
+ * Development transport (no SMTP_URL): each message becomes an .eml file under DATA_DIR/outbox/,
+ * and its link is logged and appended to DATA_DIR/outbox/links.txt (the .eml holds it
+ * quoted-printable, wrapped: not something to copy from), so a fresh machine can complete the
+ * flow without a mail server.
  */
 export function outboxMailer(outboxDir: string, from: string, log: Logger): Mailer {
   const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' });
@@ -43,6 +45,8 @@ export function outboxMailer(outboxDir: string, from: string, log: Logger): Mail
       await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
       const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
       await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
+      // One line per mail, newest last: `tail -1 data/outbox/links.txt`.
+      await fs.appendFile(path.join(outboxDir, 'links.txt'), `${new Date().toISOString()} ${mail.to} ${mail.link}\n`, { mode: 0o600 });
       // The one place a link is logged: development only, with no real mail server configured.
       log.info({ to: mail.to, file, link: mail.link }, 'dev mail transport: verification email written to outbox');
     },

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import ssh2, { type ParsedKey } from 'ssh2';
@@ -56,6 +57,8 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   const admission = createAdmission(limits, log, options.metrics);
   const admitted = new Map<string, ReturnType<typeof admission.admit> & object>();
   const shutdown = new AbortController();
+  // Every live connection, shell and waiting login listens for it: no listener count is a leak.
+  setMaxListeners(0, shutdown.signal);
   let coalescingChecked = false;
 
   const ssh = new ssh2.Server(
