@@ -76,7 +76,7 @@ export async function startApp(
   const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: config.ssh, log, metrics: metrics ?? undefined });
   let sshAddress: AddressInfo;
   try {
-    sshAddress = await ssh.listen(config.sshPort, config.host);
+    sshAddress = await ssh.listen(config.sshPort, config.host).catch(listenFailure('SSH_PORT', config.host, config.sshPort));
   } catch (err) {
     await core.close();
     throw err;
@@ -111,7 +111,6 @@ export async function startApp(
     readiness,
     metrics: metrics ?? undefined,
   });
-  http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   try {
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
@@ -119,7 +118,8 @@ export async function startApp(
         http.off('error', reject);
         resolve();
       });
-    });
+    }).catch(listenFailure('HTTP_PORT', config.host, config.httpPort));
+    http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   } catch (err) {
     await ssh.close();
     await core.close();
@@ -133,7 +133,7 @@ export async function startApp(
   let scrapes: MetricsServer | null = null;
   if (metrics && config.metricsPort !== null && overrides.scrapeListener !== false) {
     try {
-      scrapes = await listenForScrapes(metrics.registry, config.metricsPort, config.host);
+      scrapes = await listenForScrapes(metrics.registry, config.metricsPort, config.host).catch(listenFailure('METRICS_PORT', config.host, config.metricsPort));
     } catch (err) {
       await ssh.close();
       await new Promise<void>((resolve) => {
@@ -207,6 +207,20 @@ export async function startApp(
       })();
       return shutdown;
     },
+  };
+}
+
+/** A failure to start that is the operator's to fix: said in one line, without a stack trace. */
+export class StartupError extends Error {}
+
+/** Turns a listen error into a line naming the variable that chose the port. */
+function listenFailure(variable: string, host: string, port: number) {
+  return (err: NodeJS.ErrnoException): never => {
+    const where = `${host}:${port}`;
+    if (err.code === 'EADDRINUSE') throw new StartupError(`${variable}=${port}: ${where} is already in use by another process`);
+    if (err.code === 'EACCES') throw new StartupError(`${variable}=${port}: not allowed to listen on ${where} (ports below 1024 need privileges)`);
+    if (err.code === 'EADDRNOTAVAIL') throw new StartupError(`${variable}=${port}: HOST=${host} is not an address of this machine`);
+    throw err;
   };
 }
 

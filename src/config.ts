@@ -17,7 +17,7 @@ const trustWindow = z
     if (value.toLowerCase() === 'forever') return 'forever';
     const ms = parseDuration(value);
     if (ms === null) {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration (e.g. 15m, 90s, 1h, 0, forever)` });
+      ctx.addIssue({ code: 'custom', message: 'must be a duration (15m, 90s, 1h), 0 (off) or forever' });
       return z.NEVER;
     }
     return ms === 0 ? 'off' : ms;
@@ -29,13 +29,26 @@ const positiveDuration = z
   .transform((value, ctx) => {
     const ms = parseDuration(value);
     if (ms === null || ms === 0) {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a positive duration (e.g. 30d, 12h, 2w)` });
+      ctx.addIssue({ code: 'custom', message: 'must be a positive duration such as 30s, 10m, 12h or 30d' });
       return z.NEVER;
     }
     return ms;
   });
 
-const port = z.coerce.number().int().min(0).max(65535);
+/** A whole number from `min` to `max`, with one message that says so (zod's own says "NaN"). */
+const wholeNumber = (min: number, max: number, extra = '') => {
+  const message = `must be a whole number from ${min} to ${max}${extra}`;
+  return z
+    .string()
+    .trim()
+    .regex(/^\d+$/, message)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, message);
+};
+
+const port = wholeNumber(0, 65535, ' (0: any free port)');
+
+const urlOf = (protocol: RegExp, form: string) => z.url({ protocol, error: `must be a URL like ${form}` });
 
 const flag = z
   .enum(['true', 'false', '1', '0'])
@@ -61,52 +74,46 @@ const addressRanges = z.string().transform((value, ctx) => {
 });
 
 /** A count where 0 (the operator's way of writing "off") becomes null: no limit. */
-const limit = (max: number) =>
-  z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(max)
-    .transform((n) => (n === 0 ? null : n));
+const limit = (max: number) => wholeNumber(0, max, ' (0: no limit)').transform((n) => (n === 0 ? null : n));
 
 const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
-  HTTP_PORT: port.default(8080),
-  SSH_PORT: port.default(2222),
+  HTTP_PORT: port.prefault('8080'),
+  SSH_PORT: port.prefault('2222'),
   SSH_USER: z.string().regex(/^[a-z_][a-z0-9_-]*$/i, 'must be a plain user name').default('keys'),
-  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  DATABASE_URL: urlOf(/^postgres(ql)?$/, 'postgres://user:password@host:5432/database').optional(),
   DATA_DIR: z.string().min(1).default('./data'),
-  SMTP_URL: z.url({ protocol: /^smtps?$/ }).optional(),
+  SMTP_URL: urlOf(/^smtps?$/, 'smtp://host:25 or smtps://user:password@host:465').optional(),
   MAIL_FROM: z.string().min(3).default('shell-auth <no-reply@localhost>'),
-  PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+  PUBLIC_URL: urlOf(/^https?$/, 'https://auth.example.com (where users open the emailed links)').optional(),
   HOST_KEYS_DIR: z.string().min(1).default('./host_keys'),
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
-  HTTP_TRUST_MINTS: limit(1_000_000).default(1),
+  HTTP_TRUST_MINTS: limit(1_000_000).prefault('1'),
   KEY_MAX_TTL: positiveDuration.optional(),
-  BILLING_URL: z.url({ protocol: /^https?$/ }).optional(),
-  BILLING_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
-  SSH_MAX_UNAUTH_PER_IP: z.coerce.number().int().min(1).max(100_000).default(64),
+  BILLING_URL: urlOf(/^https?$/, 'https://billing.internal/check').optional(),
+  BILLING_TIMEOUT_MS: wholeNumber(1, 60_000).prefault('2000'),
+  SSH_MAX_UNAUTH_PER_IP: wholeNumber(1, 100_000).prefault('64'),
   SSH_LOGIN_GRACE: positiveDuration.prefault('30s'),
   SSH_IDLE_TIMEOUT: positiveDuration.prefault('10m'),
-  SSH_AUTH_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(120),
-  SSH_CONNECTIONS_PER_SECOND: z.coerce.number().int().min(1).max(100_000).default(10),
+  SSH_AUTH_PER_MINUTE: wholeNumber(1, 1_000_000).prefault('120'),
+  SSH_CONNECTIONS_PER_SECOND: wholeNumber(1, 100_000).prefault('10'),
   DB_QUERY_TIMEOUT: positiveDuration.prefault('5s'),
   DB_CONNECT_TIMEOUT: positiveDuration.prefault('5s'),
-  HTTP_LOOKUPS_PER_MINUTE: limit(1_000_000).default(120),
-  MAIL_PER_IP_HOURLY: limit(1_000_000).default(30),
+  HTTP_LOOKUPS_PER_MINUTE: limit(1_000_000).prefault('120'),
+  MAIL_PER_IP_HOURLY: limit(1_000_000).prefault('30'),
   TRUST_PROXY: z
     .enum(['true', 'false', '1', '0'])
     .default('false')
     .transform((value) => value === 'true' || value === '1'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).optional(),
   METRICS_PORT: port.optional(),
   SSH_PROXY_PROTOCOL: flag,
   SSH_PROXY_FROM: addressRanges.optional(),
   SHUTDOWN_GRACE: positiveDuration.prefault('20s'),
   WORKERS: z
-    .union([z.literal('auto'), z.coerce.number().int().min(1).max(256)], { error: 'must be a number of processes (1-256) or "auto"' })
-    .default(1),
+    .union([z.literal('auto'), wholeNumber(1, 256)], { error: 'must be a number of processes (1-256) or "auto"' })
+    .prefault('1'),
 });
 
 const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
@@ -203,10 +210,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, defaults: Recor
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
   const parsed = ConfigSchema.safeParse({ ...defaults, ...present });
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
-    throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
+    // One line per bad variable: its name, the value as given (a URL's password hidden), what it must be.
+    const lines = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? '');
+      const value = present[name] ?? defaults[name];
+      return value === undefined ? `${name}: ${issue.message}` : `${name}=${shownValue(value)}: ${issue.message}`;
+    });
+    throw new ConfigError([...new Set(lines)].join('\n'));
   }
   return parsed.data;
+}
+
+function shownValue(value: string): string {
+  let shown = value;
+  try {
+    const url = new URL(value);
+    if (url.password) {
+      url.password = '***';
+      shown = url.toString();
+    }
+  } catch {
+    // not a URL
+  }
+  return JSON.stringify(shown.length > 200 ? `${shown.slice(0, 200)}…` : shown);
 }
 
 /** How SSH users reach this service, for messages: `ssh -p 2222 keys@auth.example.com`. */

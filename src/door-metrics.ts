@@ -32,7 +32,6 @@ export type SshAuthResult =
   | 'bad_signature'
   /** Password, keyboard-interactive, hostbased... */
   | 'method_refused'
-  | 'wrong_user'
   /** Unreadable or unsupported key (FIDO, DSA, certificates). */
   | 'bad_key'
   /** Plain ssh-rsa (SHA-1) signature. */

@@ -1,6 +1,7 @@
-import { startApp, type App } from './app.js';
+import { startApp, StartupError, type App } from './app.js';
 import { answerMetricRequests, isClusterWorker, runPrimary, workerId, workerStarted } from './cluster.js';
 import { ConfigError, loadConfig } from './config.js';
+import { toAppError } from './core/index.js';
 import { DataDirLockedError } from './db/database.js';
 import { createLogger, errorFields, logFormatFor } from './log.js';
 
@@ -9,7 +10,7 @@ try {
   config = loadConfig();
 } catch (err) {
   if (err instanceof ConfigError) {
-    process.stderr.write(`shell-auth: ${err.message}\n`);
+    for (const line of err.message.split('\n')) process.stderr.write(`shell-auth: ${line}\n`);
     process.exit(1);
   }
   throw err;
@@ -61,8 +62,12 @@ try {
   app = await startApp(config, log, { scrapeListener: !worker });
   if (worker) workerStarted(app.metricsRegistry);
 } catch (err) {
-  const message = err instanceof DataDirLockedError ? err.message : (err as Error).message;
-  log.fatal({ err: errorFields(err) }, 'could not start');
-  process.stderr.write(`shell-auth: could not start: ${message}\n`);
+  // Expected failures (a port in use, the data directory locked) are the operator's to fix: one
+  // line. Anything else is a bug: logged whole, stack and all.
+  const databaseAway = toAppError(err).code === 'UNAVAILABLE';
+  const expected = err instanceof StartupError || err instanceof DataDirLockedError || databaseAway;
+  if (!expected) log.fatal({ err: errorFields(err) }, 'could not start');
+  const reason = databaseAway ? `DATABASE_URL: the database cannot be reached (${(err as Error).message})` : (err as Error).message;
+  process.stderr.write(`shell-auth: could not start: ${reason}\n`);
   process.exit(1);
 }

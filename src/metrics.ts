@@ -24,7 +24,6 @@ const AUTH_RESULTS: SshAuthResult[] = [
   'key_ok',
   'bad_signature',
   'method_refused',
-  'wrong_user',
   'bad_key',
   'sha1_signature',
   'refused_by_limit',

@@ -111,11 +111,9 @@ describe('the SSH access log', () => {
 });
 
 describe('refused authentications', () => {
-  it('one info line each, with the reason and the fingerprint, nothing more of the key; the connection line says auth_failed', async () => {
-    const key = makeKey();
-    const result = await openssh(t.app.sshPort, key.privateKeyPath, ['whoami'], { user: 'root' });
-    expect(result.code).toBe(255);
-    const refused = await lineWhere((l) => l.msg === 'ssh: authentication refused' && l.fingerprint === key.fingerprint);
+  it('one info line each, with the reason; the connection line says auth_failed; a password is never logged', async () => {
+    await expect(ssh2Exec(t.app.sshPort, { username: 'keys', password: 'hunter2-secret' }, 'whoami')).rejects.toThrow(/authentication methods failed/);
+    const refused = await lineWhere((l) => l.msg === 'ssh: authentication refused' && l.reason === 'method_refused' && l.method === 'password');
     expect(refused).toEqual({
       level: 30,
       time: expect.any(Number),
@@ -123,15 +121,23 @@ describe('refused authentications', () => {
       msg: 'ssh: authentication refused',
       ip: '127.0.0.1',
       port: expect.any(Number),
-      reason: 'wrong_user',
-      method: 'publickey',
+      reason: 'method_refused',
+      method: 'password',
       attempt: expect.any(Number),
-      fingerprint: key.fingerprint,
+      fingerprint: null,
     });
     const closed = await lineWhere((l) => l.msg === 'ssh connection closed' && l.port === refused.port);
     expect(closed).toMatchObject({ fingerprint: null, user_id: null, outcome: 'auth_failed', refused_auth: 1, commands: [] });
-    // The key's base64 (its material) is never logged, only its fingerprint.
-    expect(t.logs.join('\n')).not.toContain(key.publicKey.split(' ')[1]!);
+    expect(t.logs.join('\n')).not.toContain('hunter2-secret');
+  });
+
+  it('the offered key is logged by fingerprint only, never its material', async () => {
+    const victim = makeKey();
+    const attacker = makeKey();
+    const agent = new TrickAgent([{ publicKey: parsedKey(victim.publicKey), signer: parsedKey(attacker.privateKeyPath) }]);
+    await expect(ssh2Exec(t.app.sshPort, { agent }, 'whoami')).rejects.toThrow(/authentication methods failed/);
+    await lineWhere((l) => l.msg === 'ssh: authentication refused' && l.fingerprint === victim.fingerprint);
+    expect(t.logs.join('\n')).not.toContain(victim.publicKey.split(' ')[1]!);
   });
 
   it('a signature that does not verify is logged as bad_signature', async () => {

@@ -1,13 +1,14 @@
 import type { ServerResponse } from 'node:http';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_COMMANDS, type AdminContext } from '../src/cli/admin-commands.js';
+import { adminProgram } from '../src/cli/admin-commands.js';
 import { EXIT, reportFailure, runCommand, UsageError, type Output, type Program } from '../src/cli/framework.js';
-import { AppError, ERRORS, resolveSshIdentity, type ErrorCode, type Identity } from '../src/core/index.js';
+import { AppError, ERRORS, orgsOfUser, resolveSshIdentity, type ErrorCode, type Identity } from '../src/core/index.js';
 import { sendError } from '../src/http/io.js';
 import type { SessionContext } from '../src/ssh/command.js';
 import { runCommandLine } from '../src/ssh/commands/index.js';
 import { makeKey } from './support/keys.js';
+import { runAdmin } from './support/in-process.js';
 import { publicKeyOf, startTestCore, type TestCore } from './support/core.js';
 
 // The in-process layer: commands run with string buffers as their terminal, on the real core
@@ -61,19 +62,24 @@ describe('SSH commands in-process: usage errors, exit codes, argument parsing', 
 
   const USAGE: Array<[string, RegExp]> = [
     ['create', /^error: --label is required\nusage: create --label LABEL/],
-    ['create --label', /argument missing/],
-    ['create --label abcde --bogus', /Unknown option '--bogus'/],
+    ['create --label', /^error: --label needs a value\nusage: create/],
+    ['create --label abcde --bogus', /^error: unknown option --bogus\nusage: create/],
+    ['create --label abcde --json=yes', /^error: --json takes no value\n/],
+    ['create --label abc', /^error: --label must be at least 5 characters\nusage: create/],
+    ['login not-an-email', /^error: "not-an-email" is not an email address\nusage: login EMAIL/],
+    ['create --label abcde --expires-in 0d', /^error: --expires-in 0d is too short: the shortest lifetime is 1m/],
+    ['create --label abcde --expires-in 99999999d', /^error: --expires-in 99999999d is too long; at most 100 years/],
     ['create --label abcde --label fghij', /^error: --label given more than once/],
     ['create --label abcde extra', /^error: unexpected argument "extra"/],
     ['create --label abcde --expires-in soon', /^error: --expires-in: "soon" is not a duration/],
-    ['create --label abcde --expires-in 30s', /^error: --expires-in: the shortest lifetime is 1m/],
+    ['create --label abcde --expires-in 30s', /^error: --expires-in 30s is too short: the shortest lifetime is 1m/],
     ['revoke', /^error: missing KEY_ID\nusage: revoke KEY_ID/],
     ['revoke a b', /^error: unexpected argument "b"/],
     ['orgs extra', /^error: unexpected argument "extra"/],
     ['login', /^error: missing EMAIL\nusage: login EMAIL/],
     ['help create extra', /^error: unexpected argument "extra"/],
     ['help frobnicate', /^error: no command "frobnicate"\nusage: help/],
-    ['frobnicate', /^error: unknown command "frobnicate"\n\nusage: ssh -p 2222 keys@host COMMAND \[OPTIONS\]\n\nCommands:/],
+    ['frobnicate', /^error: unknown command "frobnicate": run "ssh -p 2222 keys@host help" for the list\n$/],
     ["''", /^error: no command given/],
     ['', /^error: no command given/],
     ['create "unterminated', /^error: unterminated double quote/],
@@ -120,17 +126,43 @@ describe('SSH commands in-process: usage errors, exit codes, argument parsing', 
     }
   });
 
-  it('core errors exit 1 with the error table message and detail', async () => {
+  it('core errors exit 1, worded for the command line', async () => {
     const cases: Array<[string, string]> = [
-      ['create --label abc', 'error: Invalid request (must be at least 5 characters)\n'],
-      ['create --label abcde --org no-such-org', 'error: Organization not found\n'],
-      ['revoke not-a-key-id', 'error: API key not found\n'],
-      ['login not-an-email', 'error: Invalid email or SSH key format (must be an email address)\n'],
+      ['create --label abcde --org no-such-org', 'error: no org "no-such-org" among yours (see "orgs")\n'],
+      ['revoke not-a-key-id', 'error: no API key "not-a-key-id" that you can see (see "list")\n'],
     ];
     for (const [line, stderr] of cases) {
       const result = await ssh(account, line);
       expect(result, line).toEqual({ code: EXIT.FAILED, stdout: '', stderr });
     }
+  });
+
+  it('says things in terms of the command line: the key already yours, a suspended org, a limit, "-- --help"', async () => {
+    if (account.kind !== 'account') throw new Error('expected an account');
+    const email = account.user.email;
+    const other = await ssh(account, 'login someone-else@example.com');
+    expect(other).toEqual({
+      code: EXIT.FAILED,
+      stdout: '',
+      stderr: `error: this key is already linked to you, as ${email}. A key belongs to one account: to use someone-else@example.com, log in from another key pair.\n`,
+    });
+    const orgName = (await orgsOfUser(core.deps.db, account.user))[0]!.name;
+    await runAdmin(core.deps, 'billing', 'set', orgName, 'suspended');
+    try {
+      expect(await ssh(account, `create --label suspended --org ${orgName}`)).toEqual({
+        code: EXIT.FAILED,
+        stdout: '',
+        stderr: `error: org "${orgName}" is suspended: minting is off until its billing is active\n`,
+      });
+      expect((await ssh(account, 'create --label suspended')).stderr).toBe(
+        'error: your default org (the first in "orgs") is suspended: minting is off until its billing is active\n',
+      );
+    } finally {
+      await runAdmin(core.deps, 'billing', 'set', orgName, 'active');
+    }
+    const helped = await ssh(account, '-- --help');
+    expect(helped.code).toBe(EXIT.OK);
+    expect(helped.stdout).toMatch(/^usage: ssh -p 2222 keys@host COMMAND/);
   });
 
   it('create prints the key alone on stdout; list and revoke see it', async () => {
@@ -141,12 +173,12 @@ describe('SSH commands in-process: usage errors, exit codes, argument parsing', 
     const listed = JSON.parse((await ssh(account, 'list --json')).stdout) as Array<{ id: string; revoked: boolean }>;
     expect(listed.find((k) => k.id === id)).toMatchObject({ revoked: false });
     expect((await ssh(account, `revoke ${id}`)).code).toBe(EXIT.OK);
-    expect((await ssh(account, `revoke ${id}`)).stderr).toBe('error: API key already revoked\n');
+    expect((await ssh(account, `revoke ${id}`)).stderr).toBe(`error: API key "${id}" is already revoked\n`);
   });
 });
 
 describe('admin commands in-process, on the same framework', () => {
-  const program: Program<AdminContext> = { commands: ADMIN_COMMANDS, invocation: 'npm run admin --', log: pino({ level: 'silent' }) };
+  const program = adminProgram(pino({ level: 'silent' }));
   async function admin(...words: string[]): Promise<Captured> {
     const io = buffers();
     const code = await runCommand(program, words, { ...io, deps: core.deps });
@@ -155,14 +187,14 @@ describe('admin commands in-process, on the same framework', () => {
 
   it('usage mistakes exit 2 and name what is wrong', async () => {
     const cases: Array<[string[], RegExp]> = [
-      [['org'], /^error: unknown command "org"\n\nusage: npm run admin -- COMMAND/],
+      [['org'], /^error: unknown command "org": run "npm run admin -- --help" for the list\n$/],
       [['org', 'frob'], /^error: unknown command "org frob"/],
       [['org', 'create'], /^error: missing NAME\nusage: org create NAME --owner EMAIL \[--json\]/],
-      [['org', 'create', 'x'], /^error: --owner EMAIL: /],
-      [['org', 'create', 'bad name!', '--owner', 'a@b.example'], /^error: NAME: must be letters/],
-      [['org', 'add-member', 'o', 'a@b.example', '--role', 'king'], /^error: --role: /],
-      [['org', 'list', '--owner', 'x'], /Unknown option '--owner'/],
-      [['billing', 'set', 'o', 'paused'], /^error: status: /],
+      [['org', 'create', 'x'], /^error: --owner EMAIL /],
+      [['org', 'create', 'bad name!', '--owner', 'a@b.example'], /^error: NAME must be letters/],
+      [['org', 'add-member', 'o', 'a@b.example', '--role', 'king'], /^error: --role /],
+      [['org', 'list', '--owner', 'x'], /^error: unknown option --owner\n/],
+      [['billing', 'set', 'o', 'paused'], /^error: status /],
       [['keys', 'revoke'], /^error: missing KEY_ID/],
     ];
     for (const [words, stderr] of cases) {
@@ -201,7 +233,7 @@ describe('admin commands in-process, on the same framework', () => {
 });
 
 describe('one error mapping for every door', () => {
-  const program: Program<Output> = { commands: [], invocation: 'x', log: pino({ level: 'silent' }) };
+  const program: Program<Output> = { commands: [], invocation: 'x', helpHint: 'type "help"', log: pino({ level: 'silent' }) };
   const report = (err: unknown) => {
     const io = buffers();
     const code = reportFailure(program, null, io, err);

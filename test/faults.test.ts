@@ -247,7 +247,7 @@ describe('start-up failure', () => {
       HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-fail-')),
     });
     const database = await openTestDatabase();
-    await expect(startApp(config, log, { database })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await expect(startApp(config, log, { database })).rejects.toThrow(`HTTP_PORT=${busyPort}: 127.0.0.1:${busyPort} is already in use by another process`);
 
     const sshLine = lines.find((line) => line.includes('SSH door listening'));
     expect(sshLine).toBeDefined();

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -93,11 +94,32 @@ describe('the service as a process', () => {
     expect(await service.exited).toBe(0);
   });
 
-  it('a bad configuration value: one clear line and exit 1', async () => {
-    const result = await run(['src/main.ts'], await baseEnv({ HTTP_TRUST_WINDOW: 'soon', DATA_DIR: tempDir() }));
+  it('bad configuration values: one line each, naming the variable, the value as given and the form expected; exit 1', async () => {
+    const result = await run(
+      ['src/main.ts'],
+      await baseEnv({ HTTP_TRUST_WINDOW: 'soon', HTTP_PORT: 'abc', SMTP_URL: 'http://mail:secret@x', DATA_DIR: tempDir() }),
+    );
     expect(result.code).toBe(1);
-    expect(result.stderr.trim().split('\n')).toHaveLength(1);
-    expect(result.stderr).toContain('HTTP_TRUST_WINDOW: "soon" is not a duration');
+    expect(result.stderr.trim().split('\n').sort()).toEqual([
+      'shell-auth: HTTP_PORT="abc": must be a whole number from 0 to 65535 (0: any free port)',
+      'shell-auth: HTTP_TRUST_WINDOW="soon": must be a duration (15m, 90s, 1h), 0 (off) or forever',
+      'shell-auth: SMTP_URL="http://mail:***@x/": must be a URL like smtp://host:25 or smtps://user:password@host:465',
+    ]);
+    expect(result.stdout).toBe('');
+  });
+
+  it('a port in use: one line naming the variable, no stack trace; exit 1', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const busy = (blocker.address() as net.AddressInfo).port;
+    try {
+      const result = await run(['src/main.ts'], await baseEnv({ HOST: '127.0.0.1', HTTP_PORT: String(busy), DATA_DIR: tempDir(), LOG_LEVEL: 'warn' }));
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`shell-auth: could not start: HTTP_PORT=${busy}: 127.0.0.1:${busy} is already in use by another process\n`);
+      expect(result.stdout).not.toMatch(/stack|    at /);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
   });
 
   it.runIf(!usingPostgres)('refuses a second instance on the same embedded database', async () => {
@@ -161,7 +183,7 @@ describe('admin CLI (npm run admin)', () => {
 
     const unknown = await admin('frobnicate');
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain('usage: npm run admin');
+    expect(unknown.stderr).toBe('error: unknown command "frobnicate": run "npm run admin -- --help" for the list\n');
 
     // An empty variable is unset everywhere, LOG_LEVEL included (it used to crash the CLI in pino).
     const emptyLogLevel = await run(['src/cli/admin.ts', 'org', 'list'], { ...env, LOG_LEVEL: '' });

@@ -267,15 +267,15 @@ describe('SSH_PROXY_PROTOCOL and SSH_PROXY_FROM', () => {
       throw new Error('no error');
     };
     expect(error({ SSH_PROXY_PROTOCOL: 'true' })).toBe(
-      "invalid configuration: SSH_PROXY_FROM: required when SSH_PROXY_PROTOCOL=true: the load balancers' addresses or CIDRs (e.g. 127.0.0.1,10.0.0.0/8,::1)",
+      "SSH_PROXY_FROM: required when SSH_PROXY_PROTOCOL=true: the load balancers' addresses or CIDRs (e.g. 127.0.0.1,10.0.0.0/8,::1)",
     );
     for (const bad of ['10.0.0.0/33', '::1/129', 'example.com', '10.0.0', '10.0.0.0/08', 'fe80::1%eth0', '1.2.3.4/', '/8']) {
       expect(error({ SSH_PROXY_PROTOCOL: 'true', SSH_PROXY_FROM: `127.0.0.1,${bad}` })).toBe(
-        `invalid configuration: SSH_PROXY_FROM: "${bad}" is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)`,
+        `SSH_PROXY_FROM="127.0.0.1,${bad}": "${bad}" is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)`,
       );
     }
-    expect(error({ SSH_PROXY_PROTOCOL: 'true', SSH_PROXY_FROM: ' , ' })).toContain('SSH_PROXY_FROM: lists no address');
-    expect(error({ SSH_PROXY_PROTOCOL: 'yes', SSH_PROXY_FROM: '127.0.0.1' })).toContain('SSH_PROXY_PROTOCOL: ');
+    expect(error({ SSH_PROXY_PROTOCOL: 'true', SSH_PROXY_FROM: ' , ' })).toContain('SSH_PROXY_FROM=" , ": lists no address');
+    expect(error({ SSH_PROXY_PROTOCOL: 'yes', SSH_PROXY_FROM: '127.0.0.1' })).toContain('SSH_PROXY_PROTOCOL="yes": ');
   });
 
   it('matches IPv4, IPv6 and IPv4-mapped peers against the ranges', () => {

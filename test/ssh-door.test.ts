@@ -79,11 +79,20 @@ describe('host key', () => {
 });
 
 describe('authentication', () => {
-  it('rejects any user but "keys", as publickey-only', async () => {
+  it('another user name gets in, runs nothing, and is told which to use (exit 1); the shell too', async () => {
     const { key } = await verifiedUser();
-    const result = await openssh(port, key.privateKeyPath, ['whoami'], { user: 'root' });
-    expect(result.code).toBe(255);
-    expect(result.stderr).toContain('Permission denied (publickey)');
+    const result = await openssh(port, key.privateKeyPath, ['create', '--label', 'as-root'], { user: 'root' });
+    expect(result).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `Connect as keys@${t.app.sshHint.split('@')[1]} (not root): ${t.app.sshHint} COMMAND\n`,
+    });
+    const shell = await openssh(port, key.privateKeyPath, [], { user: 'git', extra: ['-T'] });
+    expect(shell.code).toBe(1);
+    expect(shell.stderr).toBe(`Connect as keys@${t.app.sshHint.split('@')[1]} (not git): ${t.app.sshHint} help\n`);
+    // Nothing ran: no key was minted for the root attempt.
+    const listed = await ssh(key, 'list', '--json');
+    expect(JSON.parse(listed.stdout).map((k: { label: string }) => k.label)).not.toContain('as-root');
   });
 
   it('an unknown key gets in with login/whoami/help only; everything else explains how to verify', async () => {
@@ -188,22 +197,20 @@ describe('create', () => {
 
   it('errors: the same validation and 402/404 as HTTP (exit 1); usage mistakes exit 2', async () => {
     const { key, org } = await verifiedUser();
-    expect(await ssh(key, 'create', '--label', 'abc')).toEqual({
-      code: 1,
-      stdout: '',
-      stderr: 'error: Invalid request (must be at least 5 characters)\n',
-    });
+    const short = await ssh(key, 'create', '--label', 'abc');
+    expect(short).toMatchObject({ code: 2, stdout: '' });
+    expect(short.stderr).toMatch(/^error: --label must be at least 5 characters\nusage: create --label LABEL/);
     expect(await ssh(key, 'create', '--label', 'good-label', '--org', 'no-such-org-here')).toEqual({
       code: 1,
       stdout: '',
-      stderr: 'error: Organization not found\n',
+      stderr: 'error: no org "no-such-org-here" among yours (see "orgs")\n',
     });
 
     await setBilling(t.app.deps, org, 'suspended', admin);
     expect(await ssh(key, 'create', '--label', 'good-label')).toEqual({
       code: 1,
       stdout: '',
-      stderr: 'error: Billing could not be verified\n',
+      stderr: 'error: your default org (the first in "orgs") is suspended: minting is off until its billing is active\n',
     });
     await setBilling(t.app.deps, org, 'active', admin);
   });
@@ -243,7 +250,7 @@ describe('list, revoke, orgs, whoami', () => {
     expect(await ssh(member.key, 'revoke', ownerKey.slice(0, 36))).toEqual({
       code: 1,
       stdout: '',
-      stderr: 'error: You are not allowed to do that\n',
+      stderr: 'error: only its creator or an owner or admin of its org may do that\n',
     });
     expect(await ssh(owner.key, 'revoke', memberKey.slice(0, 36))).toEqual({
       code: 0,
@@ -253,7 +260,7 @@ describe('list, revoke, orgs, whoami', () => {
     expect(await ssh(member.key, 'revoke', memberKey.slice(0, 36))).toEqual({
       code: 1,
       stdout: '',
-      stderr: 'error: API key already revoked\n',
+      stderr: `error: API key "${memberKey.slice(0, 36)}" is already revoked\n`,
     });
     const audit = await t.app.deps.db
       .selectFrom('audit_events')
@@ -325,7 +332,7 @@ describe('login: the whole verification over SSH', () => {
 
   it('the same 403/409 rules as HTTP', async () => {
     const key = makeKey();
-    expect(await ssh(key, 'login', uniqueEmail('n').replace('@', '+x@'))).toEqual({ code: 1, stdout: '', stderr: 'error: Base account does not exist\n' });
+    expect(await ssh(key, 'login', uniqueEmail('n').replace('@', '+x@'))).toEqual({ code: 1, stdout: '', stderr: 'error: this +alias has no base account yet: log in with the address without the +part first\n' });
     const holder = await verifiedUser();
     // holder.key was linked over HTTP (unproven) but to holder: a login by the same key as someone else takes over only after confirmation,
     // whereas a key proven over SSH is final:
@@ -334,9 +341,13 @@ describe('login: the whole verification over SSH', () => {
     const first = openssh(port, proven.privateKeyPath, ['login', provenEmail]);
     await t.confirmMailTo(provenEmail);
     expect((await first).code).toBe(0);
-    expect(await ssh(proven, 'login', holder.email)).toEqual({ code: 1, stdout: '', stderr: 'error: SSH key already registered to another account\n' });
+    expect(await ssh(proven, 'login', holder.email)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `error: this key is already linked to you, as ${provenEmail}. A key belongs to one account: to use ${holder.email}, log in from another key pair.\n`,
+    });
     const bad = await ssh(key, 'login', 'not-an-email');
-    expect(bad).toEqual({ code: 1, stdout: '', stderr: 'error: Invalid email or SSH key format (must be an email address)\n' });
+    expect(bad).toEqual({ code: 2, stdout: '', stderr: 'error: "not-an-email" is not an email address\nusage: login EMAIL\n' });
   });
 });
 
@@ -359,7 +370,7 @@ describe('interactive shell on a real pty (ssh -tt)', () => {
     const screen = result.stdout.replace(/\r\n/g, '\n');
     expect(screen).toContain(`Hi ${email}! You are connected with key ${key.fingerprint} (ssh-ed25519).\n`);
     expect(screen).toContain('keys> whoamx\b \bi\nemail:    ' + email);
-    expect(screen).toContain('keys> bogus\nerror: unknown command "bogus"');
+    expect(screen).toContain('keys> bogus\nerror: unknown command "bogus": type "help" for the list\nkeys> ');
     expect(screen.trimEnd().endsWith('keys> exit')).toBe(true);
   });
 });
@@ -459,7 +470,7 @@ describe('review findings', () => {
     expect(result.stdout).toContain(`email:    ${email}`);
     expect(result.stdout).toContain('"role": "admin"');
     expect(result.stdout).not.toContain('\r\n');
-    expect(result.stderr).toContain('error: unknown command "bogus"');
+    expect(result.stderr).toContain('error: unknown command "bogus": type "help" for the list\n');
   });
 
   it('closing the channel of a running login (connection kept open) stops its wait', async () => {
@@ -492,15 +503,15 @@ describe('review findings', () => {
     const { key } = await verifiedUser();
     const cases: Array<[string[], RegExp]> = [
       [['create'], /^error: --label is required\nusage: create --label LABEL/],
-      [['create', '--label', 'good-label', '--colour', 'red'], /Unknown option '--colour'/],
+      [['create', '--label', 'good-label', '--colour', 'red'], /^error: unknown option --colour\nusage: create/],
       [['create', '--label', 'good-label', '--expires-in', 'soon'], /--expires-in: "soon" is not a duration/],
-      [['create', '--label', 'forever-ish', '--expires-in', '3000000d'], /"3000000d" is not a duration/],
+      [['create', '--label', 'forever-ish', '--expires-in', '3000000d'], /^error: --expires-in 3000000d is too long; at most 100 years/],
       [['create', '--label', 'blink-key', '--expires-in', '1s'], /the shortest lifetime is 1m/],
       [['create', '--label', 'first-one', '--label', 'second-one'], /--label given more than once/],
-      [['create', '--label', '--help'], /ambiguous/],
+      [['create', '--label', '--help'], /^error: --label needs a value \(one that starts with "-" is written --label=-value\)\n/],
       [['revoke'], /^error: missing KEY_ID\nusage: revoke KEY_ID/],
       [['orgs', 'extra'], /^error: unexpected argument "extra"/],
-      [["frobnicate"], /^error: unknown command "frobnicate"\n\nusage: ssh -p \d+ keys@\S+ COMMAND \[OPTIONS\]\n\nCommands:/],
+      [["frobnicate"], /^error: unknown command "frobnicate": run "ssh -p \d+ keys@\S+ help" for the list\n$/],
       [["''"], /^error: no command given/],
     ];
     for (const [args, reason] of cases) {

@@ -110,9 +110,10 @@ describe('in-process doors: SSH exit 1, admin usage error', () => {
     ['list --org', (char) => `list --org 'acme${char}corp'`],
   ];
   for (const [what, line] of SSH_LINES) {
-    it.each(UNSAFE_CHARS)(`ssh ${what} refuses $what with exit 1`, async ({ char, codePoint }) => {
+    it.each(UNSAFE_CHARS)(`ssh ${what} refuses $what as a usage error naming the flag`, async ({ char, codePoint }) => {
       const result = await runSshLine(core.deps, account, line(char));
-      expect(result).toEqual({ code: EXIT.FAILED, stdout: '', stderr: `error: Invalid request (${REFUSAL} (${codePoint}))\n` });
+      expect(result).toMatchObject({ code: EXIT.USAGE, stdout: '' });
+      expect(result.stderr.startsWith(`error: ${what.split(' ')[1]} ${REFUSAL} (${codePoint})\nusage: `)).toBe(true);
     });
   }
 
@@ -127,7 +128,7 @@ describe('in-process doors: SSH exit 1, admin usage error', () => {
       const result = await runAdmin(core.deps, ...words(`acme${char}corp`));
       expect(result.code).toBe(EXIT.USAGE);
       expect(result.stdout).toBe('');
-      expect(result.stderr.split('\n')[0]).toBe(`error: ${argument}: ${REFUSAL} (${codePoint})`);
+      expect(result.stderr.split('\n')[0]).toBe(`error: ${argument} ${REFUSAL} (${codePoint})`);
     });
   }
 });

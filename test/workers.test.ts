@@ -140,6 +140,6 @@ describe('WORKERS', () => {
   it('more than one worker on the embedded database is refused with the reason', async () => {
     const service = spawnService({ WORKERS: '2' });
     expect(await service.exited).toBe(1);
-    expect(service.output()).toContain('WORKERS: more than one worker needs DATABASE_URL: the embedded database serves one process');
+    expect(service.output()).toContain('shell-auth: WORKERS="2": more than one worker needs DATABASE_URL: the embedded database serves one process');
   });
 });

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
   createOrg,
@@ -13,7 +14,7 @@ import {
   type RequestOrigin,
 } from '../core/index.js';
 import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
-import { EXIT, json, optionalString, parseArgument, type Command, type Output, type Parsed } from './framework.js';
+import { EXIT, json, optionalString, parseArgument, type Command, type Output, type Parsed, type Program } from './framework.js';
 
 /** The operator's commands (`npm run admin -- …`), on the same command model as the SSH door's. */
 export type AdminContext = Output & { deps: CoreDeps };
@@ -42,6 +43,11 @@ function adminCommand(
 }
 
 const Role = z.enum(['owner', 'admin', 'member']);
+
+/** The admin CLI as a program: its commands and how it is called. */
+export function adminProgram(log: Logger): Program<AdminContext> {
+  return { commands: ADMIN_COMMANDS, invocation: 'npm run admin --', helpHint: 'run "npm run admin -- --help" for the list', log };
+}
 
 export const ADMIN_COMMANDS: Command<AdminContext>[] = [
   adminCommand({

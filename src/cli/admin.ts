@@ -5,10 +5,9 @@
 import { openCore } from '../core-wiring.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { ADMIN_COMMANDS, type AdminContext } from './admin-commands.js';
+import { adminProgram } from './admin-commands.js';
 import { EXIT, helpText, runCommand, type Output, type Program } from './framework.js';
 
-const INVOCATION = 'npm run admin --';
 
 const io: Output = {
   stdout: (text) => process.stdout.write(text),
@@ -17,7 +16,7 @@ const io: Output = {
 
 async function main(argv: string[]): Promise<number> {
   // Help needs neither configuration nor a database.
-  const bareProgram: Program<AdminContext> = { commands: ADMIN_COMMANDS, invocation: INVOCATION, log: createLogger('silent') };
+  const bareProgram = adminProgram(createLogger('silent'));
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     (argv.length === 0 ? io.stderr : io.stdout)(helpText(bareProgram));
     return argv.length === 0 ? EXIT.USAGE : EXIT.OK;
@@ -28,11 +27,11 @@ async function main(argv: string[]): Promise<number> {
     config = loadConfig(process.env, { LOG_LEVEL: 'warn' });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    io.stderr(`error: ${err.message}\n`);
+    for (const line of err.message.split('\n')) io.stderr(`error: ${line}\n`);
     return EXIT.FAILED;
   }
   const log = createLogger(config.logLevel, process.stderr);
-  const program: Program<AdminContext> = { ...bareProgram, log };
+  const program = adminProgram(log);
   let core;
   try {
     core = await openCore(config, log, { listen: false });

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AppError, toAppError } from '../core/index.js';
 import { errorFields } from '../log.js';
+import { escapeForTerminal } from '../text/table.js';
+import { describeParseError, terminalMessage, type ErrorPhrases } from './terminal-errors.js';
 
 /**
  * The one command model, for the SSH door's commands and the operator's admin CLI: a command
@@ -33,6 +35,10 @@ export type Program<Ctx> = {
   commands: Command<Ctx>[];
   /** How to call the program, for the general help: `ssh keys@host`, `npm run admin --`. */
   invocation: string;
+  /** Where the list of commands is, said after an unknown one: `type "help" for the list`. */
+  helpHint: string;
+  /** Core errors reworded for this program's users (see terminal-errors.ts); none: the error table's text. */
+  errorPhrases?: ErrorPhrases;
   log: Logger;
 };
 
@@ -67,6 +73,8 @@ export function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Com
 
 /** Parses and runs one command; returns the exit code. Never throws. */
 export async function runCommand<Ctx extends Output>(program: Program<Ctx>, words: string[], ctx: Ctx): Promise<number> {
+  // `ssh keys@host -- --help`: the `--` is for ssh's own option parsing, not ours.
+  if (words[0] === '--') words = words.slice(1);
   const [first] = words;
   if (first === undefined || first === '') {
     ctx.stderr(`error: no command given\n\n${helpText(program)}`);
@@ -80,7 +88,7 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
   if (!command) {
     const isGroup = program.commands.some((c) => c.name.startsWith(`${first} `));
     const shown = isGroup && words[1] !== undefined ? `${first} ${words[1]}` : first;
-    ctx.stderr(`error: unknown command "${shown}"\n\n${helpText(program)}`);
+    ctx.stderr(`error: unknown command "${escapeForTerminal(shown)}": ${program.helpHint}\n`);
     return EXIT.USAGE;
   }
   let parsed: Parsed;
@@ -109,12 +117,12 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
     if (count < command.positionals.min) throw new UsageError(`missing ${command.positionals.names}`);
     if (count > command.positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[command.positionals.max]}"`);
   } catch (err) {
-    return reportFailure(program, command, ctx, err instanceof UsageError ? err : new UsageError((err as Error).message));
+    return reportFailure(program, command, ctx, err instanceof UsageError ? err : new UsageError(describeParseError(err)));
   }
   try {
     return await command.run(ctx, parsed);
   } catch (err) {
-    return reportFailure(program, command, ctx, err);
+    return reportFailure(program, command, ctx, err, parsed);
   }
 }
 
@@ -123,16 +131,23 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
  * a core error is 1 with its message (and detail); anything else is logged and reads as the
  * core's internal or unavailable error.
  */
-export function reportFailure<Ctx extends Output>(program: Program<Ctx>, command: Command<Ctx> | null, ctx: Ctx, err: unknown): number {
+export function reportFailure<Ctx extends Output>(
+  program: Program<Ctx>,
+  command: Command<Ctx> | null,
+  ctx: Ctx,
+  err: unknown,
+  args: Parsed | null = null,
+): number {
   if (err instanceof UsageError) {
-    ctx.stderr(`error: ${err.message}\n${command ? usageText(command) : `\n${helpText(program)}`}`);
+    // The synopsis only: the whole text is one `--help` away.
+    ctx.stderr(`error: ${err.message}\n${command ? `usage: ${command.usage.split('\n')[0]}\n` : `\n${helpText(program)}`}`);
     return EXIT.USAGE;
   }
   const appError = toAppError(err);
   if (!(err instanceof AppError) || appError.status >= 500) {
     program.log.error({ err: errorFields(err), command: command?.name }, 'command failed');
   }
-  ctx.stderr(`error: ${appError.message}${appError.detail ? ` (${appError.detail})` : ''}\n`);
+  ctx.stderr(`error: ${terminalMessage(appError, args, program.errorPhrases)}\n`);
   return EXIT.FAILED;
 }
 
@@ -148,10 +163,15 @@ export function optionalString(args: Parsed, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-/** Validates one argument with zod; failure is a usage error naming the argument. */
-export function parseArgument<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+/**
+ * Validates one argument with zod; failure is a usage error naming the argument
+ * (`--label must be at least 5 characters`), or saying what `explain` says.
+ */
+export function parseArgument<S extends z.ZodType>(schema: S, value: unknown, what: string, explain?: (value: string) => string): z.output<S> {
   const result = schema.safeParse(value);
-  if (!result.success) throw new UsageError(`${what}: ${result.error.issues[0]?.message ?? 'invalid'}`);
+  if (!result.success) {
+    throw new UsageError(explain ? explain(escapeForTerminal(String(value))) : `${what} ${result.error.issues[0]?.message ?? 'is not valid'}`);
+  }
   return result.data;
 }
 

@@ -12,7 +12,7 @@ export type AuthRequest = {
 };
 
 /** Why a request was refused, for the access log and metrics. */
-export type RejectReason = 'method_refused' | 'wrong_user' | 'bad_key' | 'sha1_signature' | 'bad_signature';
+export type RejectReason = 'method_refused' | 'bad_key' | 'sha1_signature' | 'bad_signature';
 
 export type AuthDecision =
   /** A signature-less "would you accept this key?": say yes, bind nothing. */
@@ -24,7 +24,6 @@ export type AuthDecision =
   | { answer: 'hang-up'; reason: 'attempts' | 'verify_budget' };
 
 export type AuthPolicy = {
-  sshUser: string;
   maxAttempts: number;
   /** Spends one of the address's signature verifications; false when it has none left. */
   mayVerify(): boolean;
@@ -33,15 +32,15 @@ export type AuthPolicy = {
 };
 
 /**
- * Decides one authentication request (`attempt` counts from 1). Publickey only, for the one
- * user name; identity comes only from a signature that verifies, never from a key merely offered
- * (a client may offer someone else's public key first and sign with its own next:
- * GHSA-pchf-49fh-w34r).
+ * Decides one authentication request (`attempt` counts from 1). Publickey only; identity comes
+ * only from a signature that verifies, never from a key merely offered (a client may offer
+ * someone else's public key first and sign with its own next: GHSA-pchf-49fh-w34r). Any user
+ * name gets in: the key is the identity, and a client that came as `root@` is then told, in
+ * words, which user to connect as (a refusal would only say "Permission denied").
  */
 export function decideAuthentication(request: AuthRequest, attempt: number, policy: AuthPolicy): AuthDecision {
   if (attempt > policy.maxAttempts) return { answer: 'hang-up', reason: 'attempts' };
   if (request.method !== 'publickey') return { answer: 'reject', reason: 'method_refused' };
-  if (request.username !== policy.sshUser) return { answer: 'reject', reason: 'wrong_user' };
   if (!request.keyBlob) return { answer: 'reject', reason: 'bad_key' };
   const parsed = parsePublicKeyBlob(request.keyBlob);
   if (!parsed.ok) return { answer: 'reject', reason: 'bad_key' };

@@ -8,6 +8,8 @@ export type SessionContext<I extends Identity = Identity> = Output & {
   origin: RequestOrigin & { channel: 'ssh' };
   /** How users reach this door, for messages: `ssh -p 2222 keys@host`. */
   sshHint: string;
+  /** Running at the interactive `keys> ` prompt: hints name commands without the `ssh …` prefix. */
+  inShell?: boolean;
   /** Aborted when the client goes away (or presses Ctrl-C in the shell). */
   signal: AbortSignal;
   /**
@@ -41,7 +43,7 @@ export function accountCommand(definition: Definition<AccountIdentity>): SshComm
     run(ctx, args) {
       const { identity } = ctx;
       if (identity.kind !== 'account') {
-        ctx.stderr(unverifiedMessage(identity.key.fingerprint, ctx.sshHint));
+        ctx.stderr(unverifiedMessage(identity.key.fingerprint, commandHint(ctx)));
         return Promise.resolve(EXIT.FAILED);
       }
       return definition.run({ ...ctx, identity }, args);
@@ -54,10 +56,15 @@ export function openCommand(definition: Definition<Identity>): SshCommand {
   return { ...definition, open: true };
 }
 
-export function unverifiedMessage(fingerprint: string, sshHint: string): string {
+/** How to type a command here: `login …` at the prompt, `ssh -p 2222 keys@host login …` elsewhere. */
+export function commandHint(ctx: Pick<SessionContext, 'sshHint' | 'inShell'>): string {
+  return ctx.inShell ? '' : `${ctx.sshHint} `;
+}
+
+export function unverifiedMessage(fingerprint: string, prefix: string): string {
   return (
     `This key (${fingerprint}) is not linked to an account yet.\n` +
-    `Verify it by email with: ${sshHint} login you@example.com\n` +
+    `Verify it by email with: ${prefix}login you@example.com\n` +
     '(Linked it over HTTP already? Run login once with that email: the signature proves the key, no email needed.)\n'
   );
 }

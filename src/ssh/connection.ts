@@ -17,6 +17,8 @@ export type ConnectionSetting = {
   sshHint: () => string;
   /** Aborted when the service starts draining: no new sessions; idle connections close now. */
   shuttingDown: AbortSignal;
+  /** The user name clients should connect as; another one gets in but is told this. */
+  sshUser: string;
 };
 
 /**
@@ -32,6 +34,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
   });
   let attempts = 0;
   let signedKey: PublicKey | null = null;
+  let userName = setting.sshUser;
   const policy: AuthPolicy = {
     ...setting.auth,
     maxAttempts: limits.maxAuthAttempts,
@@ -70,6 +73,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       case 'accept':
         access.authAttempt('accepted', attempt);
         signedKey = decision.key;
+        userName = ctx.username;
         return ctx.accept();
     }
   });
@@ -137,6 +141,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         sshHint: setting.sshHint(),
         connectionGone: connection.signal,
         shuttingDown: setting.shuttingDown,
+        wrongUser: userName === setting.sshUser ? null : { used: userName, expected: setting.sshUser },
         activity: idle.touch,
         outputHighWaterBytes: limits.outputHighWaterBytes,
         maxQueuedLines: limits.maxQueuedLines,

@@ -83,9 +83,9 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         limits,
         sshHint: options.sshHint,
         shuttingDown: shutdown.signal,
+        sshUser: options.sshUser,
         verifications,
         auth: {
-          sshUser: options.sshUser,
           verify(keyBlob, data, signature, hashAlgo) {
             const verifier = keyCache.get(keyBlob);
             return verifier !== null && verifier.verify(data, signature, hashAlgo) === true;

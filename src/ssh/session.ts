@@ -4,7 +4,9 @@ import { resolveSshIdentity, type CoreDeps, type PublicKey } from '../core/index
 import { errorFields } from '../log.js';
 import type { ConnectionRecord } from './access-log.js';
 import { runExec } from './exec.js';
-import type { ChannelStart } from './session-io.js';
+import { channelWriters, type ChannelStart } from './session-io.js';
+import { EXIT } from '../cli/framework.js';
+import { escapeForTerminal } from '../text/table.js';
 import { runShell } from './shell.js';
 
 export type SessionSetting = {
@@ -16,6 +18,8 @@ export type SessionSetting = {
   sshHint: string;
   connectionGone: AbortSignal;
   shuttingDown: AbortSignal;
+  /** Connected as another user than the door's (`ssh root@host`): every program says how to connect. */
+  wrongUser: { used: string; expected: string } | null;
   activity(): void;
   outputHighWaterBytes: number;
   maxQueuedLines: number;
@@ -66,10 +70,22 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
   };
   session.on('exec', (accept, _reject, info) => {
     const start = begin(accept());
-    if (start) void runExec({ ...start, command: info.command });
+    if (start && !toldWrongUser(start, info.command)) void runExec({ ...start, command: info.command });
   });
   session.on('shell', (accept) => {
     const start = begin(accept());
-    if (start) void runShell(start);
+    if (start && !toldWrongUser(start, '')) void runShell(start);
   });
+  /** `ssh root@host whoami`: no command runs; the user learns the name to use, and exit 1. */
+  const toldWrongUser = (start: ChannelStart, command: string): boolean => {
+    const wrong = setting.wrongUser;
+    if (!wrong) return false;
+    const io = channelWriters(start.channel, start.pty, { highWater: start.outputHighWaterBytes, activity: start.activity });
+    // The hint already names the right user: `ssh -p 2222 keys@host`.
+    const host = /@(\S+)$/.exec(start.sshHint)?.[1] ?? 'HOST';
+    io.stderr(`Connect as ${wrong.expected}@${host} (not ${escapeForTerminal(wrong.used)}): ${start.sshHint} ${command.trim() ? 'COMMAND' : 'help'}\n`);
+    start.access.command('wrong_user', EXIT.FAILED, 0, undefined);
+    io.finish(EXIT.FAILED);
+    return true;
+  };
 }

@@ -25,6 +25,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
     const identity = await start.identity;
     // One stream on a terminal, so errors appear in order with everything else.
     ctx = sessionContext(start, identity, pty ? { stdout: io.stdout, stderr: io.stdout } : io, gone.signal);
+    ctx.inShell = true;
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
     io.finish(1);

@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { ADMIN_COMMANDS, type AdminContext } from '../../src/cli/admin-commands.js';
+import { adminProgram } from '../../src/cli/admin-commands.js';
 import { runCommand, type Output, type Program } from '../../src/cli/framework.js';
 import { resolveSshIdentity, type CoreDeps, type Identity } from '../../src/core/index.js';
 import type { SessionContext } from '../../src/ssh/command.js';
@@ -40,7 +40,7 @@ export async function runSshLine(deps: CoreDeps, identity: Identity, line: strin
 
 /** Runs one admin command (`npm run admin -- WORDS...`). */
 export async function runAdmin(deps: CoreDeps, ...words: string[]): Promise<Captured> {
-  const program: Program<AdminContext> = { commands: ADMIN_COMMANDS, invocation: 'npm run admin --', log: pino({ level: 'silent' }) };
+  const program = adminProgram(pino({ level: 'silent' }));
   const io = buffers();
   const code = await runCommand(program, words, { ...io, deps });
   return { code, stdout: io.out.join(''), stderr: io.err.join('') };

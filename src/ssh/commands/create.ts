@@ -1,13 +1,13 @@
 import {
+  formatDuration,
   LabelSchema,
   mintApiKey,
   OrgNameLookupSchema,
   parseDuration,
-  parseInput,
   PERMISSION_NAMES,
   revokeApiKey,
 } from '../../core/index.js';
-import { EXIT, json, optionalString, requireString, UsageError } from '../../cli/framework.js';
+import { EXIT, json, optionalString, parseArgument, requireString, UsageError } from '../../cli/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 
@@ -30,17 +30,11 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
   },
   positionals: { min: 0, max: 0, names: '' },
   async run(ctx, args) {
-    const label = parseInput(LabelSchema, requireString(args, 'label'), 'INVALID_REQUEST');
+    const label = parseArgument(LabelSchema, requireString(args, 'label'), '--label');
     const org = optionalString(args, 'org');
-    const orgName = org === undefined ? undefined : parseInput(OrgNameLookupSchema, org, 'INVALID_REQUEST');
+    const orgName = org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org');
     const expiresIn = optionalString(args, 'expires-in');
-    let expiresInMs: number | undefined;
-    if (expiresIn !== undefined) {
-      const ms = parseDuration(expiresIn);
-      if (!ms) throw new UsageError(`--expires-in: "${expiresIn}" is not a duration such as 30d, 12h or 2w`);
-      if (ms < 60_000) throw new UsageError('--expires-in: the shortest lifetime is 1m');
-      expiresInMs = ms;
-    }
+    const expiresInMs = expiresIn === undefined ? undefined : lifetimeOf(expiresIn, ctx.deps.settings.keyMaxTtlMs);
 
     const minted = await mintApiKey(ctx.deps, {
       user: ctx.identity.user,
@@ -81,3 +75,20 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     return EXIT.OK;
   },
 });
+
+const DAY_MS = 86_400_000;
+
+/** `--expires-in` as milliseconds, or a usage error that says what would be accepted. */
+function lifetimeOf(text: string, maxMs: number | null): number {
+  const shown = escapeForTerminal(text);
+  const most = maxMs === null ? '' : `; at most ${maxMs % DAY_MS === 0 ? `${maxMs / DAY_MS}d` : formatDuration(maxMs)} on this server`;
+  const ms = parseDuration(text);
+  if (ms === null) {
+    // Shaped like one (digits and units) but unparseable: only a size can be wrong with it.
+    if (/^\s*(\d+[smhdw])+\s*$/i.test(text)) throw new UsageError(`--expires-in ${shown} is too long${most || '; at most 100 years'}`);
+    throw new UsageError(`--expires-in: "${shown}" is not a duration such as 30d, 12h or 2w`);
+  }
+  if (ms < 60_000) throw new UsageError(`--expires-in ${shown} is too short: the shortest lifetime is 1m`);
+  if (maxMs !== null && ms > maxMs) throw new UsageError(`--expires-in ${shown} is too long${most}`);
+  return ms;
+}

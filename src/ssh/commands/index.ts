@@ -1,4 +1,5 @@
 import { EXIT, findCommand, runCommand, type Program } from '../../cli/framework.js';
+import { SSH_ERROR_PHRASES } from '../../cli/terminal-errors.js';
 import type { SessionContext, SshCommand } from '../command.js';
 import { tokenize } from '../tokenize.js';
 import { create } from './create.js';
@@ -11,8 +12,14 @@ import { whoami } from './whoami.js';
 
 export const COMMANDS: SshCommand[] = [create, list, revoke, orgs, whoami, login, helpCommand(sshProgram)];
 
-export function sshProgram(ctx: Pick<SessionContext, 'sshHint' | 'deps'>): Program<SessionContext> {
-  return { commands: COMMANDS, invocation: ctx.sshHint, log: ctx.deps.log };
+export function sshProgram(ctx: Pick<SessionContext, 'sshHint' | 'deps' | 'inShell'>): Program<SessionContext> {
+  return {
+    commands: COMMANDS,
+    invocation: ctx.sshHint,
+    helpHint: ctx.inShell ? 'type "help" for the list' : `run "${ctx.sshHint} help" for the list`,
+    errorPhrases: SSH_ERROR_PHRASES,
+    log: ctx.deps.log,
+  };
 }
 
 /** One exec command line or shell line: split like a POSIX shell (nothing expanded), then run. */

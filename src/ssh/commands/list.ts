@@ -1,6 +1,6 @@
-import { listApiKeys, OrgNameLookupSchema, parseInput } from '../../core/index.js';
+import { listApiKeys, OrgNameLookupSchema } from '../../core/index.js';
 import { formatTable, isoOrDash } from '../../text/table.js';
-import { EXIT, json, optionalString } from '../../cli/framework.js';
+import { EXIT, json, optionalString, parseArgument } from '../../cli/framework.js';
 import { accountCommand } from '../command.js';
 
 export const list = accountCommand({
@@ -16,7 +16,7 @@ Secrets are never shown: they exist only in the output of "create".`,
   positionals: { min: 0, max: 0, names: '' },
   async run(ctx, args) {
     const org = optionalString(args, 'org');
-    const orgName = org === undefined ? undefined : parseInput(OrgNameLookupSchema, org, 'INVALID_REQUEST');
+    const orgName = org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org');
     const keys = await listApiKeys(ctx.deps, ctx.identity.user, orgName);
     if (args.values.json) {
       ctx.stdout(

@@ -1,5 +1,6 @@
-import { EmailSchema, formatDuration, orgsOfUser, parseInput, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
-import { EXIT } from '../../cli/framework.js';
+import { EmailSchema, formatDuration, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
+import { EXIT, parseArgument } from '../../cli/framework.js';
+import { escapeForTerminal } from '../../text/table.js';
 import { openCommand, type SessionContext } from '../command.js';
 import { orgsTable } from './orgs.js';
 
@@ -16,8 +17,15 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
   options: {},
   positionals: { min: 1, max: 1, names: 'EMAIL' },
   async run(ctx, args) {
-    const email = parseInput(EmailSchema, args.positionals[0], 'INVALID_INITIATE');
+    const email = parseArgument(EmailSchema, args.positionals[0], 'EMAIL', (value) => `"${value}" is not an email address`);
     const { key } = ctx.identity;
+    if (ctx.identity.kind === 'account' && ctx.identity.user.email !== email) {
+      ctx.stderr(
+        `error: this key is already linked to you, as ${escapeForTerminal(ctx.identity.user.email)}. A key belongs to one account: ` +
+          `to use ${escapeForTerminal(email)}, log in from another key pair.\n`,
+      );
+      return EXIT.FAILED;
+    }
     const started = await startVerification(ctx.deps, { email, key, note: null, keyProven: true, origin: ctx.origin });
     if (started.nonce === null) {
       ctx.stderr(`This key (${key.fingerprint}) is already linked to ${email}.\n`);

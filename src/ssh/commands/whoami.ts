@@ -1,6 +1,6 @@
 import { EXIT, json } from '../../cli/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
-import { openCommand, unverifiedMessage } from '../command.js';
+import { commandHint, openCommand, unverifiedMessage } from '../command.js';
 
 export const whoami = openCommand({
   name: 'whoami',
@@ -26,7 +26,7 @@ export const whoami = openCommand({
     }
     if (!user) {
       ctx.stdout(`key:      ${key.fingerprint} (${key.type})\nverified: no\n`);
-      ctx.stderr(unverifiedMessage(key.fingerprint, ctx.sshHint));
+      ctx.stderr(unverifiedMessage(key.fingerprint, commandHint(ctx)));
       return EXIT.OK;
     }
     ctx.stdout(`email:    ${escapeForTerminal(user.email)}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${key.type})\nverified: yes\n`);

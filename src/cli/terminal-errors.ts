@@ -1,0 +1,59 @@
+import type { AppError, ErrorCode } from '../core/index.js';
+import { escapeForTerminal } from '../text/table.js';
+import type { Parsed } from './framework.js';
+
+/**
+ * The error table's codes, worded for the SSH door's command line. The HTTP door keeps the
+ * contract's exact strings (core/errors.ts); a person at a terminal gets what went wrong in terms
+ * of what they typed: the flag, the value, the next command to run. Codes not listed (and every
+ * code in a program without phrases, like the admin CLI) read as the error table says.
+ */
+export type Phrase = (args: Parsed, err: AppError) => string;
+export type ErrorPhrases = Partial<Record<ErrorCode, Phrase>>;
+
+const quoted = (value: string | boolean | undefined) => `"${escapeForTerminal(String(value ?? ''))}"`;
+
+export const SSH_ERROR_PHRASES: ErrorPhrases = {
+  KEY_TAKEN: () => 'this key is linked to another account: use another key pair here, or revoke it there first',
+  BILLING_NOT_VERIFIED: (args) =>
+    `${args.values.org ? `org ${quoted(args.values.org)}` : 'your default org (the first in "orgs")'} is suspended: minting is off until its billing is active`,
+  ORG_NOT_FOUND: (args) => `no org ${quoted(args.values.org ?? args.positionals[0])} among yours (see "orgs")`,
+  NO_ORGANIZATIONS: () => 'you are not in any org yet: ask an org owner to add you',
+  API_KEY_NOT_FOUND: (args) => `no API key ${quoted(args.positionals[0])} that you can see (see "list")`,
+  API_KEY_ALREADY_REVOKED: (args) => `API key ${quoted(args.positionals[0])} is already revoked`,
+  NOT_ALLOWED: () => 'only its creator or an owner or admin of its org may do that',
+  RATE_LIMITED: (_args, err) =>
+    err.extra.retryAfterSeconds ? `too many requests: try again in ${err.extra.retryAfterSeconds} s` : 'too many requests: try again later',
+  BASE_ACCOUNT_MISSING: () => 'this +alias has no base account yet: log in with the address without the +part first',
+  BASE_ACCOUNT_UNVERIFIED: () => 'the base account of this +alias is not verified yet: confirm its email first',
+  UNAVAILABLE: () => 'the service is unavailable for a moment: try again shortly',
+};
+
+/** The message for a core error on a terminal (no "error: " prefix, no newline). */
+export function terminalMessage(err: AppError, args: Parsed | null, phrases: ErrorPhrases = {}): string {
+  const phrase = phrases[err.code];
+  if (phrase && args) return phrase(args, err);
+  return `${err.message}${err.detail ? ` (${err.detail})` : ''}`;
+}
+
+/**
+ * node:util parseArgs explains in its own words ("Option '--label <value>' argument missing",
+ * "Unknown option '--bogus'. To specify a positional argument starting with a '-', …"): these
+ * are ours.
+ */
+export function describeParseError(err: unknown): string {
+  const { code, message } = err as { code?: string; message?: string };
+  const option = /'(-{1,2}[^' ]+)/.exec(message ?? '')?.[1] ?? 'an option';
+  switch (code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${option}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      if (/argument missing/.test(message ?? '')) return `${option} needs a value`;
+      if (/ambiguous/.test(message ?? '')) return `${option} needs a value (one that starts with "-" is written ${option}=-value)`;
+      return `${option} takes no value`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return 'unexpected argument';
+    default:
+      return message ?? 'invalid arguments';
+  }
+}
