@@ -57,8 +57,15 @@ describe('the Vers Shell Auth contract, end to end', () => {
       expect(page.headers.get('referrer-policy')).toBe('no-referrer');
       expect(page.text).toContain(key.fingerprint);
       expect(page.text).toContain('vers login --git from laptop');
-      expect(page.text).toMatch(/<form method="post" action="verify">/);
+      expect(page.text).toMatch(/<form method="post" action="\/shell-auth\/verify">/);
+      // The time as a person reads it, in one zone.
+      expect(page.text).toMatch(/<code>\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} UTC<\/code>/);
     }
+    expect(mail.text).toMatch(/Requested at: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} UTC/);
+    // A trailing slash in the link (some mail clients add one) still shows the page, and its form still posts to the route.
+    const slashed = await t.request(`/shell-auth/verify/${new URL(mail.link!).search}`);
+    expect(slashed.status).toBe(200);
+    expect(slashed.text).toContain('action="/shell-auth/verify"');
     const stillPending = await t.post('/api/shell-auth/verify-key', { email, ssh_public_key: key.publicKey });
     expect(stillPending.status).toBe(401);
 
@@ -204,6 +211,15 @@ describe('input validation: every bad request is a 400 JSON error, never a 5xx',
     const res = await t.post('/api/shell-auth', body);
     expect(res.status).toBe(400);
     expect(res.body).toMatchObject({ success: false, error: 'Invalid email or SSH key format' });
+  });
+
+  it('a field of the wrong type says so: it is not "required", it is the wrong type', async () => {
+    const res = await t.post('/api/shell-auth', { email: 'x@example.com', ssh_public_key: 123 });
+    expect(res.body).toMatchObject({ success: false, error: 'Invalid email or SSH key format', detail: 'ssh_public_key: must be a string, not number' });
+    const missing = await t.post('/api/shell-auth', { email: 'x@example.com' });
+    expect(missing.body.detail).toBe('ssh_public_key: is required');
+    const label = await t.post('/api/shell-auth/api-keys', { email: 'x@example.com', ssh_public_key: goodKey, label: null });
+    expect(label.body.detail).toContain('label: must be a string, not null');
   });
 
   it('rejects small RSA, DSA and FIDO keys with a reason', async () => {

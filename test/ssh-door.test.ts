@@ -1,13 +1,15 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
 import net from 'node:net';
+import type { ClientChannel } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { setBilling, setMember } from '../src/core/index.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
-import { startTestApp, type TestApp } from './support/app.js';
+import { confirmForm, startTestApp, tokenOf, type TestApp } from './support/app.js';
 import { connectClient, execOn, openssh, parsedKey, ssh2Exec, TrickAgent } from './support/ssh.js';
+import { openTerminal } from './support/tmux.js';
 
 const execFileAsync = promisify(execFile);
 let t: TestApp;
@@ -41,6 +43,10 @@ async function verifiedUser(type: 'ed25519' | 'rsa' = 'ed25519'): Promise<{ emai
 const UNVERIFIED = (key: TestKey) =>
   `This key (${key.fingerprint}) is not linked to an account yet.\nVerify it by email with: ${hint} login you@example.com\n` +
   '(Linked it over HTTP already? Run login once with that email: the signature proves the key, no email needed.)\n';
+
+const HTTP_LINKED = (key: TestKey) =>
+  `This key (${key.fingerprint}) was linked over HTTP (e.g. by "vers login"), which proves an inbox, not the key.\n` +
+  `Prove it here once, with the same email: ${hint} login you@example.com (your signature is the proof: no email is sent)\n`;
 
 const ssh = (key: TestKey, ...args: string[]) => openssh(port, key.privateKeyPath, args);
 
@@ -351,27 +357,90 @@ describe('login: the whole verification over SSH', () => {
   });
 });
 
-describe('interactive shell on a real pty (ssh -tt)', () => {
-  it('greets, runs commands at the keys> prompt with backspace editing, and leaves on exit', async () => {
+const HAVE_TMUX = spawnSync('tmux', ['-V']).status === 0;
+if (!HAVE_TMUX) console.warn('ssh-door.test.ts: SKIPPING the terminal tests: no tmux (.ci/run installs it: apt-get install tmux)');
+
+describe.runIf(HAVE_TMUX)(`interactive shell in a real terminal (OpenSSH in tmux)${HAVE_TMUX ? '' : ' [SKIPPED: tmux not installed]'}`, () => {
+  const sshIn = (key: TestKey) =>
+    openTerminal([
+      'ssh', '-tt', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no',
+      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-p', String(port), '-i', key.privateKeyPath, 'keys@127.0.0.1',
+    ]);
+  const lastPrompt = (screen: string) => screen.trimEnd().split('\n').at(-1) ?? '';
+
+  it('edits like readline: cursor keys, Home/End, Ctrl-A/E/K/U/W, history, Tab, Ctrl-L; unknown commands in one line', async () => {
     const { key, email } = await verifiedUser();
-    const result = await openssh(port, key.privateKeyPath, [], {
-      tty: true,
-      input: async (write) => {
-        const pause = () => new Promise((r) => setTimeout(r, 300));
-        await pause();
-        write('whoamx\x7fi\r');
-        await pause();
-        write('bogus\r');
-        await pause();
-        write('exit\r');
-      },
-    });
-    expect(result.code).toBe(0);
-    const screen = result.stdout.replace(/\r\n/g, '\n');
-    expect(screen).toContain(`Hi ${email}! You are connected with key ${key.fingerprint} (ssh-ed25519).\n`);
-    expect(screen).toContain('keys> whoamx\b \bi\nemail:    ' + email);
-    expect(screen).toContain('keys> bogus\nerror: unknown command "bogus": type "help" for the list\nkeys> ');
-    expect(screen.trimEnd().endsWith('keys> exit')).toBe(true);
+    const term = sshIn(key);
+    try {
+      await term.until((s) => s.includes(`Hi ${email}!`) && lastPrompt(s) === 'keys>', 'the greeting and prompt');
+      // Insert in the middle: "whami", three left, "o".
+      term.type('whami');
+      term.press('Left', 'Left', 'Left');
+      term.type('o');
+      await term.cursorAt('keys> whoami', 9);
+      term.press('End');
+      await term.cursorAt('keys> whoami', 12);
+      term.press('Home');
+      await term.cursorAt('keys> whoami', 6);
+      term.press('Enter');
+      await term.until((s) => s.includes(`email:    ${email}`), 'whoami output');
+
+      // History: Up brings it back; Ctrl-U empties the line; Ctrl-W drops a word; Ctrl-A/E, Ctrl-K.
+      term.press('Up');
+      await term.until((s) => lastPrompt(s) === 'keys> whoami', 'the last line from history');
+      term.press('C-u');
+      await term.until((s) => lastPrompt(s) === 'keys>', 'an empty line');
+      term.type('list --json extra');
+      term.press('C-w');
+      await term.until((s) => lastPrompt(s) === 'keys> list --json', 'the last word gone');
+      term.press('C-a', 'Right', 'Right', 'C-k');
+      await term.until((s) => lastPrompt(s) === 'keys> li', 'the rest killed');
+      term.press('C-u');
+
+      // Tab: a command name, then its flag.
+      term.type('cre');
+      term.press('Tab');
+      await term.until((s) => lastPrompt(s) === 'keys> create', 'the command completed');
+      term.type('--la');
+      term.press('Tab');
+      await term.until((s) => lastPrompt(s) === 'keys> create --label', 'the flag completed');
+      term.type('terminal-key');
+      term.press('Enter');
+      await term.until((s) => /^[0-9a-f-]{36}[0-9a-f]{64}$/m.test(s), 'the new key');
+
+      term.type('bogus');
+      term.press('Enter');
+      await term.until((s) => s.includes('error: unknown command "bogus": type "help" for the list'), 'one line for an unknown command');
+      expect(term.screen()).not.toContain('Commands:');
+
+      term.press('C-l');
+      await term.until((s) => s.split('\n')[0] === 'keys> ' || s.split('\n')[0] === 'keys>', 'a cleared screen');
+      term.type('exit');
+      term.press('Enter');
+      expect(await term.exited()).toBe(0);
+    } finally {
+      term.close();
+    }
+  });
+
+  it('text typed while a command runs is kept and shown again at the next prompt', async () => {
+    const key = makeKey();
+    const term = sshIn(key);
+    try {
+      await term.until((s) => lastPrompt(s) === 'keys>', 'the prompt');
+      term.type(`login ${uniqueEmail('typeahead')}`);
+      term.press('Enter');
+      await term.until((s) => s.includes('Waiting for confirmation'), 'login waiting');
+      term.type('whoami');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(term.screen()).not.toContain('keys> whoami'); // kept, not echoed into login's output
+      term.press('C-c');
+      await term.until((s) => lastPrompt(s) === 'keys> whoami', 'the typed line redrawn at the prompt');
+      term.press('Enter');
+      await term.until((s) => s.includes('verified: no'), 'it runs');
+    } finally {
+      term.close();
+    }
   });
 });
 
@@ -439,6 +508,73 @@ describe('robustness', () => {
   });
 });
 
+describe('a key linked over HTTP: one story on every surface', () => {
+  it('the page says what is left to do, SSH says the same, and login finishes it without an email', async () => {
+    const email = uniqueEmail('httpfirst');
+    const key = makeKey();
+    expect((await t.post('/api/shell-auth', { email, ssh_public_key: key.publicKey })).status).toBe(200);
+    const mail = await t.smtp.waitForMail(email);
+    const page = await t.request('/shell-auth/verify', confirmForm(tokenOf(mail.link!)));
+    expect(page.text).toContain('To use this key on the SSH door too, prove you hold it once:');
+    expect(page.text).toContain(`<code>${hint} login ${email}</code> (no email is sent)`);
+
+    const whoami = await ssh(key, 'whoami');
+    expect(whoami).toEqual({ code: 0, stdout: `key:      ${key.fingerprint} (ssh-ed25519)\nverified: no\n`, stderr: HTTP_LINKED(key) });
+    expect(await ssh(key, 'list')).toEqual({ code: 1, stdout: '', stderr: HTTP_LINKED(key) });
+
+    const mailsBefore = await t.mailsQueuedTo(email);
+    const login = await ssh(key, 'login', email);
+    expect(login.code).toBe(0);
+    expect(login.stderr).toBe(
+      `Your signature proves this key (${key.fingerprint}): it is now linked to ${email} here too, as it was over HTTP. No email was needed.\n`,
+    );
+    expect(await t.mailsQueuedTo(email)).toBe(mailsBefore);
+    expect((await ssh(key, 'whoami')).stdout).toContain('verified: yes');
+
+    // Confirmed from SSH, the page has nothing more to ask.
+    const sshFirst = uniqueEmail('sshfirst');
+    const other = makeKey();
+    const waiting = openssh(port, other.privateKeyPath, ['login', sshFirst]);
+    const sshMail = await t.smtp.waitForMail(sshFirst);
+    const sshPage = await t.request('/shell-auth/verify', confirmForm(tokenOf(sshMail.link!)));
+    expect(sshPage.text).not.toContain('prove you hold it');
+    expect((await waiting).code).toBe(0);
+  });
+});
+
+describe('the shell after an interrupted login', () => {
+  it('a link clicked after Ctrl-C stopped the wait counts at the next command', async () => {
+    const key = makeKey();
+    const email = uniqueEmail('interrupted');
+    const client = await connectClient(port, key.privateKeyPath);
+    try {
+      const channel = await new Promise<ClientChannel>((resolve, reject) => client.shell(false, (err, ch) => (err ? reject(err) : resolve(ch))));
+      let out = '';
+      channel.on('data', (d: Buffer) => (out += d));
+      channel.stderr.on('data', (d: Buffer) => (out += d));
+      const until = async (text: string) => {
+        for (let i = 0; i < 400 && !out.includes(text); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+        expect(out).toContain(text);
+      };
+      await until('keys> ');
+      channel.write(`login ${email}\n`);
+      await until('Waiting for confirmation');
+      channel.write('\x03'); // Ctrl-C: stop waiting, keep the session (the prompt comes back)
+      for (let i = 0; i < 400 && out.split('keys> ').length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(out.split('keys> ')).toHaveLength(3);
+      const mail = await t.smtp.waitForMail(email);
+      expect((await t.request('/shell-auth/verify', confirmForm(tokenOf(mail.link!)))).status).toBe(200);
+      out = '';
+      channel.write('whoami\n');
+      await until('verified: yes');
+      expect(out).toContain(`email:    ${email}`);
+      channel.end();
+    } finally {
+      client.end();
+    }
+  });
+});
+
 describe('review findings', () => {
   it('a key bound to someone else over HTTP (no proof of possession) is not an SSH identity; its holder takes it back', async () => {
     const victimKey = makeKey();
@@ -446,7 +582,7 @@ describe('review findings', () => {
     await t.verifyByEmail(mallory, victimKey.publicKey); // Mallory only needed the public key
     const whoami = await ssh(victimKey, 'whoami', '--json');
     expect(JSON.parse(whoami.stdout)).toMatchObject({ email: null, verified: false });
-    expect(await ssh(victimKey, 'create', '--label', 'victim-ci')).toEqual({ code: 1, stdout: '', stderr: UNVERIFIED(victimKey) });
+    expect(await ssh(victimKey, 'create', '--label', 'victim-ci')).toEqual({ code: 1, stdout: '', stderr: HTTP_LINKED(victimKey) });
 
     const victim = uniqueEmail('victim');
     const login = openssh(port, victimKey.privateKeyPath, ['login', victim]);

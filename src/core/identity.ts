@@ -13,7 +13,11 @@ import { bindingOf, httpAccess, onHttpMint, sshAccountOf, type HttpAccess } from
  */
 
 /** A key whose signature verified but that acts for no account (yet): only open commands. */
-export type AnonymousIdentity = { kind: 'anonymous'; key: PublicKey };
+/**
+ * A key with no account on this door. `linkedOverHttp`: an account holds it through an HTTP
+ * confirmation, which proves an inbox, not the key; one `login` with that email proves it here.
+ */
+export type AnonymousIdentity = { kind: 'anonymous'; key: PublicKey; linkedOverHttp?: boolean };
 /** A key proven to belong to an account: what the account commands receive. */
 export type AccountIdentity = { kind: 'account'; key: PublicKey; user: User; sshKeyId: string };
 export type Identity = AnonymousIdentity | AccountIdentity;
@@ -38,7 +42,8 @@ export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promis
     .where('ssh_keys.key_blob', '=', key.blob)
     .executeTakeFirst();
   const userId = sshAccountOf(bindingOf(row));
-  if (!row || userId === null) return { kind: 'anonymous', key };
+  if (!row) return { kind: 'anonymous', key };
+  if (userId === null) return { kind: 'anonymous', key, linkedOverHttp: row.is_active && row.proven_at === null };
   return { kind: 'account', key, user: userOf(userId, row), sshKeyId: row.ssh_key_id };
 }
 

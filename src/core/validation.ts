@@ -3,6 +3,10 @@ import { AppError, type ErrorCode } from './errors.js';
 import { parsePublicKeyLine, type PublicKey } from './ssh-public-key.js';
 import { replaceControlChars, unsafeTextProblem } from './text.js';
 
+/** "is required" when absent; for any other type, what was sent instead (`{"email": 123}` is not missing). */
+const requiredString = () =>
+  z.string({ error: (issue) => (issue.input === undefined ? 'is required' : `must be a string, not ${issue.input === null ? 'null' : typeof issue.input}`) });
+
 /** Refuses control, bidi, zero-width characters and lone surrogates, naming the first one found. */
 function refuseUnsafeText(options: { allowControls?: boolean } = {}) {
   return (text: string, ctx: z.RefinementCtx<string>): void => {
@@ -12,8 +16,7 @@ function refuseUnsafeText(options: { allowControls?: boolean } = {}) {
 }
 
 /** A `.pub` line, parsed and normalised; a bad key fails validation with the reason. */
-export const PublicKeyLineSchema = z
-  .string({ message: 'is required' })
+export const PublicKeyLineSchema = requiredString()
   .max(16_384)
   .transform((line, ctx): PublicKey => {
     const parsed = parsePublicKeyLine(line);
@@ -24,8 +27,7 @@ export const PublicKeyLineSchema = z
     return parsed.key;
   });
 
-export const LabelSchema = z
-  .string({ message: 'is required' })
+export const LabelSchema = requiredString()
   .trim()
   .min(5, 'must be at least 5 characters')
   .max(100, 'must be at most 100 characters')
@@ -65,7 +67,10 @@ export function describeIssues(error: z.ZodError): string {
   return error.issues
     .map((issue) => {
       const field = issue.path.join('.');
-      const message = issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : issue.message;
+      // zod's own words for a wrong type; ours (requiredString) already say it plainly.
+      const message = /^Invalid input: expected \w+, received undefined$/.test(issue.message)
+        ? 'is required'
+        : issue.message.replace(/^Invalid input: expected (\w+), received (\w+)$/, 'must be a $1, not $2');
       return field ? `${field}: ${message}` : message;
     })
     .join('; ');

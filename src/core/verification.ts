@@ -31,6 +31,8 @@ export type StartVerificationResult = {
   /** The verification request's id; null when no email was needed. */
   nonce: string | null;
   alreadyVerified: boolean;
+  /** This request's signature proved a key linked over HTTP: it is the account's on the SSH door now, no email sent. */
+  provedNow: boolean;
   sshPublicKey: string;
 };
 
@@ -48,7 +50,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     if (decision.outcome === 'refuse-taken') throw new AppError('KEY_TAKEN');
     if (decision.outcome === 'already-linked') {
       if (decision.prove) await proveBinding(deps, key, input.origin);
-      return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, sshPublicKey };
+      return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, provedNow: decision.prove, sshPublicKey };
     }
   }
 
@@ -94,7 +96,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
   // Committed with the request: delivery is the sender loop's job (see mail-outbox.ts).
   eventsOf(deps).mailQueued();
   deps.mailSender?.wake();
-  return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, sshPublicKey };
+  return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, provedNow: false, sshPublicKey };
 }
 
 function mailboxOf(email: string): string {
@@ -193,6 +195,8 @@ export type Confirmation = {
   fingerprint: string;
   orgs: OrgMembership[];
   requestId: string;
+  /** The key has been proven by a signature (over SSH): false for a key linked over HTTP only. */
+  keyProven: boolean;
 };
 
 /**
@@ -233,7 +237,8 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
       });
       // Sent on commit, to every instance: a `login` waiting for this link wakes at once.
       await sql`SELECT pg_notify(${CONFIRMATIONS_CHANNEL}, ${request.id})`.execute(trx);
-      return { user, fingerprint: request.fingerprint, orgs: await orgsOfUser(trx, user), requestId: request.id };
+      const bound = await trx.selectFrom('ssh_keys').select('proven_at').where('id', '=', sshKeyId).executeTakeFirstOrThrow();
+      return { user, fingerprint: request.fingerprint, orgs: await orgsOfUser(trx, user), requestId: request.id, keyProven: bound.proven_at !== null };
     });
   } catch (err) {
     if (isUniqueViolation(err)) throw new AppError('KEY_TAKEN');

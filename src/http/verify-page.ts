@@ -17,7 +17,7 @@ function page(title: string, body: string): string {
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex"><title>${escapeHtml(title)} · shell-auth</title>
 <style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}
-th{text-align:left;padding-right:1rem;vertical-align:top}code{word-break:break-all}
+th{text-align:left;padding-right:1rem;vertical-align:top}code{overflow-wrap:anywhere}.command{white-space:nowrap}
 button{font-size:1.1rem;padding:.5rem 1.5rem;cursor:pointer}.muted{color:#666}</style></head>
 <body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
 }
@@ -58,13 +58,27 @@ export async function showConfirmPage({ deps, res, url }: RouteContext): Promise
       'Confirm your SSH key',
       `<p>Someone asked to link this SSH key to the account <strong>${escapeHtml(r.email)}</strong>:</p>
 <table>${rows}</table>
-<p>Check that the fingerprint matches <code>ssh-keygen -lf ~/.ssh/id_ed25519.pub</code> (or your key's file).</p>
-<form method="post" action="verify">
+<p>Check that the fingerprint matches <code class="command">ssh-keygen -lf ~/.ssh/id_ed25519.pub</code> (or your key's file).</p>
+<form method="post" action="${escapeHtml(confirmAction(deps.settings.publicUrl))}">
 <input type="hidden" name="token" value="${escapeHtml(token)}">
 <button type="submit">Confirm</button></form>
 <p class="muted">If this wasn't you, close this page: nothing happens unless you press Confirm.</p>`,
     ),
   );
+}
+
+/** The form posts to the route itself, not relative to the page (`/shell-auth/verify/?token=` must work too). */
+function confirmAction(publicUrl: string): string {
+  return `${new URL(publicUrl).pathname.replace(/\/+$/, '')}/shell-auth/verify`;
+}
+
+/**
+ * Confirmed over HTTP: the inbox is proven, the key is not. Said here, so the SSH door's "not
+ * linked yet" is no surprise: one signed login (no email) finishes it.
+ */
+function httpOnlyNote(sshHint: string, email: string): string {
+  return `<p>Your HTTP client (such as <code>vers</code>) can use it now. To use this key on the SSH door too, prove you hold it once:
+<code>${escapeHtml(`${sshHint} login ${email}`)}</code> (no email is sent).</p>`;
 }
 
 function orgList(orgs: OrgMembership[]): string {
@@ -73,7 +87,7 @@ function orgList(orgs: OrgMembership[]): string {
 }
 
 /** POST /shell-auth/verify (form: token=…): consumes the link. */
-export async function confirmFromPage({ deps, req, res, origin }: RouteContext): Promise<void> {
+export async function confirmFromPage({ deps, door, req, res, origin }: RouteContext): Promise<void> {
   let token = '';
   try {
     token = (await readForm(req)).get('token') ?? '';
@@ -85,7 +99,7 @@ export async function confirmFromPage({ deps, req, res, origin }: RouteContext):
         'SSH key confirmed',
         `<p>The key <code>${escapeHtml(confirmation.fingerprint)}</code> is now linked to
 <strong>${escapeHtml(confirmation.user.email)}</strong>. You can close this page and return to your terminal.</p>
-${orgList(confirmation.orgs)}`,
+${confirmation.keyProven ? '' : httpOnlyNote(door.sshHint, confirmation.user.email)}${orgList(confirmation.orgs)}`,
       ),
     );
   } catch (err) {

@@ -1,4 +1,4 @@
-import type { AccountIdentity, CoreDeps, Identity, RequestOrigin } from '../core/index.js';
+import type { AccountIdentity, AnonymousIdentity, CoreDeps, Identity, RequestOrigin } from '../core/index.js';
 import { EXIT, type Command, type Output, type Parsed } from '../cli/framework.js';
 
 /** What an SSH command runs with. `identity` is the key that signed, and its account if any. */
@@ -43,7 +43,7 @@ export function accountCommand(definition: Definition<AccountIdentity>): SshComm
     run(ctx, args) {
       const { identity } = ctx;
       if (identity.kind !== 'account') {
-        ctx.stderr(unverifiedMessage(identity.key.fingerprint, commandHint(ctx)));
+        ctx.stderr(unverifiedMessage(identity, commandHint(ctx)));
         return Promise.resolve(EXIT.FAILED);
       }
       return definition.run({ ...ctx, identity }, args);
@@ -61,7 +61,15 @@ export function commandHint(ctx: Pick<SessionContext, 'sshHint' | 'inShell'>): s
   return ctx.inShell ? '' : `${ctx.sshHint} `;
 }
 
-export function unverifiedMessage(fingerprint: string, prefix: string): string {
+/** What a key without an account here is told: one story, whether it was linked over HTTP or never. */
+export function unverifiedMessage(identity: AnonymousIdentity, prefix: string): string {
+  const { fingerprint } = identity.key;
+  if (identity.linkedOverHttp) {
+    return (
+      `This key (${fingerprint}) was linked over HTTP (e.g. by "vers login"), which proves an inbox, not the key.\n` +
+      `Prove it here once, with the same email: ${prefix}login you@example.com (your signature is the proof: no email is sent)\n`
+    );
+  }
   return (
     `This key (${fingerprint}) is not linked to an account yet.\n` +
     `Verify it by email with: ${prefix}login you@example.com\n` +

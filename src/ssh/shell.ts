@@ -1,7 +1,8 @@
 import { StringDecoder } from 'node:string_decoder';
 import { toAppError } from '../core/index.js';
 import type { SessionContext } from './command.js';
-import { commandNameOf, runCommandLine } from './commands/index.js';
+import { COMPLETIONS, commandNameOf, runCommandLine } from './commands/index.js';
+import { KeyDecoder, LineEditor } from './line-editor.js';
 import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
@@ -9,8 +10,9 @@ const SHUTDOWN_NOTICE = 'shell-auth is restarting: this session closes now (a ru
 const MAX_LINE = 4096;
 
 /**
- * Interactive `ssh keys@HOST`: a greeting, a `keys> ` prompt running the same commands as exec,
- * and just enough line editing (backspace, Ctrl-U, Ctrl-C, Ctrl-D) for a person at a terminal.
+ * Interactive `ssh keys@HOST`: a greeting, a `keys> ` prompt running the same commands as exec.
+ * On a pty, a line editor (line-editor.ts: cursor keys, readline's control keys, history, Tab);
+ * what is typed while a command runs is kept, silently, and shown again at the next prompt.
  * Without a pty (`ssh -T`, piped input) it reads lines without echo, so scripts can drive it.
  */
 export async function runShell(start: ChannelStart): Promise<void> {
@@ -43,9 +45,10 @@ export async function runShell(start: ChannelStart): Promise<void> {
   io.stdout(PROMPT);
 
   const decoder = new StringDecoder('utf8');
-  const queue: string[] = []; // complete lines typed or pasted while a command runs (bounded)
-  let line = '';
-  let escape: 'none' | 'esc' | 'sequence' = 'none'; // arrow keys and the like: swallowed
+  const keys = new KeyDecoder(!pty);
+  const editor = new LineEditor(PROMPT, COMPLETIONS, MAX_LINE);
+  // Complete lines typed or pasted while a command runs (bounded); `shown`: echoed as typed.
+  const queue: Array<{ text: string; shown: boolean }> = [];
   let closing = false;
   let draining = false;
   let droppedSaid = false;
@@ -65,7 +68,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
   else start.shuttingDown.addEventListener('abort', onShutdown, { once: true });
   channel.once('close', () => start.shuttingDown.removeEventListener('abort', onShutdown));
 
-  const enqueue = (text: string) => {
+  const enqueue = (text: string, shown: boolean) => {
     if (shuttingDown) return;
     if (queue.length >= start.maxQueuedLines) {
       // Typed (or pasted, or flooded) far ahead: drop it, and say so once until the queue empties.
@@ -73,7 +76,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
       droppedSaid = true;
       return;
     }
-    queue.push(text);
+    queue.push({ text, shown });
   };
 
   const drain = async () => {
@@ -83,8 +86,10 @@ export async function runShell(start: ChannelStart): Promise<void> {
       while (queue.length > 0 && io.isOpen()) {
         // Back-pressure: nothing more runs (or echoes) until the client has read what it was sent.
         await io.writable();
-        const text = queue.shift() ?? '';
+        const { text, shown } = queue.shift() ?? { text: '', shown: true };
         if (queue.length === 0) droppedSaid = false;
+        // Typed while the last command ran (and not echoed then): show what runs now.
+        if (!shown && pty) io.stdout(`${PROMPT}${text}\n`);
         const trimmed = text.trim();
         if (trimmed === 'exit' || trimmed === 'quit' || trimmed === 'logout') {
           io.finish(0);
@@ -96,13 +101,16 @@ export async function runShell(start: ChannelStart): Promise<void> {
           ctx.signal = AbortSignal.any([running.signal, gone.signal]);
           const began = performance.now();
           try {
+            // A link confirmed since (a login interrupted with Ctrl-C, then clicked): pick it up.
+            if (ctx.identity.kind === 'anonymous') await ctx.refreshIdentity().catch(() => ctx.identity);
             const code = await runCommandLine(text, ctx);
             start.access.command(commandNameOf(text), code, performance.now() - began, ctx.identity);
           } finally {
             running = null;
           }
         }
-        if (io.isOpen() && !shuttingDown) io.stdout(PROMPT);
+        // The prompt, with whatever is already typed of the next line (kept while this one ran).
+        if (io.isOpen() && !shuttingDown && (!pty || queue.length === 0)) io.stdout(pty ? editor.render() : PROMPT);
       }
       if (closing && queue.length === 0) io.finish(0);
     } finally {
@@ -122,78 +130,31 @@ export async function runShell(start: ChannelStart): Promise<void> {
     }
   };
 
-  // Echo is collected per chunk of input and written once: one write, not one per keystroke.
-  let echoed = '';
-  const echo = (text: string) => {
-    if (pty) echoed += text;
-  };
-
+  /** One chunk of input: keys to the editor, whose echo is written once per chunk. */
   const onText = (text: string) => {
-    try {
-      readChars(text);
-    } finally {
-      io.stdout(echoed);
-      echoed = '';
-    }
-  };
-
-  const readChars = (text: string) => {
-    for (const char of text) {
-      if (running && char === '\x03') {
-        echo('^C\n');
+    let echo = '';
+    for (const key of keys.decode(text)) {
+      if (running && key.kind === 'ctrl' && key.letter === 'c') {
+        // Ctrl-C stops the command (e.g. login's wait), not the session; lines typed ahead go too.
+        if (pty) echo += '^C\r\n';
         running.abort();
         queue.length = 0;
         continue;
       }
-      if (escape === 'esc') {
-        escape = char === '[' || char === 'O' ? 'sequence' : 'none';
-        continue;
+      // Editing is silent while commands run (their output owns the screen) and without a pty.
+      const visible = pty && !draining;
+      const result = editor.press(key, visible);
+      echo += result.output;
+      if (result.submitted !== undefined) {
+        enqueue(result.submitted, visible);
+        void drain();
       }
-      if (escape === 'sequence') {
-        if (char >= '@' && char <= '~') escape = 'none'; // the final byte
-        continue;
-      }
-      switch (char) {
-        case '\x1b':
-          escape = 'esc';
-          break;
-        case '\r':
-        case '\n':
-          if (char === '\n' && pty) break; // terminals send \r; ignore a following \n
-          echo('\n');
-          enqueue(line);
-          line = '';
-          void drain();
-          break;
-        case '\x7f': // Backspace
-        case '\b':
-          if (line.length > 0) {
-            line = Array.from(line).slice(0, -1).join('');
-            echo('\b \b');
-          }
-          break;
-        case '\x15': // Ctrl-U
-          echo('\b \b'.repeat(Array.from(line).length));
-          line = '';
-          break;
-        case '\x03': // Ctrl-C
-          echo(`^C\n${PROMPT}`);
-          line = '';
-          break;
-        case '\x04': // Ctrl-D
-          if (line.length === 0) {
-            echo('\n');
-            closing = true;
-            void drain();
-          }
-          break;
-        default:
-          if (char >= ' ' && char !== '\x7f' && line.length < MAX_LINE) {
-            line += char;
-            echo(char);
-          }
+      if (result.endOfInput) {
+        closing = true;
+        void drain();
       }
     }
+    if (echo) io.stdout(echo);
   };
 
   channel.on('data', (data: Buffer) => {
@@ -204,8 +165,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
   // End of input (piped stdin): run what was queued, then leave.
   channel.once('end', () => {
     onText(decoder.end());
-    if (line.trim()) enqueue(line);
-    line = '';
+    if (editor.text.trim()) enqueue(editor.text, true);
     closing = true;
     void drain();
   });

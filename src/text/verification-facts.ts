@@ -7,7 +7,8 @@ export function factLines(facts: VerificationFacts): Array<[string, string]> {
     ['Key type', facts.keyType],
     ['Fingerprint', facts.fingerprint],
     ['Requested from', `${facts.requestedIp ?? 'unknown address'} (${facts.channel === 'ssh' ? 'SSH' : 'HTTP'})`],
-    ['Requested at', facts.requestedAt.toISOString()],
+    // A date a person reads at a glance, in one unambiguous zone: "Fri, 27 Nov 2026 16:22:05 UTC".
+    ['Requested at', facts.requestedAt.toUTCString().replace(/GMT$/, 'UTC')],
   ];
   if (facts.note) lines.push(['Note', facts.note]);
   return lines;

@@ -1,6 +1,7 @@
 import { EXIT, findCommand, runCommand, type Program } from '../../cli/framework.js';
 import { SSH_ERROR_PHRASES } from '../../cli/terminal-errors.js';
 import type { SessionContext, SshCommand } from '../command.js';
+import type { Completions } from '../line-editor.js';
 import { tokenize } from '../tokenize.js';
 import { create } from './create.js';
 import { helpCommand } from './help.js';
@@ -11,6 +12,15 @@ import { revoke } from './revoke.js';
 import { whoami } from './whoami.js';
 
 export const COMMANDS: SshCommand[] = [create, list, revoke, orgs, whoami, login, helpCommand(sshProgram)];
+
+/** What Tab completes at the prompt: command names, then the typed command's flags. */
+export const COMPLETIONS: Completions = {
+  commands: [...COMMANDS.map((c) => c.name), 'exit'],
+  flagsOf(name) {
+    const command = COMMANDS.find((c) => c.name === name);
+    return command ? [...Object.keys(command.options).map((o) => `--${o}`), '--help'] : [];
+  },
+};
 
 export function sshProgram(ctx: Pick<SessionContext, 'sshHint' | 'deps' | 'inShell'>): Program<SessionContext> {
   return {

@@ -28,7 +28,11 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
     }
     const started = await startVerification(ctx.deps, { email, key, note: null, keyProven: true, origin: ctx.origin });
     if (started.nonce === null) {
-      ctx.stderr(`This key (${key.fingerprint}) is already linked to ${email}.\n`);
+      ctx.stderr(
+        started.provedNow
+          ? `Your signature proves this key (${key.fingerprint}): it is now linked to ${email} here too, as it was over HTTP. No email was needed.\n`
+          : `This key (${key.fingerprint}) is already linked to ${email}.\n`,
+      );
       await printOrgs(ctx);
       return EXIT.OK;
     }

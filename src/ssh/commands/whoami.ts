@@ -26,7 +26,7 @@ export const whoami = openCommand({
     }
     if (!user) {
       ctx.stdout(`key:      ${key.fingerprint} (${key.type})\nverified: no\n`);
-      ctx.stderr(unverifiedMessage(key.fingerprint, commandHint(ctx)));
+      if (ctx.identity.kind === 'anonymous') ctx.stderr(unverifiedMessage(ctx.identity, commandHint(ctx)));
       return EXIT.OK;
     }
     ctx.stdout(`email:    ${escapeForTerminal(user.email)}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${key.type})\nverified: yes\n`);
