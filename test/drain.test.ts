@@ -1,31 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { confirmForm, startTestApp, tokenOf } from './support/app.js';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import type { ClientChannel } from 'ssh2';
 import { connectClient, openssh } from './support/ssh.js';
+import { killSpawnedServices, listeningOf, spawnService } from './support/service.js';
 import { startSmtpServer, type SmtpServer } from './support/smtp.js';
 
 // SIGTERM to the real process: readiness fails, listeners close, a command in flight finishes,
 // a shell is told, a waiting login stops with advice, and the process exits 0.
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-const groups: number[] = [];
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
-  for (const pid of groups) {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killSpawnedServices();
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
@@ -53,34 +42,14 @@ async function startHeldBilling() {
 }
 
 async function startService(env: Record<string, string>) {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    detached: true, // its own process group, killed whole in afterAll whatever happens
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      SSH_PORT: '0',
-      MAIL_PER_IP_HOURLY: '0',
-      HTTP_LOOKUPS_PER_MINUTE: '0',
-      SSH_CONNECTIONS_PER_SECOND: '1000',
-      HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-drain-keys-')),
-      DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-drain-data-')),
-      ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
-      ...env,
-    },
+  const service = spawnService({
+    MAIL_PER_IP_HOURLY: '0',
+    HTTP_LOOKUPS_PER_MINUTE: '0',
+    SSH_CONNECTIONS_PER_SECOND: '1000',
+    ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
+    ...env,
   });
-  groups.push(child.pid!);
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  for (let i = 0; i < 900 && !/"msg":"HTTP API listening"/.test(output); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-  const httpUrl = /"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output)?.[1];
-  const sshPort = Number(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/.exec(output)?.[1]);
-  if (!httpUrl || !sshPort) throw new Error(`service did not start:\n${output}`);
-  return { child, httpUrl, sshPort, exited, output: () => output };
+  return { ...service, ...(await listeningOf(service)) };
 }
 
 type Service = Awaited<ReturnType<typeof startService>>;

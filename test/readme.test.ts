@@ -1,10 +1,11 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { confirmForm, tokenOf } from './support/app.js';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
+import { killSpawnedServices, listeningOf, spawnService } from './support/service.js';
 import { startSmtpServer, type SmtpServer } from './support/smtp.js';
 
 // The README's shell blocks, run as written with real bash, curl, jq and OpenSSH against the
@@ -24,8 +25,6 @@ function shBlocksUnder(title: string): string[] {
   return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
 }
 
-let service: ChildProcess;
-let output = '';
 let smtp: SmtpServer;
 let work: string;
 let httpUrl: string;
@@ -35,28 +34,13 @@ let clicking = true;
 beforeAll(async () => {
   smtp = await startSmtpServer();
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-readme-'));
-  service = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      SSH_PORT: '0',
-      LOG_FORMAT: 'json',
-      SMTP_URL: smtp.url,
-      DATA_DIR: path.join(work, 'data'),
-      HOST_KEYS_DIR: path.join(work, 'host_keys'),
-      ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
-    },
+  const service = spawnService({
+    SMTP_URL: smtp.url,
+    DATA_DIR: path.join(work, 'data'),
+    HOST_KEYS_DIR: path.join(work, 'host_keys'),
+    ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
   });
-  service.stdout!.on('data', (d) => (output += d));
-  service.stderr!.on('data', (d) => (output += d));
-  for (let i = 0; i < 900 && !output.includes('"msg":"HTTP API listening"'); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-  httpUrl = /"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output)?.[1] ?? '';
-  sshPort = Number(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/.exec(output)?.[1]);
-  if (!httpUrl || !sshPort) throw new Error(`service did not start:\n${output}`);
+  ({ httpUrl, sshPort } = await listeningOf(service));
 
   // The person at the inbox: every link that arrives is opened and confirmed.
   void (async () => {
@@ -76,11 +60,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   clicking = false;
-  try {
-    if (service?.pid) process.kill(-service.pid, 'SIGKILL');
-  } catch {
-    // gone already
-  }
+  killSpawnedServices();
   await smtp?.close();
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });

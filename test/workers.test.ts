@@ -1,48 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
+import { killSpawnedServices, spawnService } from './support/service.js';
 
 // WORKERS=N: node:cluster workers sharing both ports, restarted when they die, drained on SIGTERM.
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-const groups: number[] = [];
-afterAll(() => {
-  for (const pid of groups) {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-});
-
-function spawnService(env: Record<string, string>): { child: ChildProcess; output(): string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    detached: true, // its own process group: primary and workers are killed whole in afterAll
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      SSH_PORT: '0',
-      LOG_FORMAT: 'json',
-      HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-workers-keys-')),
-      DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-workers-data-')),
-      ...env,
-    },
-  });
-  groups.push(child.pid!);
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => output, exited };
-}
+afterAll(killSpawnedServices);
 
 async function until(check: () => boolean, what: string, output: () => string, ms = 45_000): Promise<void> {
   const deadline = Date.now() + ms;

@@ -6,7 +6,7 @@ import { openCore } from '../core-wiring.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { adminProgram } from './admin-commands.js';
-import { EXIT, helpText, runCommand, type Output, type Program } from './framework.js';
+import { EXIT, helpText, runCommand, type Output } from './framework.js';
 
 
 const io: Output = {

@@ -16,7 +16,7 @@ function page(title: string, body: string): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex"><title>${escapeHtml(title)} · shell-auth</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222;overflow-wrap:anywhere}
 th{text-align:left;padding-right:1rem;vertical-align:top}code{overflow-wrap:anywhere}.command{white-space:nowrap}
 button{font-size:1.1rem;padding:.5rem 1.5rem;cursor:pointer}.muted{color:#666}</style></head>
 <body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;

@@ -1,0 +1,66 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const groups: number[] = [];
+
+export type SpawnedService = {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+};
+
+/**
+ * The service as its own process, as `npm start` runs it (node with the tsx loader, no wrapper),
+ * on 127.0.0.1 with ephemeral ports, JSON logs and fresh key and data directories. It gets a
+ * process group of its own (a cluster's workers included), which `killSpawnedServices` kills
+ * whole: call it in afterAll, pass or fail.
+ */
+export function spawnService(env: Record<string, string>): SpawnedService {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      PATH: process.env.PATH,
+      HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      SSH_PORT: '0',
+      LOG_FORMAT: 'json',
+      HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-svc-keys-')),
+      DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-svc-data-')),
+      ...env,
+    },
+  });
+  groups.push(child.pid!);
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+/** Waits for the service's "listening" lines; its HTTP URL and SSH port. */
+export async function listeningOf(service: SpawnedService, timeoutMs = 45_000): Promise<{ httpUrl: string; sshPort: number }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const output = service.output();
+    const httpUrl = /"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output)?.[1];
+    const sshPort = Number(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/.exec(output)?.[1]);
+    if (httpUrl && sshPort) return { httpUrl, sshPort };
+    if (service.child.exitCode !== null || Date.now() > deadline) throw new Error(`service did not start:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export function killSpawnedServices(): void {
+  for (const pid of groups.splice(0)) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
