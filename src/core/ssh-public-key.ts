@@ -1,4 +1,4 @@
-import { createHash, createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { unsafeTextProblem } from './text.js';
 
 /** A parsed, normalised SSH public key. Identity is the wire blob; the comment is kept but never matched. */
@@ -146,7 +146,32 @@ function bitLength(mpint: Buffer): number {
   return (mpint.length - i - 1) * 8 + (32 - Math.clz32(mpint[i]!));
 }
 
-class WireReader {
+/** The key as node:crypto's KeyObject, for verifying its signatures (the blob was validated by parsing). */
+export function keyObjectOf(key: Pick<PublicKey, 'blob'>): KeyObject {
+  const reader = new WireReader(Buffer.from(key.blob, 'base64'));
+  const type = reader.string()?.toString('latin1') ?? '';
+  if (type === 'ssh-ed25519') {
+    return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: reader.string()!.toString('base64url') }, format: 'jwk' });
+  }
+  const curve = ECDSA_CURVES[type];
+  if (curve) {
+    reader.string();
+    const point = reader.string()!;
+    const size = (point.length - 1) / 2;
+    const coordinate = (from: number) => point.subarray(from, from + size).toString('base64url');
+    return createPublicKey({ key: { kty: 'EC', crv: curve.jwkCurve, x: coordinate(1), y: coordinate(1 + size) }, format: 'jwk' });
+  }
+  if (type === 'ssh-rsa') {
+    const unsigned = (mpint: Buffer) => (mpint[0] === 0 ? mpint.subarray(1) : mpint).toString('base64url');
+    const e = reader.string()!;
+    const n = reader.string()!;
+    return createPublicKey({ key: { kty: 'RSA', e: unsigned(e), n: unsigned(n) }, format: 'jwk' });
+  }
+  throw new Error(`no key object for ${type}`);
+}
+
+/** SSH wire format (RFC 4251): length-prefixed strings, read without copying. */
+export class WireReader {
   private offset = 0;
   constructor(private readonly buf: Buffer) {}
 
@@ -159,7 +184,29 @@ class WireReader {
     return this.buf.subarray(start, start + length);
   }
 
+  uint32(): number | null {
+    if (this.offset + 4 > this.buf.length) return null;
+    const value = this.buf.readUInt32BE(this.offset);
+    this.offset += 4;
+    return value;
+  }
+
+  bytes(length: number): Buffer | null {
+    if (this.offset + length > this.buf.length) return null;
+    const out = this.buf.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return out;
+  }
+
   atEnd(): boolean {
     return this.offset === this.buf.length;
   }
+}
+
+/** An SSH wire-format string: uint32 length, then the bytes. */
+export function wireString(value: Buffer | string): Buffer {
+  const bytes = typeof value === 'string' ? Buffer.from(value) : value;
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
 }
