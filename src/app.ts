@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from './config.js';
-import { startMailSender, sweepBudgets, sweepOutbox, type CoreDeps, type Mailer } from './core/index.js';
+import { startMailSender, sweepBudgets, sweepChallenges, sweepOutbox, type CoreDeps, type Mailer } from './core/index.js';
 import { pendingMigrations, type OpenDatabase } from './db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from './http/server.js';
@@ -150,6 +150,7 @@ export async function startApp(
   const sweeper = setInterval(() => {
     sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
     sweepOutbox(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep the mail outbox'));
+    sweepChallenges(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old proof challenges'));
   }, 10 * 60_000);
   sweeper.unref();
 

@@ -165,7 +165,7 @@ describe('GET /readyz', () => {
     const t = await startTestApp();
     cleanups.push(() => t.close());
     expect((await t.request('/readyz')).status).toBe(200);
-    const latest = '0003_mail_outbox';
+    const latest = '0004_ssh_challenges';
     const row = await t.app.deps.db.selectFrom('kysely_migration' as never).selectAll().where('name' as never, '=', latest as never).executeTakeFirstOrThrow();
     await t.app.deps.db.deleteFrom('kysely_migration' as never).where('name' as never, '=', latest as never).execute();
     const pending = await t.request('/readyz');

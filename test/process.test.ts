@@ -147,7 +147,7 @@ describe('the service as a process', () => {
     await check.connect();
     const { rows } = await check.query('SELECT name FROM kysely_migration');
     await check.end();
-    expect(rows.map((r) => r.name)).toEqual(['0001_initial', '0002_http_window_and_budgets', '0003_mail_outbox']);
+    expect(rows.map((r) => r.name)).toEqual(['0001_initial', '0002_http_window_and_budgets', '0003_mail_outbox', '0004_ssh_challenges']);
     const migratedLogs = services.filter((s) => s.output().includes('"msg":"database migrated"'));
     expect(migratedLogs).toHaveLength(1);
     for (const s of services) s.child.kill('SIGTERM');

@@ -92,13 +92,13 @@ function newHome(name: string): Home {
 }
 
 /** Runs a README block with bash as the user would, with only the server's address rewritten. */
-function runAsWritten({ home, bin }: Home, block: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runAsWritten({ home, bin }: Home, block: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const script = block
     .replaceAll('http://127.0.0.1:8080', httpUrl)
     .replaceAll('-p 2222 keys@auth.example.com', `-p ${sshPort} keys@127.0.0.1`);
   return new Promise((resolve) => {
     const child = spawn('bash', ['-c', script], {
-      env: { PATH: `${bin}:${process.env.PATH}`, HOME: home },
+      env: { PATH: `${bin}:${process.env.PATH}`, HOME: home, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -120,7 +120,8 @@ describe('README, run as written', () => {
     const [block] = shBlocksUnder('The flow with curl');
     expect(block).toContain('until VERIFIED=$(curl -sf');
     const mailsBefore = smtp.messages.length;
-    const run = await runAsWritten(newHome('curl-user'), block!);
+    curlUser = newHome('curl-user');
+    const run = await runAsWritten(curlUser, block!);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     // Each step's output, in order: the initiate answer, the orgs (printed only once the link
@@ -138,6 +139,36 @@ describe('README, run as written', () => {
       expect.objectContaining({ label: 'my-laptop', org_name: 'alice', api_key_id: key!.slice(0, 36) }),
     ]);
     expect(smtp.messages.length).toBe(mailsBefore + 1);
+  });
+
+  let curlUser: Home;
+  it('signed requests: the recipe mints with no email, from the key file and through ssh-agent', async () => {
+    const [block] = shBlocksUnder('Signed requests: proof of possession over HTTP');
+    expect(block).toContain('ssh-keygen -Y sign');
+    const mailsBefore = smtp.messages.length;
+    const fromFile = await runAsWritten(curlUser, block!);
+    const quiet = (stderr: string) => stderr.replace(/^Signing data on standard input\n/gm, ''); // ssh-keygen's own note
+    expect(quiet(fromFile.stderr)).toBe('');
+    expect(fromFile.stdout.trim()).toMatch(API_KEY);
+
+    // The agent variant, as the comment says: the private key is moved away, only the agent has it.
+    const agentSocket = path.join(curlUser.home, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', agentSocket], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 100 && !fs.existsSync(agentSocket); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      const privateKey = path.join(curlUser.home, '.ssh', 'id_ed25519');
+      execFileSync('ssh-add', ['-q', privateKey], { env: { ...process.env, SSH_AUTH_SOCK: agentSocket }, stdio: 'ignore' });
+      fs.renameSync(privateKey, `${privateKey}.away`);
+      const viaAgent = await runAsWritten(curlUser, block!.replace('SIGN_WITH=~/.ssh/id_ed25519 ', 'SIGN_WITH=~/.ssh/id_ed25519.pub '), {
+        SSH_AUTH_SOCK: agentSocket,
+      });
+      expect(quiet(viaAgent.stderr)).toBe('');
+      expect(viaAgent.stdout.trim()).toMatch(API_KEY);
+      fs.renameSync(`${privateKey}.away`, privateKey);
+    } finally {
+      agent.kill('SIGKILL');
+    }
+    expect(smtp.messages.length).toBe(mailsBefore); // no email either time
   });
 
   let sshUser: Home;

@@ -23,6 +23,8 @@ export type MintInput = {
   sshKeyId: string | null;
   /** Over HTTP: the mint spends one use of the key's HTTP window (checked again under lock). */
   spendsHttpWindow?: boolean;
+  /** How the caller proved it may use the key, for the audit trail. */
+  proof?: 'email' | 'ssh' | 'sshsig';
   label: string;
   orgName?: string | undefined;
   expiresInMs?: number | undefined;
@@ -89,7 +91,12 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
       actorUserId: input.user.id,
       orgId: org.org_id,
       subjectId: id,
-      details: { label: input.label, ssh_key_id: input.sshKeyId, expires_at: expiresAt?.toISOString() ?? null },
+      details: {
+        label: input.label,
+        ssh_key_id: input.sshKeyId,
+        expires_at: expiresAt?.toISOString() ?? null,
+        proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
+      },
     });
   });
   eventsOf(deps).apiKeyMinted(input.origin.channel);
@@ -107,16 +114,19 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
 /** POST /api/shell-auth/api-keys: the HTTP door may mint only inside the trust window. */
 export async function mintApiKeyOverHttp(
   deps: CoreDeps,
-  input: { email: string; key: PublicKey; label: string; orgName?: string | undefined; origin: RequestOrigin },
+  input: { email: string; key: PublicKey; label: string; orgName?: string | undefined; origin: RequestOrigin; provenBySignature?: boolean },
 ): Promise<MintedApiKey> {
-  const status = await httpKeyStatus(deps, input.email, input.key);
+  const signed = input.provenBySignature === true;
+  const status = await httpKeyStatus(deps, input.email, input.key, { provenBySignature: signed });
   if (status.status === 'disabled') throw new AppError('HTTP_MINTING_DISABLED');
   // One answer whatever the reason (unknown pair, window never opened, expired or spent): no oracle.
   if (status.status !== 'trusted') throw new AppError('UNVERIFIED_KEY');
   return mintApiKey(deps, {
     user: status.user,
     sshKeyId: status.sshKeyId,
-    spendsHttpWindow: true,
+    // A signed request is as strong as the SSH door: the email-confirmation window is not spent.
+    spendsHttpWindow: !signed,
+    proof: signed ? 'sshsig' : 'email',
     label: input.label,
     orgName: input.orgName,
     origin: input.origin,

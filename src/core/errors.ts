@@ -18,6 +18,7 @@ export const ERRORS = {
     message: 'API key creation over HTTP is disabled on this server: use the SSH door',
   },
   INVALID_API_KEY: { status: 401, message: 'Invalid API key' },
+  PROOF_INVALID: { status: 401, message: 'SSH signature proof not accepted' },
   BILLING_NOT_VERIFIED: { status: 402, message: 'Billing could not be verified' }, // contract
   BASE_ACCOUNT_MISSING: { status: 403, message: 'Base account does not exist' }, // contract
   BASE_ACCOUNT_UNVERIFIED: { status: 403, message: 'Base account is not verified' }, // contract

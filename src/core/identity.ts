@@ -5,7 +5,7 @@ import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import type { PublicKey } from './ssh-public-key.js';
-import { bindingOf, httpAccess, onHttpMint, sshAccountOf, type HttpAccess } from './trust.js';
+import { bindingOf, httpAccess, onHttpMint, provenHttpAccess, sshAccountOf, type HttpAccess } from './trust.js';
 
 /**
  * Who holds a key, as each door sees it. The doors ask here; the rules themselves are in
@@ -76,7 +76,7 @@ export type HttpKeyStatus =
  * verify-key and api-keys: may an HTTP caller act with this (email, key) pair right now? One
  * query whether or not the account exists, so the answer's timing tells nothing either.
  */
-export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKey): Promise<HttpKeyStatus> {
+export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKey, options: { provenBySignature?: boolean } = {}): Promise<HttpKeyStatus> {
   const row = await deps.db
     .selectFrom('users')
     .leftJoin('ssh_keys', (join) => join.onRef('ssh_keys.user_id', '=', 'users.id').on('ssh_keys.key_blob', '=', key.blob))
@@ -88,7 +88,8 @@ export async function httpKeyStatus(deps: CoreDeps, email: string, key: PublicKe
     row && row.ssh_key_id !== null
       ? bindingOf({ user_id: row.id, proven_at: row.proven_at, http_confirmed_at: row.http_confirmed_at, http_mints: row.http_mints ?? 0 })
       : bindingOf(undefined);
-  const access = httpAccess(binding, row?.is_active ? row.id : null, deps.settings.httpTrust, nowOf(deps));
+  const userId = row?.is_active ? row.id : null;
+  const access = options.provenBySignature ? provenHttpAccess(binding, userId) : httpAccess(binding, userId, deps.settings.httpTrust, nowOf(deps));
   if (access !== 'trusted' || !row || row.ssh_key_id === null) return { status: access === 'trusted' ? 'unverified' : access };
   const user = userOf(row.id, row);
   return { status: 'trusted', user, sshKeyId: row.ssh_key_id, orgs: await orgsOfUser(deps.db, user) };
@@ -108,11 +109,12 @@ export async function spendHttpWindow(trx: Db, deps: CoreDeps, sshKeyId: string,
 export type KeyHolder = { user: User; sshKeyId: string; verifiedAt: Date; lastSeenAt: Date | null };
 
 /** verify-public-key: the account holding this key, only while HTTP callers may act with it. */
-export async function findTrustedHolder(deps: CoreDeps, key: PublicKey): Promise<KeyHolder[]> {
+export async function findTrustedHolder(deps: CoreDeps, key: PublicKey, options: { provenBySignature?: boolean } = {}): Promise<KeyHolder[]> {
   const row = await findKeyRow(deps, key);
   if (!row) return [];
   const binding = bindingOf(row);
-  if (httpAccess(binding, row.user_id, deps.settings.httpTrust, nowOf(deps)) !== 'trusted') return [];
+  const access = options.provenBySignature ? provenHttpAccess(binding, row.user_id) : httpAccess(binding, row.user_id, deps.settings.httpTrust, nowOf(deps));
+  if (access !== 'trusted') return [];
   const user = await deps.db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirstOrThrow();
   return [{ user, sshKeyId: row.id, verifiedAt: row.verified_at, lastSeenAt: row.last_seen_at }];
 }
@@ -125,7 +127,7 @@ export async function findKeyRow(deps: Pick<CoreDeps, 'db'>, key: Pick<PublicKey
  * `login` with a key the email's owner already confirmed: the signature proves possession, so
  * the binding becomes proven (an SSH identity, no longer open to takeover). Idempotent.
  */
-export async function proveBinding(deps: CoreDeps, key: PublicKey, origin: RequestOrigin): Promise<void> {
+export async function proveBinding(deps: CoreDeps, key: PublicKey, origin: RequestOrigin, proof: 'ssh' | 'sshsig' = 'ssh'): Promise<void> {
   await deps.db.transaction().execute(async (trx) => {
     const row = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', key.blob).forUpdate().executeTakeFirst();
     if (bindingOf(row).state !== 'emailed' || !row) return;
@@ -134,7 +136,7 @@ export async function proveBinding(deps: CoreDeps, key: PublicKey, origin: Reque
       action: 'ssh_key.proven',
       actorUserId: row.user_id,
       subjectId: row.id,
-      details: { fingerprint: row.fingerprint },
+      details: { fingerprint: row.fingerprint, proof },
     });
   });
 }

@@ -29,6 +29,7 @@ export {
   recordKeySeen,
   httpKeyStatus,
   findTrustedHolder,
+  proveBinding,
   type Identity,
   type AccountIdentity,
   type AnonymousIdentity,
@@ -36,6 +37,8 @@ export {
 export type { HttpTrustWindow, HttpTrustPolicy } from './trust.js';
 export { takeFromBudget, budgetSpent, sweepBudgets, type Budget } from './budgets.js';
 export { deliverNextMail, isPermanentMailFailure, outboxBacklog, sweepOutbox, SEND_TIMEOUT_MS, retryDelayMs, startMailSender, FIRST_RETRY_MS, MAX_RETRY_MS, SEND_LEASE_MS, type DeliveryOutcome, type MailSender } from './mail-outbox.js';
+export { CHALLENGE_TTL_MS, challengeMessage, issueChallenge, proofNamespace, redeemProof, sweepChallenges, type Challenge, type Proof } from './proof.js';
+export { MAX_ARMORED_LENGTH, verifySshsig, type SshsigCheck, type SshsigFailure } from './sshsig.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';

@@ -63,6 +63,16 @@ export function httpAccess(binding: Binding, userId: string | null, policy: Http
   return 'trusted';
 }
 
+/**
+ * An HTTP caller who proved, with an SSHSIG over a fresh challenge, that it holds the key: it may
+ * act for the account the key is bound to (by an email confirmation, over either door), at any
+ * time and without spending the window. Possession of a key is not ownership of an email: an
+ * unbound key gets nothing.
+ */
+export function provenHttpAccess(binding: Binding, userId: string | null): 'trusted' | 'unverified' {
+  return binding.state !== 'unbound' && userId !== null && binding.userId === userId ? 'trusted' : 'unverified';
+}
+
 /** An HTTP mint spends one use of the window: the caller writes `patch` in the mint's transaction. */
 export function onHttpMint(
   binding: Binding,

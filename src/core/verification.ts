@@ -233,7 +233,13 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
         action: 'ssh_key.confirmed',
         actorUserId: user.id,
         subjectId: sshKeyId,
-        details: { fingerprint: request.fingerprint, request_id: request.id, first_verification: firstVerification },
+        details: {
+          fingerprint: request.fingerprint,
+          request_id: request.id,
+          first_verification: firstVerification,
+          // The email proves the inbox; the key, if at all, was proven by the SSH door or a signed HTTP request.
+          proof: request.key_proven ? (request.channel === 'ssh' ? 'email+ssh' : 'email+sshsig') : 'email',
+        },
       });
       // Sent on commit, to every instance: a `login` waiting for this link wakes at once.
       await sql`SELECT pg_notify(${CONFIRMATIONS_CHANNEL}, ${request.id})`.execute(trx);

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import * as initial from '../../migrations/0001_initial.js';
 import * as httpWindowAndBudgets from '../../migrations/0002_http_window_and_budgets.js';
 import * as mailOutbox from '../../migrations/0003_mail_outbox.js';
+import * as sshChallenges from '../../migrations/0004_ssh_challenges.js';
 import type { Database } from './schema.js';
 import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_http_window_and_budgets': httpWindowAndBudgets,
   '0003_mail_outbox': mailOutbox,
+  '0004_ssh_challenges': sshChallenges,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -123,6 +123,16 @@ export interface MailOutboxTable {
   created_at: CreatedAt;
 }
 
+/** Proof-of-possession challenges (see migrations/0004_ssh_challenges.ts). */
+export interface SshChallengesTable {
+  challenge_hash: string;
+  key_blob: string;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+  requested_ip: string | null;
+  created_at: CreatedAt;
+}
+
 export interface Database {
   users: UsersTable;
   orgs: OrgsTable;
@@ -134,6 +144,7 @@ export interface Database {
   audit_events: AuditEventsTable;
   request_budgets: RequestBudgetsTable;
   mail_outbox: MailOutboxTable;
+  ssh_challenges: SshChallengesTable;
 }
 
 export type User = Selectable<UsersTable>;

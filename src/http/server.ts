@@ -5,13 +5,14 @@ import { errorFields } from '../log.js';
 import { NO_METRICS, type DoorMetrics } from '../door-metrics.js';
 import { AppError, budgetSpent, eventsOf, takeFromBudget, toAppError, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
-import { createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
+import { challenge, createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
 import { PerIpRateLimiter } from './rate-limit.js';
 import type { HttpDoorSettings, Route, RouteContext } from './route.js';
 import { confirmFromPage, showConfirmPage } from './verify-page.js';
 
 const ROUTES: Record<string, Route> = {
   'POST /api/shell-auth': { handler: initiate, json: true, budget: 'refusals' },
+  'POST /api/shell-auth/challenge': { handler: challenge, json: true, budget: 'each' },
   'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true, budget: 'each' },
   'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, budget: 'each' },
   'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, budget: 'each' },

@@ -6,44 +6,81 @@ import {
   EmailSchema,
   findTrustedHolder,
   httpKeyStatus,
+  issueChallenge,
   LabelSchema,
+  MAX_ARMORED_LENGTH,
   mintApiKeyOverHttp,
   NoteSchema,
   OrgNameLookupSchema,
   parseInput,
+  proveBinding,
   PublicKeyLineSchema,
+  redeemProof,
   startVerification,
+  type PublicKey,
 } from '../core/index.js';
 import type { HttpDoorSettings, RouteContext } from './route.js';
 import { sendJson } from './io.js';
+
+/** Optional proof of possession (POST /api/shell-auth/challenge, then `ssh-keygen -Y sign`). */
+const ProofFields = {
+  challenge: z.string().max(200).optional(),
+  ssh_signature: z.string().max(MAX_ARMORED_LENGTH).optional(),
+};
 
 const InitiateRequest = z.object({
   email: EmailSchema,
   ssh_public_key: PublicKeyLineSchema,
   body: NoteSchema.nullish(),
+  ...ProofFields,
 });
 
-const KeyPairRequest = z.object({ email: EmailSchema, ssh_public_key: PublicKeyLineSchema });
+const KeyPairRequest = z.object({ email: EmailSchema, ssh_public_key: PublicKeyLineSchema, ...ProofFields });
 
-const PublicKeyRequest = z.object({ ssh_public_key: PublicKeyLineSchema });
+const PublicKeyRequest = z.object({ ssh_public_key: PublicKeyLineSchema, ...ProofFields });
+
+const ChallengeRequest = z.object({ ssh_public_key: PublicKeyLineSchema });
 
 const CreateApiKeyRequest = z.object({
   email: EmailSchema,
   ssh_public_key: PublicKeyLineSchema,
   label: LabelSchema,
+  ...ProofFields,
   // Clients may send "" or null for "my default org".
   org_name: OrgNameLookupSchema.nullish()
     .transform((name) => (name ? name : undefined)),
 });
 
+/**
+ * Whether the request proves possession of its key. No proof fields: false, and everything is as
+ * the Vers contract has it. A proof that does not hold: 401 saying why.
+ */
+async function provenBySignature(deps: RouteContext['deps'], input: { ssh_public_key: PublicKey; challenge?: string | undefined; ssh_signature?: string | undefined }): Promise<boolean> {
+  if (input.challenge === undefined && input.ssh_signature === undefined) return false;
+  if (input.challenge === undefined || input.ssh_signature === undefined) {
+    throw new AppError('PROOF_INVALID', { detail: 'send both challenge and ssh_signature (from POST /api/shell-auth/challenge)' });
+  }
+  await redeemProof(deps, input.ssh_public_key, { challenge: input.challenge, ssh_signature: input.ssh_signature });
+  return true;
+}
+
+/** POST /api/shell-auth/challenge: a challenge to sign with `ssh-keygen -Y sign`. */
+export async function challenge({ deps, res, body, origin }: RouteContext): Promise<void> {
+  const input = parseInput(ChallengeRequest, body, 'INVALID_INITIATE');
+  const issued = await issueChallenge(deps, input.ssh_public_key, origin);
+  sendJson(res, 200, { success: true, ...issued });
+}
+
 /** POST /api/shell-auth */
 export async function initiate({ deps, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(InitiateRequest, body, 'INVALID_INITIATE');
+  // Signed: the binding this request leads to is proven, as one made by `ssh … login`.
+  const signed = await provenBySignature(deps, input);
   const result = await startVerification(deps, {
     email: input.email,
     key: input.ssh_public_key,
     note: input.body ?? null,
-    keyProven: false,
+    keyProven: signed,
     origin,
   });
   sendJson(res, 200, {
@@ -72,9 +109,12 @@ export function notTrustedReason(door: HttpDoorSettings, status: 'disabled' | 'c
 }
 
 /** POST /api/shell-auth/verify-key */
-export async function verifyKey({ deps, door, res, body }: RouteContext): Promise<void> {
+export async function verifyKey({ deps, door, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(KeyPairRequest, body, 'INVALID_INITIATE');
-  const status = await httpKeyStatus(deps, input.email, input.ssh_public_key);
+  const signed = await provenBySignature(deps, input);
+  const status = await httpKeyStatus(deps, input.email, input.ssh_public_key, { provenBySignature: signed });
+  // The email's owner confirmed this key and the caller holds it: proven, as an SSH login makes it.
+  if (signed && status.status === 'trusted') await proveBinding(deps, input.ssh_public_key, origin, 'sshsig');
   if (status.status !== 'trusted') {
     const reason = notTrustedReason(door, status.status === 'disabled' ? 'disabled' : 'closed');
     sendJson(res, 401, { verified: false, is_active: false, reason });
@@ -92,7 +132,8 @@ export async function verifyKey({ deps, door, res, body }: RouteContext): Promis
 /** POST /api/shell-auth/verify-public-key */
 export async function verifyPublicKey({ deps, res, body }: RouteContext): Promise<void> {
   const input = parseInput(PublicKeyRequest, body, 'INVALID_INITIATE');
-  const matches = await findTrustedHolder(deps, input.ssh_public_key);
+  const signed = await provenBySignature(deps, input);
+  const matches = await findTrustedHolder(deps, input.ssh_public_key, { provenBySignature: signed });
   if (matches.length === 0) {
     sendJson(res, 404, { verified: false, reason: 'No verified SSH key records found for this public key' });
     return;
@@ -115,18 +156,21 @@ export async function verifyPublicKey({ deps, res, body }: RouteContext): Promis
 /** POST /api/shell-auth/api-keys */
 export async function createApiKey({ deps, door, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(CreateApiKeyRequest, body, 'INVALID_REQUEST');
+  const signed = await provenBySignature(deps, input);
   const minted = await mintApiKeyOverHttp(deps, {
     email: input.email,
     key: input.ssh_public_key,
     label: input.label,
     orgName: input.org_name,
     origin,
+    provenBySignature: signed,
   }).catch((err: unknown) => {
     // The contract's 401 text, with the same help verify-key gives.
     if (err instanceof AppError && err.code === 'UNVERIFIED_KEY') throw new AppError('UNVERIFIED_KEY', { detail: notTrustedReason(door, 'closed') });
     if (err instanceof AppError && err.code === 'HTTP_MINTING_DISABLED') throw new AppError('HTTP_MINTING_DISABLED', { detail: notTrustedReason(door, 'disabled') });
     throw err;
   });
+  if (signed) await proveBinding(deps, input.ssh_public_key, origin, 'sshsig');
   sendJson(res, 200, {
     success: true,
     api_key: minted.api_key,

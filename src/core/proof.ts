@@ -1,0 +1,86 @@
+import { randomBytes } from 'node:crypto';
+import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { AppError } from './errors.js';
+import { sha256Hex } from './secrets.js';
+import type { PublicKey } from './ssh-public-key.js';
+import { verifySshsig } from './sshsig.js';
+
+/**
+ * Proof of possession over HTTP: the server hands out a challenge bound to a key; the client
+ * signs the server's message with `ssh-keygen -Y sign`; a request carrying both is as strong as
+ * an SSH connection made with that key. The message names this service and the expiry, so a
+ * signature made here is worthless anywhere else or later; each challenge works once.
+ */
+
+export const CHALLENGE_TTL_MS = 2 * 60_000;
+const CHALLENGE_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+
+export type Challenge = { challenge: string; namespace: string; message: string; expires_at: Date };
+export type Proof = { challenge: string; ssh_signature: string };
+
+/** The `-n` namespace to sign with: this service's own, so no other SSHSIG use can be replayed here. */
+export function proofNamespace(publicUrl: string): string {
+  return `shell-auth@${new URL(publicUrl).host}`;
+}
+
+/** What the client signs, verbatim (`jq -j .message | ssh-keygen -Y sign …`). Rebuilt, never stored. */
+export function challengeMessage(publicUrl: string, key: Pick<PublicKey, 'fingerprint'>, challenge: string, expiresAt: Date): string {
+  return [
+    'shell-auth proof of key possession',
+    `service: ${publicUrl}`,
+    `key: ${key.fingerprint}`,
+    `challenge: ${challenge}`,
+    `expires: ${expiresAt.toISOString()}`,
+  ].join('\n');
+}
+
+export async function issueChallenge(deps: CoreDeps, key: PublicKey, origin: RequestOrigin): Promise<Challenge> {
+  const challenge = randomBytes(32).toString('base64url');
+  const expiresAt = new Date(nowOf(deps).getTime() + CHALLENGE_TTL_MS);
+  await deps.db
+    .insertInto('ssh_challenges')
+    .values({ challenge_hash: sha256Hex(challenge), key_blob: key.blob, expires_at: expiresAt, requested_ip: origin.ip, created_at: nowOf(deps) })
+    .execute();
+  const { publicUrl } = deps.settings;
+  return { challenge, namespace: proofNamespace(publicUrl), message: challengeMessage(publicUrl, key, challenge, expiresAt), expires_at: expiresAt };
+}
+
+/**
+ * Checks a proof for `key` and spends its challenge. Throws PROOF_INVALID saying what was wrong
+ * (about the challenge or the signature, never about accounts).
+ */
+export async function redeemProof(deps: CoreDeps, key: PublicKey, proof: Proof): Promise<void> {
+  const refuse = (detail: string) => new AppError('PROOF_INVALID', { detail });
+  if (!CHALLENGE_PATTERN.test(proof.challenge)) throw refuse('challenge is not one this server issued');
+  const hash = sha256Hex(proof.challenge);
+  const row = await deps.db.selectFrom('ssh_challenges').selectAll().where('challenge_hash', '=', hash).executeTakeFirst();
+  if (!row) throw refuse('challenge is not one this server issued');
+  if (row.key_blob !== key.blob) throw refuse('challenge was issued for another key');
+  if (row.used_at) throw refuse('challenge was already used: ask for a new one');
+  const now = nowOf(deps);
+  const expiresAt = new Date(row.expires_at);
+  if (expiresAt.getTime() <= now.getTime()) throw refuse('challenge expired: ask for a new one');
+
+  const { publicUrl } = deps.settings;
+  const message = challengeMessage(publicUrl, key, proof.challenge, expiresAt);
+  const expected = { key, namespace: proofNamespace(publicUrl) };
+  let check = verifySshsig(proof.ssh_signature, { ...expected, message });
+  // `jq -r` (rather than -j) adds a newline: the same message, the same binding; accepted too.
+  if (!check.ok && check.failure === 'bad_signature') check = verifySshsig(proof.ssh_signature, { ...expected, message: `${message}\n` });
+  if (!check.ok) throw refuse(check.reason);
+
+  // Single use, also when two requests race with the same proof.
+  const spent = await deps.db
+    .updateTable('ssh_challenges')
+    .set({ used_at: now })
+    .where('challenge_hash', '=', hash)
+    .where('used_at', 'is', null)
+    .returning('challenge_hash')
+    .executeTakeFirst();
+  if (!spent) throw refuse('challenge was already used: ask for a new one');
+}
+
+/** Challenges are worthless after two minutes; kept a day for looking into a complaint. */
+export async function sweepChallenges(deps: CoreDeps): Promise<void> {
+  await deps.db.deleteFrom('ssh_challenges').where('expires_at', '<', new Date(nowOf(deps).getTime() - 24 * 3_600_000)).execute();
+}
