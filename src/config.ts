@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from './core/duration.js';
 import type { HttpTrustWindow } from './core/index.js';
-import { parseAddressRange } from './ssh/proxy-protocol.js';
+import { parseAddressRange } from './net-addresses.js';
 
 /**
  * Every setting, its default and its validation, in one place. In the result, `null` always

@@ -1,6 +1,8 @@
 import type { AppError, ErrorCode } from '../core/index.js';
 import { escapeForTerminal } from '../text/table.js';
-import type { Parsed } from './framework.js';
+
+/** The command line as parsed (framework.ts's Parsed, named here so the two files do not import each other). */
+type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
 
 /**
  * The error table's codes, worded for the SSH door's command line. The HTTP door keeps the
