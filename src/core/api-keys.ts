@@ -3,6 +3,7 @@ import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
 import { eventsOf, nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
+import { dueForTouch } from './touch.js';
 import { AppError } from './errors.js';
 import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
 import type { PublicKey } from './ssh-public-key.js';
@@ -283,7 +284,9 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
   ) {
     throw new AppError('INVALID_API_KEY');
   }
-  await deps.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.id).execute();
+  if (dueForTouch(deps, `api_key:${row.id}`)) {
+    await deps.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.id).execute();
+  }
   return {
     api_key_id: row.id,
     org_id: row.org_id,

@@ -5,6 +5,7 @@ import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import type { PublicKey } from './ssh-public-key.js';
+import { dueForTouch } from './touch.js';
 import { bindingOf, httpAccess, onHttpMint, provenHttpAccess, sshAccountOf, type HttpAccess } from './trust.js';
 
 /**
@@ -61,6 +62,7 @@ function userOf(id: string, row: Omit<User, 'id'>): User {
 
 /** Best effort, after an SSH authentication: a failed update must not cost the user their session. */
 export async function recordKeySeen(deps: CoreDeps, key: PublicKey): Promise<void> {
+  if (!dueForTouch(deps, `ssh_key:${key.blob}`)) return;
   try {
     await deps.db.updateTable('ssh_keys').set({ last_seen_at: nowOf(deps) }).where('key_blob', '=', key.blob).execute();
   } catch (err) {
