@@ -48,12 +48,23 @@ export function openTerminal(command: string[], size = { columns: 120, rows: 40 
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     },
-    /** Waits for the program in the pane to exit; resolves with its exit status. */
-    async exited(timeoutMs = 30_000): Promise<number> {
+    /**
+     * Waits for the program in the pane to exit; resolves with its exit status, or null when tmux
+     * has marked the pane dead without one (seen under load: the pty closed, the status never came).
+     */
+    async exited(timeoutMs = 30_000): Promise<number | null> {
       const deadline = Date.now() + timeoutMs;
+      let deadSince: number | null = null;
       for (;;) {
-        const [dead, status] = tmux('display-message', '-p', '-t', 'main', '#{pane_dead} #{pane_dead_status}').trim().split(' ');
-        if (dead === '1') return Number(status);
+        const [dead, status = '', signal = ''] = tmux('display-message', '-p', '-t', 'main', '#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}')
+          .trim()
+          .split('|');
+        if (signal !== '') throw new Error(`the program was killed by signal ${signal}:\n${screen()}`);
+        if (dead === '1' && status !== '') return Number(status);
+        if (dead === '1') {
+          deadSince ??= Date.now();
+          if (Date.now() - deadSince > 2_000) return null;
+        }
         if (Date.now() > deadline) throw new Error(`the program never exited:\n${screen()}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
