@@ -9,7 +9,7 @@ import { setBilling, setMember } from '../src/core/index.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { confirmForm, startTestApp, tokenOf, type TestApp } from './support/app.js';
 import { connectClient, execOn, openssh, parsedKey, ssh2Exec, TrickAgent } from './support/ssh.js';
-import { openTerminal } from './support/tmux.js';
+import { closeAllTerminals, openTerminal } from './support/tmux.js';
 
 const execFileAsync = promisify(execFile);
 let t: TestApp;
@@ -359,6 +359,7 @@ const HAVE_TMUX = spawnSync('tmux', ['-V']).status === 0;
 if (!HAVE_TMUX) console.warn('ssh-door.test.ts: SKIPPING the terminal tests: no tmux (.ci/run installs it: apt-get install tmux)');
 
 describe.runIf(HAVE_TMUX)(`interactive shell in a real terminal (OpenSSH in tmux)${HAVE_TMUX ? '' : ' [SKIPPED: tmux not installed]'}`, () => {
+  afterAll(closeAllTerminals);
   const sshIn = (key: TestKey) =>
     openTerminal([
       'ssh', '-tt', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no',

@@ -7,8 +7,23 @@ import { randomBytes } from 'node:crypto';
  * rendered screen with `capture-pane`, so cursor movement and redraws are checked as a person
  * would see them. Each terminal has its own tmux server socket.
  */
+const opened = new Set<string>();
+
+/** Kills every terminal's tmux server still running: for afterAll, since a test that times out may never reach its own close(). */
+export function closeAllTerminals(): void {
+  for (const socket of opened) {
+    try {
+      execFileSync('tmux', ['-L', socket, 'kill-server'], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  }
+  opened.clear();
+}
+
 export function openTerminal(command: string[], size = { columns: 120, rows: 40 }) {
   const socket = `shell-auth-test-${randomBytes(4).toString('hex')}`;
+  opened.add(socket);
   const tmux = (...args: string[]) => execFileSync('tmux', ['-L', socket, '-f', '/dev/null', ...args], { encoding: 'utf8' });
   tmux('new-session', '-d', '-s', 'main', '-x', String(size.columns), '-y', String(size.rows), ...command);
   tmux('set-option', '-t', 'main', 'remain-on-exit', 'on');
@@ -70,6 +85,7 @@ export function openTerminal(command: string[], size = { columns: 120, rows: 40 
       }
     },
     close() {
+      opened.delete(socket);
       try {
         tmux('kill-server');
       } catch {
