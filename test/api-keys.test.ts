@@ -5,6 +5,7 @@ import { authenticateApiKey, parseApiKey, revokeApiKey, generateApiKey } from '.
 import type { CoreDeps } from '../src/core/index.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
+import { countingStatements } from './support/database.js';
 
 let t: TestApp;
 beforeAll(async () => {
@@ -93,19 +94,12 @@ describe('API keys', () => {
   it('a bad checksum is rejected without touching the database', async () => {
     const { apiKey } = generateApiKey();
     const broken = apiKey.slice(0, 99) + (apiKey[99] === '0' ? '1' : '0');
-    let queries = 0;
-    const countingDb = t.app.deps.db.withPlugin({
-      transformQuery(args) {
-        queries++;
-        return args.node;
-      },
-      transformResult: async (args) => args.result,
-    });
-    const deps: CoreDeps = { ...t.app.deps, db: countingDb };
+    const counted = countingStatements(t.app.deps.db);
+    const deps: CoreDeps = { ...t.app.deps, db: counted.db };
     await expect(authenticateApiKey(deps, broken)).rejects.toMatchObject({ code: 'INVALID_API_KEY' });
-    expect(queries).toBe(0);
+    expect(counted.statements.length).toBe(0);
     // Control: a well-formed key does reach the database.
     await expect(authenticateApiKey(deps, apiKey)).rejects.toMatchObject({ code: 'INVALID_API_KEY' });
-    expect(queries).toBeGreaterThan(0);
+    expect(counted.statements.length).toBeGreaterThan(0);
   });
 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { resolveSshIdentity, type CoreDeps } from '../src/core/index.js';
+import { resolveSshIdentity } from '../src/core/index.js';
 import { startTestCore, type TestCore } from './support/core.js';
+import { countingStatements } from './support/database.js';
 import { runSshLine } from './support/in-process.js';
 
 // Statements per SSH `create`, counted with a kysely plugin (BEGIN/COMMIT are not statements it
@@ -14,23 +15,10 @@ afterAll(async () => {
   await core?.close();
 });
 
-function counting(deps: CoreDeps): { deps: CoreDeps; statements: string[] } {
-  const statements: string[] = [];
-  return {
-    statements,
-    deps: {
-      ...deps,
-      db: deps.db.withPlugin({
-        transformQuery: (args) => (statements.push(args.node.kind), args.node),
-        transformResult: async (args) => args.result,
-      }),
-    },
-  };
-}
-
 it('an SSH create: who the key is, then the org and billing, then the key with its audit row in one statement (no transaction): 3 statements', async () => {
   const user = await core.verifiedUser();
-  const { deps, statements } = counting(core.deps);
+  const { db, statements } = countingStatements(core.deps.db);
+  const deps = { ...core.deps, db };
   const identity = await resolveSshIdentity(deps, user.publicKey);
   const created = await runSshLine(deps, identity, 'create --label counted-key');
   expect(created.code).toBe(0);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { openssh, privateKeyOf, ssh2Exec } from './support/ssh.js';
+import { countingStatements } from './support/database.js';
 
 // A billing service that takes 600 ms: long enough for a client to leave mid-`create`.
 const billing = http.createServer((req, res) => {
@@ -55,17 +56,11 @@ it('a client that drops mid-create leaves no usable key behind, and the server k
   // A login wait abandoned by its client stops polling the database (counted, not assumed). This
   // is the fallback used while LISTEN/NOTIFY is unavailable, so turn notifications off here.
   const waiter = makeKey();
-  let queries = 0;
   const realDb = t.app.deps.db;
+  const counted = countingStatements(realDb);
   const signals = t.app.deps.confirmations;
   t.app.deps.confirmations = undefined;
-  t.app.deps.db = realDb.withPlugin({
-    transformQuery(args) {
-      queries++;
-      return args.node;
-    },
-    transformResult: async (args) => args.result,
-  });
+  t.app.deps.db = counted.db;
   try {
     let mailed!: () => void;
     const mailSent = new Promise<void>((resolve) => (mailed = resolve));
@@ -74,14 +69,14 @@ it('a client that drops mid-create leaves no usable key behind, and the server k
     });
     await mailSent;
     // Control: while the client waits, the server polls (about once a second).
-    queries = 0;
-    await until(() => queries >= 2, 10_000, 'the waiting login never polled');
+    counted.statements.length = 0;
+    await until(() => counted.statements.length >= 2, 10_000, 'the waiting login never polled');
     login.kill();
     await login;
     await until(() => t.logs.some((line) => line.includes('ssh login: the client stopped waiting')), 10_000, 'the server never noticed the client leaving');
-    queries = 0;
+    counted.statements.length = 0;
     await new Promise((resolve) => setTimeout(resolve, 2_500));
-    expect(queries).toBe(0);
+    expect(counted.statements).toEqual([]);
   } finally {
     t.app.deps.db = realDb;
     t.app.deps.confirmations = signals;

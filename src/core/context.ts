@@ -122,6 +122,6 @@ export function eventsOf(deps: Pick<CoreDeps, 'events'>): CoreEvents {
   return deps.events ?? NO_EVENTS;
 }
 
-export function nowOf(deps: CoreDeps): Date {
+export function nowOf(deps: Pick<CoreDeps, 'now'>): Date {
   return deps.now ? deps.now() : new Date();
 }

@@ -1,5 +1,4 @@
-import type { CoreDeps } from './context.js';
-import { nowOf } from './context.js';
+import { nowOf, type CoreDeps } from './context.js';
 
 /**
  * "Last seen" and "last used" times are for people reading a list, to the minute: written at
@@ -16,7 +15,7 @@ const written = new WeakMap<object, Map<string, number>>();
 export function dueForTouch(deps: Pick<CoreDeps, 'db' | 'now'>, id: string): boolean {
   let rows = written.get(deps.db);
   if (!rows) written.set(deps.db, (rows = new Map()));
-  const now = nowOf(deps as CoreDeps).getTime();
+  const now = nowOf(deps).getTime();
   const last = rows.get(id);
   if (last !== undefined && now - last < TOUCH_EVERY_MS && now >= last) return false;
   if (rows.size >= MAX_REMEMBERED) rows.clear(); // a bound, not an LRU: forgetting costs one extra write

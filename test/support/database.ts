@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { migrateToLatest, openDatabase, type OpenDatabase } from '../../src/db/database.js';
+import { migrateToLatest, openDatabase, type Db, type OpenDatabase } from '../../src/db/database.js';
 
 export const usingPostgres = process.env.TEST_DB === 'postgres';
 
@@ -36,4 +36,22 @@ export async function openTestDatabase(): Promise<OpenDatabase> {
     : await openDatabase({ kind: 'pglite', dataDir: null });
   await migrateToLatest(database.db);
   return database;
+}
+
+/**
+ * The same database, counting every statement sent through it (by kind: BEGIN/COMMIT are not
+ * statements kysely shows a plugin). `statements.length = 0` starts the count again.
+ */
+export function countingStatements(db: Db): { db: Db; statements: string[] } {
+  const statements: string[] = [];
+  return {
+    statements,
+    db: db.withPlugin({
+      transformQuery(args) {
+        statements.push(args.node.kind);
+        return args.node;
+      },
+      transformResult: async (args) => args.result,
+    }),
+  };
 }
