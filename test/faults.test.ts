@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
@@ -180,6 +181,37 @@ describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is
     expect(after.status).toBe(401); // answered from the database again
     expect((await fetch(`${app.httpUrl}/healthz`)).status).toBe(200);
     expect((await fetch(`${app.httpUrl}/readyz`)).status).toBe(200);
+  });
+});
+
+describe.runIf(usingPostgres)('Postgres connection lost while a request holds it', () => {
+  it('rejects that request, does not take the process down, and the next request gets a fresh connection', async () => {
+    const real = new URL(await freshPostgresUrl());
+    const proxy = await startCuttableProxy(real);
+    cleanups.push(proxy.close);
+    const viaProxy = new URL(real);
+    viaProxy.port = String(proxy.port);
+    const database = await openDatabase({ kind: 'postgres', url: viaProxy.toString() });
+    cleanups.push(() => database.close());
+    // Any listener keeps Node alive through an uncaught error, so collect them and assert none.
+    const uncaught: Error[] = [];
+    const collect = (err: Error) => uncaught.push(err);
+    process.on('uncaughtException', collect);
+    try {
+      const held = database.db.transaction().execute(async (trx) => {
+        await sql`select 1`.execute(trx);
+        proxy.cut(); // the connection is checked out: between two statements of one transaction
+        await sql`select pg_sleep(0.2)`.execute(trx);
+      });
+      await expect(held).rejects.toThrow(/Connection terminated|not queryable|ECONNRESET/);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // let the socket's own events land
+      expect(uncaught.map((e) => e.message)).toEqual([]);
+    } finally {
+      process.off('uncaughtException', collect);
+    }
+    proxy.restore();
+    const { rows } = await sql<{ n: number }>`select 1 as n`.execute(database.db);
+    expect(rows).toEqual([{ n: 1 }]);
   });
 });
 

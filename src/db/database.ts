@@ -104,6 +104,13 @@ function droppingTimedOutClients(pool: pg.Pool): PostgresPool {
     async connect() {
       const client = await pool.connect();
       let broken = false;
+      // pg emits a lost connection on the client itself, even with a query in flight (which is
+      // rejected too). The pool listens only while the client is idle; while it is checked out
+      // nobody would, and one reset mid-request would take the process down.
+      const onError = () => {
+        broken = true;
+      };
+      client.on('error', onError);
       const query = ((...args: Parameters<pg.PoolClient['query']>) => {
         const result = (client.query as (...a: unknown[]) => unknown)(...args);
         if (result instanceof Promise) {
@@ -114,7 +121,13 @@ function droppingTimedOutClients(pool: pg.Pool): PostgresPool {
         }
         return result;
       }) as PostgresPoolClient['query'];
-      return { query, release: () => client.release(broken ? new Error('query timed out: connection dropped') : undefined) };
+      return {
+        query,
+        release: () => {
+          client.removeListener('error', onError);
+          client.release(broken ? new Error('connection lost or query timed out: dropped') : undefined);
+        },
+      };
     },
     end: () => pool.end(),
   };
