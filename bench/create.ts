@@ -177,7 +177,7 @@ async function verifiedKeys(url: string, dir: string, count: number): Promise<Bu
   const deps: CoreDeps = {
     db: database.db,
     mailer: { sendVerification: async (mail: VerificationMail) => void (lastLink = mail.link) },
-    billing: subscriptionBilling(database.db),
+    billing: subscriptionBilling(),
     log: pino({ level: 'silent' }),
     settings: { publicUrl: 'http://bench', httpTrust: { window: 'off', mintsPerConfirmation: 1 }, keyMaxTtlMs: null, mailPerIpHourly: null },
   };

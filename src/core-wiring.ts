@@ -38,7 +38,7 @@ export async function openCore(
   const deps: CoreDeps = {
     db: database.db,
     mailer,
-    billing: config.billingUrl ? httpBilling(config.billingUrl, config.billingTimeoutMs) : subscriptionBilling(database.db),
+    billing: config.billingUrl ? httpBilling(config.billingUrl, config.billingTimeoutMs) : subscriptionBilling(),
     log,
     ...(overrides.events ? { events: overrides.events } : {}),
     settings: {

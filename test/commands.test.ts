@@ -148,13 +148,15 @@ describe('SSH commands in-process: usage errors, exit codes, argument parsing', 
     });
     const orgName = (await orgsOfUser(core.deps.db, account.user))[0]!.name;
     await runAdmin(core.deps, 'billing', 'set', orgName, 'suspended');
+    // A new connection reads the identity (with its orgs' billing state) afresh.
+    const suspended = await resolveSshIdentity(core.deps, account.key);
     try {
-      expect(await ssh(account, `create --label suspended --org ${orgName}`)).toEqual({
+      expect(await ssh(suspended, `create --label suspended --org ${orgName}`)).toEqual({
         code: EXIT.FAILED,
         stdout: '',
         stderr: `error: org "${orgName}" is suspended: minting is off until its billing is active\n`,
       });
-      expect((await ssh(account, 'create --label suspended')).stderr).toBe(
+      expect((await ssh(suspended, 'create --label suspended')).stderr).toBe(
         'error: your default org (the first in "orgs") is suspended: minting is off until its billing is active\n',
       );
     } finally {

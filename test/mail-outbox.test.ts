@@ -229,7 +229,7 @@ describe('two instances on one database', () => {
     const instance = (db: CoreDeps['db']): CoreDeps => ({
       db,
       mailer: slowMailer,
-      billing: subscriptionBilling(db),
+      billing: subscriptionBilling(),
       log: pino({ level: 'silent' }),
       settings: core.deps.settings,
     });

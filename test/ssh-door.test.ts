@@ -575,6 +575,43 @@ describe('the shell after an interrupted login', () => {
   });
 });
 
+describe('a long shell session', () => {
+  it('each command acts as the account is now: billing suspended mid-session refuses the next create, and reactivated it mints', async () => {
+    const { key, org } = await verifiedUser();
+    const client = await connectClient(port, key.privateKeyPath);
+    try {
+      const channel = await new Promise<ClientChannel>((resolve, reject) => client.shell(false, (err, ch) => (err ? reject(err) : resolve(ch))));
+      let out = '';
+      channel.on('data', (d: Buffer) => (out += d));
+      channel.stderr.on('data', (d: Buffer) => (out += d));
+      const prompts = async (n: number) => {
+        for (let i = 0; i < 400 && out.split('keys> ').length <= n; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+        expect(out.split('keys> ').length).toBeGreaterThan(n);
+      };
+      const keyInText = new RegExp(API_KEY.source.replace(/^\^|\$$/g, ''));
+      await prompts(1);
+      channel.write('create --label before-suspension\n');
+      await prompts(2);
+      expect(out).toMatch(keyInText);
+      const origin = { channel: 'admin' as const, ip: null };
+      await setBilling(t.app.deps, org, 'suspended', origin);
+      out = '';
+      channel.write('create --label while-suspended\n');
+      await prompts(1);
+      expect(out).toContain('is suspended: minting is off until its billing is active');
+      expect(out).not.toMatch(keyInText);
+      await setBilling(t.app.deps, org, 'active', origin);
+      out = '';
+      channel.write('create --label reactivated\n');
+      await prompts(1);
+      expect(out).toMatch(keyInText);
+      channel.end();
+    } finally {
+      client.end();
+    }
+  });
+});
+
 describe('review findings', () => {
   it('a key bound to someone else over HTTP (no proof of possession) is not an SSH identity; its holder takes it back', async () => {
     const victimKey = makeKey();

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { Database, Role, User } from '../db/schema.js';
+import type { Database, Role, SubscriptionStatus, User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
 import type { RequestOrigin } from './context.js';
 import { baseEmailOf, orgNameFromEmail } from './emails.js';
@@ -8,7 +8,8 @@ import { AppError } from './errors.js';
 
 type Tx = Kysely<Database>;
 
-export type OrgMembership = { org_id: string; name: string; role: Role; joined_at: Date };
+/** `subscription`: the org's subscription status, read with the membership (the billing check's input). */
+export type OrgMembership = { org_id: string; name: string; role: Role; joined_at: Date; subscription: SubscriptionStatus | null };
 
 const ROLE_RANK: Record<Role, number> = { owner: 3, admin: 2, member: 1 };
 
@@ -16,20 +17,26 @@ export async function findUserByEmail(db: Tx, email: string): Promise<User | und
   return db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
 }
 
-/**
- * The orgs a user acts in, oldest membership first. An alias account (alice+agent@x) shares
- * its base account's orgs; where both hold a membership, the stronger role counts.
- */
-export async function orgsOfUser(db: Tx, user: Pick<User, 'id' | 'base_user_id'>): Promise<OrgMembership[]> {
-  const holders = user.base_user_id ? [user.id, user.base_user_id] : [user.id];
-  const rows = await db
+/** The accounts whose memberships a user acts with: its own, and its base account's for an alias. */
+export function membershipHolders(user: Pick<User, 'id' | 'base_user_id'>): string[] {
+  return user.base_user_id ? [user.id, user.base_user_id] : [user.id];
+}
+
+/** Memberships with their org and its subscription, oldest first: for `orgsOfUser` and the SSH identity's one query. */
+export function membershipsQuery(db: Tx) {
+  return db
     .selectFrom('memberships')
     .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
-    .select(['orgs.id as org_id', 'orgs.name', 'memberships.role', 'memberships.created_at as joined_at'])
-    .where('memberships.user_id', 'in', holders)
+    .leftJoin('subscriptions', 'subscriptions.org_id', 'orgs.id')
+    .select(['orgs.id as org_id', 'orgs.name', 'memberships.role', 'memberships.created_at as joined_at', 'subscriptions.status as subscription'])
     .orderBy('memberships.created_at', 'asc')
-    .orderBy('orgs.name', 'asc')
-    .execute();
+    .orderBy('orgs.name', 'asc');
+}
+
+type MembershipRow = { org_id: string; name: string; role: Role; joined_at: Date | string; subscription: SubscriptionStatus | null };
+
+/** One entry per org, in the rows' order; where an alias and its base both hold one, the stronger role counts. */
+export function mergeMemberships(rows: readonly MembershipRow[]): OrgMembership[] {
   const byOrg = new Map<string, OrgMembership>();
   for (const row of rows) {
     const seen = byOrg.get(row.org_id);
@@ -37,6 +44,14 @@ export async function orgsOfUser(db: Tx, user: Pick<User, 'id' | 'base_user_id'>
     else if (ROLE_RANK[row.role] > ROLE_RANK[seen.role]) seen.role = row.role;
   }
   return [...byOrg.values()];
+}
+
+/**
+ * The orgs a user acts in, oldest membership first. An alias account (alice+agent@x) shares
+ * its base account's orgs; where both hold a membership, the stronger role counts.
+ */
+export async function orgsOfUser(db: Tx, user: Pick<User, 'id' | 'base_user_id'>): Promise<OrgMembership[]> {
+  return mergeMemberships(await membershipsQuery(db).where('memberships.user_id', 'in', membershipHolders(user)).execute());
 }
 
 /**

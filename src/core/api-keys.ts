@@ -21,6 +21,8 @@ export type MintedApiKey = {
 
 export type MintInput = {
   user: User;
+  /** The user's orgs if the caller just read them (with its identity, in one query); else read here. */
+  orgs?: OrgMembership[];
   sshKeyId: string | null;
   /** Over HTTP: the mint spends one use of the key's HTTP window (checked again under lock). */
   spendsHttpWindow?: boolean;
@@ -46,7 +48,7 @@ export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): O
 
 /** The one key-creation service both doors call. Billing is checked first; nothing is written on failure. */
 export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<MintedApiKey> {
-  const org = chooseOrg(await orgsOfUser(deps.db, input.user), input.orgName);
+  const org = chooseOrg(input.orgs ?? (await orgsOfUser(deps.db, input.user)), input.orgName);
   const maxTtl = deps.settings.keyMaxTtlMs;
   if (input.expiresInMs !== undefined && maxTtl !== null && input.expiresInMs > maxTtl) {
     throw new AppError('TTL_TOO_LONG');
@@ -56,7 +58,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
 
   let active = false;
   try {
-    active = await deps.billing.isActive({ id: org.org_id, name: org.name });
+    active = await deps.billing.isActive({ id: org.org_id, name: org.name, subscription: org.subscription });
     eventsOf(deps).billingChecked(active ? 'active' : 'inactive');
   } catch (err) {
     eventsOf(deps).billingChecked('error');
@@ -145,6 +147,7 @@ export async function mintApiKeyOverHttp(
   if (status.status !== 'trusted') throw new AppError('UNVERIFIED_KEY');
   return mintApiKey(deps, {
     user: status.user,
+    orgs: status.orgs,
     sshKeyId: status.sshKeyId,
     // A signed request is as strong as the SSH door: the email-confirmation window is not spent.
     spendsHttpWindow: !signed,

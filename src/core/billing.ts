@@ -1,12 +1,13 @@
-import type { Db } from '../db/database.js';
 import type { BillingCheck } from './context.js';
 
-/** Without BILLING_URL, the org's subscription row decides. */
-export function subscriptionBilling(db: Db): BillingCheck {
+/**
+ * Without BILLING_URL, the org's subscription row decides. It was read with the memberships (in
+ * the same query), so this check costs no round trip.
+ */
+export function subscriptionBilling(): BillingCheck {
   return {
     async isActive(org) {
-      const row = await db.selectFrom('subscriptions').select('status').where('org_id', '=', org.id).executeTakeFirst();
-      return row?.status === 'active';
+      return org.subscription === 'active';
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
-import type { Channel } from '../db/schema.js';
+import type { Channel, SubscriptionStatus } from '../db/schema.js';
 import type { HttpTrustPolicy } from './trust.js';
 
 /** What a verification email and the confirm page tell the reader about a request. */
@@ -23,7 +23,7 @@ export interface Mailer {
 
 export interface BillingCheck {
   /** True when the org may mint keys; false (or a throw) means 402. */
-  isActive(org: { id: string; name: string }): Promise<boolean>;
+  isActive(org: { id: string; name: string; subscription: SubscriptionStatus | null }): Promise<boolean>;
 }
 
 /** null always means "no limit". */

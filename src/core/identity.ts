@@ -1,7 +1,9 @@
+import { sql } from 'kysely';
+import { jsonArrayFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.js';
 import type { User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
-import { orgsOfUser, type OrgMembership } from './accounts.js';
+import { membershipsQuery, mergeMemberships, orgsOfUser, type OrgMembership } from './accounts.js';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import type { PublicKey } from './ssh-public-key.js';
@@ -19,11 +21,15 @@ import { bindingOf, httpAccess, onHttpMint, provenHttpAccess, sshAccountOf, type
  * confirmation, which proves an inbox, not the key; one `login` with that email proves it here.
  */
 export type AnonymousIdentity = { kind: 'anonymous'; key: PublicKey; linkedOverHttp?: boolean };
-/** A key proven to belong to an account: what the account commands receive. */
-export type AccountIdentity = { kind: 'account'; key: PublicKey; user: User; sshKeyId: string };
+/**
+ * A key proven to belong to an account: what the account commands receive. `orgs` (with each
+ * subscription's status) was read in the same query, so a command run right after needs no
+ * second round trip for them; a long session reads the identity again before each command.
+ */
+export type AccountIdentity = { kind: 'account'; key: PublicKey; user: User; sshKeyId: string; orgs: OrgMembership[] };
 export type Identity = AnonymousIdentity | AccountIdentity;
 
-/** The SSH door's identity for a key that signed, in one round trip. */
+/** The SSH door's identity for a key that signed, with its account's orgs: one round trip. */
 export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
   const row = await deps.db
     .selectFrom('ssh_keys')
@@ -40,12 +46,15 @@ export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promis
       'users.verified_at',
       'users.created_at',
     ])
+    // Correlated with the outer row: the account's memberships and its base account's (an alias).
+    // Built without plugins: the outer query's plugins transform the whole tree once.
+    .select(jsonArrayFrom(membershipsQuery(deps.db.withoutPlugins()).where(sql<boolean>`memberships.user_id in (users.id, users.base_user_id)`)).as('memberships'))
     .where('ssh_keys.key_blob', '=', key.blob)
     .executeTakeFirst();
   const userId = sshAccountOf(bindingOf(row));
   if (!row) return { kind: 'anonymous', key };
   if (userId === null) return { kind: 'anonymous', key, linkedOverHttp: row.is_active && row.proven_at === null };
-  return { kind: 'account', key, user: userOf(userId, row), sshKeyId: row.ssh_key_id };
+  return { kind: 'account', key, user: userOf(userId, row), sshKeyId: row.ssh_key_id, orgs: mergeMemberships(row.memberships) };
 }
 
 /** The user's columns out of a row that joined them in. */

@@ -1,4 +1,4 @@
-import type { Role } from '../db/schema.js';
+import type { Role, SubscriptionStatus } from '../db/schema.js';
 import { ensureUser, insertOrg } from './accounts.js';
 import { recordAudit } from './audit.js';
 import type { CoreDeps, RequestOrigin } from './context.js';
@@ -50,7 +50,7 @@ export async function listOrgs(deps: CoreDeps) {
     .then((rows) => rows.map((row) => ({ ...row, members: Number(row.members) })));
 }
 
-export async function setBilling(deps: CoreDeps, orgName: string, status: 'active' | 'suspended', origin: RequestOrigin) {
+export async function setBilling(deps: CoreDeps, orgName: string, status: SubscriptionStatus, origin: RequestOrigin) {
   return deps.db.transaction().execute(async (trx) => {
     const org = await trx.selectFrom('orgs').select(['id', 'name']).where('name', '=', orgName).executeTakeFirst();
     if (!org) throw new AppError('ORG_NOT_FOUND');

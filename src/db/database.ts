@@ -65,7 +65,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     });
     // An idle client losing its connection emits here; without a listener the process dies.
     pool.on('error', (err) => log?.error({ err: err.message }, 'postgres pool error'));
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingTimedOutClients(pool) }) });
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingBrokenClients(pool) }) });
     const poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: POOL_MAX });
     const url = target.url;
     const listen = (channel: string, log: Logger) => postgresNotifications(url, channel, log);
@@ -95,11 +95,24 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
 }
 
 /**
- * After pg's read timeout the client is still waiting for the stalled query's answer, and every
- * later query on it would queue behind that. Such a client goes back to the pool destroyed, so the
- * next request gets a fresh connection (or a prompt 503 while the database stays unreachable).
+ * Errors after which a connection must not be reused. After pg's read timeout the client still
+ * waits for the stalled query's answer, and every later query would queue behind it. A backend
+ * terminated (pg_terminate_backend, a restart, a failover: SQLSTATE 57P01-57P03, class 08) answers
+ * with an error before its socket closes, so the pool would hand the dead connection to the next
+ * request.
  */
-function droppingTimedOutClients(pool: pg.Pool): PostgresPool {
+function leavesConnectionUnusable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && (/^57P0[1-3]$/.test(code) || code.startsWith('08'))) return true;
+  return /Query read timeout|Connection terminated/.test(err.message);
+}
+
+/**
+ * A client that timed out or lost its backend goes back to the pool destroyed, so the next request
+ * gets a fresh connection (or a prompt 503 while the database stays unreachable).
+ */
+function droppingBrokenClients(pool: pg.Pool): PostgresPool {
   return {
     async connect() {
       const client = await pool.connect();
@@ -115,7 +128,7 @@ function droppingTimedOutClients(pool: pg.Pool): PostgresPool {
         const result = (client.query as (...a: unknown[]) => unknown)(...args);
         if (result instanceof Promise) {
           return result.catch((err: unknown) => {
-            if (err instanceof Error && /Query read timeout/.test(err.message)) broken = true;
+            if (leavesConnectionUnusable(err)) broken = true;
             throw err;
           });
         }
@@ -125,7 +138,7 @@ function droppingTimedOutClients(pool: pg.Pool): PostgresPool {
         query,
         release: () => {
           client.removeListener('error', onError);
-          client.release(broken ? new Error('connection lost or query timed out: dropped') : undefined);
+          client.release(broken ? new Error('connection lost, terminated or timed out: dropped') : undefined);
         },
       };
     },

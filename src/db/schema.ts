@@ -28,10 +28,12 @@ export interface MembershipsTable {
   created_at: CreatedAt;
 }
 
+export type SubscriptionStatus = 'active' | 'suspended';
+
 export interface SubscriptionsTable {
   org_id: string;
   plan: string;
-  status: 'active' | 'suspended';
+  status: SubscriptionStatus;
   updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 

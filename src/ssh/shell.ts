@@ -101,8 +101,9 @@ export async function runShell(start: ChannelStart): Promise<void> {
           ctx.signal = AbortSignal.any([running.signal, gone.signal]);
           const began = performance.now();
           try {
-            // A link confirmed since (a login interrupted with Ctrl-C, then clicked): pick it up.
-            if (ctx.identity.kind === 'anonymous') await ctx.refreshIdentity().catch(() => ctx.identity);
+            // Each line acts as the account is now: a link confirmed since (a login interrupted with
+            // Ctrl-C, then clicked), a key unlinked, an org left or its billing suspended.
+            await ctx.refreshIdentity().catch(() => ctx.identity);
             const code = await runCommandLine(text, ctx);
             start.access.command(commandNameOf(text), code, performance.now() - began, ctx.identity);
           } finally {

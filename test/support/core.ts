@@ -38,7 +38,7 @@ export async function startTestCore(settings: Partial<CoreSettings> = {}): Promi
   const deps: CoreDeps = {
     db: database.db,
     mailer: { sendVerification: async (mail) => void mails.push(mail) },
-    billing: subscriptionBilling(database.db),
+    billing: subscriptionBilling(),
     log: pino({ level: 'silent' }),
     settings: { publicUrl: 'http://shell-auth.test', httpTrust: { window: 15 * 60_000, mintsPerConfirmation: 1 }, keyMaxTtlMs: null, mailPerIpHourly: null, ...settings },
     now: () => clock.now,

@@ -38,6 +38,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
 
     const minted = await mintApiKey(ctx.deps, {
       user: ctx.identity.user,
+      orgs: ctx.identity.orgs,
       sshKeyId: ctx.identity.sshKeyId,
       label,
       orgName,
