@@ -121,10 +121,10 @@ async function main() {
   }
 }
 
-/** The server, as operators run it (node + tsx loader), so its pid (and its workers') do the work. */
+/** The server, as operators run it (the compiled JavaScript: `npm run bench` builds it first), so its pid (and its workers') do the work. */
 async function startServer(dbUrl: string, work: string, workers: number) {
   const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-  const server = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
+  const server = spawn(process.execPath, [...profile, 'dist/src/main.js'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,

@@ -1,7 +1,7 @@
 /**
- * `npx tsx bench/flood.ts`: two resource-exhaustion attacks on the SSH door, measured from outside.
+ * `npm run build && npx tsx bench/flood.ts`: two resource-exhaustion attacks on the SSH door, measured from outside.
  *
- * Starts the service the way bench/create.ts does (node + tsx loader as a child process, fresh
+ * Starts the service the way bench/create.ts does (the compiled service as a child process, fresh
  * database on the local Postgres, SSH_PORT/HTTP_PORT 0, ports read from its JSON log), one fresh
  * service process per scenario so memory numbers do not carry over, and measures:
  *
@@ -111,7 +111,7 @@ function listeningInodes(port: number): Set<string> {
 }
 
 /**
- * The node process that actually serves: bench/create.ts's way of starting it (node --import tsx)
+ * The node process that actually serves: bench/create.ts's way of starting it (node dist/src/main.js)
  * makes it the spawned process itself, but a `tsx` CLI wrapper would put it one level down. We
  * take the process in the tree that holds the listening SSH socket, else the deepest one.
  */
@@ -168,9 +168,9 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 async function startService(dbUrl: string, work: string): Promise<Service> {
-  // As bench/create.ts: node with the tsx loader, in the service's own directory (its own tsx).
+  // As bench/create.ts: the compiled service (run `npm run build` first), in its own directory.
   // detached: its own process group, so the whole tree can be killed at once.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, ['dist/src/main.js'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,

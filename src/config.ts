@@ -35,6 +35,18 @@ const positiveDuration = z
     return ms;
   });
 
+const durationOrOff = z
+  .string()
+  .trim()
+  .transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === null) {
+      ctx.addIssue({ code: 'custom', message: 'must be a duration such as 30s or 5m, or 0 (off)' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
 /** A whole number from `min` to `max`, with one message that says so (zod's own says "NaN"). */
 const wholeNumber = (min: number, max: number, extra = '') => {
   const message = `must be a whole number from ${min} to ${max}${extra}`;
@@ -90,6 +102,7 @@ const EnvSchema = z.object({
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
   HTTP_TRUST_MINTS: limit(1_000_000).prefault('1'),
   KEY_MAX_TTL: positiveDuration.optional(),
+  API_KEY_CACHE_TTL: durationOrOff.prefault('30s'),
   BILLING_URL: urlOf(/^https?$/, 'https://billing.internal/check').optional(),
   BILLING_TIMEOUT_MS: wholeNumber(1, 60_000).prefault('2000'),
   SSH_MAX_UNAUTH_PER_IP: wholeNumber(1, 100_000).prefault('64'),
@@ -144,6 +157,8 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   hostKeysDir: path.resolve(e.HOST_KEYS_DIR),
   httpTrust: { window: e.HTTP_TRUST_WINDOW, mintsPerConfirmation: e.HTTP_TRUST_MINTS },
   keyMaxTtlMs: e.KEY_MAX_TTL ?? null,
+  /** 0: off. */
+  apiKeyCacheTtlMs: e.API_KEY_CACHE_TTL,
   billingUrl: e.BILLING_URL ?? null,
   billingTimeoutMs: e.BILLING_TIMEOUT_MS,
   /** verify-key / verify-public-key / api-keys per address per minute, per instance. */

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { CONFIRMATIONS_CHANNEL, httpBilling, subscriptionBilling, type CoreDeps, type CoreEvents, type Mailer } from './core/index.js';
+import { API_KEY_REVOCATIONS_CHANNEL, CONFIRMATIONS_CHANNEL, createApiKeyCache, httpBilling, subscriptionBilling, type CoreDeps, type CoreEvents, type Mailer } from './core/index.js';
 import { migrateOpenDatabase, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { outboxMailer, smtpMailer } from './mail/mailer.js';
 
@@ -10,6 +10,9 @@ export function databaseTarget(config: Config): DatabaseTarget {
     ? { kind: 'postgres', url: config.databaseUrl, timeouts: config.database }
     : { kind: 'pglite', dataDir: config.dataDir };
 }
+
+/** At ~300 bytes an entry, a few MB at most. */
+const API_KEY_CACHE_ENTRIES = 10_000;
 
 export type Core = { deps: CoreDeps; database: OpenDatabase; close(): Promise<void> };
 
@@ -51,11 +54,17 @@ export async function openCore(
   // Only a process that serves `login` waits for confirmations (not the admin CLI).
   const notifications = overrides.listen === false ? undefined : database.listen?.(CONFIRMATIONS_CHANNEL, log);
   if (notifications) deps.confirmations = notifications;
+  // The cache is safe only where revocations are heard: no listener, no cache.
+  const revocations =
+    overrides.listen === false || config.apiKeyCacheTtlMs === 0 ? undefined : database.listen?.(API_KEY_REVOCATIONS_CHANNEL, log);
+  if (revocations) deps.apiKeyCache = createApiKeyCache(revocations, { ttlMs: config.apiKeyCacheTtlMs, maxEntries: API_KEY_CACHE_ENTRIES });
   return {
     deps,
     database,
     async close() {
       closeMailer();
+      deps.apiKeyCache?.close();
+      await revocations?.close();
       await notifications?.close();
       await database.close();
     },

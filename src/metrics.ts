@@ -134,6 +134,13 @@ export function createMetrics(): AppMetrics {
     registers,
   });
 
+  const apiKeyLookups = new Counter({
+    name: 'shell_auth_api_key_lookups_total',
+    help: 'API keys authenticated (GET /api/whoami), by where the key was found: the short-lived cache or the database.',
+    labelNames: ['source'] as const,
+    registers,
+  });
+
   /** Registered only for a database with a pool (Postgres): PGlite has none, and shows none. */
   function watchPool(stats: () => PoolStats): void {
     new Gauge({
@@ -155,6 +162,17 @@ export function createMetrics(): AppMetrics {
         this.set(stats().waiting);
       },
     });
+    let statementsSeen = 0;
+    new Counter({
+      name: 'shell_auth_db_statements_total',
+      help: 'Statements sent to the database (BEGIN and COMMIT included): round trips.',
+      registers,
+      collect() {
+        const now = stats().statements;
+        this.inc(now - statementsSeen);
+        statementsSeen = now;
+      },
+    });
     new Gauge({
       name: 'shell_auth_db_pool_max_connections',
       help: 'Size limit of the database pool.',
@@ -171,6 +189,7 @@ export function createMetrics(): AppMetrics {
   for (const limit of RATE_LIMITS) rateLimited.inc({ limit }, 0);
   for (const door of ['http', 'ssh']) minted.inc({ door }, 0);
   for (const result of ['active', 'inactive', 'error']) billing.inc({ result }, 0);
+  for (const source of ['cache', 'database']) apiKeyLookups.inc({ source }, 0);
 
   const events: CoreEvents = {
     apiKeyMinted: (door) => minted.inc({ door }),
@@ -180,6 +199,7 @@ export function createMetrics(): AppMetrics {
     mailAbandoned: () => mailsFailed.inc(),
     mailPending: (count) => mailsPending.set(count),
     billingChecked: (result) => billing.inc({ result }),
+    apiKeyLookup: (source) => apiKeyLookups.inc({ source }),
     rateLimited: (limit) => rateLimited.inc({ limit }),
   };
 

@@ -66,8 +66,10 @@ describe('API keys', () => {
     const ok = await t.request('/api/whoami', bearer(apiKey));
     expect(ok.status).toBe(200);
     expect(ok.body).toMatchObject({ success: true, api_key_id: apiKeyId, org_id: orgId, permissions: ['clusters:view', 'clusters:create'] });
-    const used = await t.app.deps.db.selectFrom('api_keys').select('last_used_at').where('id', '=', apiKeyId).executeTakeFirstOrThrow();
-    expect(used.last_used_at).not.toBeNull();
+    // Written after the answer, off the request path.
+    const lastUsed = async () => (await t.app.deps.db.selectFrom('api_keys').select('last_used_at').where('id', '=', apiKeyId).executeTakeFirstOrThrow()).last_used_at;
+    for (let i = 0; i < 100 && (await lastUsed()) === null; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await lastUsed()).not.toBeNull();
 
     // Same id, different secret with a valid checksum: reaches the database, fails the hash.
     const forgedBody = apiKey.slice(0, 36) + 'f'.repeat(56);

@@ -141,11 +141,13 @@ describe('the metrics listener', () => {
         ['shell_auth_emails_pending', 'gauge'],
         ['shell_auth_rate_limited_total', 'counter'],
         ['shell_auth_billing_checks_total', 'counter'],
+        ['shell_auth_api_key_lookups_total', 'counter'],
         ...(usingPostgres
           ? ([
               ['shell_auth_db_pool_connections', 'gauge'],
               ['shell_auth_db_pool_waiting', 'gauge'],
               ['shell_auth_db_pool_max_connections', 'gauge'],
+              ['shell_auth_db_statements_total', 'counter'],
             ] as const)
           : []),
       ]),
@@ -159,7 +161,7 @@ describe('the metrics listener', () => {
     expect(exposition.samples.some((s) => s.name === 'shell_auth_ssh_connections_total' && s.labels.outcome === 'refused_limit')).toBe(true);
   });
 
-  it('reads the Postgres pool at each scrape; PGlite has no pool, so those gauges stay absent', async () => {
+  it('reads the Postgres pool at each scrape, with the statements sent; PGlite has no pool, so those stay absent', async () => {
     await t.request('/healthz');
     const exposition = await scrape(t);
     const pool = exposition.samples.filter((s) => s.name.startsWith('shell_auth_db_pool_'));
@@ -175,6 +177,11 @@ describe('the metrics listener', () => {
     expect(inUse).toBeGreaterThanOrEqual(0);
     expect(idle).toBeGreaterThanOrEqual(1); // /healthz left its connection in the pool
     expect(inUse + idle).toBeLessThanOrEqual(20);
+    // One /healthz is one statement (its `select 1`), counted by the next scrape.
+    const before = valueOf(exposition, 'shell_auth_db_statements_total');
+    expect(before).toBeGreaterThan(0);
+    await t.request('/healthz');
+    expect(valueOf(await scrape(t), 'shell_auth_db_statements_total') - before).toBeGreaterThanOrEqual(1);
   });
 });
 
@@ -381,6 +388,6 @@ describe('label values', () => {
     }
     // Every label is one of the bounded dimensions.
     const labelNames = new Set(exposition.samples.filter((s) => s.name.startsWith('shell_auth_')).flatMap((s) => Object.keys(s.labels)));
-    expect([...labelNames].sort()).toEqual(['command', 'door', 'exit_code', 'le', 'limit', 'outcome', 'result', 'route', 'status', ...(usingPostgres ? ['state'] : [])].sort());
+    expect([...labelNames].sort()).toEqual(['command', 'door', 'exit_code', 'le', 'limit', 'outcome', 'result', 'route', 'source', 'status', ...(usingPostgres ? ['state'] : [])].sort());
   });
 });

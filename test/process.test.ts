@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -7,14 +7,19 @@ import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
+import { compiledProgram } from './support/service.js';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-// As `npm start` runs it: node with tsx as a loader, no wrapper process (tsx's CLI wrapper relays
-// SIGTERM with a 30 ms handshake and SIGKILLs the service when a loaded machine misses it).
-const NODE_TSX = [process.execPath, '--import', 'tsx'] as const;
 const children: ChildProcess[] = [];
+const groupsToKill: number[] = [];
 afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
+  for (const group of groupsToKill) {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
 });
 
 async function baseEnv(extra: Record<string, string>): Promise<NodeJS.ProcessEnv> {
@@ -25,9 +30,10 @@ async function baseEnv(extra: Record<string, string>): Promise<NodeJS.ProcessEnv
 }
 
 /** Runs a command to completion. */
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(entry: 'main' | 'admin', args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(NODE_TSX[0], [...NODE_TSX.slice(1), ...args], { cwd: ROOT, env });
+    const program = compiledProgram(entry);
+    const child = spawn(program.command, [...program.args, ...args], { cwd: program.cwd, env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -38,7 +44,8 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | n
 
 /** Starts the service like `npm start` and waits for its "listening" log line. */
 async function startService(env: NodeJS.ProcessEnv) {
-  const child = spawn(NODE_TSX[0], [...NODE_TSX.slice(1), 'src/main.ts'], { cwd: ROOT, env });
+  const program = compiledProgram('main');
+  const child = spawn(program.command, program.args, { cwd: program.cwd, env });
   children.push(child);
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
@@ -94,9 +101,36 @@ describe('the service as a process', () => {
     expect(await service.exited).toBe(0);
   });
 
+  it('`npm start` serves compiled JavaScript: the listening process is node dist/src/main.js (no loader), and SIGTERM stops it cleanly', async () => {
+    const env = await baseEnv({ DATA_DIR: tempDir(), HTTP_PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json' });
+    const npm = spawn('npm', ['start'], { cwd: path.resolve(import.meta.dirname, '..'), env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const group = npm.pid!;
+    groupsToKill.push(group);
+    let output = '';
+    npm.stdout!.on('data', (d) => (output += d));
+    npm.stderr!.on('data', (d) => (output += d));
+    // 'close': npm and the service share the pipes, so this waits for the service too.
+    const closed = new Promise<void>((resolve) => npm.on('close', () => resolve()));
+    for (let i = 0; i < 1200 && !output.includes('HTTP API listening'); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(output).toContain('HTTP API listening');
+    const processes = execFileSync('ps', ['-o', 'pid=,args=', '-g', String(group)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map((line) => line.trim().replace(/^\d+\s+/, ''));
+    expect(processes.filter((args) => args.startsWith('node ') || args.startsWith(process.execPath))).toEqual([`node dist/src/main.js`]);
+    expect(processes.join('\n')).not.toMatch(/tsx|typescript/);
+    process.kill(group, 'SIGTERM'); // to npm alone: it passes the signal on to the service
+    await closed;
+    expect(output).toContain('"signal":"SIGTERM"');
+    expect(output).toContain('"msg":"shutting down"');
+    for (let i = 0; i < 100 && spawnSync('ps', ['-g', String(group)]).status === 0; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(spawnSync('ps', ['-o', 'pid=,args=', '-g', String(group)], { encoding: 'utf8' }).stdout).toBe(''); // nothing left behind
+  });
+
   it('bad configuration values: one line each, naming the variable, the value as given and the form expected; exit 1', async () => {
     const result = await run(
-      ['src/main.ts'],
+      'main',
+      [],
       await baseEnv({ HTTP_TRUST_WINDOW: 'soon', HTTP_PORT: 'abc', SMTP_URL: 'http://mail:secret@x', DATA_DIR: tempDir() }),
     );
     expect(result.code).toBe(1);
@@ -113,7 +147,7 @@ describe('the service as a process', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const busy = (blocker.address() as net.AddressInfo).port;
     try {
-      const result = await run(['src/main.ts'], await baseEnv({ HOST: '127.0.0.1', HTTP_PORT: String(busy), DATA_DIR: tempDir(), LOG_LEVEL: 'warn' }));
+      const result = await run('main', [], await baseEnv({ HOST: '127.0.0.1', HTTP_PORT: String(busy), DATA_DIR: tempDir(), LOG_LEVEL: 'warn' }));
       expect(result.code).toBe(1);
       expect(result.stderr).toBe(`shell-auth: could not start: HTTP_PORT=${busy}: 127.0.0.1:${busy} is already in use by another process\n`);
       expect(result.stdout).not.toMatch(/stack|    at /);
@@ -125,7 +159,7 @@ describe('the service as a process', () => {
   it.runIf(!usingPostgres)('refuses a second instance on the same embedded database', async () => {
     const dataDir = tempDir();
     const first = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
-    const second = await run(['src/main.ts'], await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
+    const second = await run('main', [], await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/the embedded database in .* is in use by process \d+/);
     first.child.kill('SIGTERM');
@@ -158,7 +192,7 @@ describe('the service as a process', () => {
 describe('admin CLI (npm run admin)', () => {
   it('creates orgs, manages members and billing, lists and revokes keys; clear errors and exit codes', async () => {
     const env = await baseEnv({ DATA_DIR: tempDir() });
-    const admin = (...args: string[]) => run(['src/cli/admin.ts', ...args], env);
+    const admin = (...args: string[]) => run('admin', [...args], env);
     const org = `cli-${Date.now().toString(36)}`;
     const owner = uniqueEmail('cliowner');
 
@@ -186,7 +220,7 @@ describe('admin CLI (npm run admin)', () => {
     expect(unknown.stderr).toBe('error: unknown command "frobnicate": run "npm run admin -- --help" for the list\n');
 
     // An empty variable is unset everywhere, LOG_LEVEL included (it used to crash the CLI in pino).
-    const emptyLogLevel = await run(['src/cli/admin.ts', 'org', 'list'], { ...env, LOG_LEVEL: '' });
+    const emptyLogLevel = await run('admin', ['org', 'list'], { ...env, LOG_LEVEL: '' });
     expect(emptyLogLevel.stderr).toBe('');
     expect(emptyLogLevel.code).toBe(0);
     expect(emptyLogLevel.stdout).toContain(org);

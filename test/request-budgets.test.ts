@@ -79,11 +79,25 @@ describe('per-address lookup budget, shared by instances through the database', 
     expect((await post(t.url, prober, '/api/shell-auth', { email: 'x+y@example.com', ssh_public_key: makeKey().publicKey })).status).toBe(429);
   });
 
-  it('/api/whoami is budgeted', async () => {
-    const ip = newAddress();
-    const whoami = () => fetch(`${t.url}/api/whoami`, { headers: { authorization: 'Bearer nope', 'x-forwarded-for': ip } }).then((r) => r.status);
+  it('/api/whoami: failed authentications are budgeted (then 429, valid keys included); valid keys alone are never limited', async () => {
+    const email = uniqueEmail('platform');
+    const key = makeKey();
+    await t.verifyByEmail(email, key.publicKey);
+    const minted = await post(t.url, newAddress(), '/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'platform-check' });
+    expect(minted.status).toBe(200);
+    const platform = newAddress();
+    const whoami = (base: string, ip: string, apiKey: string) =>
+      fetch(`${base}/api/whoami`, { headers: { authorization: `Bearer ${apiKey}`, 'x-forwarded-for': ip } }).then((r) => r.status);
+    // A platform checks its users' keys on every call: many more than the budget, from one address.
+    const valid = [];
+    for (let i = 0; i < LIMIT * 3; i++) valid.push(await whoami(i % 2 ? secondUrl : t.url, platform, minted.body.api_key));
+    expect(valid).toEqual(Array(LIMIT * 3).fill(200));
+
+    const prober = newAddress();
     const statuses = [];
-    for (let i = 0; i <= LIMIT; i++) statuses.push(await whoami());
-    expect(statuses).toEqual([401, 401, 401, 401, 429]);
+    for (const base of [t.url, t.url, secondUrl, secondUrl, t.url, t.url]) statuses.push(await whoami(base, prober, 'nope'));
+    expect(statuses).toEqual([401, 401, 401, 401, 429, 429]);
+    expect(await whoami(t.url, prober, minted.body.api_key)).toBe(429); // spent is spent, for a while
+    expect(await whoami(secondUrl, newAddress(), 'nope')).toBe(401);
   });
 });

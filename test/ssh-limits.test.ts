@@ -11,11 +11,11 @@ import { startTestApp, type TestApp } from './support/app.js';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { openssh, privateKeyOf } from './support/ssh.js';
 import { withSshServer } from './support/ssh-server.js';
+import { compiledProgram } from './support/service.js';
 
 // Everything a client can grow has a bound: queued lines, output held for a client that does
 // not read, CPU spent verifying signatures, connections opened, time spent idle.
 
-const ROOT = path.resolve(import.meta.dirname, '..');
 const spawned: Array<() => void> = [];
 let t: TestApp;
 beforeAll(async () => {
@@ -85,7 +85,7 @@ async function healthLatencies(httpUrl: string, during: Promise<unknown>): Promi
   return latencies;
 }
 
-/** The service as its own process (`node --import tsx src/main.ts`), so its memory is its own. */
+/** The service as its own process (as `npm start` runs it), so its memory is its own. */
 async function spawnService(): Promise<{ pid: number; sshPort: number; httpUrl: string; stop(): void }> {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -96,8 +96,9 @@ async function spawnService(): Promise<{ pid: number; sshPort: number; httpUrl: 
     LOG_LEVEL: 'info',
     ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
   };
-  // Its own process group, killed whole whatever happens (no tsx wrapper in between either).
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group, killed whole whatever happens.
+  const program = compiledProgram('main');
+  const child = spawn(program.command, program.args, { cwd: program.cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   const stop = () => {
     try {
       process.kill(-child.pid!, 'SIGKILL');

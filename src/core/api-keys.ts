@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
+import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
 import { auditRow, recordAudit } from './audit.js';
 import { eventsOf, nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
 import { dueForTouch } from './touch.js';
@@ -256,7 +257,10 @@ export async function revokeApiKey(
       subjectId: key.id,
       details: reason ? { label: key.label, reason } : { label: key.label },
     });
+    // Every instance drops the key from its cache when this commits (api-key-cache.ts).
+    await sql`SELECT pg_notify(${API_KEY_REVOCATIONS_CHANNEL}, ${key.id})`.execute(trx);
   });
+  deps.apiKeyCache?.forget(key.id);
   const [summary] = await summaryQuery(deps.db).where('api_keys.id', '=', key.id).execute();
   return toSummary(summary!);
 }
@@ -284,7 +288,46 @@ export type AuthenticatedApiKey = {
 export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promise<AuthenticatedApiKey> {
   const parsed = parseApiKey(apiKey);
   if (!parsed) throw new AppError('INVALID_API_KEY');
-  const row = await deps.db
+  const cache = deps.apiKeyCache;
+  let row = cache?.get(parsed.id);
+  eventsOf(deps).apiKeyLookup(row ? 'cache' : 'database');
+  if (!row) {
+    const ticket = cache?.ticket() ?? 0;
+    row = await lookUpApiKey(deps.db, parsed.id);
+    // Only a live key is kept: the checks below still run at every use.
+    if (row && row.revoked_at === null) cache?.put(ticket, row.id, row);
+  }
+  const now = nowOf(deps);
+  if (
+    !row ||
+    !digestsEqual(row.secret_hash, sha256Hex(apiKey)) ||
+    row.revoked_at !== null ||
+    (row.expires_at !== null && new Date(row.expires_at).getTime() <= now.getTime())
+  ) {
+    throw new AppError('INVALID_API_KEY');
+  }
+  if (dueForTouch(deps, `api_key:${row.id}`)) {
+    // Off the request path: the answer does not wait for a bookkeeping write.
+    const keyId = row.id;
+    void deps.db
+      .updateTable('api_keys')
+      .set({ last_used_at: now })
+      .where('id', '=', keyId)
+      .execute()
+      .catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'could not record last_used_at'));
+  }
+  return {
+    api_key_id: row.id,
+    org_id: row.org_id,
+    org_name: row.org_name,
+    label: row.label,
+    permissions: [...row.permissions],
+    expires_at: row.expires_at,
+  };
+}
+
+async function lookUpApiKey(db: Kysely<Database>, id: string): Promise<ApiKeyRecord | undefined> {
+  const row = await db
     .selectFrom('api_keys')
     .innerJoin('orgs', 'orgs.id', 'api_keys.org_id')
     .select([
@@ -297,26 +340,7 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
       'api_keys.expires_at',
       'api_keys.revoked_at',
     ])
-    .where('api_keys.id', '=', parsed.id)
+    .where('api_keys.id', '=', id)
     .executeTakeFirst();
-  const now = nowOf(deps);
-  if (
-    !row ||
-    !digestsEqual(row.secret_hash, sha256Hex(apiKey)) ||
-    row.revoked_at !== null ||
-    (row.expires_at !== null && new Date(row.expires_at).getTime() <= now.getTime())
-  ) {
-    throw new AppError('INVALID_API_KEY');
-  }
-  if (dueForTouch(deps, `api_key:${row.id}`)) {
-    await deps.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', row.id).execute();
-  }
-  return {
-    api_key_id: row.id,
-    org_id: row.org_id,
-    org_name: row.org_name,
-    label: row.label,
-    permissions: [...row.permissions],
-    expires_at: row.expires_at,
-  };
+  return row && { ...row, permissions: [...row.permissions] };
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import type { Channel, SubscriptionStatus } from '../db/schema.js';
+import type { ApiKeyCache, ApiKeyRecord } from './api-key-cache.js';
 import type { HttpTrustPolicy } from './trust.js';
 
 /** What a verification email and the confirm page tell the reader about a request. */
@@ -67,6 +68,8 @@ export interface CoreEvents {
   /** Messages in the outbox not yet sent nor given up on, as the sender last counted. */
   mailPending(count: number): void;
   billingChecked(result: 'active' | 'inactive' | 'error'): void;
+  /** An API key authenticated from the cache or looked up in the database. */
+  apiKeyLookup(source: 'cache' | 'database'): void;
   /** A request refused by a rate limit. */
   rateLimited(limit: RateLimitName): void;
 }
@@ -79,6 +82,7 @@ export const NO_EVENTS: CoreEvents = {
   mailAbandoned() {},
   mailPending() {},
   billingChecked() {},
+  apiKeyLookup() {},
   rateLimited() {},
 };
 
@@ -106,6 +110,8 @@ export type CoreDeps = {
   now?: () => Date;
   /** Metrics; absent means none. */
   events?: CoreEvents;
+  /** Verified API keys for a short while (api-key-cache.ts); absent: every check asks the database. */
+  apiKeyCache?: ApiKeyCache<ApiKeyRecord>;
 };
 
 /** Where a request came from, for audit events and the confirmation page. */

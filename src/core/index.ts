@@ -42,6 +42,7 @@ export { MAX_ARMORED_LENGTH, verifySshsig, type SshsigCheck, type SshsigFailure 
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
+export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type ApiKeyRecord, type RevocationSignals } from './api-key-cache.js';
 export { parseDuration, formatDuration } from './duration.js';
 export { EmailSchema } from './emails.js';
 export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, parseInput } from './validation.js';

@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 import { Kysely, Migrator, sql, PostgresDialect, type Migration, type MigrationProvider, type PostgresPool, type PostgresPoolClient } from 'kysely';
-import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import * as initial from '../../migrations/0001_initial.js';
@@ -34,7 +33,8 @@ export type DatabaseTarget =
   | { kind: 'pglite'; dataDir: string | null }; // null: in memory (tests)
 
 /** The connection pool's state now (pg's counters), for metrics. */
-export type PoolStats = { total: number; idle: number; waiting: number; max: number };
+/** `statements`: sent since start, BEGIN and COMMIT included: each is a round trip. */
+export type PoolStats = { total: number; idle: number; waiting: number; max: number; statements: number };
 
 export type OpenDatabase = {
   db: Db;
@@ -65,13 +65,16 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     });
     // An idle client losing its connection emits here; without a listener the process dies.
     pool.on('error', (err) => log?.error({ err: err.message }, 'postgres pool error'));
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingBrokenClients(pool) }) });
-    const poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: POOL_MAX });
+    const counted = { statements: 0 };
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingBrokenClients(pool, counted) }) });
+    const poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: POOL_MAX, statements: counted.statements });
     const url = target.url;
     const listen = (channel: string, log: Logger) => postgresNotifications(url, channel, log);
     return { db, kind: 'postgres', close: () => db.destroy(), target, poolStats, listen };
   }
 
+  // Loaded only here: on Postgres the embedded database's code would cost memory for nothing.
+  const [{ PGlite }, { PGliteDialect }] = await Promise.all([import('@electric-sql/pglite'), import('kysely-pglite-dialect')]);
   let releaseLock = () => {};
   let client: PGlite;
   if (target.dataDir === null) {
@@ -112,7 +115,7 @@ function leavesConnectionUnusable(err: unknown): boolean {
  * A client that timed out or lost its backend goes back to the pool destroyed, so the next request
  * gets a fresh connection (or a prompt 503 while the database stays unreachable).
  */
-function droppingBrokenClients(pool: pg.Pool): PostgresPool {
+function droppingBrokenClients(pool: pg.Pool, counted: { statements: number }): PostgresPool {
   return {
     async connect() {
       const client = await pool.connect();
@@ -125,6 +128,7 @@ function droppingBrokenClients(pool: pg.Pool): PostgresPool {
       };
       client.on('error', onError);
       const query = ((...args: Parameters<pg.PoolClient['query']>) => {
+        counted.statements++;
         const result = (client.query as (...a: unknown[]) => unknown)(...args);
         if (result instanceof Promise) {
           return result.catch((err: unknown) => {

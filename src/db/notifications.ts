@@ -12,19 +12,30 @@ export type Notifications = {
   listening(): boolean;
   /** Resolves with `notified` for a payload equal to `key`, `recheck` after a reconnect, `timeout` or `aborted`. */
   waitFor(key: string, signal: AbortSignal, timeoutMs: number): Promise<'notified' | 'recheck' | 'timeout' | 'aborted'>;
+  /** Every payload, and `recheck` after a reconnect (anything may have been missed meanwhile). */
+  subscribe(listener: NotificationListener): () => void;
   close(): Promise<void>;
 };
+
+export type NotificationListener = { message(payload: string): void; recheck(): void };
 
 type Outcome = 'notified' | 'recheck';
 
 function fanOut() {
   const waiters = new Map<string, Set<(outcome: Outcome) => void>>();
+  const listeners = new Set<NotificationListener>();
   return {
     deliver(key: string) {
+      for (const listener of listeners) listener.message(key);
       for (const wake of waiters.get(key) ?? []) wake('notified');
     },
     wakeAll() {
+      for (const listener of listeners) listener.recheck();
       for (const set of waiters.values()) for (const wake of set) wake('recheck');
+    },
+    subscribe(listener: NotificationListener) {
+      listeners.add(listener);
+      return () => void listeners.delete(listener);
     },
     waitFor(key: string, signal: AbortSignal, timeoutMs: number) {
       return new Promise<Outcome | 'timeout' | 'aborted'>((resolve) => {
@@ -101,6 +112,7 @@ export function postgresNotifications(url: string, channel: string, log: Logger)
   return {
     listening: () => up,
     waitFor: waiters.waitFor,
+    subscribe: waiters.subscribe,
     async close() {
       closed = true;
       clearTimeout(retryTimer);
@@ -124,6 +136,7 @@ export function pgliteNotifications(db: PGlite, channel: string, log: Logger): N
   return {
     listening: () => up,
     waitFor: waiters.waitFor,
+    subscribe: waiters.subscribe,
     async close() {
       up = false;
       await unlisten?.().catch(() => undefined);

@@ -29,7 +29,9 @@ export type Route = {
   page?: boolean;
   /**
    * The per-address lookup budget: `each` request counts; `refusals` counts only the answers
-   * that tell something about accounts (the contract's 409 and 403s), and is refused once spent.
+   * that tell something about accounts (the contract's 409 and 403s), and is refused once spent;
+   * `failures` counts only failed authentications (a platform checking its users' valid keys on
+   * every call is never limited and costs no budget write), and answers 429 once spent.
    */
-  budget?: 'each' | 'refusals';
+  budget?: 'each' | 'refusals' | 'failures';
 };

@@ -16,7 +16,7 @@ const ROUTES: Record<string, Route> = {
   'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true, budget: 'each' },
   'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, budget: 'each' },
   'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, budget: 'each' },
-  'GET /api/whoami': { handler: whoami, json: false, budget: 'each' },
+  'GET /api/whoami': { handler: whoami, json: false, budget: 'failures' },
   'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
   'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },
   'GET /healthz': { handler: health, json: false },
@@ -49,10 +49,28 @@ export function createHttpServer(
   const lookups: Budget | null =
     options.lookupsPerMinute === null ? null : { name: 'http-lookups', limit: options.lookupsPerMinute, windowMs: 60_000 };
 
+  // `failures`: addresses this instance found over budget, until their window ends (no I/O to refuse them).
+  const failedTooOften = new Map<string, number>();
   async function budgetWait(route: Route, ip: string): Promise<number | null> {
     if (!lookups || !limiter || !route.budget) return null;
+    if (route.budget === 'failures') {
+      const until = failedTooOften.get(ip);
+      if (until === undefined) return null;
+      if (until > Date.now()) return Math.ceil((until - Date.now()) / 1000);
+      failedTooOften.delete(ip);
+      return null;
+    }
     if (route.budget === 'refusals') return budgetSpent(deps, lookups, ip);
     return limiter.take(ip) ?? (await takeFromBudget(deps, lookups, ip));
+  }
+  /** After a failed authentication: counts it; once over budget, the answer becomes 429. */
+  async function failureOverBudget(ip: string): Promise<number | null> {
+    if (!lookups) return null;
+    const wait = await takeFromBudget(deps, lookups, ip).catch(() => null);
+    if (wait === null) return null;
+    if (failedTooOften.size >= 10_000) failedTooOften.clear(); // a bound; forgetting costs one write
+    failedTooOften.set(ip, Date.now() + wait * 1000);
+    return wait;
   }
   const server = http.createServer((req, res) => {
     const started = process.hrtime.bigint();
@@ -97,9 +115,16 @@ export function createHttpServer(
       const body = route.json ? await readJson(req) : undefined;
       await route.handler({ deps, door, req, res, url, body, origin });
     } catch (err) {
-      const appError = toAppError(err);
+      let appError = toAppError(err);
       if (route.budget === 'refusals' && lookups && ACCOUNT_REFUSALS.has(appError.code)) {
         await takeFromBudget(deps, lookups, origin.ip ?? '').catch(() => null);
+      }
+      if (route.budget === 'failures' && appError.code === 'INVALID_API_KEY') {
+        const wait = await failureOverBudget(origin.ip ?? '');
+        if (wait !== null) {
+          eventsOf(deps).rateLimited('http_lookups');
+          appError = new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
+        }
       }
       if (appError.status >= 500) log.error({ err: errorFields(err), path }, 'request failed');
       if (route.page) sendHtml(res, appError.status, `<!doctype html><title>Error</title><p>${appError.message}</p>`);

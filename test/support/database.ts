@@ -40,15 +40,18 @@ export async function openTestDatabase(): Promise<OpenDatabase> {
 
 /**
  * The same database, counting every statement sent through it (by kind: BEGIN/COMMIT are not
- * statements kysely shows a plugin). `statements.length = 0` starts the count again.
+ * statements kysely shows a plugin). `statements.length = 0` starts the count again. With
+ * `table`, only statements that name that table count (a service's background work, such as its
+ * mail sender, goes through the same handle).
  */
-export function countingStatements(db: Db): { db: Db; statements: string[] } {
+export function countingStatements(db: Db, options: { table?: string } = {}): { db: Db; statements: string[] } {
   const statements: string[] = [];
+  const names = options.table === undefined ? null : `"name":${JSON.stringify(options.table)}`;
   return {
     statements,
     db: db.withPlugin({
       transformQuery(args) {
-        statements.push(args.node.kind);
+        if (names === null || JSON.stringify(args.node).includes(names)) statements.push(args.node.kind);
         return args.node;
       },
       transformResult: async (args) => args.result,

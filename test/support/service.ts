@@ -6,6 +6,14 @@ import path from 'node:path';
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const groups: number[] = [];
 
+/**
+ * How `npm start` runs a program: the compiled JavaScript (built by build-setup.ts), node itself
+ * with no wrapper process, so a signal reaches the service and a kill leaves no orphan.
+ */
+export function compiledProgram(entry: 'main' | 'admin'): { command: string; args: string[]; cwd: string } {
+  return { command: process.execPath, args: [path.join('dist', 'src', entry === 'main' ? 'main.js' : path.join('cli', 'admin.js'))], cwd: ROOT };
+}
+
 export type SpawnedService = {
   child: ChildProcess;
   output(): string;
@@ -13,14 +21,15 @@ export type SpawnedService = {
 };
 
 /**
- * The service as its own process, as `npm start` runs it (node with the tsx loader, no wrapper),
+ * The service as its own process, as `npm start` runs it (compiledProgram),
  * on 127.0.0.1 with ephemeral ports, JSON logs and fresh key and data directories. It gets a
  * process group of its own (a cluster's workers included), which `killSpawnedServices` kills
  * whole: call it in afterAll, pass or fail.
  */
 export function spawnService(env: Record<string, string>): SpawnedService {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
+  const program = compiledProgram('main');
+  const child = spawn(program.command, program.args, {
+    cwd: program.cwd,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
