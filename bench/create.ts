@@ -1,5 +1,7 @@
 /**
- * `npm run bench`: API keys minted through the SSH door (`create`) against real Postgres.
+ * `npm run bench`: API keys minted through the SSH door (`create`) against real Postgres, then
+ * the platform's `GET /api/whoami` (bench/whoami.ts) and memory for idle sessions
+ * (bench/idle-sessions.ts). The service runs compiled (`npm run bench` builds it first).
  *
  * Starts the service as a child process on a fresh database, verifies one key per client through
  * the core, then drives `ssh keys@HOST create --label ...` with an ssh2-based load generator at
@@ -10,7 +12,8 @@
  * the table shows one process against a cluster side by side.
  *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
- * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32).
+ * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
+ * BENCH_PARTS (create,whoami,idle), BENCH_IDLE_SESSIONS (1000).
  */
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -23,38 +26,18 @@ import pino from 'pino';
 import ssh2 from 'ssh2';
 import { confirmVerificationLink, deliverNextMail, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
+import { benchIdleSessions } from './idle-sessions.js';
+import { around, percentile, table } from './measure.js';
+import { benchWhoami } from './whoami.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const levels = (process.env.BENCH_LEVELS ?? '1,8,32').split(',').map(Number);
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
-
-function cpuMsOf(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime + stime
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-/** CPU time of a process and its children (a cluster primary and its workers). */
-function cpuMsOfTree(pid: number): number {
-  let total = cpuMsOf(pid);
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) total += cpuMsOf(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return total;
-}
-
 const workerCounts = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
+/** Which parts run: `create` (per WORKERS value), `whoami` and `idle` (WORKERS=1). */
+const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle').split(','));
+const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(n) ? '-' : n.toFixed(digits));
 
 async function main() {
   const dbName = `shell_auth_bench_${Date.now()}`;
@@ -68,57 +51,84 @@ async function main() {
     // Before any server runs: its mail sender would take the links this setup reads.
     const maxClients = Math.max(...levels);
     const keys = await verifiedKeys(dbUrl.toString(), work, maxClients);
-    const rows: string[][] = [];
-    const results: unknown[] = [];
-    for (const workers of workerCounts) {
-      const server = await startServer(dbUrl.toString(), work, workers);
+    if (parts.has('create')) await benchCreate(dbUrl.toString(), work, keys);
+    if (parts.has('whoami') || parts.has('idle')) {
+      const server = await startServer(dbUrl.toString(), work, 1);
       try {
-        console.log(`WORKERS=${workers}: server pid ${server.pid}, ssh port ${server.sshPort}, ${keys.length} verified keys, ${seconds}s per level, ${os.cpus().length} CPUs shared by server and load generator`);
-        await runLevel(server.sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
-        for (const concurrency of levels) {
-          const cpuBefore = cpuMsOfTree(server.pid);
-          const { latencies, wallMs, failures } = await runLevel(server.sshPort, keys.slice(0, concurrency), concurrency, seconds);
-          const cpuMs = cpuMsOfTree(server.pid) - cpuBefore;
-          const sorted = [...latencies].sort((a, b) => a - b);
-          const ops = latencies.length;
-          const result = {
-            workers,
-            concurrency,
-            ops,
-            failures,
-            ops_per_s: (ops / wallMs) * 1000,
-            p50_ms: percentile(sorted, 50),
-            p99_ms: percentile(sorted, 99),
-            server_cpu_ms_per_op: cpuMs / Math.max(ops, 1),
-          };
-          results.push(result);
-          rows.push([
-            String(workers),
-            String(concurrency),
-            String(ops),
-            String(failures),
-            result.ops_per_s.toFixed(1),
-            result.p50_ms.toFixed(1),
-            result.p99_ms.toFixed(1),
-            result.server_cpu_ms_per_op.toFixed(2),
-          ]);
+        if (parts.has('whoami')) {
+          const apiKey = await createOnce(server.sshPort, keys[0]!, 'bench-whoami');
+          await benchWhoami({ httpUrl: server.httpUrl, metricsUrl: server.metricsUrl, serverPid: server.pid, databaseUrl: dbUrl.toString(), apiKey, seconds });
         }
+        if (parts.has('idle')) await benchIdleSessions({ sshPort: server.sshPort, serverPid: server.pid, privateKey: keys[0]! });
       } finally {
         await server.stop();
       }
     }
-    console.log('');
-    const headers = ['WORKERS', 'concurrency', 'ops', 'failed', 'ops/s', 'p50 ms', 'p99 ms', 'server CPU ms/op'];
-    const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-    console.log(line(headers));
-    for (const row of rows) console.log(line(row));
-    console.log(`\n${JSON.stringify(results)}`);
   } finally {
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
     await admin.end();
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * SSH `create`, per WORKERS value and concurrency. Server-side CPU per op is the headline: the
+ * ssh2 load generator costs about as much CPU as the server, on the same 2 cores.
+ */
+async function benchCreate(dbUrl: string, work: string, keys: Buffer[]) {
+  const rows: string[][] = [];
+  const results: unknown[] = [];
+  for (const workers of workerCounts) {
+    const server = await startServer(dbUrl, work, workers);
+    try {
+      console.log(`WORKERS=${workers}: server pid ${server.pid}, ssh port ${server.sshPort}, ${keys.length} verified keys, ${seconds}s per level, ${os.cpus().length} CPUs shared by server, Postgres and load generator`);
+      await runLevel(server.sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
+      for (const concurrency of levels) {
+        const measured = await around(server.pid, server.metricsUrl, async () => {
+          const { latencies, wallMs, failures } = await runLevel(server.sshPort, keys.slice(0, concurrency), concurrency, seconds);
+          return { latencies, wallMs, failures, ops: latencies.length };
+        });
+        const sorted = [...measured.latencies].sort((a, b) => a - b);
+        const result = {
+          workers,
+          concurrency,
+          ops: measured.ops,
+          failures: measured.failures,
+          ops_per_s: (measured.ops / measured.wallMs) * 1000,
+          p50_ms: percentile(sorted, 50),
+          p90_ms: percentile(sorted, 90),
+          p99_ms: percentile(sorted, 99),
+          server_cpu_ms_per_op: measured.server_cpu_ms_per_op,
+          postgres_cpu_ms_per_op: measured.postgres_cpu_ms_per_op,
+          client_cpu_ms_per_op: measured.client_cpu_ms_per_op,
+          statements_per_op: measured.statements_per_op,
+          rss_mb: measured.rss_mb,
+        };
+        results.push(result);
+        rows.push([
+          String(workers),
+          String(concurrency),
+          String(result.ops),
+          String(result.failures),
+          fixed(result.ops_per_s, 1),
+          fixed(result.p50_ms, 1),
+          fixed(result.p90_ms, 1),
+          fixed(result.p99_ms, 1),
+          fixed(result.server_cpu_ms_per_op, 2),
+          fixed(result.postgres_cpu_ms_per_op, 2),
+          fixed(result.client_cpu_ms_per_op, 2),
+          fixed(result.statements_per_op, 2),
+          fixed(result.rss_mb, 0),
+        ]);
+      }
+    } finally {
+      await server.stop();
+    }
+  }
+  console.log('\nSSH create (server CPU is the headline: the load generator shares the cores)');
+  const headers = ['WORKERS', 'c', 'ops', 'failed', 'ops/s', 'p50 ms', 'p90 ms', 'p99 ms', 'server CPU ms/op', 'Postgres CPU ms/op', 'client CPU ms/op', 'statements/op', 'RSS MB'];
+  console.log(table(headers, rows));
+  console.log(`\n${JSON.stringify(results)}\n`);
 }
 
 /** The server, as operators run it (the compiled JavaScript: `npm run bench` builds it first), so its pid (and its workers') do the work. */
@@ -132,6 +142,7 @@ async function startServer(dbUrl: string, work: string, workers: number) {
       WORKERS: String(workers),
       HTTP_PORT: '0',
       SSH_PORT: '0',
+      METRICS_PORT: '0',
       HOST_KEYS_DIR: path.join(work, 'host_keys'),
       DATA_DIR: work,
       LOG_LEVEL: 'info',
@@ -148,13 +159,15 @@ async function startServer(dbUrl: string, work: string, workers: number) {
   server.stdout!.on('data', (d) => (log += d));
   server.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<void>((resolve) => server.on('exit', () => resolve()));
-  const sshPort = await new Promise<number>((resolve, reject) => {
+  const { sshPort, httpUrl, metricsUrl } = await new Promise<{ sshPort: number; httpUrl: string; metricsUrl: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
     server.stdout!.on('data', () => {
       const ports = [...log.matchAll(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/g)].map((m) => Number(m[1]));
-      if (ports.length >= workers) {
+      const http = /"url":"(http:[^"]+)".*"msg":"HTTP API listening"/.exec(log);
+      const metrics = /"url":"(http:[^"]+)".*"msg":"metrics listening/.exec(log);
+      if (ports.length >= workers && http && metrics) {
         clearTimeout(timer);
-        resolve(ports[0]!);
+        resolve({ sshPort: ports[0]!, httpUrl: http[1]!, metricsUrl: metrics[1]! });
       }
     });
     server.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
@@ -162,6 +175,8 @@ async function startServer(dbUrl: string, work: string, workers: number) {
   return {
     pid: server.pid!,
     sshPort,
+    httpUrl,
+    metricsUrl,
     async stop() {
       server.kill('SIGTERM');
       await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
@@ -197,8 +212,8 @@ async function verifiedKeys(url: string, dir: string, count: number): Promise<Bu
   return keys;
 }
 
-/** One operation: connect, authenticate, `create`, read the key, disconnect. */
-function createOnce(port: number, privateKey: Buffer, label: string): Promise<void> {
+/** One operation: connect, authenticate, `create`, read the key, disconnect. Resolves with the key. */
+function createOnce(port: number, privateKey: Buffer, label: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     client.on('error', reject);
@@ -212,7 +227,7 @@ function createOnce(port: number, privateKey: Buffer, label: string): Promise<vo
         channel.on('exit', (c: number) => (code = c));
         channel.on('close', () => {
           client.end();
-          if (code === 0 && /^[0-9a-f-]{36}[0-9a-f]{64}\n$/.test(out)) resolve();
+          if (code === 0 && /^[0-9a-f-]{36}[0-9a-f]{64}\n$/.test(out)) resolve(out.trim());
           else reject(new Error(`create failed: exit ${code}, ${JSON.stringify(out)}`));
         });
       });
