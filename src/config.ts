@@ -103,6 +103,8 @@ const EnvSchema = z.object({
   HTTP_TRUST_MINTS: limit(1_000_000).prefault('1'),
   KEY_MAX_TTL: positiveDuration.optional(),
   API_KEY_CACHE_TTL: durationOrOff.prefault('30s'),
+  SK_REQUIRE_USER_VERIFICATION: flag,
+  SK_STRICT_COUNTER: flag,
   BILLING_URL: urlOf(/^https?$/, 'https://billing.internal/check').optional(),
   BILLING_TIMEOUT_MS: wholeNumber(1, 60_000).prefault('2000'),
   SSH_MAX_UNAUTH_PER_IP: wholeNumber(1, 100_000).prefault('64'),
@@ -159,6 +161,7 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   keyMaxTtlMs: e.KEY_MAX_TTL ?? null,
   /** 0: off. */
   apiKeyCacheTtlMs: e.API_KEY_CACHE_TTL,
+  securityKeys: { requireUserVerification: e.SK_REQUIRE_USER_VERIFICATION, strictCounter: e.SK_STRICT_COUNTER },
   billingUrl: e.BILLING_URL ?? null,
   billingTimeoutMs: e.BILLING_TIMEOUT_MS,
   /** verify-key / verify-public-key / api-keys per address per minute, per instance. */

@@ -49,6 +49,7 @@ export async function openCore(
       httpTrust: config.httpTrust,
       keyMaxTtlMs: config.keyMaxTtlMs,
       mailPerIpHourly: config.mailPerIpHourly,
+      securityKeys: config.securityKeys,
     },
   };
   // Only a process that serves `login` waits for confirmations (not the admin CLI).

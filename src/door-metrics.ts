@@ -32,10 +32,14 @@ export type SshAuthResult =
   | 'bad_signature'
   /** Password, keyboard-interactive, hostbased... */
   | 'method_refused'
-  /** Unreadable or unsupported key (FIDO, DSA, certificates). */
+  /** Unreadable or unsupported key (DSA, certificates...). */
   | 'bad_key'
   /** Plain ssh-rsa (SHA-1) signature. */
   | 'sha1_signature'
+  /** A security key's signature without user presence (or the user verification required). */
+  | 'sk_flags'
+  /** A security key's counter did not move forward, with SK_STRICT_COUNTER=true. */
+  | 'sk_counter'
   /** Too many attempts on the connection, or the address's signature budget is spent. */
   | 'refused_by_limit';
 

@@ -26,6 +26,8 @@ const AUTH_RESULTS: SshAuthResult[] = [
   'method_refused',
   'bad_key',
   'sha1_signature',
+  'sk_flags',
+  'sk_counter',
   'refused_by_limit',
 ];
 const RATE_LIMITS: RateLimitName[] = [

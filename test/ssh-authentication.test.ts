@@ -18,6 +18,7 @@ const policy: AuthPolicy = {
   verify(keyBlob, data, signature, hashAlgo) {
     return parse(keyBlob).verify(data, signature, hashAlgo) === true;
   },
+  securityKeys: { requireUserVerification: false },
 };
 
 const victim = makeKey();

@@ -34,6 +34,8 @@ export type CoreSettings = {
   keyMaxTtlMs: number | null;
   /** Verification mails per requesting address per hour. */
   mailPerIpHourly: number | null;
+  /** Security keys (FIDO): require a PIN/biometric check; refuse a counter that does not increase. Default: neither. */
+  securityKeys?: { requireUserVerification: boolean; strictCounter: boolean };
 };
 
 /**

@@ -39,6 +39,17 @@ export { takeFromBudget, budgetSpent, sweepBudgets, type Budget } from './budget
 export { deliverNextMail, isPermanentMailFailure, outboxBacklog, sweepOutbox, SEND_TIMEOUT_MS, retryDelayMs, startMailSender, FIRST_RETRY_MS, MAX_RETRY_MS, SEND_LEASE_MS, type DeliveryOutcome, type MailSender } from './mail-outbox.js';
 export { CHALLENGE_TTL_MS, challengeMessage, issueChallenge, proofNamespace, redeemProof, sweepChallenges, type Challenge, type Proof } from './proof.js';
 export { MAX_ARMORED_LENGTH, verifySshsig, type SshsigCheck, type SshsigFailure } from './sshsig.js';
+export {
+  counterRegressed,
+  isSecurityKeyType,
+  parseSkSignatureField,
+  parseSkSignatureFromSsh2,
+  SK_USER_PRESENT,
+  SK_USER_VERIFIED,
+  verifySkSignature,
+  type SkFlagsPolicy,
+} from './security-keys.js';
+export { recordSecurityKeyCounter } from './security-key-counter.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
@@ -46,5 +57,5 @@ export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type 
 export { parseDuration, formatDuration } from './duration.js';
 export { EmailSchema } from './emails.js';
 export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, parseInput } from './validation.js';
-export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, type PublicKey } from './ssh-public-key.js';
+export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, describeKeyType, type PublicKey } from './ssh-public-key.js';
 export { parseApiKey, generateApiKey } from './secrets.js';

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import { sha256Hex } from './secrets.js';
+import { recordSecurityKeyCounter } from './security-key-counter.js';
 import type { PublicKey } from './ssh-public-key.js';
 import { verifySshsig } from './sshsig.js';
 
@@ -49,7 +50,7 @@ export async function issueChallenge(deps: CoreDeps, key: PublicKey, origin: Req
  * Checks a proof for `key` and spends its challenge. Throws PROOF_INVALID saying what was wrong
  * (about the challenge or the signature, never about accounts).
  */
-export async function redeemProof(deps: CoreDeps, key: PublicKey, proof: Proof): Promise<void> {
+export async function redeemProof(deps: CoreDeps, key: PublicKey, proof: Proof, origin: RequestOrigin): Promise<void> {
   const refuse = (detail: string) => new AppError('PROOF_INVALID', { detail });
   if (!CHALLENGE_PATTERN.test(proof.challenge)) throw refuse('challenge is not one this server issued');
   const hash = sha256Hex(proof.challenge);
@@ -63,7 +64,8 @@ export async function redeemProof(deps: CoreDeps, key: PublicKey, proof: Proof):
 
   const { publicUrl } = deps.settings;
   const message = challengeMessage(publicUrl, key, proof.challenge, expiresAt);
-  const expected = { key, namespace: proofNamespace(publicUrl) };
+  const securityKeys = { requireUserVerification: deps.settings.securityKeys?.requireUserVerification ?? false };
+  const expected = { key, namespace: proofNamespace(publicUrl), securityKeys };
   let check = verifySshsig(proof.ssh_signature, { ...expected, message });
   // `jq -r` (rather than -j) adds a newline: the same message, the same binding; accepted too.
   if (!check.ok && check.failure === 'bad_signature') check = verifySshsig(proof.ssh_signature, { ...expected, message: `${message}\n` });
@@ -78,6 +80,9 @@ export async function redeemProof(deps: CoreDeps, key: PublicKey, proof: Proof):
     .returning('challenge_hash')
     .executeTakeFirst();
   if (!spent) throw refuse('challenge was already used: ask for a new one');
+  if (check.counter !== undefined && (await recordSecurityKeyCounter(deps, key, check.counter, origin)) === 'refused') {
+    throw refuse('security key counter did not increase (a cloned authenticator?): refused');
+  }
 }
 
 /** Challenges are worthless after two minutes; kept a day for looking into a complaint. */

@@ -10,6 +10,8 @@ export type PublicKey = {
   fingerprint: string;
   comment: string;
   bits: number;
+  /** Security keys (FIDO, `sk-*`) only: the application the credential was made for, normally `ssh:`. */
+  application?: string;
 };
 
 export type ParseResult = { ok: true; key: PublicKey } | { ok: false; reason: string };
@@ -25,7 +27,11 @@ const ECDSA_CURVES: Record<string, { curve: string; jwkCurve: string; pointBytes
   'ecdsa-sha2-nistp384': { curve: 'nistp384', jwkCurve: 'P-384', pointBytes: 97, bits: 384 },
   'ecdsa-sha2-nistp521': { curve: 'nistp521', jwkCurve: 'P-521', pointBytes: 133, bits: 521 },
 };
-const SUPPORTED = 'ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa (2048 to 8192 bits)';
+const SUPPORTED =
+  'ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa (2048 to 8192 bits), or a security key: sk-ssh-ed25519@openssh.com or sk-ecdsa-sha2-nistp256@openssh.com';
+export const SK_ED25519 = 'sk-ssh-ed25519@openssh.com';
+export const SK_ECDSA_P256 = 'sk-ecdsa-sha2-nistp256@openssh.com';
+const MAX_APPLICATION_LENGTH = 256;
 
 export function fingerprintOf(blob: Buffer): string {
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
@@ -59,9 +65,25 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
   const type = reader.string()?.toString('latin1');
   if (!type) return fail('key data is truncated');
   let bits: number;
+  let application: string | undefined;
   if (type === 'ssh-ed25519') {
     const point = reader.string();
     if (!point || point.length !== 32) return fail('ed25519 key must be 32 bytes');
+    bits = 256;
+  } else if (type === SK_ED25519) {
+    const point = reader.string();
+    if (!point || point.length !== 32) return fail('ed25519 key must be 32 bytes');
+    application = applicationOf(reader.string());
+    if (application === undefined) return fail(APPLICATION_PROBLEM);
+    bits = 256;
+  } else if (type === SK_ECDSA_P256) {
+    const curve = reader.string()?.toString('latin1');
+    const point = reader.string();
+    if (curve !== 'nistp256') return fail(`curve does not match ${type}`);
+    if (!point || point.length !== 65 || point[0] !== 0x04) return fail('ECDSA point is malformed');
+    if (!isPointOnCurve(point, 'P-256')) return fail('ECDSA public key is not a point on nistp256');
+    application = applicationOf(reader.string());
+    if (application === undefined) return fail(APPLICATION_PROBLEM);
     bits = 256;
   } else if (type in ECDSA_CURVES) {
     const spec = ECDSA_CURVES[type]!;
@@ -86,18 +108,29 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
     if (bits < MIN_RSA_BITS) return fail(`RSA keys must be at least ${MIN_RSA_BITS} bits (this one has ${bits})`);
     if (bits > MAX_RSA_BITS) return fail(`RSA keys larger than ${MAX_RSA_BITS} bits are not accepted (this one has ${bits})`);
     if ((modulus[modulus.length - 1]! & 1) === 0) return fail('RSA modulus must be odd');
-  } else if (type.startsWith('sk-')) {
-    return fail(`security-key (FIDO) keys (${type}) are not supported; use ${SUPPORTED}`);
   } else if (type.includes('-cert-')) {
     return fail(`certificates (${type}) are not accepted; give the plain public key`);
   } else {
     return fail(`key type "${type}" is not supported; use ${SUPPORTED}`);
   }
   if (!reader.atEnd()) return fail('key data has trailing bytes');
-  return {
-    ok: true,
-    key: { type, blob: blob.toString('base64'), fingerprint: fingerprintOf(blob), comment: comment.trim(), bits },
-  };
+  const key: PublicKey = { type, blob: blob.toString('base64'), fingerprint: fingerprintOf(blob), comment: comment.trim(), bits };
+  if (application !== undefined) key.application = application;
+  return { ok: true, key };
+}
+
+const APPLICATION_PROBLEM = `security key's application must be 1 to ${MAX_APPLICATION_LENGTH} printable ASCII characters (normally "ssh:")`;
+
+/** A security key's application string: shown and signed over, so printable ASCII only. */
+function applicationOf(raw: Buffer | null): string | undefined {
+  if (!raw || raw.length === 0 || raw.length > MAX_APPLICATION_LENGTH) return undefined;
+  for (const byte of raw) if (byte < 0x20 || byte > 0x7e) return undefined;
+  return raw.toString('latin1');
+}
+
+/** The key's type as people read it: FIDO ones say they are a security key. */
+export function describeKeyType(type: string): string {
+  return type === SK_ED25519 || type === SK_ECDSA_P256 ? `${type}, a security key` : type;
 }
 
 /** The comment is informational only: stored, shown, never matched. Kept short (whole characters). */
@@ -150,10 +183,10 @@ function bitLength(mpint: Buffer): number {
 export function keyObjectOf(key: Pick<PublicKey, 'blob'>): KeyObject {
   const reader = new WireReader(Buffer.from(key.blob, 'base64'));
   const type = reader.string()?.toString('latin1') ?? '';
-  if (type === 'ssh-ed25519') {
+  if (type === 'ssh-ed25519' || type === SK_ED25519) {
     return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: reader.string()!.toString('base64url') }, format: 'jwk' });
   }
-  const curve = ECDSA_CURVES[type];
+  const curve = ECDSA_CURVES[type === SK_ECDSA_P256 ? 'ecdsa-sha2-nistp256' : type];
   if (curve) {
     reader.string();
     const point = reader.string()!;

@@ -1,4 +1,5 @@
 import { createHash, verify } from 'node:crypto';
+import { ecdsaP1363, isSecurityKeyType, parseSkSignatureField, verifySkSignature, type SkFlagsPolicy } from './security-keys.js';
 import { keyObjectOf, WireReader, wireString, type PublicKey } from './ssh-public-key.js';
 
 /**
@@ -15,9 +16,11 @@ export type SshsigFailure =
   | 'wrong_namespace'
   | 'unsupported_hash'
   | 'sha1_rsa' // the legacy "ssh-rsa" (SHA-1) signature algorithm
+  | 'sk_flags' // a security key's signature without the user presence (or verification) required
   | 'bad_signature'; // well formed, but does not verify over this message
 
-export type SshsigCheck = { ok: true; hash: 'sha256' | 'sha512' } | { ok: false; failure: SshsigFailure; reason: string };
+/** `counter`: a security key's signature counter (for the clone check); absent for other keys. */
+export type SshsigCheck = { ok: true; hash: 'sha256' | 'sha512'; counter?: number } | { ok: false; failure: SshsigFailure; reason: string };
 
 const BEGIN = '-----BEGIN SSH SIGNATURE-----';
 const END = '-----END SSH SIGNATURE-----';
@@ -31,7 +34,10 @@ const ECDSA_HASH: Record<string, { hash: string; size: number }> = {
   'ecdsa-sha2-nistp521': { hash: 'sha512', size: 66 },
 };
 
-export function verifySshsig(armored: string, expected: { key: PublicKey; namespace: string; message: string | Buffer }): SshsigCheck {
+export function verifySshsig(
+  armored: string,
+  expected: { key: PublicKey; namespace: string; message: string | Buffer; securityKeys?: SkFlagsPolicy },
+): SshsigCheck {
   const blob = unarmor(armored);
   if (!blob) return failed('malformed', `not an armored SSH signature ("${BEGIN}" … "${END}")`);
   const reader = new WireReader(blob);
@@ -53,13 +59,22 @@ export function verifySshsig(armored: string, expected: { key: PublicKey; namesp
   }
   if (hashAlgorithm !== 'sha256' && hashAlgorithm !== 'sha512') return failed('unsupported_hash', 'hash algorithm must be sha256 or sha512');
 
-  const sig = new WireReader(signature);
-  const algorithm = sig.string()?.toString('latin1');
-  const raw = sig.string();
-  if (!algorithm || !raw || !sig.atEnd()) return failed('malformed', 'signature field is malformed');
-
   const digest = createHash(hashAlgorithm).update(expected.message).digest();
   const signedData = Buffer.concat([MAGIC, wireString(namespace), wireString(reserved), wireString(hashAlgorithm), wireString(digest)]);
+  const sig = new WireReader(signature);
+  const algorithm = sig.string()?.toString('latin1');
+  if (!algorithm) return failed('malformed', 'signature field is malformed');
+  if (isSecurityKeyType(expected.key.type)) {
+    if (algorithm !== expected.key.type) return failed('wrong_key', `signature algorithm ${algorithm} is not the key's`);
+    const sk = parseSkSignatureField(signature.subarray(4 + algorithm.length));
+    if (!sk) return failed('malformed', 'security-key signature field is malformed');
+    const check = verifySkSignature(expected.key, signedData, sk, expected.securityKeys ?? { requireUserVerification: false });
+    if (check.ok) return { ok: true, hash: hashAlgorithm, counter: check.counter };
+    if (check.reason === 'bad_signature') return failed('bad_signature', 'does not verify over this message with this key');
+    return failed('sk_flags', check.reason === 'no_user_presence' ? 'was made without touching the security key (no user-presence flag)' : 'was made without the PIN or biometric check this server requires (no user-verification flag)');
+  }
+  const raw = sig.string();
+  if (!raw || !sig.atEnd()) return failed('malformed', 'signature field is malformed');
   const outcome = checkSignature(expected.key, algorithm, raw, signedData);
   if (outcome !== true) return outcome;
   return { ok: true, hash: hashAlgorithm };
@@ -91,23 +106,6 @@ function checkSignature(key: PublicKey, algorithm: string, raw: Buffer, data: Bu
     // OpenSSL refusing the input (a wrong-length signature, say) is a signature that does not verify.
     return failed('bad_signature', 'does not verify over this message with this key');
   }
-}
-
-/** SSH's (mpint r, mpint s) as the fixed-width r || s that node:crypto takes ("ieee-p1363"). */
-function ecdsaP1363(raw: Buffer, size: number): Buffer | null {
-  const reader = new WireReader(raw);
-  const r = reader.string();
-  const s = reader.string();
-  if (!r || !s || !reader.atEnd()) return null;
-  const fixed = (mpint: Buffer) => {
-    let start = 0;
-    while (start < mpint.length - 1 && mpint[start] === 0) start++;
-    const digits = mpint.subarray(start);
-    return digits.length > size ? null : Buffer.concat([Buffer.alloc(size - digits.length), digits]);
-  };
-  const rr = fixed(r);
-  const ss = fixed(s);
-  return rr && ss ? Buffer.concat([rr, ss]) : null;
 }
 
 /** The base64 blob between the armor lines; null when it is not armor or not base64. */

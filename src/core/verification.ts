@@ -9,7 +9,7 @@ import { baseEmailOf } from './emails.js';
 import { AppError, isUniqueViolation, type ErrorCode } from './errors.js';
 import { findKeyRow, proveBinding } from './identity.js';
 import { generateLinkToken, LINK_TOKEN_PATTERN, sha256Hex } from './secrets.js';
-import { formatPublicKey, type PublicKey } from './ssh-public-key.js';
+import { describeKeyType, formatPublicKey, parsePublicKeyBlob, type PublicKey } from './ssh-public-key.js';
 import { bindingOf, onConfirm, onLinkRequest } from './trust.js';
 
 /** Limits on verification mail, counted in the database so they hold across instances. */
@@ -154,7 +154,7 @@ function throwIfTooSoon(deps: CoreDeps, limit: RateLimitName, since: Date | stri
 export function verificationFactsOf(request: VerificationRequest): VerificationFacts {
   return {
     email: request.email,
-    keyType: request.key_type,
+    keyType: describeKeyType(request.key_type),
     fingerprint: request.fingerprint,
     requestedIp: request.requested_ip,
     requestedAt: new Date(request.created_at),
@@ -268,6 +268,12 @@ async function consumeLink(trx: Db, requestId: string, now: Date): Promise<Verif
   throw new AppError(latest?.consumed_at ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED');
 }
 
+/** A security key's application (normally "ssh:"), from the stored blob; null for other keys. */
+function securityKeyApplicationOf(blob: string): string | null {
+  const parsed = parsePublicKeyBlob(Buffer.from(blob, 'base64'));
+  return parsed.ok ? (parsed.key.application ?? null) : null;
+}
+
 /** Writes the binding the trust rules decide for this confirmation; returns the ssh_keys id. */
 async function bindKey(trx: Db, request: VerificationRequest, user: User, origin: RequestOrigin, now: Date): Promise<string> {
   const row = await trx.selectFrom('ssh_keys').selectAll().where('key_blob', '=', request.key_blob).forUpdate().executeTakeFirst();
@@ -286,6 +292,7 @@ async function bindKey(trx: Db, request: VerificationRequest, user: User, origin
           key_blob: request.key_blob,
           fingerprint: request.fingerprint,
           comment: request.comment,
+          sk_application: securityKeyApplicationOf(request.key_blob),
           ...decision.patch,
         })
         .execute();

@@ -8,6 +8,7 @@ import * as initial from '../../migrations/0001_initial.js';
 import * as httpWindowAndBudgets from '../../migrations/0002_http_window_and_budgets.js';
 import * as mailOutbox from '../../migrations/0003_mail_outbox.js';
 import * as sshChallenges from '../../migrations/0004_ssh_challenges.js';
+import * as securityKeys from '../../migrations/0005_security_keys.js';
 import type { Database } from './schema.js';
 import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
@@ -17,6 +18,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002_http_window_and_budgets': httpWindowAndBudgets,
   '0003_mail_outbox': mailOutbox,
   '0004_ssh_challenges': sshChallenges,
+  '0005_security_keys': securityKeys,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

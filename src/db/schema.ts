@@ -52,6 +52,10 @@ export interface SshKeysTable {
   /** HTTP mints spent since `http_confirmed_at`. */
   http_mints: Generated<number>;
   last_seen_at: Timestamp | null;
+  /** Security keys only: the key's application (normally "ssh:"). */
+  sk_application: Generated<string | null>;
+  /** Security keys only: the highest signature counter seen (the clone check). */
+  sk_counter: ColumnType<string | null, never, string | number | null>;
   created_at: CreatedAt;
 }
 

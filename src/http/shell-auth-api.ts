@@ -55,12 +55,12 @@ const CreateApiKeyRequest = z.object({
  * Whether the request proves possession of its key. No proof fields: false, and everything is as
  * the Vers contract has it. A proof that does not hold: 401 saying why.
  */
-async function provenBySignature(deps: RouteContext['deps'], input: { ssh_public_key: PublicKey; challenge?: string | undefined; ssh_signature?: string | undefined }): Promise<boolean> {
+async function provenBySignature(deps: RouteContext['deps'], origin: RouteContext['origin'], input: { ssh_public_key: PublicKey; challenge?: string | undefined; ssh_signature?: string | undefined }): Promise<boolean> {
   if (input.challenge === undefined && input.ssh_signature === undefined) return false;
   if (input.challenge === undefined || input.ssh_signature === undefined) {
     throw new AppError('PROOF_INVALID', { detail: 'send both challenge and ssh_signature (from POST /api/shell-auth/challenge)' });
   }
-  await redeemProof(deps, input.ssh_public_key, { challenge: input.challenge, ssh_signature: input.ssh_signature });
+  await redeemProof(deps, input.ssh_public_key, { challenge: input.challenge, ssh_signature: input.ssh_signature }, origin);
   return true;
 }
 
@@ -75,7 +75,7 @@ export async function challenge({ deps, res, body, origin }: RouteContext): Prom
 export async function initiate({ deps, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(InitiateRequest, body, 'INVALID_INITIATE');
   // Signed: the binding this request leads to is proven, as one made by `ssh … login`.
-  const signed = await provenBySignature(deps, input);
+  const signed = await provenBySignature(deps, origin, input);
   const result = await startVerification(deps, {
     email: input.email,
     key: input.ssh_public_key,
@@ -111,7 +111,7 @@ export function notTrustedReason(door: HttpDoorSettings, status: 'disabled' | 'c
 /** POST /api/shell-auth/verify-key */
 export async function verifyKey({ deps, door, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(KeyPairRequest, body, 'INVALID_INITIATE');
-  const signed = await provenBySignature(deps, input);
+  const signed = await provenBySignature(deps, origin, input);
   const status = await httpKeyStatus(deps, input.email, input.ssh_public_key, { provenBySignature: signed });
   // The email's owner confirmed this key and the caller holds it: proven, as an SSH login makes it.
   if (signed && status.status === 'trusted') await proveBinding(deps, input.ssh_public_key, origin, 'sshsig');
@@ -130,9 +130,9 @@ export async function verifyKey({ deps, door, res, body, origin }: RouteContext)
 }
 
 /** POST /api/shell-auth/verify-public-key */
-export async function verifyPublicKey({ deps, res, body }: RouteContext): Promise<void> {
+export async function verifyPublicKey({ deps, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(PublicKeyRequest, body, 'INVALID_INITIATE');
-  const signed = await provenBySignature(deps, input);
+  const signed = await provenBySignature(deps, origin, input);
   const matches = await findTrustedHolder(deps, input.ssh_public_key, { provenBySignature: signed });
   if (matches.length === 0) {
     sendJson(res, 404, { verified: false, reason: 'No verified SSH key records found for this public key' });
@@ -156,7 +156,7 @@ export async function verifyPublicKey({ deps, res, body }: RouteContext): Promis
 /** POST /api/shell-auth/api-keys */
 export async function createApiKey({ deps, door, res, body, origin }: RouteContext): Promise<void> {
   const input = parseInput(CreateApiKeyRequest, body, 'INVALID_REQUEST');
-  const signed = await provenBySignature(deps, input);
+  const signed = await provenBySignature(deps, origin, input);
   const minted = await mintApiKeyOverHttp(deps, {
     email: input.email,
     key: input.ssh_public_key,

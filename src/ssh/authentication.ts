@@ -1,4 +1,4 @@
-import { parsePublicKeyBlob, type PublicKey } from '../core/index.js';
+import { isSecurityKeyType, parsePublicKeyBlob, parseSkSignatureFromSsh2, verifySkSignature, type PublicKey, type SkFlagsPolicy } from '../core/index.js';
 
 /** The parts of ssh2's AuthContext that decide the answer. */
 export type AuthRequest = {
@@ -12,13 +12,16 @@ export type AuthRequest = {
 };
 
 /** Why a request was refused, for the access log and metrics. */
-export type RejectReason = 'method_refused' | 'bad_key' | 'sha1_signature' | 'bad_signature';
+export type RejectReason = 'method_refused' | 'bad_key' | 'sha1_signature' | 'bad_signature' | 'sk_flags';
 
 export type AuthDecision =
   /** A signature-less "would you accept this key?": say yes, bind nothing. */
   | { answer: 'key-ok' }
-  /** The signature verified: this key, and only this key, is who the connection is. */
-  | { answer: 'accept'; key: PublicKey }
+  /**
+   * The signature verified: this key, and only this key, is who the connection is. A security
+   * key's signature also carries its authenticator's counter (for the clone check).
+   */
+  | { answer: 'accept'; key: PublicKey; securityKeyCounter?: number }
   | { answer: 'reject'; reason: RejectReason }
   /** Too many attempts, or the address has spent its verification budget: hang up unverified. */
   | { answer: 'hang-up'; reason: 'attempts' | 'verify_budget' };
@@ -29,6 +32,8 @@ export type AuthPolicy = {
   mayVerify(): boolean;
   /** Checks `signature` over `data` with the key in `keyBlob`; true only when it verifies. */
   verify(keyBlob: Buffer, data: Buffer, signature: Buffer, hashAlgo: string | undefined): boolean;
+  /** What a security key's signature must say about the person (PROTOCOL.u2f flags). */
+  securityKeys: SkFlagsPolicy;
 };
 
 /**
@@ -51,6 +56,14 @@ export function decideAuthentication(request: AuthRequest, attempt: number, poli
   }
   // Verifying costs CPU (an attacker needs no private key to make us do it): budgeted per address.
   if (!policy.mayVerify()) return { answer: 'hang-up', reason: 'verify_budget' };
+  if (isSecurityKeyType(parsed.key.type)) {
+    // ssh2 knows no sk-* algorithm, so it hands over the raw signature: checked here, per PROTOCOL.u2f.
+    const sk = parseSkSignatureFromSsh2(parsed.key.type, request.signature);
+    if (!sk) return { answer: 'reject', reason: 'bad_signature' };
+    const check = verifySkSignature(parsed.key, request.signedData, sk, policy.securityKeys);
+    if (!check.ok) return { answer: 'reject', reason: check.reason === 'bad_signature' ? 'bad_signature' : 'sk_flags' };
+    return { answer: 'accept', key: parsed.key, securityKeyCounter: check.counter };
+  }
   if (!policy.verify(request.keyBlob, request.signedData, request.signature, request.hashAlgo)) {
     return { answer: 'reject', reason: 'bad_signature' };
   }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { AuthContext, Connection } from 'ssh2';
-import { fingerprintOf, formatDuration, recordKeySeen, type CoreDeps, type PublicKey } from '../core/index.js';
+import { fingerprintOf, formatDuration, recordKeySeen, recordSecurityKeyCounter, type CoreDeps, type PublicKey } from '../core/index.js';
 import type { SshLimits } from '../config.js';
 import type { Admitted } from './admission.js';
 import { decideAuthentication, type AuthPolicy } from './authentication.js';
@@ -70,11 +70,22 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       case 'key-ok':
         access.authAttempt('key_ok', attempt);
         return ctx.accept();
-      case 'accept':
-        access.authAttempt('accepted', attempt);
-        signedKey = decision.key;
-        userName = ctx.username;
-        return ctx.accept();
+      case 'accept': {
+        const accept = () => {
+          access.authAttempt('accepted', attempt);
+          signedKey = decision.key;
+          userName = ctx.username;
+          ctx.accept();
+        };
+        if (decision.securityKeyCounter === undefined) return accept();
+        // A security key: its counter must move forward (a clone's cannot keep in step).
+        void recordSecurityKeyCounter(deps, decision.key, decision.securityKeyCounter, { channel: 'ssh', ip }).then((verdict) => {
+          if (verdict !== 'refused') return accept();
+          access.authAttempt('sk_counter', attempt);
+          ctx.reject(['publickey']);
+        });
+        return;
+      }
     }
   });
 

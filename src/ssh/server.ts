@@ -90,6 +90,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
             const verifier = keyCache.get(keyBlob);
             return verifier !== null && verifier.verify(data, signature, hashAlgo) === true;
           },
+          securityKeys: { requireUserVerification: deps.settings.securityKeys?.requireUserVerification ?? false },
         },
       });
     },

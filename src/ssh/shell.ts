@@ -1,5 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
-import { toAppError } from '../core/index.js';
+import { describeKeyType, toAppError } from '../core/index.js';
 import type { SessionContext } from './command.js';
 import { COMPLETIONS, commandNameOf, runCommandLine } from './commands/index.js';
 import { KeyDecoder, LineEditor } from './line-editor.js';
@@ -38,8 +38,8 @@ export async function runShell(start: ChannelStart): Promise<void> {
   const { key } = identity;
   io.stdout(
     identity.kind === 'account'
-      ? `Hi ${identity.user.email}! You are connected with key ${key.fingerprint} (${key.type}).\n`
-      : `Hi! Your key ${key.fingerprint} (${key.type}) is not linked to an account yet: type "login you@example.com".\n`,
+      ? `Hi ${identity.user.email}! You are connected with key ${key.fingerprint} (${describeKeyType(key.type)}).\n`
+      : `Hi! Your key ${key.fingerprint} (${describeKeyType(key.type)}) is not linked to an account yet: type "login you@example.com".\n`,
   );
   io.stdout('Type "help" for commands, "exit" or Ctrl-D to leave.\n');
   io.stdout(PROMPT);

@@ -1,4 +1,4 @@
-import { EmailSchema, formatDuration, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
+import { describeKeyType, EmailSchema, formatDuration, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
 import { EXIT, parseArgument } from '../../cli/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { openCommand, type SessionContext } from '../command.js';
@@ -38,7 +38,7 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
     }
 
     ctx.stderr(
-      `Key ${key.fingerprint} (${key.type})\n` +
+      `Key ${key.fingerprint} (${describeKeyType(key.type)})\n` +
         `${started.isNewUser ? 'Creating a new account. ' : ''}A confirmation link is on its way to ${email}: check your inbox and press Confirm.\n` +
         'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n',
     );

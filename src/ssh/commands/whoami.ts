@@ -1,3 +1,4 @@
+import { describeKeyType } from '../../core/index.js';
 import { EXIT, json } from '../../cli/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { commandHint, openCommand, unverifiedMessage } from '../command.js';
@@ -18,6 +19,7 @@ export const whoami = openCommand({
           email: user?.email ?? null,
           user_id: user?.id ?? null,
           key_type: key.type,
+          security_key: key.application !== undefined,
           fingerprint: key.fingerprint,
           verified: user !== null,
         }),
@@ -25,11 +27,11 @@ export const whoami = openCommand({
       return EXIT.OK;
     }
     if (!user) {
-      ctx.stdout(`key:      ${key.fingerprint} (${key.type})\nverified: no\n`);
+      ctx.stdout(`key:      ${key.fingerprint} (${describeKeyType(key.type)})\nverified: no\n`);
       if (ctx.identity.kind === 'anonymous') ctx.stderr(unverifiedMessage(ctx.identity, commandHint(ctx)));
       return EXIT.OK;
     }
-    ctx.stdout(`email:    ${escapeForTerminal(user.email)}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${key.type})\nverified: yes\n`);
+    ctx.stdout(`email:    ${escapeForTerminal(user.email)}\nuser id:  ${user.id}\nkey:      ${key.fingerprint} (${describeKeyType(key.type)})\nverified: yes\n`);
     return EXIT.OK;
   },
 });
