@@ -2,6 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { confirmForm, startTestApp, tokenOf } from './support/app.js';
+import { MIGRATION_NAMES } from '../src/db/database.js';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import type { ClientChannel } from 'ssh2';
@@ -165,7 +166,7 @@ describe('GET /readyz', () => {
     const t = await startTestApp();
     cleanups.push(() => t.close());
     expect((await t.request('/readyz')).status).toBe(200);
-    const latest = '0004_ssh_challenges';
+    const latest = MIGRATION_NAMES.at(-1)!;
     const row = await t.app.deps.db.selectFrom('kysely_migration' as never).selectAll().where('name' as never, '=', latest as never).executeTakeFirstOrThrow();
     await t.app.deps.db.deleteFrom('kysely_migration' as never).where('name' as never, '=', latest as never).execute();
     const pending = await t.request('/readyz');

@@ -239,7 +239,7 @@ describe('input validation: every bad request is a 400 JSON error, never a 5xx',
       ssh_public_key: 'sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g',
     });
     expect(truncated.status).toBe(400);
-    expect(truncated.body.detail).toContain("security key's application must be");
+    expect(truncated.body.detail).toContain("security key's application must start with");
   });
 
   it.each([

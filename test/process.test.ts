@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import { MIGRATION_NAMES } from '../src/db/database.js';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { compiledProgram } from './support/service.js';
@@ -181,7 +182,7 @@ describe('the service as a process', () => {
     await check.connect();
     const { rows } = await check.query('SELECT name FROM kysely_migration');
     await check.end();
-    expect(rows.map((r) => r.name)).toEqual(['0001_initial', '0002_http_window_and_budgets', '0003_mail_outbox', '0004_ssh_challenges']);
+    expect(rows.map((r) => r.name)).toEqual([...MIGRATION_NAMES]); // each once
     const migratedLogs = services.filter((s) => s.output().includes('"msg":"database migrated"'));
     expect(migratedLogs).toHaveLength(1);
     for (const s of services) s.child.kill('SIGTERM');

@@ -91,6 +91,8 @@ describe('security-key signatures (PROTOCOL.u2f), made here', () => {
       expect(decideAuthentication(request(flipped), 1, policy())).toMatchObject({ answer: 'reject' });
       expect(decideAuthentication(request(Buffer.alloc(3)), 1, policy())).toEqual({ answer: 'reject', reason: 'bad_signature' });
 
+      // The algorithm named by the client must be the key's (ssh2 strips a signature's name only then).
+      expect(decideAuthentication({ ...request(skSign(made, data, 0x01, 17)), keyAlgorithm: 'ssh-ed25519' }, 1, policy())).toEqual({ answer: 'reject', reason: 'bad_signature' });
       // Offered-vs-signed: offer the victim's key, sign with one's own: the victim's key must verify.
       const victim = madeKey(type);
       expect(decideAuthentication({ method: 'publickey', username: 'keys', keyBlob: victim.blob }, 1, policy())).toEqual({ answer: 'key-ok' });
@@ -112,6 +114,8 @@ describe('security-key signatures (PROTOCOL.u2f), made here', () => {
     expect(line(edHead)).toEqual({ ok: false, reason: expect.stringContaining('application') });
     expect(line(Buffer.concat([edHead, wire('')]))).toEqual({ ok: false, reason: expect.stringContaining('application') });
     expect(line(Buffer.concat([edHead, wire('ssh:\u0007')]))).toEqual({ ok: false, reason: expect.stringContaining('printable') });
+    expect(line(Buffer.concat([edHead, wire('https://example.com')]))).toEqual({ ok: false, reason: expect.stringContaining('start with "ssh:"') });
+    expect(line(Buffer.concat([edHead, wire('ssh:git')]))).toMatchObject({ ok: true, key: { application: 'ssh:git' } });
     expect(line(Buffer.concat([ed, Buffer.from([0])]))).toEqual({ ok: false, reason: 'key data has trailing bytes' });
     const wrongCurve = Buffer.concat([wire('sk-ecdsa-sha2-nistp256@openssh.com'), wire('nistp384'), made.blob.subarray(4 + 34 + 12)]);
     expect(line(wrongCurve, 'sk-ecdsa-sha2-nistp256@openssh.com')).toMatchObject({ ok: false });

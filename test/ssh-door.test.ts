@@ -137,7 +137,7 @@ describe('authentication', () => {
     const result = await ssh2Exec(port, { agent }, 'whoami --json');
     expect(result.code).toBe(0);
     const me = JSON.parse(result.stdout);
-    expect(me).toEqual({ email: null, user_id: null, key_type: 'ssh-ed25519', fingerprint: attacker.fingerprint, verified: false });
+    expect(me).toEqual({ email: null, user_id: null, key_type: 'ssh-ed25519', security_key: false, fingerprint: attacker.fingerprint, verified: false });
     const create = await ssh2Exec(port, { agent }, 'create --label stolen-key');
     expect(create.code).toBe(1);
     expect(create.stdout).toBe('');
@@ -542,32 +542,38 @@ describe('a key linked over HTTP: one story on every surface', () => {
   });
 });
 
+/** An interactive shell over ssh2 (no pty); `printed.text` collects stdout and stderr (reset it at will). */
+async function shellOn(client: Awaited<ReturnType<typeof connectClient>>) {
+  const channel = await new Promise<ClientChannel>((resolve, reject) => client.shell(false, (err, ch) => (err ? reject(err) : resolve(ch))));
+  const printed = { text: '' };
+  channel.on('data', (d: Buffer) => (printed.text += d));
+  channel.stderr.on('data', (d: Buffer) => (printed.text += d));
+  return { channel, printed };
+}
+
 describe('the shell after an interrupted login', () => {
   it('a link clicked after Ctrl-C stopped the wait counts at the next command', async () => {
     const key = makeKey();
     const email = uniqueEmail('interrupted');
     const client = await connectClient(port, key.privateKeyPath);
     try {
-      const channel = await new Promise<ClientChannel>((resolve, reject) => client.shell(false, (err, ch) => (err ? reject(err) : resolve(ch))));
-      let out = '';
-      channel.on('data', (d: Buffer) => (out += d));
-      channel.stderr.on('data', (d: Buffer) => (out += d));
+      const { channel, printed } = await shellOn(client);
       const until = async (text: string) => {
-        for (let i = 0; i < 400 && !out.includes(text); i++) await new Promise((resolve) => setTimeout(resolve, 25));
-        expect(out).toContain(text);
+        for (let i = 0; i < 400 && !printed.text.includes(text); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+        expect(printed.text).toContain(text);
       };
       await until('keys> ');
       channel.write(`login ${email}\n`);
       await until('Waiting for confirmation');
       channel.write('\x03'); // Ctrl-C: stop waiting, keep the session (the prompt comes back)
-      for (let i = 0; i < 400 && out.split('keys> ').length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 25));
-      expect(out.split('keys> ')).toHaveLength(3);
+      for (let i = 0; i < 400 && printed.text.split('keys> ').length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(printed.text.split('keys> ')).toHaveLength(3);
       const mail = await t.smtp.waitForMail(email);
       expect((await t.request('/shell-auth/verify', confirmForm(tokenOf(mail.link!)))).status).toBe(200);
-      out = '';
+      printed.text = '';
       channel.write('whoami\n');
       await until('verified: yes');
-      expect(out).toContain(`email:    ${email}`);
+      expect(printed.text).toContain(`email:    ${email}`);
       channel.end();
     } finally {
       client.end();
@@ -580,31 +586,28 @@ describe('a long shell session', () => {
     const { key, org } = await verifiedUser();
     const client = await connectClient(port, key.privateKeyPath);
     try {
-      const channel = await new Promise<ClientChannel>((resolve, reject) => client.shell(false, (err, ch) => (err ? reject(err) : resolve(ch))));
-      let out = '';
-      channel.on('data', (d: Buffer) => (out += d));
-      channel.stderr.on('data', (d: Buffer) => (out += d));
+      const { channel, printed } = await shellOn(client);
       const prompts = async (n: number) => {
-        for (let i = 0; i < 400 && out.split('keys> ').length <= n; i++) await new Promise((resolve) => setTimeout(resolve, 25));
-        expect(out.split('keys> ').length).toBeGreaterThan(n);
+        for (let i = 0; i < 400 && printed.text.split('keys> ').length <= n; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+        expect(printed.text.split('keys> ').length).toBeGreaterThan(n);
       };
       const keyInText = new RegExp(API_KEY.source.replace(/^\^|\$$/g, ''));
       await prompts(1);
       channel.write('create --label before-suspension\n');
       await prompts(2);
-      expect(out).toMatch(keyInText);
+      expect(printed.text).toMatch(keyInText);
       const origin = { channel: 'admin' as const, ip: null };
       await setBilling(t.app.deps, org, 'suspended', origin);
-      out = '';
+      printed.text = '';
       channel.write('create --label while-suspended\n');
       await prompts(1);
-      expect(out).toContain('is suspended: minting is off until its billing is active');
-      expect(out).not.toMatch(keyInText);
+      expect(printed.text).toContain('is suspended: minting is off until its billing is active');
+      expect(printed.text).not.toMatch(keyInText);
       await setBilling(t.app.deps, org, 'active', origin);
-      out = '';
+      printed.text = '';
       channel.write('create --label reactivated\n');
       await prompts(1);
-      expect(out).toMatch(keyInText);
+      expect(printed.text).toMatch(keyInText);
       channel.end();
     } finally {
       client.end();

@@ -289,14 +289,10 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
   const parsed = parseApiKey(apiKey);
   if (!parsed) throw new AppError('INVALID_API_KEY');
   const cache = deps.apiKeyCache;
-  let row = cache?.get(parsed.id);
-  eventsOf(deps).apiKeyLookup(row ? 'cache' : 'database');
-  if (!row) {
-    const ticket = cache?.ticket() ?? 0;
-    row = await lookUpApiKey(deps.db, parsed.id);
-    // Only a live key is kept: the checks below still run at every use.
-    if (row && row.revoked_at === null) cache?.put(ticket, row.id, row);
-  }
+  const cached = cache?.get(parsed.id);
+  eventsOf(deps).apiKeyLookup(cached ? 'cache' : 'database');
+  const ticket = cache?.ticket() ?? 0;
+  const row = cached ?? (await lookUpApiKey(deps.db, parsed.id));
   const now = nowOf(deps);
   if (
     !row ||
@@ -306,6 +302,8 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
   ) {
     throw new AppError('INVALID_API_KEY');
   }
+  // Kept only once its holder proved the secret; every check above still runs at each use.
+  if (!cached) cache?.put(ticket, row.id, row);
   if (dueForTouch(deps, `api_key:${row.id}`)) {
     // Off the request path: the answer does not wait for a bookkeeping write.
     const keyId = row.id;

@@ -52,7 +52,7 @@ export function parseSkSignatureFromSsh2(type: string, raw: Buffer): SkSignature
   } else if (type === SK_ECDSA_P256) {
     const reader = new WireReader(raw);
     if (!reader.string() || !reader.string()) return null;
-    length = raw.length - 5;
+    length = reader.position(); // mpint r, mpint s: then exactly flags and counter
   } else {
     return null;
   }

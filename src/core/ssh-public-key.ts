@@ -119,11 +119,11 @@ export function parsePublicKeyBlob(blob: Buffer, comment = ''): ParseResult {
   return { ok: true, key };
 }
 
-const APPLICATION_PROBLEM = `security key's application must be 1 to ${MAX_APPLICATION_LENGTH} printable ASCII characters (normally "ssh:")`;
+const APPLICATION_PROBLEM = `security key's application must start with "ssh:" and be at most ${MAX_APPLICATION_LENGTH} printable ASCII characters`;
 
-/** A security key's application string: shown and signed over, so printable ASCII only. */
+/** A security key's application string: "ssh:" and what follows (as ssh-keygen requires), printable ASCII. */
 function applicationOf(raw: Buffer | null): string | undefined {
-  if (!raw || raw.length === 0 || raw.length > MAX_APPLICATION_LENGTH) return undefined;
+  if (!raw || raw.length > MAX_APPLICATION_LENGTH || !raw.toString('latin1').startsWith('ssh:')) return undefined;
   for (const byte of raw) if (byte < 0x20 || byte > 0x7e) return undefined;
   return raw.toString('latin1');
 }
@@ -233,6 +233,11 @@ export class WireReader {
 
   atEnd(): boolean {
     return this.offset === this.buf.length;
+  }
+
+  /** Bytes read so far. */
+  position(): number {
+    return this.offset;
   }
 }
 

@@ -23,6 +23,9 @@ const MIGRATIONS: Record<string, Migration> = {
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };
 
+/** Every migration this code knows, oldest first. */
+export const MIGRATION_NAMES: readonly string[] = Object.keys(MIGRATIONS);
+
 export type Db = Kysely<Database>;
 
 /** How long a database may keep us waiting before the request fails with 503. */

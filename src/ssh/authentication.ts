@@ -6,6 +6,8 @@ export type AuthRequest = {
   username: string;
   /** publickey only: the offered key blob, and for a signed request the signature and what it signs. */
   keyBlob?: Buffer;
+  /** The algorithm the client named for the key. */
+  keyAlgorithm?: string;
   signature?: Buffer;
   signedData?: Buffer;
   hashAlgo?: string;
@@ -57,6 +59,8 @@ export function decideAuthentication(request: AuthRequest, attempt: number, poli
   // Verifying costs CPU (an attacker needs no private key to make us do it): budgeted per address.
   if (!policy.mayVerify()) return { answer: 'hang-up', reason: 'verify_budget' };
   if (isSecurityKeyType(parsed.key.type)) {
+    // ssh2 strips the signature's algorithm name only when it is the one offered: they must agree.
+    if (request.keyAlgorithm !== undefined && request.keyAlgorithm !== parsed.key.type) return { answer: 'reject', reason: 'bad_signature' };
     // ssh2 knows no sk-* algorithm, so it hands over the raw signature: checked here, per PROTOCOL.u2f.
     const sk = parseSkSignatureFromSsh2(parsed.key.type, request.signature);
     if (!sk) return { answer: 'reject', reason: 'bad_signature' };

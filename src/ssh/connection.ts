@@ -41,6 +41,10 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     mayVerify: () => setting.verifications.take(ip),
   };
 
+  let gone = false;
+  client.once('close', () => (gone = true));
+  client.once('end', () => (gone = true));
+
   client.on('authentication', (ctx: AuthContext) => {
     const publickey = ctx.method === 'publickey' ? ctx : null;
     const decision = decideAuthentication(
@@ -48,6 +52,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         method: ctx.method,
         username: ctx.username,
         keyBlob: publickey?.key.data,
+        keyAlgorithm: publickey?.key.algo,
         signature: publickey?.signature,
         signedData: publickey?.blob,
         hashAlgo: publickey?.hashAlgo,
@@ -78,18 +83,23 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
           ctx.accept();
         };
         if (decision.securityKeyCounter === undefined) return accept();
-        // A security key: its counter must move forward (a clone's cannot keep in step).
-        void recordSecurityKeyCounter(deps, decision.key, decision.securityKeyCounter, { channel: 'ssh', ip }).then((verdict) => {
-          if (verdict !== 'refused') return accept();
-          access.authAttempt('sk_counter', attempt);
-          ctx.reject(['publickey']);
-        });
+        // A security key: its counter must move forward (a clone's cannot keep in step). The
+        // client may hang up meanwhile: then nobody is let in (ssh2 would still say "ready").
+        void recordSecurityKeyCounter(deps, decision.key, decision.securityKeyCounter, { channel: 'ssh', ip })
+          .catch(() => 'refused' as const)
+          .then((verdict) => {
+            if (gone) return;
+            if (verdict !== 'refused') return accept();
+            access.authAttempt('sk_counter', attempt);
+            ctx.reject(['publickey']);
+          });
         return;
       }
     }
   });
 
   client.on('ready', () => {
+    if (gone) return;
     admitted.authenticated();
     const key = signedKey;
     if (!key) {
