@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveSshIdentity } from '../src/core/index.js';
 import { startTestCore, type TestCore } from './support/core.js';
+import { openDatabase } from '../src/db/database.js';
 import { countingStatements, usingPostgres } from './support/database.js';
 import { runSshLine } from './support/in-process.js';
 
@@ -58,6 +59,27 @@ describe.runIf(usingPostgres)('the one-statement mint is atomic', () => {
     } finally {
       await sql`drop trigger hold_mint on audit_events`.execute(core.deps.db);
       await sql`drop function hold_mint()`.execute(core.deps.db);
+    }
+  });
+});
+
+describe.runIf(usingPostgres)('prepared statements', () => {
+  it('a table changed under them (a migration run by another instance) does not fail requests', async () => {
+    const database = await openDatabase({ kind: 'postgres', url: (core.database.target as { url: string }).url });
+    try {
+      // A statement the service runs, prepared on many of the pool's connections at once.
+      const lookups = () => Promise.all(Array.from({ length: 30 }, () => database.db.selectFrom('orgs').selectAll().where('name', '=', 'no-such-org').execute()));
+      await lookups();
+      await sql`alter table orgs add column added_by_a_migration text`.execute(core.deps.db);
+      try {
+        const after = await lookups(); // each connection's prepared plan is stale now
+        expect(after.every((rows) => rows.length === 0)).toBe(true);
+        expect((await lookups()).length).toBe(30);
+      } finally {
+        await sql`alter table orgs drop column added_by_a_migration`.execute(core.deps.db);
+      }
+    } finally {
+      await database.close();
     }
   });
 });
