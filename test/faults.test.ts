@@ -143,13 +143,19 @@ async function startCuttableProxy(target: URL) {
   };
 }
 
+/** A fresh test database, reached through a cuttable proxy (closed after the test). */
+async function freshDatabaseBehindProxy() {
+  const real = new URL(await freshPostgresUrl());
+  const proxy = await startCuttableProxy(real);
+  cleanups.push(proxy.close);
+  const viaProxy = new URL(real);
+  viaProxy.port = String(proxy.port);
+  return { proxy, viaProxy };
+}
+
 describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is in-process)', () => {
   it('answers 503 while the database is unreachable, stays up, and recovers', async () => {
-    const real = new URL(await freshPostgresUrl());
-    const proxy = await startCuttableProxy(real);
-    cleanups.push(proxy.close);
-    const viaProxy = new URL(real);
-    viaProxy.port = String(proxy.port);
+    const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const smtp = await startSmtpServer();
     cleanups.push(smtp.close);
     const config = loadConfig({ HTTP_PORT: '0', SMTP_URL: smtp.url, DATABASE_URL: viaProxy.toString(), LOG_LEVEL: 'silent', MAIL_PER_IP_HOURLY: '0' });
@@ -186,11 +192,7 @@ describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is
 
 describe.runIf(usingPostgres)('Postgres connection lost while a request holds it', () => {
   it('rejects that request, does not take the process down, and the next request gets a fresh connection', async () => {
-    const real = new URL(await freshPostgresUrl());
-    const proxy = await startCuttableProxy(real);
-    cleanups.push(proxy.close);
-    const viaProxy = new URL(real);
-    viaProxy.port = String(proxy.port);
+    const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const database = await openDatabase({ kind: 'postgres', url: viaProxy.toString() });
     cleanups.push(() => database.close());
     // Any listener keeps Node alive through an uncaught error, so collect them and assert none.
@@ -217,11 +219,7 @@ describe.runIf(usingPostgres)('Postgres connection lost while a request holds it
 
 describe.runIf(usingPostgres)('Postgres stalled (connections open, nothing answers)', () => {
   it('answers 503 within the configured timeouts, never 500, and recovers when the network does', async () => {
-    const real = new URL(await freshPostgresUrl());
-    const proxy = await startCuttableProxy(real);
-    cleanups.push(proxy.close);
-    const viaProxy = new URL(real);
-    viaProxy.port = String(proxy.port);
+    const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const smtp = await startSmtpServer();
     cleanups.push(smtp.close);
     const config = loadConfig({
