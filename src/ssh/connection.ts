@@ -5,6 +5,7 @@ import type { SshLimits } from '../config.js';
 import type { Admitted } from './admission.js';
 import { decideAuthentication, type AuthPolicy } from './authentication.js';
 import { handleSession } from './session.js';
+import { CLIENT_GONE } from './session-io.js';
 import type { TokenBuckets } from './token-bucket.js';
 
 export type ConnectionSetting = {
@@ -113,8 +114,8 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     }
     access.authenticated(key.fingerprint);
     const connection = new AbortController();
-    client.once('close', () => connection.abort());
-    client.once('end', () => connection.abort());
+    client.once('close', () => connection.abort(CLIENT_GONE));
+    client.once('end', () => connection.abort(CLIENT_GONE));
     void recordKeySeen(deps, key);
 
     let openSessions = 0;
