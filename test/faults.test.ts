@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/database.js';
+import { postgresNotifications } from '../src/db/notifications.js';
 import { createLogger } from '../src/log.js';
 import { freshPostgresUrl, openTestDatabase, usingPostgres } from './support/database.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
@@ -214,6 +215,29 @@ describe.runIf(usingPostgres)('Postgres connection lost while a request holds it
     proxy.restore();
     const { rows } = await sql<{ n: number }>`select 1 as n`.execute(database.db);
     expect(rows).toEqual([{ n: 1 }]);
+  });
+});
+
+describe.runIf(usingPostgres)('the LISTEN connection stalls (half-open TCP: no error, no end)', () => {
+  it('its heartbeat goes unheard: it stops counting as listening, reconnects when the network is back, and tells subscribers to recheck', async () => {
+    const { proxy, viaProxy } = await freshDatabaseBehindProxy();
+    const notifications = postgresNotifications(viaProxy.toString(), 'test_heartbeat', createLogger('silent'), { heartbeatMs: 100, heartbeatDeadlineMs: 300 });
+    cleanups.push(() => notifications.close());
+    let rechecks = 0;
+    notifications.subscribe({ message: () => undefined, recheck: () => void rechecks++ });
+    const waitFor = async (condition: () => boolean, what: string) => {
+      for (let i = 0; i < 200 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(condition(), what).toBe(true);
+    };
+    await waitFor(() => notifications.listening(), 'listening at first');
+    const before = rechecks;
+    await new Promise((resolve) => setTimeout(resolve, 500)); // heartbeats heard: still listening
+    expect(notifications.listening()).toBe(true);
+    proxy.stall(true);
+    await waitFor(() => !notifications.listening(), 'noticed the stall');
+    proxy.stall(false);
+    await waitFor(() => notifications.listening(), 'listening again');
+    expect(rechecks).toBeGreaterThan(before);
   });
 });
 

@@ -1,4 +1,5 @@
 import type { PGlite } from '@electric-sql/pglite';
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
@@ -58,49 +59,93 @@ function fanOut() {
   };
 }
 
-/** A dedicated (not pooled) connection: a pool could hand a LISTENing connection to anyone. */
-export function postgresNotifications(url: string, channel: string, log: Logger): Notifications {
+/**
+ * A dedicated (not pooled) connection: a pool could hand a LISTENing connection to anyone.
+ *
+ * A heartbeat proves it still hears: every `heartbeatMs` it notifies itself and must hear that
+ * within `heartbeatDeadlineMs`, or it counts as lost (reconnect; meanwhile `listening()` is false,
+ * and the reconnect tells subscribers to recheck). That catches what TCP keepalive catches only
+ * after minutes (a half-open connection, a stalled network) and what it never catches (a pooler
+ * in transaction mode, where LISTEN hears nothing).
+ */
+export function postgresNotifications(
+  url: string,
+  channel: string,
+  log: Logger,
+  options: { heartbeatMs?: number; heartbeatDeadlineMs?: number } = {},
+): Notifications {
+  const heartbeatMs = options.heartbeatMs ?? 15_000;
+  const deadlineMs = options.heartbeatDeadlineMs ?? 5_000;
   const waiters = fanOut();
-  let client: pg.Client | null = null;
+  /** The newest connection, connecting or listening; events of older ones are ignored. */
+  let current: pg.Client | null = null;
   let up = false;
   let closed = false;
   let retryMs = 500;
   let retryTimer: NodeJS.Timeout | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let awaitedBeat: { token: string; heard(): void } | null = null;
 
   const connect = async () => {
     if (closed) return;
-    // TCP keepalive from 10 s idle (the OS default is 2 hours): with Linux's probe defaults (9 x 75 s) a
-    // silently dead peer is noticed in about 12 minutes, not 2 hours 11.
+    // TCP keepalive from 10 s idle (the OS default is 2 hours).
     const next = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
+    current = next;
     next.on('error', (err) => {
       log.warn({ err: err.message }, 'notifications: listening connection lost; waiting sessions poll meanwhile');
       lost(next);
     });
     next.on('end', () => lost(next));
     next.on('notification', (message) => {
-      if (message.channel === channel && message.payload) waiters.deliver(message.payload);
+      if (message.channel !== channel || !message.payload) return;
+      if (awaitedBeat && message.payload === awaitedBeat.token) return awaitedBeat.heard();
+      waiters.deliver(message.payload);
     });
     try {
       await next.connect();
       await next.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-      if (closed) {
-        await next.end().catch(() => undefined); // closed while we were connecting
+      if (closed || current !== next) {
+        await next.end().catch(() => undefined); // closed, or given up on, while we were connecting
         return;
       }
-      client = next;
       up = true;
       retryMs = 500;
-      waiters.wakeAll(); // anything confirmed while we were down: look again
+      waiters.wakeAll(); // anything notified while we were down: look again
+      heartbeat = setInterval(() => void beat(next), heartbeatMs);
+      heartbeat.unref();
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'notifications: could not listen; retrying');
       lost(next);
     }
   };
+  const beat = async (which: pg.Client) => {
+    if (awaitedBeat || which !== current) return;
+    const token = `heartbeat:${randomUUID()}`;
+    const heard = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), deadlineMs);
+      awaitedBeat = {
+        token,
+        heard() {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
+      which.query('SELECT pg_notify($1, $2)', [channel, token]).catch(() => resolve(false));
+    });
+    awaitedBeat = null;
+    if (!heard && which === current && !closed) {
+      log.warn({ deadlineMs }, 'notifications: the listening connection did not hear its own heartbeat; reconnecting');
+      lost(which);
+    }
+  };
   const lost = (which: pg.Client) => {
-    if (client !== null && client !== which) return;
+    if (which !== current) return;
     up = false;
-    client = null;
+    current = null;
+    clearInterval(heartbeat);
     void which.end().catch(() => undefined);
+    // A stalled socket would never finish the goodbye: cut it.
+    (which as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
     if (closed || retryTimer) return;
     retryTimer = setTimeout(() => {
       retryTimer = undefined;
@@ -118,8 +163,11 @@ export function postgresNotifications(url: string, channel: string, log: Logger)
     async close() {
       closed = true;
       clearTimeout(retryTimer);
+      clearInterval(heartbeat);
       up = false;
-      await client?.end().catch(() => undefined);
+      const last = current;
+      current = null;
+      await last?.end().catch(() => undefined);
     },
   };
 }
