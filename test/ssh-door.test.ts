@@ -247,7 +247,7 @@ describe('list, revoke, orgs, whoami', () => {
     expect(memberList.map((k: { label: string }) => k.label)).toEqual(['member-key']);
 
     const table = await ssh(owner.key, 'list');
-    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+LABEL\s+ORG\s+CREATED BY\s+CREATED\s+LAST USED\s+EXPIRES\s+REVOKED$/);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+LABEL\s+ORG\s+CREATED BY\s+VIA\s+CREATED\s+LAST USED\s+EXPIRES\s+REVOKED$/);
     expect(table.stdout).not.toContain(ownerKey.slice(36));
 
     // A member may not revoke someone else's key; the owner may revoke anyone's in the org.

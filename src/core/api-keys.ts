@@ -166,6 +166,8 @@ export type ApiKeySummary = {
   org_name: string;
   created_by: string;
   created_via: string;
+  /** The SSH key it was minted with (an `sk-*` type is a security key); null for operator-made keys. */
+  ssh_key_type: string | null;
   permissions: string[];
   created_at: Date;
   last_used_at: Date | null;
@@ -178,6 +180,7 @@ function summaryQuery(db: Kysely<Database>) {
     .selectFrom('api_keys')
     .innerJoin('orgs', 'orgs.id', 'api_keys.org_id')
     .innerJoin('users', 'users.id', 'api_keys.created_by_user_id')
+    .leftJoin('ssh_keys', 'ssh_keys.id', 'api_keys.ssh_key_id')
     .select([
       'api_keys.id',
       'api_keys.label',
@@ -186,6 +189,7 @@ function summaryQuery(db: Kysely<Database>) {
       'users.email as created_by',
       'api_keys.created_by_user_id',
       'api_keys.created_via',
+      'ssh_keys.key_type as ssh_key_type',
       'api_keys.permissions',
       'api_keys.created_at',
       'api_keys.last_used_at',

@@ -1,4 +1,4 @@
-import { listApiKeys, OrgNameLookupSchema } from '../../core/index.js';
+import { isSecurityKeyType, listApiKeys, OrgNameLookupSchema } from '../../core/index.js';
 import { formatTable, isoOrDash } from '../../text/table.js';
 import { EXIT, json, optionalString, parseArgument } from '../../cli/framework.js';
 import { accountCommand } from '../command.js';
@@ -27,6 +27,8 @@ Secrets are never shown: they exist only in the output of "create".`,
             org_id: k.org_id,
             org_name: k.org_name,
             created_by: k.created_by,
+            created_via: k.created_via,
+            security_key: k.ssh_key_type !== null && isSecurityKeyType(k.ssh_key_type),
             permissions: k.permissions,
             created_at: k.created_at,
             last_used_at: k.last_used_at,
@@ -40,12 +42,13 @@ Secrets are never shown: they exist only in the output of "create".`,
     }
     ctx.stdout(
       `${formatTable(
-        ['ID', 'LABEL', 'ORG', 'CREATED BY', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED'],
+        ['ID', 'LABEL', 'ORG', 'CREATED BY', 'VIA', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED'],
         keys.map((k) => [
           k.id,
           k.label,
           k.org_name,
           k.created_by,
+          k.ssh_key_type !== null && isSecurityKeyType(k.ssh_key_type) ? `${k.created_via}, security key` : k.created_via,
           isoOrDash(k.created_at),
           isoOrDash(k.last_used_at),
           isoOrDash(k.expires_at),
