@@ -49,23 +49,21 @@ export function createHttpServer(
   const lookups: Budget | null =
     options.lookupsPerMinute === null ? null : { name: 'http-lookups', limit: options.lookupsPerMinute, windowMs: 60_000 };
 
-  // `failures`: addresses this instance found over budget, until their window ends (no I/O to refuse them).
+  // `failures`: addresses this instance found over budget, until their window ends (their further
+  // failures are 429 with no budget write).
   const failedTooOften = new Map<string, number>();
   async function budgetWait(route: Route, ip: string): Promise<number | null> {
-    if (!lookups || !limiter || !route.budget) return null;
-    if (route.budget === 'failures') {
-      const until = failedTooOften.get(ip);
-      if (until === undefined) return null;
-      if (until > Date.now()) return Math.ceil((until - Date.now()) / 1000);
-      failedTooOften.delete(ip);
-      return null;
-    }
+    // `failures` is judged after the answer: a valid key is answered whatever the address did.
+    if (!lookups || !limiter || !route.budget || route.budget === 'failures') return null;
     if (route.budget === 'refusals') return budgetSpent(deps, lookups, ip);
     return limiter.take(ip) ?? (await takeFromBudget(deps, lookups, ip));
   }
   /** After a failed authentication: counts it; once over budget, the answer becomes 429. */
   async function failureOverBudget(ip: string): Promise<number | null> {
     if (!lookups) return null;
+    const until = failedTooOften.get(ip);
+    if (until !== undefined && until > Date.now()) return Math.ceil((until - Date.now()) / 1000);
+    failedTooOften.delete(ip);
     const wait = await takeFromBudget(deps, lookups, ip).catch(() => null);
     if (wait === null) return null;
     if (failedTooOften.size >= 10_000) failedTooOften.clear(); // a bound; forgetting costs one write
