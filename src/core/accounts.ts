@@ -18,7 +18,7 @@ export async function findUserByEmail(db: Tx, email: string): Promise<User | und
 }
 
 /** The accounts whose memberships a user acts with: its own, and its base account's for an alias. */
-export function membershipHolders(user: Pick<User, 'id' | 'base_user_id'>): string[] {
+function membershipHolders(user: Pick<User, 'id' | 'base_user_id'>): string[] {
   return user.base_user_id ? [user.id, user.base_user_id] : [user.id];
 }
 

@@ -41,7 +41,6 @@ export { CHALLENGE_TTL_MS, challengeMessage, issueChallenge, proofNamespace, red
 export { MAX_ARMORED_LENGTH, verifySshsig, type SshsigCheck, type SshsigFailure } from './sshsig.js';
 export {
   counterRegressed,
-  isSecurityKeyType,
   parseSkSignatureField,
   parseSkSignatureFromSsh2,
   SK_USER_PRESENT,
@@ -57,5 +56,5 @@ export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type 
 export { parseDuration, formatDuration } from './duration.js';
 export { EmailSchema } from './emails.js';
 export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, parseInput } from './validation.js';
-export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, describeKeyType, type PublicKey } from './ssh-public-key.js';
+export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, describeKeyType, isSecurityKeyType, type PublicKey } from './ssh-public-key.js';
 export { parseApiKey, generateApiKey } from './secrets.js';

@@ -16,10 +16,6 @@ import { keyObjectOf, SK_ECDSA_P256, SK_ED25519, WireReader, type PublicKey } fr
 export const SK_USER_PRESENT = 0x01;
 export const SK_USER_VERIFIED = 0x04;
 
-export function isSecurityKeyType(type: string): boolean {
-  return type === SK_ED25519 || type === SK_ECDSA_P256;
-}
-
 /** What a security-key signature carries besides the signature proper. */
 export type SkSignature = { signature: Buffer; flags: number; counter: number };
 

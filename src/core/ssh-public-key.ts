@@ -31,6 +31,11 @@ const SUPPORTED =
   'ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa (2048 to 8192 bits), or a security key: sk-ssh-ed25519@openssh.com or sk-ecdsa-sha2-nistp256@openssh.com';
 export const SK_ED25519 = 'sk-ssh-ed25519@openssh.com';
 export const SK_ECDSA_P256 = 'sk-ecdsa-sha2-nistp256@openssh.com';
+
+/** A security-key (FIDO) type; null (no SSH key at all) is not one. */
+export function isSecurityKeyType(type: string | null): boolean {
+  return type === SK_ED25519 || type === SK_ECDSA_P256;
+}
 const MAX_APPLICATION_LENGTH = 256;
 
 export function fingerprintOf(blob: Buffer): string {
@@ -130,7 +135,7 @@ function applicationOf(raw: Buffer | null): string | undefined {
 
 /** The key's type as people read it: FIDO ones say they are a security key. */
 export function describeKeyType(type: string): string {
-  return type === SK_ED25519 || type === SK_ECDSA_P256 ? `${type}, a security key` : type;
+  return isSecurityKeyType(type) ? `${type}, a security key` : type;
 }
 
 /** The comment is informational only: stored, shown, never matched. Kept short (whole characters). */

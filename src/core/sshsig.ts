@@ -1,6 +1,6 @@
 import { createHash, verify } from 'node:crypto';
-import { ecdsaP1363, isSecurityKeyType, parseSkSignatureField, verifySkSignature, type SkFlagsPolicy } from './security-keys.js';
-import { keyObjectOf, WireReader, wireString, type PublicKey } from './ssh-public-key.js';
+import { ecdsaP1363, parseSkSignatureField, verifySkSignature, type SkFlagsPolicy } from './security-keys.js';
+import { isSecurityKeyType, keyObjectOf, WireReader, wireString, type PublicKey } from './ssh-public-key.js';
 
 /**
  * SSHSIG (OpenSSH's PROTOCOL.sshsig): the armored signature `ssh-keygen -Y sign -n NAMESPACE`

@@ -174,7 +174,10 @@ function droppingBrokenClients(pool: pg.Pool, counted: { statements: number }): 
             if (leavesConnectionUnusable(err)) broken = true;
             // A migration changed a table under this connection's prepared statement: outside a
             // transaction, the statement runs again unprepared (the connection is dropped after).
-            if (isStalePlan(err) && !inTransaction) return send(...args);
+            if (isStalePlan(err) && !inTransaction) {
+              counted.statements++; // a second round trip
+              return send(...args);
+            }
             throw err;
           });
         }

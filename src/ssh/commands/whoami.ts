@@ -1,4 +1,4 @@
-import { describeKeyType } from '../../core/index.js';
+import { describeKeyType, isSecurityKeyType } from '../../core/index.js';
 import { EXIT, json } from '../../cli/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { commandHint, openCommand, unverifiedMessage } from '../command.js';
@@ -19,7 +19,7 @@ export const whoami = openCommand({
           email: user?.email ?? null,
           user_id: user?.id ?? null,
           key_type: key.type,
-          security_key: key.application !== undefined,
+          security_key: isSecurityKeyType(key.type),
           fingerprint: key.fingerprint,
           verified: user !== null,
         }),
