@@ -8,9 +8,9 @@ import { runAdmin, runSshLine } from './support/in-process.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { escaped, RAW_UNSAFE, REFUSAL, UNSAFE_CHARS } from './support/unsafe-chars.js';
 
-// Every stored human string (label, org name, note, key comment) refuses control, bidi and
-// zero-width characters and broken UTF-16, at every door; and whatever is already stored reaches
-// a terminal escaped.
+// Every stored human string (label, org name, note, key comment) refuses control, bidi,
+// invisible (format, default-ignorable), blank, private-use and noncharacter code points and
+// broken UTF-16, at every door; and whatever is already stored reaches a terminal escaped.
 
 const NEW_CLASSES = UNSAFE_CHARS.filter((c) => !c.isC0);
 
@@ -116,6 +116,13 @@ describe('in-process doors: SSH exit 1, admin usage error', () => {
       expect(result.stderr.startsWith(`error: ${what.split(' ')[1]} ${REFUSAL} (${codePoint})\nusage: `)).toBe(true);
     });
   }
+
+  it('ssh create still takes ordinary text: accents, CJK, emoji (surrogate pairs), plain spaces', async () => {
+    const result = await runSshLine(core.deps, account, `create --label 'José’s 東京 🚀 laptop' --json`);
+    expect(result.code, result.stderr).toBe(EXIT.OK);
+    const listed = JSON.parse((await runSshLine(core.deps, account, 'list --json')).stdout) as Array<{ id: string; label: string }>;
+    expect(listed.find((k) => k.id === JSON.parse(result.stdout).api_key_id)?.label).toBe('José’s 東京 🚀 laptop');
+  });
 
   const ADMIN_WORDS: Array<[string, string, (name: string) => string[]]> = [
     ['org create NAME', 'NAME', (name) => ['org', 'create', name, '--owner', 'owner@example.com']],

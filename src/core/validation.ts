@@ -7,7 +7,7 @@ import { replaceControlChars, unsafeTextProblem } from './text.js';
 const requiredString = () =>
   z.string({ error: (issue) => (issue.input === undefined ? 'is required' : `must be a string, not ${issue.input === null ? 'null' : typeof issue.input}`) });
 
-/** Refuses control, bidi, zero-width characters and lone surrogates, naming the first one found. */
+/** Refuses control, bidi, invisible and blank characters and lone surrogates (see text.ts), naming the first one found. */
 function refuseUnsafeText(options: { allowControls?: boolean } = {}) {
   return (text: string, ctx: z.RefinementCtx<string>): void => {
     const problem = unsafeTextProblem(text, options);
@@ -46,8 +46,8 @@ export const OrgNameLookupSchema = z.string().trim().max(64).superRefine(refuseU
 
 /**
  * The free-text note a client appends to the email (`vers login --git from <hostname>`). Control
- * characters and newlines become spaces (clients send command output); bidi, zero-width and C1
- * characters, and broken UTF-16, are refused.
+ * characters and newlines become spaces (clients send command output); the other characters
+ * text.ts refuses (bidi, invisible, blank, C1), and broken UTF-16, are refused: it goes into the email.
  */
 export const NoteSchema = z
   .string()
