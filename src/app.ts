@@ -13,6 +13,8 @@ import { createMetrics, listenForScrapes, type MetricsServer } from './metrics.j
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 import { createSshServer } from './ssh/server.js';
 import { errorFields } from './log.js';
+import { fitToOpenFiles, openFileLimit } from './open-files.js';
+import { addressMatcher } from './net-addresses.js';
 
 export type App = {
   deps: CoreDeps;
@@ -72,8 +74,10 @@ export async function startApp(
 
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
   log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
+  const caps = fitToOpenFiles(config, openFileLimit());
+  if (caps.lowered) log.warn(`connection caps lowered: ${caps.lowered}`);
   let sshHint = sshCommandHint(config, config.sshPort);
-  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: config.ssh, log, metrics: metrics ?? undefined });
+  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: caps.ssh, log, metrics: metrics ?? undefined });
   let sshAddress: AddressInfo;
   try {
     sshAddress = await ssh.listen(config.sshPort, config.host).catch(listenFailure('SSH_PORT', config.host, config.sshPort));
@@ -104,9 +108,14 @@ export async function startApp(
   }
 
   const http = createHttpServer(deps, {
-    trustProxy: config.trustProxy,
+    trustProxy: config.httpProxyFrom,
     log,
     lookupsPerMinute: config.httpLookupsPerMinute,
+    limits: {
+      ...caps.http,
+      ipv6Prefix: config.ipv6Prefix,
+      carriesManyClients: config.httpProxyFrom ? addressMatcher(config.httpProxyFrom) : undefined,
+    },
     sshHint,
     readiness,
     metrics: metrics ?? undefined,
@@ -150,9 +159,13 @@ export async function startApp(
   const sweeper = setInterval(() => {
     sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
     sweepOutbox(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep the mail outbox'));
-    sweepChallenges(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old proof challenges'));
   }, 10 * 60_000);
   sweeper.unref();
+  // Every minute: challenges asked for from many addresses (or for many keys) go minutes after they expire.
+  const challengeSweeper = setInterval(() => {
+    sweepChallenges(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old proof challenges'));
+  }, 60_000);
+  challengeSweeper.unref();
 
   // Every instance sends: whichever is up delivers what any of them queued.
   const mailSender = startMailSender(deps);
@@ -187,6 +200,7 @@ export async function startApp(
       if (shutdown) return shutdown;
       draining = true;
       clearInterval(sweeper);
+      clearInterval(challengeSweeper);
       log.info({ graceMs }, 'draining: not ready, listeners closed, running commands and requests may finish');
       const started = Date.now();
       shutdown = (async () => {
@@ -200,6 +214,7 @@ export async function startApp(
     close() {
       draining = true;
       clearInterval(sweeper);
+      clearInterval(challengeSweeper);
       cut();
       shutdown ??= (async () => {
         await ssh.close();

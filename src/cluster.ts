@@ -19,6 +19,13 @@ const RESTART_DELAY_MS = 1_000;
  * the metrics of all of them on METRICS_PORT. Resolves with the exit code.
  */
 export async function runPrimary(config: Config, log: Logger): Promise<number> {
+  // First thing: a signal while migrating is a stop before anything was forked (exit 0 once the
+  // migration, if one runs, is done), not a death by signal.
+  let signalled: NodeJS.Signals | null = null;
+  let onSignal = (signal: NodeJS.Signals) => void (signalled ??= signal);
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
   const core = await openCore(config, log, { listen: false }); // migrates, under the lock
   await core.close();
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
@@ -29,6 +36,11 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     const aggregator = new AggregatorRegistry();
     scrapes = await listenForScrapes({ metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType }, config.metricsPort, config.host);
     log.info({ url: scrapes.url, workers: config.workers }, 'metrics listening (all workers)');
+  }
+  if (signalled) {
+    log.info({ signal: signalled }, 'shutting down before starting the workers');
+    await scrapes?.close();
+    return 0;
   }
 
   // A worker that has listened once is "up"; only the first ones failing to start is fatal.
@@ -51,7 +63,9 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
       if (up.size >= config.workers) everyWorkerStarted = true;
     });
   };
-  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+  // Not dead: node:cluster keeps a worker whose 'exit' came before its IPC 'disconnect' in
+  // cluster.workers until that disconnect, and the last exit would then wait for nothing.
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
   const signalAll = (signal: NodeJS.Signals) => {
     for (const worker of live()) worker.process.kill(signal);
   };
@@ -78,7 +92,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
   cluster.on('exit', (worker, code, signal) => {
     const wasUp = up.delete(worker);
     if (stopping) {
-      if (code !== 0 && signal !== 'SIGKILL') exitCode = 1;
+      // Killed by our SIGTERM (or a terminal's SIGINT to the group): a worker still loading, before
+      // its handlers, with nothing to drain; one with them drains and exits 0 instead. SIGKILL was
+      // the backstop, counted there.
+      if (code !== 0 && signal !== 'SIGKILL' && signal !== 'SIGTERM' && signal !== 'SIGINT') exitCode = 1;
       finishIfIdle();
       return;
     }
@@ -101,7 +118,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     }, delay);
   });
 
-  const onSignal = (signal: NodeJS.Signals) => {
+  onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: killing the workers now');
       exitCode = 1;
@@ -111,8 +128,6 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     // Workers drain on SIGTERM, whatever signal we got (a terminal's Ctrl-C reaches them too; they ignore SIGINT).
     stopAll(signal, 0);
   };
-  process.on('SIGTERM', () => onSignal('SIGTERM'));
-  process.on('SIGINT', () => onSignal('SIGINT'));
 
   for (let i = 0; i < config.workers; i++) fork();
   log.info({ workers: config.workers }, 'primary started the workers');

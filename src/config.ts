@@ -88,6 +88,20 @@ const addressRanges = z.string().transform((value, ctx) => {
 /** A count where 0 (the operator's way of writing "off") becomes null: no limit. */
 const limit = (max: number) => wholeNumber(0, max, ' (0: no limit)').transform((n) => (n === 0 ? null : n));
 
+/** `gmail.com,googlemail.com`: domain names, lower-cased; `none`: an empty list. */
+const domainList = z.string().transform((value, ctx) => {
+  if (value.trim().toLowerCase() === 'none') return [];
+  const domains: string[] = [];
+  for (const entry of value.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)) {
+    if (!/^[a-z0-9-]+(\.[a-z0-9-]+)+$/.test(entry)) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is not a domain name (e.g. gmail.com,googlemail.com, or none)` });
+      return z.NEVER;
+    }
+    domains.push(entry);
+  }
+  return domains;
+});
+
 const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   HTTP_PORT: port.prefault('8080'),
@@ -108,14 +122,23 @@ const EnvSchema = z.object({
   BILLING_URL: urlOf(/^https?$/, 'https://billing.internal/check').optional(),
   BILLING_TIMEOUT_MS: wholeNumber(1, 60_000).prefault('2000'),
   SSH_MAX_UNAUTH_PER_IP: wholeNumber(1, 100_000).prefault('64'),
+  SSH_MAX_UNAUTH: wholeNumber(1, 1_000_000).prefault('256'),
+  SSH_MAX_CONNECTIONS: wholeNumber(1, 1_000_000).prefault('1024'),
+  SSH_MAX_SESSIONS: wholeNumber(1, 1_000_000).prefault('2048'),
+  HTTP_MAX_CONNECTIONS: wholeNumber(1, 1_000_000).prefault('1024'),
+  HTTP_MAX_CONNECTIONS_PER_IP: wholeNumber(1, 1_000_000).prefault('64'),
+  HTTP_HEADERS_TIMEOUT: positiveDuration.prefault('15s'),
+  IPV6_PREFIX: wholeNumber(1, 128).prefault('64'),
   SSH_LOGIN_GRACE: positiveDuration.prefault('30s'),
   SSH_IDLE_TIMEOUT: positiveDuration.prefault('10m'),
   SSH_AUTH_PER_MINUTE: wholeNumber(1, 1_000_000).prefault('120'),
   SSH_CONNECTIONS_PER_SECOND: wholeNumber(1, 100_000).prefault('10'),
   DB_QUERY_TIMEOUT: positiveDuration.prefault('5s'),
   DB_CONNECT_TIMEOUT: positiveDuration.prefault('5s'),
+  DB_POOL_SIZE: wholeNumber(1, 10_000).prefault('20'),
   HTTP_LOOKUPS_PER_MINUTE: limit(1_000_000).prefault('120'),
   MAIL_PER_IP_HOURLY: limit(1_000_000).prefault('30'),
+  MAIL_DOTLESS_DOMAINS: domainList.prefault('gmail.com,googlemail.com'),
   TRUST_PROXY: z
     .enum(['true', 'false', '1', '0'])
     .default('false')
@@ -125,6 +148,7 @@ const EnvSchema = z.object({
   METRICS_PORT: port.optional(),
   SSH_PROXY_PROTOCOL: flag,
   SSH_PROXY_FROM: addressRanges.optional(),
+  HTTP_PROXY_FROM: addressRanges.optional(),
   SHUTDOWN_GRACE: positiveDuration.prefault('20s'),
   WORKERS: z
     .union([z.literal('auto'), wholeNumber(1, 256)], { error: 'must be a number of processes (1-256) or "auto"' })
@@ -137,6 +161,14 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
       code: 'custom',
       path: ['WORKERS'],
       message: 'more than one worker needs DATABASE_URL: the embedded database serves one process',
+    });
+  }
+  // Believing X-Forwarded-For from anyone would let any client that reaches the port name its address.
+  if (e.TRUST_PROXY && e.HTTP_PROXY_FROM === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['HTTP_PROXY_FROM'],
+      message: "required when TRUST_PROXY=true: the load balancers' addresses or CIDRs whose X-Forwarded-For is believed (e.g. 127.0.0.1,10.0.0.0/8,::1)",
     });
   }
   if (e.SSH_PROXY_PROTOCOL && e.SSH_PROXY_FROM === undefined) {
@@ -167,7 +199,11 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   /** verify-key / verify-public-key / api-keys per address per minute, per instance. */
   httpLookupsPerMinute: e.HTTP_LOOKUPS_PER_MINUTE,
   mailPerIpHourly: e.MAIL_PER_IP_HOURLY,
+  /** Domains whose inboxes ignore dots: the per-inbox mail limit counts their dot variants as one inbox. */
+  mailDotlessDomains: e.MAIL_DOTLESS_DOMAINS,
   trustProxy: e.TRUST_PROXY,
+  /** TRUST_PROXY=true: the peers (HTTP_PROXY_FROM) whose X-Forwarded-For is believed; null: nobody's. */
+  httpProxyFrom: e.TRUST_PROXY ? (e.HTTP_PROXY_FROM ?? null) : null,
   logLevel: e.LOG_LEVEL,
   /** null: pretty on a terminal, JSON otherwise (see `logFormatFor`). */
   logFormat: e.LOG_FORMAT ?? null,
@@ -177,7 +213,29 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   shutdownGraceMs: e.SHUTDOWN_GRACE,
   /** Worker processes sharing the ports (node:cluster); 'auto' is one per CPU. 1: no cluster. */
   workers: e.WORKERS === 'auto' ? Math.max(1, os.availableParallelism()) : e.WORKERS,
+  /** Per-address limits count an IPv6 address as its network of this many bits (one host often has a /64). */
+  ipv6Prefix: e.IPV6_PREFIX,
+  http: {
+    /** Open HTTP connections in all, and from one address (a trusted balancer is exempt from the latter). */
+    maxConnections: e.HTTP_MAX_CONNECTIONS,
+    maxConnectionsPerIp: e.HTTP_MAX_CONNECTIONS_PER_IP,
+    /** A request's headers must arrive within this (a connection that sends nothing is closed then). */
+    headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT,
+    /** The whole request, body included (at least the headers' time). */
+    requestTimeoutMs: Math.max(30_000, e.HTTP_HEADERS_TIMEOUT),
+    /** An idle keep-alive connection is closed after this. */
+    keepAliveTimeoutMs: 5_000,
+  },
   ssh: {
+    /** Per-address limits count an IPv6 address as its network of this many bits. */
+    ipv6Prefix: e.IPV6_PREFIX,
+    /** Connections in all (each holds a file descriptor and ~50 KB), and those not yet authenticated. */
+    maxConnections: e.SSH_MAX_CONNECTIONS,
+    maxUnauthenticated: e.SSH_MAX_UNAUTH,
+    /** Sessions (exec/shell) open at once in the whole process. */
+    maxSessions: e.SSH_MAX_SESSIONS,
+    /** Sessions per connection for a key linked to no account: `login` and one more (`help`, `whoami`). */
+    maxSessionsUnlinked: 2,
     /** Unauthenticated connections are dropped after this long (OpenSSH LoginGraceTime). */
     loginGraceMs: e.SSH_LOGIN_GRACE,
     /** Unauthenticated connections at once from one address. */
@@ -210,6 +268,8 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
     queryTimeoutMs: e.DB_QUERY_TIMEOUT,
     /** Waiting for a pooled connection or a new one longer than this fails with 503. */
     connectTimeoutMs: e.DB_CONNECT_TIMEOUT,
+    /** Pooled connections per process (each worker has its own pool, plus its LISTEN connections). */
+    poolSize: e.DB_POOL_SIZE,
   },
 }));
 

@@ -2,13 +2,59 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { API_KEY_REVOCATIONS_CHANNEL, CONFIRMATIONS_CHANNEL, createApiKeyCache, httpBilling, subscriptionBilling, type CoreDeps, type CoreEvents, type Mailer } from './core/index.js';
-import { migrateOpenDatabase, openDatabase, type DatabaseTarget, type OpenDatabase } from './db/database.js';
+import { migrateOpenDatabase, openDatabase, postgresConnectionRoom, type DatabaseTarget, type OpenDatabase } from './db/database.js';
 import { outboxMailer, smtpMailer } from './mail/mailer.js';
 
 export function databaseTarget(config: Config): DatabaseTarget {
   return config.databaseUrl
-    ? { kind: 'postgres', url: config.databaseUrl, timeouts: config.database }
+    ? { kind: 'postgres', url: config.databaseUrl, timeouts: config.database, poolSize: config.database.poolSize }
     : { kind: 'pglite', dataDir: config.dataDir };
+}
+
+/** LISTEN connections a serving process holds besides its pool: confirmations, and revocations when the whoami cache is on. */
+export function listenersPerProcess(config: Pick<Config, 'apiKeyCacheTtlMs'>): number {
+  return config.apiKeyCacheTtlMs === 0 ? 1 : 2;
+}
+
+/** The service would need more Postgres connections than the server allows it: the operator's to fix, in one line. */
+export class ConnectionBudgetError extends Error {}
+
+/**
+ * At start-up (the single process, or a cluster's primary before it forks): refuses when every
+ * worker's pool and listeners together, WORKERS × (DB_POOL_SIZE + listeners), exceed what the
+ * server allows: max_connections less the slots it reserves for administrators (always left to
+ * them, even when we log in as a superuser), or a smaller CONNECTION LIMIT on the role or the
+ * database. Otherwise, under load the pools would fail with "too many clients" (503s) instead.
+ * Connections other clients hold now only warn: they come and go (another instance being
+ * replaced, a psql session), and the static bound is what an operator sizes against.
+ */
+export async function checkConnectionBudget(config: Config, log: Logger): Promise<void> {
+  if (!config.databaseUrl) return;
+  const room = await postgresConnectionRoom(config.databaseUrl, config.database.connectTimeoutMs);
+  const listeners = listenersPerProcess(config);
+  const needed = config.workers * (config.database.poolSize + listeners);
+  const reserved = Object.values(room.reserved).reduce((sum, n) => sum + n, 0);
+  const server = {
+    allows: room.maxConnections - reserved,
+    why: [`max_connections ${room.maxConnections}`, ...Object.entries(room.reserved).filter(([, n]) => n > 0).map(([name, n]) => `${name} ${n}`)].join(' - '),
+  };
+  const bounds = [server];
+  if (room.roleLimit !== null) bounds.push({ allows: room.roleLimit, why: "the role's CONNECTION LIMIT" });
+  if (room.databaseLimit !== null) bounds.push({ allows: room.databaseLimit, why: "the database's CONNECTION LIMIT" });
+  const tightest = bounds.reduce((a, b) => (b.allows < a.allows ? b : a));
+  if (needed > tightest.allows) {
+    throw new ConnectionBudgetError(
+      `WORKERS=${config.workers} x (DB_POOL_SIZE=${config.database.poolSize} + ${listeners} LISTEN) = ${needed} Postgres connections, ` +
+        `more than the server allows (${tightest.allows}: ${tightest.why}); lower WORKERS or DB_POOL_SIZE, or raise the server's limit`,
+    );
+  }
+  const free = server.allows - room.inUse;
+  if (needed > free) {
+    log.warn(
+      { needed, allowed: server.allows, inUseByOthers: room.inUse },
+      'Postgres has fewer connections free now than this service may open at its busiest: requests may get 503 under load',
+    );
+  }
 }
 
 /** At ~300 bytes an entry, a few MB at most. */
@@ -49,6 +95,7 @@ export async function openCore(
       httpTrust: config.httpTrust,
       keyMaxTtlMs: config.keyMaxTtlMs,
       mailPerIpHourly: config.mailPerIpHourly,
+      mailDotlessDomains: config.mailDotlessDomains,
       securityKeys: config.securityKeys,
     },
   };

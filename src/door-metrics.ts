@@ -12,6 +12,8 @@ export type SshConnectionOutcome =
   | 'refused_limit'
   /** Dropped when the login grace time ran out. */
   | 'login_timeout'
+  /** Not yet authenticated, dropped to make room at a full global cap. */
+  | 'evicted'
   /** Closed by us after too many attempts or with the address's signature budget spent. */
   | 'auth_limit'
   /** Ended after at least one refused authentication, never authenticated. */
@@ -52,6 +54,8 @@ export interface DoorMetrics {
   sshAuthAttempt(result: SshAuthResult): void;
   /** `command` is a known command's name, `unknown` or `none`; exit codes are 0, 1 or 2. */
   sshCommand(command: string, exitCode: number, seconds: number): void;
+  /** An HTTP connection closed at once by a connection cap. */
+  httpConnectionRefused(): void;
   /** `route` is a route table key (`POST /api/shell-auth`) or `unknown`. */
   httpRequest(route: string, status: number, seconds: number): void;
 }
@@ -63,5 +67,6 @@ export const NO_METRICS: DoorMetrics = {
   sshConnectionClosed() {},
   sshAuthAttempt() {},
   sshCommand() {},
+  httpConnectionRefused() {},
   httpRequest() {},
 };

@@ -1,9 +1,32 @@
-import { startApp, StartupError, type App } from './app.js';
-import { answerMetricRequests, isClusterWorker, runPrimary, workerId, workerStarted } from './cluster.js';
-import { ConfigError, loadConfig } from './config.js';
-import { toAppError } from './core/index.js';
-import { DataDirLockedError } from './db/database.js';
-import { createLogger, errorFields, logFormatFor } from './log.js';
+import cluster from 'node:cluster';
+import type { App } from './app.js';
+
+// Before anything else loads (the imports below take a few hundred ms): a SIGTERM meanwhile
+// must not kill the process by signal: a cluster's primary, draining workers that are still
+// starting, would count that as a failure and exit 1 on a normal stop. Nothing runs yet: exit 0.
+// A worker also ignores SIGINT, as it does later: the primary decides (a terminal's Ctrl-C reaches
+// the whole process group). Static imports would be loaded before this line runs, hence import().
+const stoppedWhileLoading = () => process.exit(0);
+process.on('SIGTERM', stoppedWhileLoading);
+if (cluster.isWorker) process.on('SIGINT', () => undefined);
+
+const [
+  { startApp, StartupError },
+  { answerMetricRequests, isClusterWorker, runPrimary, workerId, workerStarted },
+  { ConfigError, loadConfig },
+  { toAppError },
+  { DataDirLockedError },
+  { createLogger, errorFields, logFormatFor },
+  { checkConnectionBudget, ConnectionBudgetError },
+] = await Promise.all([
+  import('./app.js'),
+  import('./cluster.js'),
+  import('./config.js'),
+  import('./core/index.js'),
+  import('./db/database.js'),
+  import('./log.js'),
+  import('./core-wiring.js'),
+]);
 
 let config;
 try {
@@ -24,7 +47,10 @@ const log = worker ? baseLog.child({ worker: workerId() }) : baseLog;
 process.on('unhandledRejection', (reason) => log.error({ err: errorFields(reason) }, 'unhandled promise rejection'));
 
 try {
+  // Before migrating or forking: that every worker's pool fits in what Postgres allows.
+  if (!worker) await checkConnectionBudget(config, log);
   if (config.workers > 1 && !worker) {
+    process.off('SIGTERM', stoppedWhileLoading); // runPrimary installs its own at once
     process.exit(await runPrimary(config, log));
   }
   if (worker) answerMetricRequests();
@@ -52,9 +78,10 @@ try {
       },
     );
   };
+  process.off('SIGTERM', stoppedWhileLoading);
   process.on('SIGTERM', () => stop('SIGTERM'));
   if (worker) {
-    process.on('SIGINT', () => undefined); // the primary decides
+    // SIGINT is ignored since the top of this file: the primary decides.
     process.on('disconnect', () => stop('primary gone'));
   } else {
     process.on('SIGINT', () => stop('SIGINT'));
@@ -65,7 +92,7 @@ try {
   // Expected failures (a port in use, the data directory locked) are the operator's to fix: one
   // line. Anything else is a bug: logged whole, stack and all.
   const databaseAway = toAppError(err).code === 'UNAVAILABLE';
-  const expected = err instanceof StartupError || err instanceof DataDirLockedError || databaseAway;
+  const expected = err instanceof StartupError || err instanceof DataDirLockedError || err instanceof ConnectionBudgetError || databaseAway;
   if (!expected) log.fatal({ err: errorFields(err) }, 'could not start');
   const reason = databaseAway ? `DATABASE_URL: the database cannot be reached (${(err as Error).message})` : (err as Error).message;
   process.stderr.write(`shell-auth: could not start: ${reason}\n`);

@@ -14,6 +14,7 @@ export type AppMetrics = DoorMetrics & {
 const CONNECTION_OUTCOMES: SshConnectionOutcome[] = [
   'refused_limit',
   'login_timeout',
+  'evicted',
   'auth_limit',
   'auth_failed',
   'closed_preauth',
@@ -40,6 +41,12 @@ const RATE_LIMITS: RateLimitName[] = [
   'ssh_connections',
   'ssh_connections_per_ip',
   'ssh_unauthenticated_per_ip',
+  'ssh_connections_total',
+  'ssh_unauthenticated_total',
+  'ssh_sessions_total',
+  'ssh_sessions_unlinked',
+  'http_connections_total',
+  'http_connections_per_ip',
 ];
 
 // login waits up to 10 minutes for the email link: the buckets reach that far.
@@ -85,6 +92,11 @@ export function createMetrics(): AppMetrics {
     name: 'shell_auth_http_requests_total',
     help: 'HTTP requests answered, by route ("unknown" when none matched) and status code.',
     labelNames: ['route', 'status'] as const,
+    registers,
+  });
+  const httpRefused = new Counter({
+    name: 'shell_auth_http_connections_refused_total',
+    help: 'HTTP connections closed at once by HTTP_MAX_CONNECTIONS or HTTP_MAX_CONNECTIONS_PER_IP (shell_auth_rate_limited_total says which).',
     registers,
   });
   const httpSeconds = new Histogram({
@@ -220,6 +232,7 @@ export function createMetrics(): AppMetrics {
       commands.inc({ command, exit_code: String(exitCode) });
       commandSeconds.observe({ command }, seconds);
     },
+    httpConnectionRefused: () => httpRefused.inc(),
     httpRequest(route, status, seconds) {
       httpRequests.inc({ route, status: String(status) });
       httpSeconds.observe({ route }, seconds);

@@ -75,3 +75,23 @@ export function addressMatcher(ranges: readonly string[]): (address: string | un
     return family !== null && list.check(address, family);
   };
 }
+
+/**
+ * The key every per-address limit counts under: an IPv4 address as is (an IPv4-mapped IPv6 one
+ * as its IPv4 form), an IPv6 address as its `/prefix` network. One host is routinely given a
+ * whole /64, so counting single IPv6 addresses would give it unlimited budgets.
+ */
+export function addressGroupOf(address: string, ipv6Prefix: number): string {
+  if (net.isIPv4(address)) return address;
+  if (!net.isIPv6(address)) return address;
+  const bytes = ipv6Bytes(address.split('%')[0]!);
+  if (bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return Array.from(bytes.subarray(12)).join('.');
+  }
+  if (ipv6Prefix >= 128) return formatIPv6(bytes);
+  const full = Math.floor(ipv6Prefix / 8);
+  const rest = ipv6Prefix % 8;
+  if (rest > 0) bytes[full] = bytes[full]! & (0xff << (8 - rest));
+  bytes.fill(0, full + (rest > 0 ? 1 : 0));
+  return `${formatIPv6(bytes)}/${ipv6Prefix}`;
+}

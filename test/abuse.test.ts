@@ -7,7 +7,7 @@ import { startTestApp, tokenOf, type TestApp } from './support/app.js';
 let t: TestApp;
 beforeAll(async () => {
   // Requests without their own address come from this one, not the 127.0.0.1 other files share.
-  t = await startTestApp({ TRUST_PROXY: 'true', MAIL_PER_IP_HOURLY: '3' }, { headers: { 'x-forwarded-for': '192.0.2.1' } });
+  t = await startTestApp({ TRUST_PROXY: 'true', HTTP_PROXY_FROM: '127.0.0.1', MAIL_PER_IP_HOURLY: '3' }, { headers: { 'x-forwarded-for': '192.0.2.1' } });
 });
 afterAll(async () => {
   await t?.close();
@@ -89,7 +89,7 @@ describe('mail limits cannot be dodged', () => {
 
 describe('lookup endpoints are budgeted per address', () => {
   it('verify-key, verify-public-key and api-keys share HTTP_LOOKUPS_PER_MINUTE; then 429 with Retry-After', async () => {
-    const limited = await startTestApp({ HTTP_LOOKUPS_PER_MINUTE: '3', TRUST_PROXY: 'true' }, { smtp: t.smtp });
+    const limited = await startTestApp({ HTTP_LOOKUPS_PER_MINUTE: '3', TRUST_PROXY: 'true', HTTP_PROXY_FROM: '127.0.0.1' }, { smtp: t.smtp });
     try {
       const key = makeKey().publicKey;
       const from = (ip: string) => ({ 'content-type': 'application/json', 'x-forwarded-for': ip });

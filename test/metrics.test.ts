@@ -132,6 +132,7 @@ describe('the metrics listener', () => {
         ['shell_auth_ssh_commands_total', 'counter'],
         ['shell_auth_ssh_command_duration_seconds', 'histogram'],
         ['shell_auth_http_requests_total', 'counter'],
+        ['shell_auth_http_connections_refused_total', 'counter'],
         ['shell_auth_http_request_duration_seconds', 'histogram'],
         ['shell_auth_api_keys_minted_total', 'counter'],
         ['shell_auth_emails_queued_total', 'counter'],
@@ -332,7 +333,7 @@ describe('a second app in the same process', () => {
     // Its own client address (through TRUST_PROXY): the lookup budget is shared in the database.
     const address = `2001:db8::${Math.floor(Math.random() * 0xffff).toString(16)}:${process.pid.toString(16)}`;
     const second = await startTestApp(
-      { METRICS_PORT: '0', SMTP_URL: 'smtp://127.0.0.1:9', HTTP_LOOKUPS_PER_MINUTE: '2', TRUST_PROXY: 'true' },
+      { METRICS_PORT: '0', SMTP_URL: 'smtp://127.0.0.1:9', HTTP_LOOKUPS_PER_MINUTE: '2', TRUST_PROXY: 'true', HTTP_PROXY_FROM: '127.0.0.1' },
       { smtp: t.smtp, headers: { 'x-forwarded-for': address } },
     );
     try {

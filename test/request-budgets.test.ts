@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { createHttpServer } from '../src/http/server.js';
 import { makeKey, uniqueEmail } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
@@ -13,9 +14,9 @@ let t: TestApp;
 let second: Server;
 let secondUrl: string;
 beforeAll(async () => {
-  t = await startTestApp({ TRUST_PROXY: 'true', HTTP_LOOKUPS_PER_MINUTE: String(LIMIT) });
+  t = await startTestApp({ TRUST_PROXY: 'true', HTTP_PROXY_FROM: '127.0.0.1', HTTP_LOOKUPS_PER_MINUTE: String(LIMIT) });
   // A second instance's HTTP door on the same database (its in-memory first line is its own).
-  second = createHttpServer(t.app.deps, { trustProxy: true, log: t.app.deps.log, lookupsPerMinute: LIMIT, sshHint: t.app.sshHint, readiness: t.app.readiness });
+  second = createHttpServer(t.app.deps, { trustProxy: ['127.0.0.1/32'], log: t.app.deps.log, lookupsPerMinute: LIMIT, limits: { ...loadConfig({}).http, ipv6Prefix: 64 }, sshHint: t.app.sshHint, readiness: t.app.readiness });
   await new Promise<void>((resolve) => second.listen(0, '127.0.0.1', resolve));
   secondUrl = `http://127.0.0.1:${(second.address() as AddressInfo).port}`;
 });

@@ -19,7 +19,8 @@ export type VerificationFacts = {
 export type VerificationMail = { to: string; link: string; ttlMs: number; facts: VerificationFacts };
 
 export interface Mailer {
-  sendVerification(mail: VerificationMail): Promise<void>;
+  /** The outbox aborts `signal` when it stops waiting: the mailer should end the send (close its connection). */
+  sendVerification(mail: VerificationMail, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 export interface BillingCheck {
@@ -34,6 +35,8 @@ export type CoreSettings = {
   keyMaxTtlMs: number | null;
   /** Verification mails per requesting address per hour. */
   mailPerIpHourly: number | null;
+  /** Domains whose inboxes ignore dots, for the per-inbox mail limit (emails.ts inboxKeyOf). Default: gmail.com, googlemail.com. */
+  mailDotlessDomains?: readonly string[];
   /** Security keys (FIDO): require a PIN/biometric check; refuse a counter that does not increase. Default: neither. */
   securityKeys?: { requireUserVerification: boolean; strictCounter: boolean };
 };
@@ -51,7 +54,13 @@ export type RateLimitName =
   | 'ssh_auth_attempts'
   | 'ssh_connections'
   | 'ssh_connections_per_ip'
-  | 'ssh_unauthenticated_per_ip';
+  | 'ssh_unauthenticated_per_ip'
+  | 'ssh_connections_total'
+  | 'ssh_unauthenticated_total'
+  | 'ssh_sessions_total'
+  | 'ssh_sessions_unlinked'
+  | 'http_connections_total'
+  | 'http_connections_per_ip';
 
 /**
  * What the core tells the outside world happened, for metrics. Every argument is a small fixed

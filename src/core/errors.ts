@@ -33,6 +33,7 @@ export const ERRORS = {
   ORG_EXISTS: { status: 409, message: 'Organization already exists' },
   VERIFICATION_LINK_USED: { status: 410, message: 'This verification link has already been used' },
   VERIFICATION_LINK_EXPIRED: { status: 410, message: 'This verification link has expired' },
+  VERIFICATION_LINK_CANCELLED: { status: 410, message: 'This verification request was cancelled' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' }, // contract shape
   UNAVAILABLE: { status: 503, message: 'Service temporarily unavailable; try again later' },
   INTERNAL: { status: 500, message: 'Internal error' },
@@ -71,7 +72,34 @@ const CONNECTION_ERROR_CODES = new Set([
   '08000',
   '08003',
   '08006',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN', // DNS, temporarily
 ]);
+
+/**
+ * This machine out of something (file descriptors, memory, disk), or Postgres out of its own
+ * (SQLSTATE class 53: disk_full, out_of_memory, too_many_connections…): a fault of the moment,
+ * not of the request and not a bug, so 503 like a lost database, logged in one line (no stack).
+ */
+const RESOURCE_ERROR_CODES = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS', 'EAGAIN', 'ENOSPC', 'EDQUOT']);
+
+/** The errno or SQLSTATE of a local resource fault (`EMFILE`, `53300`…), or null. */
+export function resourceFaultCode(err: unknown): string | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return null;
+  return RESOURCE_ERROR_CODES.has(code) || /^53[0-9A-Z]{3}$/.test(code) ? code : null;
+}
+
+/**
+ * What to log of a 503 (the database away, this machine out of descriptors), as fields of the
+ * line itself: the code and the message, no stack: it is an outage to see, not a bug to trace.
+ * (Not under `err`: pino's error serializer would add an empty stack.)
+ */
+export function unavailableFields(err: unknown): { code?: string; error: string } {
+  const code = (err as { code?: unknown } | null)?.code;
+  return { ...(typeof code === 'string' ? { code } : {}), error: errorText(err) };
+}
 
 /** The message of anything thrown, for logs and stored errors. */
 export function errorText(err: unknown): string {
@@ -86,6 +114,7 @@ export function toAppError(err: unknown): AppError {
   const message = typeof e?.message === 'string' ? e.message : '';
   if (
     CONNECTION_ERROR_CODES.has(code) ||
+    resourceFaultCode(err) !== null ||
     /timeout exceeded when trying to connect|Query read timeout|Connection terminated|Client was closed|connect ECONNREFUSED|driver has already been destroyed|PGlite is closed/i.test(
       message,
     )

@@ -2,7 +2,7 @@
  * The domain core: everything about accounts, keys, orgs and billing is decided here. It knows
  * nothing of HTTP or SSH; the doors parse, call these, and format.
  */
-export { AppError, ERRORS, toAppError, type ErrorCode } from './errors.js';
+export { AppError, ERRORS, toAppError, unavailableFields, type ErrorCode } from './errors.js';
 export type {
   CoreDeps,
   CoreSettings,
@@ -20,6 +20,9 @@ export {
   startVerification,
   inspectVerificationLink,
   confirmVerificationLink,
+  cancelVerificationLink,
+  confirmationGrantOf,
+  type ConfirmationGrant,
   verificationFactsOf,
   waitForConfirmation,
   LINK_STATE_ERRORS,
@@ -37,7 +40,7 @@ export {
 export type { HttpTrustWindow, HttpTrustPolicy } from './trust.js';
 export { takeFromBudget, budgetSpent, sweepBudgets, type Budget } from './budgets.js';
 export { deliverNextMail, isPermanentMailFailure, outboxBacklog, sweepOutbox, SEND_TIMEOUT_MS, retryDelayMs, startMailSender, FIRST_RETRY_MS, MAX_RETRY_MS, SEND_LEASE_MS, type DeliveryOutcome, type MailSender } from './mail-outbox.js';
-export { CHALLENGE_TTL_MS, challengeMessage, issueChallenge, proofNamespace, redeemProof, sweepChallenges, type Challenge, type Proof } from './proof.js';
+export { CHALLENGE_KEEP_MS, CHALLENGE_TTL_MS, CHALLENGES_PER_KEY, challengeMessage, issueChallenge, proofNamespace, redeemProof, sweepChallenges, type Challenge, type Proof } from './proof.js';
 export { MAX_ARMORED_LENGTH, verifySshsig, type SshsigCheck, type SshsigFailure } from './sshsig.js';
 export {
   counterRegressed,

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { eventsOf, nowOf, type CoreDeps } from './context.js';
 import { errorText } from './errors.js';
+import { maskEmailAddresses } from './text.js';
 import { verificationFactsOf } from './verification.js';
 
 /**
@@ -22,7 +23,11 @@ export const MAX_RETRY_MS = 60_000;
  * picked up while the link still works.
  */
 export const SEND_LEASE_MS = 2 * 60_000;
-/** A send still running after this counts as failed (and is retried): well inside the lease. */
+/**
+ * A send still running after this is ended (the mailer closes its connection) and counts as
+ * failed: well inside the lease. It is retried only once the lease is over, and a send that
+ * completes anyway before then is recorded as sent, not sent again.
+ */
 export const SEND_TIMEOUT_MS = 60_000;
 
 /** A Mailer marks a failure that retrying cannot fix (an SMTP 5xx) with `permanent: true`. */
@@ -30,12 +35,21 @@ export function isPermanentMailFailure(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { permanent?: unknown }).permanent === true;
 }
 
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+/** Waits for `work` at most `ms`; then rejects and calls `onTimeout` (which ends the work). */
+function withTimeout<T>(work: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer from the mail transport within ${ms / 1000} s`)), ms);
+    timer = setTimeout(() => {
+      reject(new Error(`no answer from the mail transport within ${ms / 1000} s`));
+      onTimeout();
+    }, ms);
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** An error as stored and logged: addresses masked (an SMTP refusal names the recipient), at most 500 characters. */
+function mailErrorText(err: unknown): string {
+  return maskEmailAddresses(errorText(err)).slice(0, 500);
 }
 
 export type DeliveryOutcome = 'sent' | 'retry' | 'abandoned' | 'idle';
@@ -47,14 +61,15 @@ export function retryDelayMs(attempts: number): number {
 
 /**
  * Takes the next due message (skipping rows another instance holds), sends it, and records the
- * result. 'idle' when nothing is due.
+ * result. 'idle' when nothing is due. `sendTimeoutMs` is for tests.
  */
-export async function deliverNextMail(deps: CoreDeps): Promise<DeliveryOutcome> {
+export async function deliverNextMail(deps: CoreDeps, options: { sendTimeoutMs?: number } = {}): Promise<DeliveryOutcome> {
   const now = nowOf(deps);
+  const leaseUntil = new Date(now.getTime() + SEND_LEASE_MS);
   // Claiming is its own short transaction: the lease, not a held row lock, keeps other instances
   // off the row while SMTP talks, so a slow mail server never holds a database connection.
   const claimed = await sql<{ id: string; request_id: string; recipient: string; token: string | null; attempts: number }>`
-    UPDATE mail_outbox SET lease_until = ${new Date(now.getTime() + SEND_LEASE_MS)}, attempts = attempts + 1
+    UPDATE mail_outbox SET lease_until = ${leaseUntil}, attempts = attempts + 1
     WHERE id = (
       SELECT id FROM mail_outbox
       WHERE sent_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ${now}
@@ -78,21 +93,42 @@ export async function deliverNextMail(deps: CoreDeps): Promise<DeliveryOutcome> 
     return 'abandoned';
   }
 
-  try {
-    await withTimeout(
-      deps.mailer.sendVerification({
+  const stop = new AbortController();
+  // async: a mailer that throws at once fails this attempt like one that rejects.
+  const sending = (async () =>
+    deps.mailer.sendVerification(
+      {
         to: row.recipient,
         link: `${deps.settings.publicUrl}/shell-auth/verify?token=${row.token}`,
         // A late mail says how long its link really has left, in whole minutes where it can.
         ttlMs: msLeft >= 60_000 ? Math.floor(msLeft / 60_000) * 60_000 : msLeft,
         facts: verificationFactsOf(request),
-      }),
-      SEND_TIMEOUT_MS,
-    );
+      },
+      { signal: stop.signal },
+    ))();
+  try {
+    await withTimeout(sending, options.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => stop.abort());
   } catch (err) {
     const failedAt = nowOf(deps);
-    const next = new Date(failedAt.getTime() + retryDelayMs(row.attempts));
-    const lastError = errorText(err).slice(0, 500);
+    const timedOut = stop.signal.aborted;
+    if (timedOut) {
+      // Ended, but a mailer that cannot be stopped may still deliver: that is recorded, so the
+      // retry (after the lease, below) finds the message sent rather than sending it twice.
+      sending
+        .then(async () => {
+          const late = await mine(deps.db)
+            .where('sent_at', 'is', null)
+            .where('abandoned_at', 'is', null)
+            .set({ sent_at: nowOf(deps), token: null, lease_until: null, last_error: null })
+            .executeTakeFirst();
+          if (Number(late.numUpdatedRows) > 0) eventsOf(deps).mailSent();
+        }, () => undefined)
+        .catch((lateErr) => deps.log.warn({ err: mailErrorText(lateErr), requestId: row.request_id }, 'could not record a verification email sent after its timeout'));
+    }
+    const backoff = new Date(failedAt.getTime() + retryDelayMs(row.attempts));
+    // A timed-out send may have reached the mail server after all: not tried again before the lease ends.
+    const next = timedOut && leaseUntil > backoff ? leaseUntil : backoff;
+    const lastError = mailErrorText(err);
     eventsOf(deps).mailSendFailed();
     if (isPermanentMailFailure(err)) {
       // The mail server refused the message itself (a 5xx: no such mailbox, policy): retrying cannot help.
@@ -164,7 +200,7 @@ export function startMailSender(deps: CoreDeps, options: { idleMs?: number } = {
         }
       } catch (err) {
         // The database is away: the mail is safe in the table; try again after a pause.
-        deps.log.warn({ err: errorText(err) }, 'mail sender: database error, will retry');
+        deps.log.warn({ err: mailErrorText(err) }, 'mail sender: database error, will retry');
         sleepMs = Math.min(idleMs, 5_000);
       }
       if (stopping || woken) continue;

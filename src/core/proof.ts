@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import { sha256Hex } from './secrets.js';
@@ -14,6 +15,17 @@ import { verifySshsig } from './sshsig.js';
  */
 
 export const CHALLENGE_TTL_MS = 2 * 60_000;
+/**
+ * Live (unexpired, unused) challenges per key. A client needs one at a time, a script signing
+ * requests in parallel a few; a new one beyond these replaces the oldest, so challenge rows do
+ * not grow with the number of addresses asking for one key.
+ */
+export const CHALLENGES_PER_KEY = 5;
+/**
+ * Expired and used challenges are kept this long past their expiry, so a late or replayed proof
+ * hears "expired" or "already used" rather than "not one this server issued"; then deleted.
+ */
+export const CHALLENGE_KEEP_MS = 5 * 60_000;
 const CHALLENGE_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 
 export type Challenge = { challenge: string; namespace: string; message: string; expires_at: Date };
@@ -37,11 +49,25 @@ export function challengeMessage(publicUrl: string, key: Pick<PublicKey, 'finger
 
 export async function issueChallenge(deps: CoreDeps, key: PublicKey, origin: RequestOrigin): Promise<Challenge> {
   const challenge = randomBytes(32).toString('base64url');
-  const expiresAt = new Date(nowOf(deps).getTime() + CHALLENGE_TTL_MS);
-  await deps.db
-    .insertInto('ssh_challenges')
-    .values({ challenge_hash: sha256Hex(challenge), key_blob: key.blob, expires_at: expiresAt, requested_ip: origin.ip, created_at: nowOf(deps) })
-    .execute();
+  const now = nowOf(deps);
+  const expiresAt = new Date(now.getTime() + CHALLENGE_TTL_MS);
+  // One statement: the key's newest CHALLENGES_PER_KEY - 1 live ones stay, with the new one; older
+  // live ones and those expired past CHALLENGE_KEEP_MS go. Issues racing for one key do not see
+  // each other's row, so a few more may stay until the key's next issue (or the sweep).
+  await sql`
+    WITH kept AS (
+      SELECT challenge_hash FROM ssh_challenges
+      WHERE key_blob = ${key.blob} AND used_at IS NULL AND expires_at > ${now}
+      ORDER BY issued_seq DESC
+      LIMIT ${CHALLENGES_PER_KEY - 1}
+    ), pruned AS (
+      DELETE FROM ssh_challenges
+      WHERE key_blob = ${key.blob}
+        AND (expires_at < ${new Date(now.getTime() - CHALLENGE_KEEP_MS)}
+          OR (used_at IS NULL AND expires_at > ${now} AND challenge_hash NOT IN (SELECT challenge_hash FROM kept)))
+    )
+    INSERT INTO ssh_challenges (challenge_hash, key_blob, expires_at, requested_ip, created_at)
+    VALUES (${sha256Hex(challenge)}, ${key.blob}, ${expiresAt}, ${origin.ip}, ${now})`.execute(deps.db);
   const { publicUrl } = deps.settings;
   return { challenge, namespace: proofNamespace(publicUrl), message: challengeMessage(publicUrl, key, challenge, expiresAt), expires_at: expiresAt };
 }
@@ -85,7 +111,8 @@ export async function redeemProof(deps: CoreDeps, key: PublicKey, proof: Proof, 
   }
 }
 
-/** Challenges are worthless after two minutes; kept a day for looking into a complaint. */
-export async function sweepChallenges(deps: CoreDeps): Promise<void> {
-  await deps.db.deleteFrom('ssh_challenges').where('expires_at', '<', new Date(nowOf(deps).getTime() - 24 * 3_600_000)).execute();
+/** Challenges are worthless after two minutes: deleted CHALLENGE_KEEP_MS after that. The audit log keeps who proved what. */
+export async function sweepChallenges(deps: CoreDeps): Promise<number> {
+  const result = await deps.db.deleteFrom('ssh_challenges').where('expires_at', '<', new Date(nowOf(deps).getTime() - CHALLENGE_KEEP_MS)).executeTakeFirst();
+  return Number(result.numDeletedRows);
 }

@@ -5,12 +5,12 @@ import type { User, VerificationRequest } from '../db/schema.js';
 import { ensureUser, orgsOfUser, provisionPersonalOrg, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
 import { CONFIRMATIONS_CHANNEL, eventsOf, nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RateLimitName, type RequestOrigin, type VerificationFacts } from './context.js';
-import { baseEmailOf } from './emails.js';
+import { inboxKeyOf } from './emails.js';
 import { AppError, isUniqueViolation, type ErrorCode } from './errors.js';
 import { findKeyRow, proveBinding } from './identity.js';
 import { generateLinkToken, LINK_TOKEN_PATTERN, sha256Hex } from './secrets.js';
 import { describeKeyType, formatPublicKey, parsePublicKeyBlob, type PublicKey } from './ssh-public-key.js';
-import { bindingOf, onConfirm, onLinkRequest } from './trust.js';
+import { bindingOf, onConfirm, onLinkRequest, type HttpTrustPolicy } from './trust.js';
 
 /** Limits on verification mail, counted in the database so they hold across instances. */
 export const MAIL_LIMITS = { perPairWindowMs: 60_000, perMailboxWindowMs: 3_600_000, perMailboxMax: 10, perIpWindowMs: 3_600_000 };
@@ -65,7 +65,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
         id: randomUUID(),
         user_id: user.id,
         email,
-        mailbox: mailboxOf(email),
+        mailbox: mailboxOf(deps, email),
         key_type: key.type,
         key_blob: key.blob,
         fingerprint: key.fingerprint,
@@ -99,14 +99,21 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
   return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, provedNow: false, sshPublicKey };
 }
 
-function mailboxOf(email: string): string {
-  return baseEmailOf(email) ?? email;
+/**
+ * The per-inbox limit's key, stored in `verification_requests.mailbox`: +tags stripped, and dots
+ * ignored at MAIL_DOTLESS_DOMAINS (Gmail). Rows keep the key they were written with: after this
+ * rule (or MAIL_DOTLESS_DOMAINS) changes, an inbox's mails from before the change are counted
+ * under their old key, so for that one hour (the limit's window) a dotted address can get up to
+ * ten more.
+ */
+function mailboxOf(deps: CoreDeps, email: string): string {
+  return inboxKeyOf(email, deps.settings.mailDotlessDomains);
 }
 
 /**
  * The mail limits, counted in the database so they hold across instances: one mail per (email,
- * key) a minute, ten per inbox an hour (aliases count against their base inbox), and the
- * operator's per-address limit. Throws RATE_LIMITED with the wait.
+ * key) a minute, ten per inbox an hour (aliases, and dot variants at Gmail, count against their
+ * base inbox), and the operator's per-address limit. Throws RATE_LIMITED with the wait.
  */
 async function enforceMailLimits(
   trx: Db,
@@ -114,7 +121,7 @@ async function enforceMailLimits(
   request: { email: string; key: PublicKey; ip: string | null; now: Date },
 ): Promise<void> {
   const { email, key, ip, now } = request;
-  const mailbox = mailboxOf(email);
+  const mailbox = mailboxOf(deps, email);
   // Serialises concurrent requests for one inbox across instances, so the counts below hold.
   await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${mailbox}`}))`.execute(trx);
   const recent = await trx
@@ -167,12 +174,14 @@ export type LinkState =
   | { state: 'pending'; request: VerificationRequest }
   | { state: 'unknown' }
   | { state: 'used' }
+  | { state: 'cancelled' }
   | { state: 'expired' };
 
 /** The error that a link in a state other than pending reads as, on every door. */
 export const LINK_STATE_ERRORS: Record<Exclude<LinkState['state'], 'pending'>, ErrorCode> = {
   unknown: 'VERIFICATION_LINK_UNKNOWN',
   used: 'VERIFICATION_LINK_USED',
+  cancelled: 'VERIFICATION_LINK_CANCELLED',
   expired: 'VERIFICATION_LINK_EXPIRED',
 };
 
@@ -185,6 +194,7 @@ export async function inspectVerificationLink(deps: CoreDeps, token: string): Pr
     .where('token_hash', '=', sha256Hex(token))
     .executeTakeFirst();
   if (!request) return { state: 'unknown' };
+  if (request.cancelled_at) return { state: 'cancelled' };
   if (request.consumed_at) return { state: 'used' };
   if (new Date(request.expires_at).getTime() <= nowOf(deps).getTime()) return { state: 'expired' };
   return { state: 'pending', request };
@@ -210,7 +220,7 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
   const now = nowOf(deps);
   try {
     return await deps.db.transaction().execute(async (trx) => {
-      const request = await consumeLink(trx, link.request.id, now);
+      const request = await consumeLink(trx, link.request.id, { consumed_at: now }, now);
       let user = await trx.selectFrom('users').selectAll().where('id', '=', request.user_id).forUpdate().executeTakeFirstOrThrow();
       if (user.base_user_id) {
         const base = await trx.selectFrom('users').selectAll().where('id', '=', user.base_user_id).executeTakeFirst();
@@ -252,20 +262,99 @@ export async function confirmVerificationLink(deps: CoreDeps, token: string, ori
   }
 }
 
-/** The conditional update is the single-use guarantee when two confirmations race. */
-async function consumeLink(trx: Db, requestId: string, now: Date): Promise<VerificationRequest> {
+/**
+ * The conditional update is the single-use guarantee when two confirmations (or a confirmation
+ * and a cancellation) race.
+ */
+async function consumeLink(trx: Db, requestId: string, patch: { consumed_at: Date; cancelled_at?: Date }, now: Date): Promise<VerificationRequest> {
   const request = await trx
     .updateTable('verification_requests')
-    .set({ consumed_at: now })
+    .set(patch)
     .where('id', '=', requestId)
     .where('consumed_at', 'is', null)
     .where('expires_at', '>', now)
     .returningAll()
     .executeTakeFirst();
   if (request) return request;
-  // Lost a race: either another confirmation or the clock got there first.
-  const latest = await trx.selectFrom('verification_requests').select('consumed_at').where('id', '=', requestId).executeTakeFirst();
+  // Lost a race: another confirmation, a cancellation or the clock got there first.
+  const latest = await trx.selectFrom('verification_requests').select(['consumed_at', 'cancelled_at']).where('id', '=', requestId).executeTakeFirst();
+  if (latest?.cancelled_at) throw new AppError('VERIFICATION_LINK_CANCELLED');
   throw new AppError(latest?.consumed_at ? 'VERIFICATION_LINK_USED' : 'VERIFICATION_LINK_EXPIRED');
+}
+
+export type Cancellation = {
+  requestId: string;
+  email: string;
+  fingerprint: string;
+  /** An HTTP window open for this account and key was closed as well. */
+  httpWindowClosed: boolean;
+};
+
+/**
+ * The confirm page's "This wasn't me" (POST): the inbox's owner refuses the request. The link is
+ * spent (it can never be confirmed), an HTTP window open for this account and key is closed
+ * (verify-key and api-keys stop answering for the pair: whoever asked may be polling one opened
+ * by an earlier confirmation), a `login` waiting for it is told, and the refusal is audited. All
+ * or nothing.
+ */
+export async function cancelVerificationLink(deps: CoreDeps, token: string, origin: RequestOrigin): Promise<Cancellation> {
+  const link = await inspectVerificationLink(deps, token);
+  if (link.state !== 'pending') throw new AppError(LINK_STATE_ERRORS[link.state]);
+  const now = nowOf(deps);
+  return deps.db.transaction().execute(async (trx) => {
+    const request = await consumeLink(trx, link.request.id, { consumed_at: now, cancelled_at: now }, now);
+    const closed = await trx
+      .updateTable('ssh_keys')
+      .set({ http_confirmed_at: null, http_mints: 0 })
+      .where('key_blob', '=', request.key_blob)
+      .where('user_id', '=', request.user_id)
+      .where('http_confirmed_at', 'is not', null)
+      .returning('id')
+      .executeTakeFirst();
+    await recordAudit(trx, origin, {
+      action: 'verification.cancelled',
+      actorUserId: request.user_id,
+      subjectId: request.id,
+      details: {
+        fingerprint: request.fingerprint,
+        requested_ip: request.requested_ip,
+        requested_via: request.channel,
+        http_window_closed: closed !== undefined,
+      },
+    });
+    // On commit, like a confirmation: a `login` waiting for this request stops waiting.
+    await sql`SELECT pg_notify(${CONFIRMATIONS_CHANNEL}, ${request.id})`.execute(trx);
+    return { requestId: request.id, email: request.email, fingerprint: request.fingerprint, httpWindowClosed: closed !== undefined };
+  });
+}
+
+/**
+ * What confirming a request gives whoever made it, for the confirm page to say in words:
+ * - `http-window`: an unsigned HTTP request; confirming opens the HTTP window (`httpTrust`) for
+ *   the pair, and links the key (whoever holds its private half can then also `login` over SSH
+ *   without an email);
+ * - `http-signed`: a signed HTTP request; its maker proved they hold the key, which becomes an
+ *   identity on both doors, with no window and no limit on mints;
+ * - `ssh-session`: `ssh … login`; the waiting session is signed in, and the key is an SSH identity.
+ * `orgs` are the account's (an alias's: its base account's); `newPersonalOrg`: the first
+ * confirmation of a new account provisions one.
+ */
+export type ConfirmationGrant = {
+  kind: 'http-window' | 'http-signed' | 'ssh-session';
+  httpTrust: HttpTrustPolicy;
+  orgs: string[];
+  newPersonalOrg: boolean;
+};
+
+export async function confirmationGrantOf(deps: CoreDeps, request: VerificationRequest): Promise<ConfirmationGrant> {
+  const user = await deps.db.selectFrom('users').selectAll().where('id', '=', request.user_id).executeTakeFirstOrThrow();
+  const orgs = await orgsOfUser(deps.db, user);
+  return {
+    kind: request.channel === 'ssh' ? 'ssh-session' : request.key_proven ? 'http-signed' : 'http-window',
+    httpTrust: deps.settings.httpTrust,
+    orgs: orgs.map((o) => o.name),
+    newPersonalOrg: !user.is_active && !user.base_user_id,
+  };
 }
 
 /** A security key's application (normally "ssh:"), from the stored blob; null for other keys. */
@@ -320,11 +409,12 @@ async function bindKey(trx: Db, request: VerificationRequest, user: User, origin
   }
 }
 
-export type WaitOutcome = 'confirmed' | 'expired' | 'aborted';
+export type WaitOutcome = 'confirmed' | 'cancelled' | 'expired' | 'aborted';
 
 /**
- * Waits until a verification link is confirmed (on any instance: the database is polled), it
- * expires, or `signal` aborts. `onTick` is called after every poll with the time left.
+ * Waits until a verification link is confirmed (on any instance: the database is polled), it is
+ * cancelled ("This wasn't me"), it expires, or `signal` aborts. `onTick` is called after every
+ * poll with the time left.
  */
 export async function waitForConfirmation(
   deps: CoreDeps,
@@ -337,37 +427,51 @@ export async function waitForConfirmation(
   let look = true; // read the request row on this turn
   for (;;) {
     if (options.signal.aborted) return 'aborted';
-    if (look) {
-      let row: { consumed_at: Date | null; expires_at: Date } | undefined;
-      try {
-        row = await deps.db
-          .selectFrom('verification_requests')
-          .select(['consumed_at', 'expires_at'])
-          .where('id', '=', requestId)
-          .executeTakeFirst();
-      } catch (err) {
-        // A database blip must not end a wait the user is sitting through: retry until expiry.
-        deps.log.warn({ err: (err as Error).message, requestId }, 'waiting for confirmation: database error, retrying');
-        if (nowOf(deps).getTime() > deadline) return 'expired';
-        await sleep(Math.min(pollMs * 5, 5000), options.signal);
-        continue;
-      }
-      if (!row) return 'expired';
-      deadline = new Date(row.expires_at).getTime();
-      if (row.consumed_at) return 'confirmed';
-    }
-    const msLeft = deadline - nowOf(deps).getTime();
-    if (msLeft <= 0) return 'expired';
-    options.onTick?.(msLeft);
+    // Listen first, then look: a confirmation whose NOTIFY lands between the read and the wait
+    // would otherwise be missed, and the next look would be at the link's last second.
+    const turn = new AbortController();
+    const endTurn = () => turn.abort();
+    options.signal.addEventListener('abort', endTurn, { once: true });
     const signals = deps.confirmations;
-    if (signals?.listening()) {
-      // No queries while waiting: the confirmation's NOTIFY wakes us; a reconnect or the deadline
-      // makes us look once more.
-      const woke = await signals.waitFor(requestId, options.signal, Math.min(tickMs, msLeft));
-      look = woke !== 'timeout' || msLeft <= tickMs;
-    } else {
-      await sleep(Math.min(pollMs, msLeft), options.signal);
-      look = true;
+    const woke = signals?.listening()
+      ? signals.waitFor(requestId, turn.signal, Math.max(1, Math.min(tickMs, deadline - nowOf(deps).getTime())))
+      : null;
+    try {
+      if (look) {
+        let row: { consumed_at: Date | null; cancelled_at: Date | null; expires_at: Date } | undefined;
+        try {
+          row = await deps.db
+            .selectFrom('verification_requests')
+            .select(['consumed_at', 'cancelled_at', 'expires_at'])
+            .where('id', '=', requestId)
+            .executeTakeFirst();
+        } catch (err) {
+          // A database blip must not end a wait the user is sitting through: retry until expiry.
+          deps.log.warn({ err: (err as Error).message, requestId }, 'waiting for confirmation: database error, retrying');
+          if (nowOf(deps).getTime() > deadline) return 'expired';
+          await sleep(Math.min(pollMs * 5, 5000), options.signal);
+          continue;
+        }
+        if (!row) return 'expired';
+        deadline = new Date(row.expires_at).getTime();
+        if (row.cancelled_at) return 'cancelled';
+        if (row.consumed_at) return 'confirmed';
+      }
+      const msLeft = deadline - nowOf(deps).getTime();
+      if (msLeft <= 0) return 'expired';
+      options.onTick?.(msLeft);
+      if (woke) {
+        // No queries while waiting: the confirmation's NOTIFY wakes us; a reconnect or the deadline
+        // makes us look once more.
+        const outcome = await woke;
+        look = outcome !== 'timeout' || msLeft <= tickMs;
+      } else {
+        await sleep(Math.min(pollMs, msLeft), options.signal);
+        look = true;
+      }
+    } finally {
+      turn.abort(); // this turn's waiter, if the read answered first
+      options.signal.removeEventListener('abort', endTurn);
     }
   }
 }

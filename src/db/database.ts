@@ -9,6 +9,8 @@ import * as httpWindowAndBudgets from '../../migrations/0002_http_window_and_bud
 import * as mailOutbox from '../../migrations/0003_mail_outbox.js';
 import * as sshChallenges from '../../migrations/0004_ssh_challenges.js';
 import * as securityKeys from '../../migrations/0005_security_keys.js';
+import * as challengeBounds from '../../migrations/0006_challenge_bounds.js';
+import * as requestCancel from '../../migrations/0007_request_cancel.js';
 import type { Database } from './schema.js';
 import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
@@ -19,6 +21,8 @@ const MIGRATIONS: Record<string, Migration> = {
   '0003_mail_outbox': mailOutbox,
   '0004_ssh_challenges': sshChallenges,
   '0005_security_keys': securityKeys,
+  '0006_challenge_bounds': challengeBounds,
+  '0007_request_cancel': requestCancel,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };
@@ -34,7 +38,7 @@ export type DatabaseTimeouts = { queryTimeoutMs: number; connectTimeoutMs: numbe
 export const DEFAULT_DATABASE_TIMEOUTS: DatabaseTimeouts = { queryTimeoutMs: 5_000, connectTimeoutMs: 5_000 };
 
 export type DatabaseTarget =
-  | { kind: 'postgres'; url: string; timeouts?: DatabaseTimeouts }
+  | { kind: 'postgres'; url: string; timeouts?: DatabaseTimeouts; /** Default DEFAULT_POOL_SIZE. */ poolSize?: number }
   | { kind: 'pglite'; dataDir: string | null }; // null: in memory (tests)
 
 /** The connection pool's state now (pg's counters), for metrics. */
@@ -52,14 +56,16 @@ export type OpenDatabase = {
   listen?: (channel: string, log: Logger) => Notifications;
 };
 
-const POOL_MAX = 20;
+/** Pooled connections per process unless DB_POOL_SIZE says otherwise. */
+export const DEFAULT_POOL_SIZE = 20;
 
 export async function openDatabase(target: DatabaseTarget, log?: Logger): Promise<OpenDatabase> {
   if (target.kind === 'postgres') {
     const timeouts = target.timeouts ?? DEFAULT_DATABASE_TIMEOUTS;
+    const poolSize = target.poolSize ?? DEFAULT_POOL_SIZE;
     const pool = new pg.Pool({
       connectionString: target.url,
-      max: POOL_MAX,
+      max: poolSize,
       // A database that is down, or a pool that is exhausted, gives a prompt 503 rather than a hung request.
       connectionTimeoutMillis: timeouts.connectTimeoutMs,
       idleTimeoutMillis: 30_000,
@@ -72,7 +78,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     pool.on('error', (err) => log?.error({ err: err.message }, 'postgres pool error'));
     const counted = { statements: 0 };
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: droppingBrokenClients(pool, counted) }) });
-    const poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: POOL_MAX, statements: counted.statements });
+    const poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: poolSize, statements: counted.statements });
     const url = target.url;
     const listen = (channel: string, log: Logger) => postgresNotifications(url, channel, log);
     return { db, kind: 'postgres', close: () => db.destroy(), target, poolStats, listen };
@@ -208,6 +214,47 @@ export async function migrateOpenDatabase(database: OpenDatabase): Promise<strin
     return await migrateToLatest(db);
   } finally {
     await db.destroy();
+  }
+}
+
+/** What a Postgres server lets clients open (its settings and the CONNECTION LIMITs), and what is open now. */
+export type PostgresConnectionRoom = {
+  maxConnections: number;
+  /** Slots kept for administrators, by setting: superuser_reserved_connections, reserved_connections (Postgres 16+). */
+  reserved: Record<string, number>;
+  /** CONNECTION LIMIT of the role we log in as and of the database; null: none (or we are a superuser, exempt from both). */
+  roleLimit: number | null;
+  databaseLimit: number | null;
+  /** Client connections open on the server now, not counting the one asking. */
+  inUse: number;
+};
+
+/** Asks the server, on a connection of its own (closed after). */
+export async function postgresConnectionRoom(url: string, connectTimeoutMs: number): Promise<PostgresConnectionRoom> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs, query_timeout: connectTimeoutMs });
+  client.on('error', () => undefined); // a lost connection rejects the query too
+  await client.connect();
+  try {
+    // current_setting(name, true) is NULL for a setting this server does not have (reserved_connections before 16).
+    const { rows } = await client.query<{ max: number; superuser_reserved: number; reserved: number | null; superuser: boolean; role_limit: number | null; database_limit: number | null; in_use: number }>(`
+      SELECT current_setting('max_connections')::int AS max,
+             current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+             current_setting('reserved_connections', true)::int AS reserved,
+             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+             (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user) AS role_limit,
+             (SELECT datconnlimit FROM pg_database WHERE datname = current_database()) AS database_limit,
+             (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) AS in_use`);
+    const row = rows[0]!;
+    const limit = (n: number | null) => (n !== null && n >= 0 && !row.superuser ? n : null); // -1: no limit
+    return {
+      maxConnections: row.max,
+      reserved: { superuser_reserved_connections: row.superuser_reserved, ...(row.reserved === null ? {} : { reserved_connections: row.reserved }) },
+      roleLimit: limit(row.role_limit),
+      databaseLimit: limit(row.database_limit),
+      inUse: row.in_use,
+    };
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }
 

@@ -76,6 +76,8 @@ export interface VerificationRequestsTable {
   created_at: CreatedAt;
   expires_at: Timestamp;
   consumed_at: Timestamp | null;
+  /** "This wasn't me" (0007): set together with consumed_at. */
+  cancelled_at: Timestamp | null;
 }
 
 export interface ApiKeysTable {
@@ -137,6 +139,8 @@ export interface SshChallengesTable {
   used_at: Timestamp | null;
   requested_ip: string | null;
   created_at: CreatedAt;
+  /** Issue order (an identity, migrations/0006_challenge_bounds.ts); bigint, read as a string. */
+  issued_seq: ColumnType<string, never, never>;
 }
 
 export interface Database {

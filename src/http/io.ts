@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import net from 'node:net';
 import { AppError } from '../core/index.js';
+import { addressMatcher } from '../net-addresses.js';
 
 export const JSON_BODY_LIMIT = 16 * 1024;
 
@@ -78,13 +80,34 @@ export function sendHtml(res: ServerResponse, status: number, html: string): voi
   res.end(html);
 }
 
-export function clientIp(req: IncomingMessage, trustProxy: boolean): string | null {
-  if (trustProxy) {
+/**
+ * Whose X-Forwarded-For is believed (TRUST_PROXY): the load balancers' ranges from HTTP_PROXY_FROM
+ * (`config.httpProxyFrom`), or null: nobody's.
+ */
+export type ProxyTrust = readonly string[] | null;
+
+const proxyMatchers = new WeakMap<readonly string[], (address: string | undefined) => boolean>();
+
+function fromTrustedProxy(peer: string | undefined, trust: ProxyTrust): boolean {
+  if (trust === null) return false;
+  let matches = proxyMatchers.get(trust);
+  if (!matches) proxyMatchers.set(trust, (matches = addressMatcher(trust)));
+  return matches(peer);
+}
+
+/**
+ * The client's address: the socket's peer, or, when that peer is one of our load balancers, the
+ * right-most X-Forwarded-For entry (the one the balancer added; the rest is client-supplied). From
+ * anyone else the header is ignored, not refused: the peer's own address is the one to count.
+ */
+export function clientIp(req: IncomingMessage, trust: ProxyTrust): string | null {
+  const peer = req.socket.remoteAddress;
+  if (fromTrustedProxy(peer, trust)) {
     const forwarded = req.headers['x-forwarded-for'];
     const value = Array.isArray(forwarded) ? forwarded.join(',') : forwarded;
-    // The right-most entry is the one our own load balancer added; the rest is client-supplied.
     const last = value?.split(',').map((part) => part.trim()).filter(Boolean).at(-1);
-    if (last) return last;
+    // Not an address (`unknown`, garbage): the balancer's own address, rather than text as an address.
+    if (last && net.isIP(last) !== 0) return last;
   }
-  return req.socket.remoteAddress ?? null;
+  return peer ?? null;
 }

@@ -1,10 +1,13 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Config } from '../config.js';
+import { addressGroupOf } from '../net-addresses.js';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { errorFields } from '../log.js';
 import { NO_METRICS, type DoorMetrics } from '../door-metrics.js';
-import { AppError, budgetSpent, eventsOf, takeFromBudget, toAppError, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
-import { clientIp, readJson, sendError, sendHtml, sendJson } from './io.js';
+import { AppError, budgetSpent, eventsOf, takeFromBudget, toAppError, unavailableFields, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
+import { clientIp, readJson, sendError, sendHtml, sendJson, type ProxyTrust } from './io.js';
 import { challenge, createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
 import { PerIpRateLimiter } from './rate-limit.js';
 import type { HttpDoorSettings, Route, RouteContext } from './route.js';
@@ -37,9 +40,15 @@ async function ready({ door, res }: RouteContext): Promise<void> {
   sendJson(res, ready ? 200 : 503, { ready, checks });
 }
 
+export type HttpLimits = Config['http'] & {
+  ipv6Prefix: number;
+  /** A peer whose connections carry many clients (the balancer, with TRUST_PROXY): no per-address cap. */
+  carriesManyClients?: (address: string | undefined) => boolean;
+};
+
 export function createHttpServer(
   deps: CoreDeps,
-  options: { trustProxy: boolean; log: Logger; lookupsPerMinute: number | null; metrics?: DoorMetrics } & HttpDoorSettings,
+  options: { trustProxy: ProxyTrust; log: Logger; lookupsPerMinute: number | null; limits: HttpLimits; metrics?: DoorMetrics } & HttpDoorSettings,
 ): http.Server {
   const { log } = options;
   const metrics = options.metrics ?? NO_METRICS;
@@ -70,7 +79,15 @@ export function createHttpServer(
     failedTooOften.set(ip, Date.now() + wait * 1000);
     return wait;
   }
-  const server = http.createServer((req, res) => {
+  const { limits } = options;
+  const server = http.createServer({
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Node checks the two timeouts above only this often (30 s by default): a connection that
+    // sends nothing would live twice as long as stated.
+    connectionsCheckingInterval: 1_000,
+  }, (req, res) => {
     const started = process.hrtime.bigint();
     let url: URL;
     try {
@@ -104,8 +121,10 @@ export function createHttpServer(
       return;
     }
     const origin: RouteContext['origin'] = { channel: 'http', ip: clientIp(req, options.trustProxy) };
+    // An IPv6 client counts as its network: one host often has a whole /64.
+    const budgetKey = addressGroupOf(origin.ip ?? '', options.limits.ipv6Prefix);
     try {
-      const wait = await budgetWait(route, origin.ip ?? '');
+      const wait = await budgetWait(route, budgetKey);
       if (wait !== null) {
         eventsOf(deps).rateLimited('http_lookups');
         throw new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
@@ -115,16 +134,18 @@ export function createHttpServer(
     } catch (err) {
       let appError = toAppError(err);
       if (route.budget === 'refusals' && lookups && ACCOUNT_REFUSALS.has(appError.code)) {
-        await takeFromBudget(deps, lookups, origin.ip ?? '').catch(() => null);
+        await takeFromBudget(deps, lookups, budgetKey).catch(() => null);
       }
       if (route.budget === 'failures' && appError.code === 'INVALID_API_KEY') {
-        const wait = await failureOverBudget(origin.ip ?? '');
+        const wait = await failureOverBudget(budgetKey);
         if (wait !== null) {
           eventsOf(deps).rateLimited('http_lookups');
           appError = new AppError('RATE_LIMITED', { retryAfterSeconds: wait });
         }
       }
-      if (appError.status >= 500) log.error({ err: errorFields(err), path }, 'request failed');
+      // An outage (the database away, no file descriptors left) in one line; a 500 is a bug: its stack.
+      if (appError.code === 'UNAVAILABLE') log.warn({ ...unavailableFields(err), path }, 'request failed: service unavailable');
+      else if (appError.status >= 500) log.error({ err: errorFields(err), path }, 'request failed');
       if (route.page) sendHtml(res, appError.status, `<!doctype html><title>Error</title><p>${appError.message}</p>`);
       else sendError(res, appError);
     }
@@ -134,7 +155,37 @@ export function createHttpServer(
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     else socket.destroy();
   });
-  server.headersTimeout = 15_000;
-  server.requestTimeout = 30_000;
+  limitConnections(server, limits, metrics);
   return server;
+}
+
+/**
+ * Caps open connections in all (refused by Node before any JavaScript runs for them) and per
+ * address (closed at once): each holds a file descriptor, and idle ones cost the client nothing.
+ */
+function limitConnections(server: http.Server, limits: HttpLimits, metrics: DoorMetrics): void {
+  server.maxConnections = limits.maxConnections;
+  server.on('drop', () => {
+    metrics.httpConnectionRefused();
+    metrics.events.rateLimited('http_connections_total');
+  });
+  const perAddress = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress;
+    if (limits.carriesManyClients?.(address)) return;
+    const group = addressGroupOf(address ?? '', limits.ipv6Prefix);
+    const count = perAddress.get(group) ?? 0;
+    if (count >= limits.maxConnectionsPerIp) {
+      metrics.httpConnectionRefused();
+      metrics.events.rateLimited('http_connections_per_ip');
+      socket.destroy();
+      return;
+    }
+    perAddress.set(group, count + 1);
+    socket.once('close', () => {
+      const left = (perAddress.get(group) ?? 1) - 1;
+      if (left <= 0) perAddress.delete(group);
+      else perAddress.set(group, left);
+    });
+  });
 }

@@ -1,5 +1,7 @@
 import {
   AppError,
+  cancelVerificationLink,
+  confirmationGrantOf,
   confirmVerificationLink,
   inspectVerificationLink,
   LINK_STATE_ERRORS,
@@ -8,7 +10,7 @@ import {
   type OrgMembership,
 } from '../core/index.js';
 import { escapeHtml } from '../text/html.js';
-import { factLines } from '../text/verification-facts.js';
+import { factLines, grantInWords } from '../text/verification-facts.js';
 import { readForm, sendHtml } from './io.js';
 import type { RouteContext } from './route.js';
 
@@ -18,7 +20,9 @@ function page(title: string, body: string): string {
 <meta name="robots" content="noindex"><title>${escapeHtml(title)} · shell-auth</title>
 <style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222;overflow-wrap:anywhere}
 th{text-align:left;padding-right:1rem;vertical-align:top}code{overflow-wrap:anywhere}.command{white-space:nowrap}
-button{font-size:1.1rem;padding:.5rem 1.5rem;cursor:pointer}.muted{color:#666}</style></head>
+button{font-size:1.1rem;padding:.5rem 1.5rem;cursor:pointer}.muted{color:#666}
+form{display:inline-block;margin:0 1rem .5rem 0}.grant{border-left:4px solid #c60;padding:.25rem 1rem;background:#fff8f0}
+.warning{border-left:4px solid #b00;padding:.25rem 1rem;background:#fff0f0;color:#900}</style></head>
 <body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
 }
 
@@ -26,6 +30,7 @@ const LINK_ERROR_TITLES: Partial<Record<AppError['code'], string>> = {
   VERIFICATION_LINK_UNKNOWN: 'Link not valid',
   VERIFICATION_LINK_USED: 'Link already used',
   VERIFICATION_LINK_EXPIRED: 'Link expired',
+  VERIFICATION_LINK_CANCELLED: 'Request cancelled',
 };
 
 function errorPage(err: AppError): string {
@@ -40,7 +45,7 @@ function errorPage(err: AppError): string {
  * GET /shell-auth/verify?token=… shows what is being confirmed and a button. Mail scanners
  * fetch links with GET, so GET never consumes the token; only the form's POST does.
  */
-export async function showConfirmPage({ deps, res, url }: RouteContext): Promise<void> {
+export async function showConfirmPage({ deps, res, url, origin }: RouteContext): Promise<void> {
   const token = url.searchParams.get('token') ?? '';
   const link = await inspectVerificationLink(deps, token);
   if (link.state !== 'pending') {
@@ -49,8 +54,12 @@ export async function showConfirmPage({ deps, res, url }: RouteContext): Promise
     return;
   }
   const r = link.request;
-  const facts = factLines(verificationFactsOf(r));
-  const rows = facts.map(([label, value]) => `<tr><th>${escapeHtml(label)}</th><td><code>${escapeHtml(value)}</code></td></tr>`).join('');
+  const facts = verificationFactsOf(r);
+  const rows = factLines(facts).map(([label, value]) => `<tr><th>${escapeHtml(label)}</th><td><code>${escapeHtml(value)}</code></td></tr>`).join('');
+  const now = deps.now ? deps.now() : new Date();
+  const grant = grantInWords(facts, await confirmationGrantOf(deps, r), now.getTime() - facts.requestedAt.getTime());
+  const action = escapeHtml(confirmAction(deps.settings.publicUrl));
+  const hiddenToken = `<input type="hidden" name="token" value="${escapeHtml(token)}">`;
   sendHtml(
     res,
     200,
@@ -59,12 +68,39 @@ export async function showConfirmPage({ deps, res, url }: RouteContext): Promise
       `<p>Someone asked to link this SSH key to the account <strong>${escapeHtml(r.email)}</strong>:</p>
 <table>${rows}</table>
 <p>Check that the fingerprint matches <code class="command">ssh-keygen -lf ~/.ssh/id_ed25519.pub</code> (or your key's file).</p>
-<form method="post" action="${escapeHtml(confirmAction(deps.settings.publicUrl))}">
-<input type="hidden" name="token" value="${escapeHtml(token)}">
+<h2>What Confirm grants</h2>
+<p class="grant">${escapeHtml(grant)}</p>
+${addressesCompared(r.requested_ip, origin.ip)}
+<form method="post" action="${action}">
+${hiddenToken}
 <button type="submit">Confirm</button></form>
-<p class="muted">If this wasn't you, close this page: nothing happens unless you press Confirm.</p>`,
+<form method="post" action="${action}">
+${hiddenToken}<input type="hidden" name="answer" value="cancel">
+<button type="submit">This wasn't me</button></form>
+<p class="muted">If you did not ask for this, press “This wasn't me”: the request is cancelled and can never be confirmed.
+Closing this page leaves it unconfirmed too, until it expires.</p>`,
     ),
   );
+}
+
+/** IPv4 as IPv6 (`::ffff:192.0.2.1`, a dual-stack socket's view) is the IPv4 address. */
+function plainAddress(ip: string): string {
+  return ip.toLowerCase().replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+}
+
+/**
+ * The request's address beside this browser's, and a warning when they differ: someone else
+ * (anyone with the email and a public key) may have asked. They differ legitimately too (a
+ * request from a server, the mail read on a phone), so it warns, it does not refuse.
+ */
+function addressesCompared(requestedIp: string | null, browserIp: string | null): string {
+  const requested = requestedIp === null ? 'an unknown address' : plainAddress(requestedIp);
+  const browser = browserIp === null ? 'an unknown address' : plainAddress(browserIp);
+  const line = `<p>The request came from <code>${escapeHtml(requested)}</code>; this browser is at <code>${escapeHtml(browser)}</code>.</p>`;
+  if (requestedIp === null || browserIp === null || requested === browser) return line;
+  return `${line}
+<p class="warning"><strong>These addresses differ.</strong> Unless you made this request yourself from another device or network
+(a server you work on, a VPN), someone else did: press “This wasn't me”.</p>`;
 }
 
 /** The form posts to the route itself, not relative to the page (`/shell-auth/verify/?token=` must work too). */
@@ -86,11 +122,34 @@ function orgList(orgs: OrgMembership[]): string {
   return `<p>Your organizations:</p><ul>${orgs.map((o) => `<li>${escapeHtml(o.name)} (${o.role})</li>`).join('')}</ul>`;
 }
 
-/** POST /shell-auth/verify (form: token=…): consumes the link. */
+/**
+ * POST /shell-auth/verify (form: token=…): consumes the link. With `answer=cancel` ("This wasn't
+ * me") it cancels the request instead; the same form protections hold for both (the token from
+ * the email, POST only, CSP form-action 'self').
+ */
 export async function confirmFromPage({ deps, door, req, res, origin }: RouteContext): Promise<void> {
   let token = '';
   try {
-    token = (await readForm(req)).get('token') ?? '';
+    const form = await readForm(req);
+    token = form.get('token') ?? '';
+    const answer = form.get('answer') ?? 'confirm';
+    if (answer === 'cancel') {
+      const cancelled = await cancelVerificationLink(deps, token, origin);
+      sendHtml(
+        res,
+        200,
+        page(
+          'Request cancelled',
+          `<p>The request to link the key <code>${escapeHtml(cancelled.fingerprint)}</code> to <strong>${escapeHtml(cancelled.email)}</strong>
+is cancelled: it can no longer be confirmed, and nothing was linked or made from it.</p>
+${cancelled.httpWindowClosed ? '<p>The HTTP window that was open for this key and account is closed too: an HTTP client using it must confirm by email again.</p>' : ''}
+<p>Anyone who knows your email address can ask for a link, but only you, at this inbox, can confirm one. If you did want
+to link this key, start again from your terminal.</p>`,
+        ),
+      );
+      return;
+    }
+    if (answer !== 'confirm') throw new AppError('INVALID_REQUEST');
     const confirmation = await confirmVerificationLink(deps, token, origin);
     sendHtml(
       res,

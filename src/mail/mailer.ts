@@ -17,9 +17,10 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
   url.searchParams.set('socketTimeout', '20000');
   const transport = nodemailer.createTransport(url.toString());
   return {
-    async sendVerification(mail: VerificationMail) {
+    async sendVerification(mail: VerificationMail, options: { signal?: AbortSignal } = {}) {
       try {
-        await transport.sendMail({ from, ...renderVerificationEmail(mail) });
+        // Aborting closes this message's SMTP connection: a send the outbox gave up on is ended.
+        await transport.sendMail({ from, ...renderVerificationEmail(mail), ...(options.signal ? { signal: options.signal } : {}) });
       } catch (err) {
         // 5xx is the server's final word on this message (RFC 5321 4.2.1); 4xx and network errors are worth a retry.
         const code = (err as { responseCode?: unknown }).responseCode;

@@ -2,6 +2,7 @@ import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { Identity, RateLimitName } from '../core/index.js';
 import type { DoorMetrics, SshAuthResult, SshConnectionOutcome } from '../door-metrics.js';
+import type { RepeatedLines } from '../repeated-lines.js';
 
 /** Why a connection ended, as the access log says it. */
 export type EndReason =
@@ -9,6 +10,8 @@ export type EndReason =
   | 'client_closed'
   | 'idle_timeout'
   | 'login_timeout'
+  /** Not yet authenticated, dropped to make room at a full global cap. */
+  | 'evicted'
   /** We hung up during authentication: too many attempts, or the signature budget is spent. */
   | 'auth_limit'
   | 'error'
@@ -47,6 +50,8 @@ export class ConnectionRecord {
     private readonly ip: string,
     private readonly log: Logger,
     private readonly metrics: DoorMetrics,
+    /** Where the lines of connections that never got anywhere go: a flood writes one line per address a minute. */
+    private readonly repeated?: RepeatedLines,
   ) {
     this.port = socket.remotePort;
     metrics.sshConnectionOpened();
@@ -114,7 +119,7 @@ export class ConnectionRecord {
 
   private outcome(): Exclude<SshConnectionOutcome, 'refused_limit'> {
     if (this.authenticatedAt !== null) return 'authenticated';
-    if (this.reason === 'login_timeout' || this.reason === 'auth_limit') return this.reason;
+    if (this.reason === 'login_timeout' || this.reason === 'auth_limit' || this.reason === 'evicted') return this.reason;
     return this.refusals > 0 ? 'auth_failed' : 'closed_preauth';
   }
 
@@ -122,23 +127,23 @@ export class ConnectionRecord {
     const outcome = this.outcome();
     this.metrics.sshConnectionClosed(outcome);
     const reason = this.reason ?? (this.remoteEnded ? 'client_closed' : 'closed');
-    this.log.info(
-      {
-        ip: this.ip,
-        port: this.port,
-        fingerprint: this.fingerprint,
-        user_id: this.userId,
-        outcome,
-        reason,
-        ...(reason === 'error' && this.errorText ? { error: this.errorText } : {}),
-        refused_auth: this.refusals,
-        commands: this.commands,
-        ...(this.commandCount > this.commands.length ? { commands_not_listed: this.commandCount - this.commands.length } : {}),
-        bytes_in: this.socket.bytesRead,
-        bytes_out: this.socket.bytesWritten,
-        ms: Date.now() - this.started,
-      },
-      'ssh connection closed',
-    );
+    const fields = {
+      ip: this.ip,
+      port: this.port,
+      fingerprint: this.fingerprint,
+      user_id: this.userId,
+      outcome,
+      reason,
+      ...(reason === 'error' && this.errorText ? { error: this.errorText } : {}),
+      refused_auth: this.refusals,
+      commands: this.commands,
+      ...(this.commandCount > this.commands.length ? { commands_not_listed: this.commandCount - this.commands.length } : {}),
+      bytes_in: this.socket.bytesRead,
+      bytes_out: this.socket.bytesWritten,
+      ms: Date.now() - this.started,
+    };
+    const nothingDone = outcome === 'closed_preauth' || outcome === 'login_timeout' || outcome === 'evicted';
+    if (nothingDone && this.repeated) this.repeated.info(this.ip, fields, 'ssh connection closed');
+    else this.log.info(fields, 'ssh connection closed');
   }
 }

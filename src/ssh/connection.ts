@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
-import type { AuthContext, Connection } from 'ssh2';
-import { fingerprintOf, formatDuration, recordKeySeen, recordSecurityKeyCounter, type CoreDeps, type PublicKey } from '../core/index.js';
+import type { AuthContext, Connection, Session } from 'ssh2';
+import { fingerprintOf, formatDuration, recordKeySeen, recordSecurityKeyCounter, resolveSshIdentity, type CoreDeps, type PublicKey } from '../core/index.js';
 import type { SshLimits } from '../config.js';
-import type { Admitted } from './admission.js';
+import type { Admitted, SessionSlots } from './admission.js';
 import { decideAuthentication, type AuthPolicy } from './authentication.js';
 import { handleSession } from './session.js';
 import { CLIENT_GONE } from './session-io.js';
@@ -15,6 +15,8 @@ export type ConnectionSetting = {
   auth: Omit<AuthPolicy, 'maxAttempts' | 'mayVerify'>;
   /** The per-address signature-verification budget. */
   verifications: TokenBuckets;
+  /** The process's budget of open sessions. */
+  sessions: SessionSlots;
   sshHint: () => string;
   /** Aborted when the service starts draining: no new sessions; idle connections close now. */
   shuttingDown: AbortSignal;
@@ -28,7 +30,7 @@ export type ConnectionSetting = {
  */
 export function handleConnection(client: Connection, admitted: Admitted, setting: ConnectionSetting): void {
   const { deps, log, limits } = setting;
-  const { ip, access } = admitted;
+  const { ip, group, access } = admitted;
   client.on('error', (err) => {
     log.debug({ err: err.message, ip }, 'ssh connection error');
     access.failed(err);
@@ -39,7 +41,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
   const policy: AuthPolicy = {
     ...setting.auth,
     maxAttempts: limits.maxAuthAttempts,
-    mayVerify: () => setting.verifications.take(ip),
+    mayVerify: () => setting.verifications.take(group),
   };
 
   let gone = false;
@@ -102,11 +104,11 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
   client.on('ready', () => {
     if (gone) return;
     admitted.authenticated();
-    const key = signedKey;
-    if (!key) {
+    if (!signedKey) {
       client.end(); // ssh2 only gets here after an accept, which always sets the key
       return;
     }
+    const key: PublicKey = signedKey;
     if (setting.shuttingDown.aborted) {
       access.ended('server_shutdown');
       client.end();
@@ -147,11 +149,32 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     setting.shuttingDown.addEventListener('abort', onShutdown, { once: true });
     client.once('close', () => setting.shuttingDown.removeEventListener('abort', onShutdown));
 
+    // A key linked to no account can only `login`, `whoami` or `help`: it gets few sessions, so
+    // that any key from anywhere cannot hold many. Asked once, and only past that many.
+    let linked: Promise<boolean> | null = null;
+    const isLinked = () =>
+      (linked ??= resolveSshIdentity(deps, key).then(
+        (identity) => identity.kind === 'account',
+        () => false,
+      ));
+
     const origin = { channel: 'ssh' as const, ip };
     client.on('session', (accept, reject) => {
       if (closing || openSessions >= limits.maxSessionsPerConnection) return reject();
+      if (!setting.sessions.take()) return reject();
       openSessions++;
       idle.touch();
+      if (openSessions <= limits.maxSessionsUnlinked) return openSession(accept);
+      void isLinked().then((mayOpen) => {
+        if (mayOpen && !gone && !closing) return openSession(accept);
+        if (!mayOpen) deps.events?.rateLimited('ssh_sessions_unlinked');
+        openSessions--;
+        setting.sessions.release();
+        reject();
+      });
+    });
+
+    function openSession(accept: () => Session) {
       let running = false;
       const notices: Array<(message: string) => void> = [];
       const session = {
@@ -178,12 +201,13 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
       };
       handleSession(accept(), session, () => {
         openSessions--;
+        setting.sessions.release();
         if (running) runningSessions--;
         for (const notify of notices) idleNotices.delete(notify);
         idle.touch();
         if (closing && (openSessions === 0 || (setting.shuttingDown.aborted && runningSessions === 0))) client.end();
       });
-    });
+    }
   });
 }
 

@@ -6,12 +6,13 @@ import type { CoreDeps } from '../core/index.js';
 import type { SshLimits } from '../config.js';
 import type { DoorMetrics } from '../door-metrics.js';
 import { errorFields } from '../log.js';
-import { createAdmission } from './admission.js';
+import { createAdmission, sessionSlots, type Admitted } from './admission.js';
 import { handleConnection } from './connection.js';
 import type { HostKey } from './host-key.js';
 import { addressMatcher, adoptProxySource, readProxyHeader } from './proxy-protocol.js';
 import { TokenBuckets } from './token-bucket.js';
-import { coalesceWrites, decodedKeysApplied, DecodedKeyCache, withDecodedKeys } from './ssh2-tuning.js';
+import { coalesceWrites, decodedKeysApplied, DecodedKeyCache, socketOf, withDecodedKeys } from './ssh2-tuning.js';
+import { RepeatedLines } from '../repeated-lines.js';
 
 export type SshServerOptions = {
   hostKey: HostKey;
@@ -54,8 +55,10 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   }
   const keyCache = new DecodedKeyCache();
   const verifications = new TokenBuckets(limits.authPerMinute / 60, limits.authBurst);
-  const admission = createAdmission(limits, log, options.metrics);
-  const admitted = new Map<string, ReturnType<typeof admission.admit> & object>();
+  const repeated = new RepeatedLines(log);
+  const admission = createAdmission(limits, log, repeated, options.metrics);
+  const admitted = new WeakMap<net.Socket, Admitted>();
+  const sessions = sessionSlots(limits.maxSessions, options.metrics);
   const shutdown = new AbortController();
   // Every live connection, shell and waiting login listens for it: no listener count is a leak.
   setMaxListeners(0, shutdown.signal);
@@ -69,14 +72,15 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       keepaliveInterval: 15_000,
       keepaliveCountMax: 3,
     },
-    (client, info) => {
-      const connKey = `${info.ip}|${info.port}`;
-      const ticket = admitted.get(connKey);
-      admitted.delete(connKey);
-      if (!ticket) {
+    (client) => {
+      const socket = socketOf(client);
+      const ticket = socket ? admitted.get(socket) : undefined;
+      if (!socket || !ticket) {
+        if (!socket) log.error('ssh2 internals changed: a connection\'s socket cannot be found, so it is refused');
         client.end();
         return;
       }
+      admitted.delete(socket);
       handleConnection(client, ticket, {
         deps,
         log,
@@ -85,6 +89,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         shuttingDown: shutdown.signal,
         sshUser: options.sshUser,
         verifications,
+        sessions,
         auth: {
           verify(keyBlob, data, signature, hashAlgo) {
             const verifier = keyCache.get(keyBlob);
@@ -120,6 +125,13 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       socket.destroy();
       return;
     }
+    // Balancer connections still owe their header: bounded like unauthenticated ones.
+    if (awaitingHeader.size >= limits.maxUnauthenticated) {
+      options.metrics?.sshConnectionRefused();
+      options.metrics?.events.rateLimited('ssh_unauthenticated_total');
+      socket.destroy();
+      return;
+    }
     awaitingHeader.add(socket);
     void readProxyHeader(socket, proxy.headerTimeoutMs).then((outcome) => {
       awaitingHeader.delete(socket);
@@ -142,9 +154,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     // ssh2 writes every packet separately; with Nagle on, each waits for a delayed ACK (~40 ms).
     socket.setNoDelay(true);
     const writes = coalesceWrites(socket);
-    const connKey = `${ticket.ip}|${socket.remotePort}`;
-    admitted.set(connKey, ticket);
-    socket.once('close', () => admitted.delete(connKey));
+    admitted.set(socket, ticket);
     if (!coalescingChecked) {
       // ssh2 sends its banner at once: if our write wrapper did not see it, coalescing is off.
       socket.once('data', () => {
@@ -164,7 +174,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     listening: () => tcp.listening,
     async drain(graceMs) {
       shutdown.abort();
-      const allClosed = stopListening();
+      const allClosed = stopListening().finally(() => repeated.close());
       for (const socket of awaitingHeader) socket.destroy();
       admission.closeUnauthenticated();
       let timer: NodeJS.Timeout | undefined;
@@ -190,7 +200,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       shutdown.abort();
       admission.closeAll();
       for (const socket of awaitingHeader) socket.destroy();
-      return stopListening();
+      return stopListening().finally(() => repeated.close());
     },
   };
 }

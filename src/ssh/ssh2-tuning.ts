@@ -97,3 +97,14 @@ export function coalesceWrites(socket: net.Socket): WriteCoalescing {
   }) as typeof socket.write;
   return stats;
 }
+
+/**
+ * The socket an ssh2 server connection runs on. ssh2 tells its connection handler only the
+ * peer's address and port, which two live connections can share behind PROXY protocol (one
+ * client through two balancers, NAT reusing a port); the socket itself is the only sure key.
+ * Null if an ssh2 upgrade moved it (then no connection is let in, loudly, rather than mismatched).
+ */
+export function socketOf(client: ssh2.Connection): net.Socket | null {
+  const socket = (client as unknown as { _sock?: unknown })._sock;
+  return socket !== null && typeof socket === 'object' && typeof (socket as net.Socket).destroy === 'function' ? (socket as net.Socket) : null;
+}

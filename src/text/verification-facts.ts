@@ -1,4 +1,4 @@
-import type { VerificationFacts } from '../core/index.js';
+import { formatDuration, type ConfirmationGrant, type VerificationFacts } from '../core/index.js';
 
 /** The facts about a verification request as label/value rows: the email and the confirm page show the same. */
 export function factLines(facts: VerificationFacts): Array<[string, string]> {
@@ -12,4 +12,68 @@ export function factLines(facts: VerificationFacts): Array<[string, string]> {
   ];
   if (facts.note) lines.push(['Note', facts.note]);
   return lines;
+}
+
+/** How long ago a request was made, in words: "less than a minute ago", "1 minute ago", "7 minutes ago". */
+export function ageInWords(ms: number): string {
+  const minutes = Math.floor(Math.max(0, ms) / 60_000);
+  if (minutes === 0) return 'less than a minute ago';
+  if (minutes < 120) return `${minutes} minute${minutes === 1 ? '' : 's'} ago`;
+  const hours = Math.floor(minutes / 60);
+  return `${hours} hours ago`;
+}
+
+/** A duration a person reads: "15 minutes", "1 hour", "2 days"; odd ones as `1h30m`. */
+function durationInWords(ms: number): string {
+  for (const [size, unit] of [
+    [86_400_000, 'day'],
+    [3_600_000, 'hour'],
+    [60_000, 'minute'],
+    [1_000, 'second'],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size} ${unit}${ms === size ? '' : 's'}`;
+  }
+  return formatDuration(ms);
+}
+
+function orgsInWords(grant: ConfirmationGrant): string {
+  const shown = grant.orgs.slice(0, 5).join(', ') + (grant.orgs.length > 5 ? ` and ${grant.orgs.length - 5} more` : '');
+  if (grant.newPersonalOrg) {
+    const personal = 'the personal organization created for you when you confirm';
+    return grant.orgs.length === 0 ? personal : `${personal}, or any of your organizations (${shown})`;
+  }
+  if (grant.orgs.length === 0) return 'an organization (the account has none yet, so none can be made until it joins one)';
+  if (grant.orgs.length === 1) return `the organization ${shown}`;
+  return `any of your organizations (${shown})`;
+}
+
+/**
+ * What pressing Confirm gives whoever made the request, as one plain-text paragraph (the page
+ * escapes it): who asked (address, door, age, note), and what they receive, as the server's
+ * settings and the request make it. A person deciding whether a request is theirs reads this.
+ */
+export function grantInWords(facts: VerificationFacts, grant: ConfirmationGrant, ageMs: number): string {
+  const from = `from ${facts.requestedIp ?? 'an unknown address'} (${facts.channel === 'ssh' ? 'SSH' : 'HTTP'}), ${ageInWords(ageMs)}`;
+  const note = facts.note ? `, with the note “${facts.note}”` : '';
+  const orgs = orgsInWords(grant);
+  const sshLink = `The key is also linked to ${facts.email}: whoever holds its private key can then sign in as you on the SSH door.`;
+  switch (grant.kind) {
+    case 'ssh-session':
+      return (
+        `The SSH session that made this request — ${from}${note} — will be signed in as ${facts.email}: ` +
+        `it, and anyone holding this key's private key, can then create API keys for ${orgs}, at any time, for as long as the key stays linked.`
+      );
+    case 'http-signed':
+      return (
+        `Whoever made this request — ${from}${note} — proved they hold this key's private key. ` +
+        `Once you confirm, they can create API keys for ${orgs}, over HTTP and SSH, at any time, for as long as the key stays linked to ${facts.email}.`
+      );
+    case 'http-window': {
+      const { window, mintsPerConfirmation } = grant.httpTrust;
+      if (window === 'off') return `Whoever made this request — ${from}${note} — will receive no API key over HTTP (this server does not make them there). ${sshLink}`;
+      const keys = mintsPerConfirmation === null ? 'any number of API keys' : mintsPerConfirmation === 1 ? 'one API key' : `up to ${mintsPerConfirmation} API keys`;
+      const when = window === 'forever' ? 'with no time limit' : `within ${durationInWords(window)} of your confirmation`;
+      return `Whoever made this request — ${from}${note} — will receive ${keys} for ${orgs}, ${when}. ${sshLink}`;
+    }
+  }
 }

@@ -80,6 +80,10 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
       ctx.stderr(`The link expired before it was confirmed. Run "login ${email}" again for a new one.\n`);
       return EXIT.FAILED;
     }
+    if (outcome === 'cancelled') {
+      ctx.stderr(`The request was refused on its confirmation page ("This wasn't me"): this key was not linked.\n`);
+      return EXIT.FAILED;
+    }
     ctx.stderr(`Confirmed: this key is now linked to ${email}.\n`);
     await printOrgs(ctx);
     return EXIT.OK;
