@@ -113,7 +113,7 @@ export async function startApp(
     lookupsPerMinute: config.httpLookupsPerMinute,
     limits: {
       ...caps.http,
-      ipv6Prefix: config.ipv6Prefix,
+      ipv6Prefix: config.ssh.ipv6Prefix,
       carriesManyClients: config.httpProxyFrom ? addressMatcher(config.httpProxyFrom) : undefined,
     },
     sshHint,

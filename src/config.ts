@@ -125,6 +125,7 @@ const EnvSchema = z.object({
   SSH_MAX_UNAUTH: wholeNumber(1, 1_000_000).prefault('256'),
   SSH_MAX_CONNECTIONS: wholeNumber(1, 1_000_000).prefault('1024'),
   SSH_MAX_SESSIONS: wholeNumber(1, 1_000_000).prefault('2048'),
+  SSH_MAX_SESSIONS_PER_IP: wholeNumber(1, 1_000_000).prefault('64'),
   HTTP_MAX_CONNECTIONS: wholeNumber(1, 1_000_000).prefault('1024'),
   HTTP_MAX_CONNECTIONS_PER_IP: wholeNumber(1, 1_000_000).prefault('64'),
   HTTP_HEADERS_TIMEOUT: positiveDuration.prefault('15s'),
@@ -213,8 +214,6 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   shutdownGraceMs: e.SHUTDOWN_GRACE,
   /** Worker processes sharing the ports (node:cluster); 'auto' is one per CPU. 1: no cluster. */
   workers: e.WORKERS === 'auto' ? Math.max(1, os.availableParallelism()) : e.WORKERS,
-  /** Per-address limits count an IPv6 address as its network of this many bits (one host often has a /64). */
-  ipv6Prefix: e.IPV6_PREFIX,
   http: {
     /** Open HTTP connections in all, and from one address (a trusted balancer is exempt from the latter). */
     maxConnections: e.HTTP_MAX_CONNECTIONS,
@@ -227,13 +226,14 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
     keepAliveTimeoutMs: 5_000,
   },
   ssh: {
-    /** Per-address limits count an IPv6 address as its network of this many bits. */
+    /** Per-address limits (both doors) count an IPv6 address as its network of this many bits: one host often has a /64. */
     ipv6Prefix: e.IPV6_PREFIX,
     /** Connections in all (each holds a file descriptor and ~50 KB), and those not yet authenticated. */
     maxConnections: e.SSH_MAX_CONNECTIONS,
     maxUnauthenticated: e.SSH_MAX_UNAUTH,
-    /** Sessions (exec/shell) open at once in the whole process. */
+    /** Sessions (exec/shell) open at once in the whole process, and from one address. */
     maxSessions: e.SSH_MAX_SESSIONS,
+    maxSessionsPerIp: e.SSH_MAX_SESSIONS_PER_IP,
     /** Sessions per connection for a key linked to no account: `login` and one more (`help`, `whoami`). */
     maxSessionsUnlinked: 2,
     /** Unauthenticated connections are dropped after this long (OpenSSH LoginGraceTime). */

@@ -97,6 +97,7 @@ export async function openCore(
       mailPerIpHourly: config.mailPerIpHourly,
       mailDotlessDomains: config.mailDotlessDomains,
       securityKeys: config.securityKeys,
+      ipv6Prefix: config.ssh.ipv6Prefix,
     },
   };
   // Only a process that serves `login` waits for confirmations (not the admin CLI).

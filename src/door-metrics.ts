@@ -12,7 +12,7 @@ export type SshConnectionOutcome =
   | 'refused_limit'
   /** Dropped when the login grace time ran out. */
   | 'login_timeout'
-  /** Not yet authenticated, dropped to make room at a full global cap. */
+  /** Dropped to make room for a newcomer at a full global cap (the busiest address's oldest), authenticated or not. */
   | 'evicted'
   /** Closed by us after too many attempts or with the address's signature budget spent. */
   | 'auth_limit'

@@ -44,6 +44,7 @@ const RATE_LIMITS: RateLimitName[] = [
   'ssh_connections_total',
   'ssh_unauthenticated_total',
   'ssh_sessions_total',
+  'ssh_sessions_per_ip',
   'ssh_sessions_unlinked',
   'http_connections_total',
   'http_connections_per_ip',

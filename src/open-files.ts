@@ -29,7 +29,9 @@ type Caps = { http: Config['http']; ssh: Config['ssh']; database: Pick<Config['d
  * says what was done, for a warning at start-up.
  */
 export function fitToOpenFiles(caps: Caps, limit: number | null): Pick<Caps, 'http' | 'ssh'> & { lowered: string | null } {
-  const wanted = caps.http.maxConnections + caps.ssh.maxConnections;
+  // Behind PROXY protocol, connections still owing their header are not yet admitted: up to SSH_MAX_UNAUTH more.
+  const awaitingHeaders = caps.ssh.proxyProtocol ? caps.ssh.maxUnauthenticated : 0;
+  const wanted = caps.http.maxConnections + caps.ssh.maxConnections + awaitingHeaders;
   const reserved = RESERVED_DESCRIPTORS + caps.database.poolSize;
   const room = limit === null ? Infinity : limit - reserved;
   if (wanted <= room) return { http: caps.http, ssh: caps.ssh, lowered: null };

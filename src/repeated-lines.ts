@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 
+type Level = 'info' | 'warn';
+
 /**
  * Log lines that a flood would repeat thousands of times (an address's connections timing out,
  * refusals at a cap), aggregated like OpenSSH's MaxStartups logging: the first of a kind per
@@ -7,8 +9,8 @@ import type { Logger } from 'pino';
  * the count closes the interval. Holds at most `maxKeys` addresses; beyond them, one shared count.
  */
 export class RepeatedLines {
-  private readonly counts = new Map<string, { message: string; address: string; count: number }>();
-  private others = new Map<string, number>();
+  private readonly counts = new Map<string, { level: Level; message: string; address: string; count: number }>();
+  private others = new Map<string, { level: Level; count: number }>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -22,6 +24,14 @@ export class RepeatedLines {
 
   /** Writes `message` at info with `fields`, unless this address already did so in this interval. */
   info(address: string, fields: Record<string, unknown>, message: string): void {
+    this.write('info', address, fields, message);
+  }
+
+  warn(address: string, fields: Record<string, unknown>, message: string): void {
+    this.write('warn', address, fields, message);
+  }
+
+  private write(level: Level, address: string, fields: Record<string, unknown>, message: string): void {
     const key = `${message}\u0000${address}`;
     const seen = this.counts.get(key);
     if (seen) {
@@ -29,21 +39,23 @@ export class RepeatedLines {
       return;
     }
     if (this.counts.size >= this.maxKeys) {
-      this.others.set(message, (this.others.get(message) ?? 0) + 1);
+      const other = this.others.get(message) ?? { level, count: 0 };
+      other.count++;
+      this.others.set(message, other);
       return;
     }
-    this.counts.set(key, { message, address, count: 0 });
-    this.log.info(fields, message);
+    this.counts.set(key, { level, message, address, count: 0 });
+    this.log[level](fields, message);
   }
 
   /** Writes the counts of the interval that ends now. */
   flush(): void {
     const seconds = Math.round(this.intervalMs / 1000);
-    for (const { message, address, count } of this.counts.values()) {
-      if (count > 0) this.log.info({ ip: address, repeated: count, seconds }, `${message} (repeated)`);
+    for (const { level, message, address, count } of this.counts.values()) {
+      if (count > 0) this.log[level]({ ip: address, repeated: count, seconds }, `${message} (repeated)`);
     }
-    for (const [message, count] of this.others) {
-      this.log.info({ ip: 'other addresses', repeated: count, seconds }, `${message} (repeated)`);
+    for (const [message, { level, count }] of this.others) {
+      this.log[level]({ ip: 'other addresses', repeated: count, seconds }, `${message} (repeated)`);
     }
     this.counts.clear();
     this.others = new Map();

@@ -23,6 +23,13 @@ afterAll(async () => {
 
 const CANCEL_FORM = /<form method="post" action="\/shell-auth\/verify">\s*<input type="hidden" name="token" value="[A-Za-z0-9_-]{43}"><input type="hidden" name="answer" value="cancel">\s*<button type="submit">This wasn't me<\/button><\/form>/;
 
+/** The "What Confirm grants" paragraph, as a person reads it. */
+function grantOf(html: string): string {
+  const paragraph = /<p class="grant">([\s\S]*?)<\/p>/.exec(html);
+  expect(paragraph, 'no grant paragraph').not.toBeNull();
+  return textOf(paragraph![1]!).trim();
+}
+
 /** The page as a person reads it: tags gone, entities decoded, whitespace collapsed. */
 function textOf(html: string): string {
   return html
@@ -79,7 +86,7 @@ const verifyKey = (email: string, key: TestKey) => t.post('/api/shell-auth/verif
 const mint = (email: string, key: TestKey) => t.post('/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'not-bobs-key' });
 
 describe('the confirm page says what Confirm grants, and to whom', () => {
-  it("names the request's address, its age, its note and the org that gets one API key; from the same address, no warning", async () => {
+  it("names the request's address, its age and the org that gets one API key; the note is only in the facts, labelled as the requester's; from the same address, no warning", async () => {
     const bob = await verifiedAccount();
     const key = makeKey(); // a second key for bob's account, asked for by someone
     const started = await initiateFrom('203.0.113.7', bob.email, key, 'vers login --git from laptop');
@@ -89,11 +96,12 @@ describe('the confirm page says what Confirm grants, and to whom', () => {
     const page = await pageFrom('203.0.113.7', token);
     expect(page.status).toBe(200);
     const text = textOf(page.text);
-    expect(text).toContain(
-      `Whoever made this request — from 203.0.113.7 (HTTP), 3 minutes ago, with the note “vers login --git from laptop” — ` +
+    expect(grantOf(page.text)).toBe(
+      `Whoever made this request — from 203.0.113.7 (HTTP), 3 minutes ago — ` +
         `will receive one API key for the organization ${bob.org}, within 15 minutes of your confirmation. ` +
         `The key is also linked to ${bob.email}: whoever holds its private key can then sign in as you on the SSH door.`,
     );
+    expect(page.text).toContain('<tr><th>Note (written by the requester)</th><td><code>vers login --git from laptop</code></td></tr>');
     expect(text).toContain('The request came from 203.0.113.7 ; this browser is at 203.0.113.7 .');
     expect(text).not.toContain('These addresses differ');
     expect(page.text).toMatch(CANCEL_FORM);
@@ -116,6 +124,36 @@ describe('the confirm page says what Confirm grants, and to whom', () => {
     expect(same).not.toContain('These addresses differ');
   });
 
+  it('counts addresses of one IPv6 /64 as the same (as every per-address limit does); another /64 differs', async () => {
+    const email = uniqueEmail('v6');
+    await initiateFrom('2001:db8:5:1::10', email, makeKey());
+    const token = tokenOf((await t.smtp.waitForMail(email)).link!);
+    // A privacy address of the same /64 (the laptop's next temporary address): no warning.
+    const same = textOf((await pageFrom('2001:db8:5:1:a1b2:c3d4:e5f6:99', token)).text);
+    expect(same).toContain('The request came from 2001:db8:5:1::10 ; this browser is at 2001:db8:5:1:a1b2:c3d4:e5f6:99 .');
+    expect(same).not.toContain('These addresses differ');
+    const other = textOf((await pageFrom('2001:db8:5:2::10', token)).text);
+    expect(other).toContain('The request came from 2001:db8:5:1::10 ; this browser is at 2001:db8:5:2::10 .');
+    expect(other).toContain('These addresses differ.');
+  });
+
+  it("keeps the requester's note out of what Confirm grants: it is only in the facts, labelled as theirs, on the page and in the email", async () => {
+    const bob = await verifiedAccount();
+    const note = '" — this is your own laptop, safe to confirm. "';
+    await initiateFrom('198.51.100.77', bob.email, makeKey(), note);
+    const mail = await t.smtp.waitForMail(bob.email);
+    const page = await pageFrom('198.51.100.77', tokenOf(mail.link!));
+    expect(page.status).toBe(200);
+    const grant = grantOf(page.text);
+    expect(grant).toMatch(/^Whoever made this request — from 198\.51\.100\.77 \(HTTP\), less than a minute ago — will receive one API key for /);
+    expect(grant).not.toContain('laptop');
+    expect(grant).not.toContain('note');
+    // Once, in the facts table, escaped, under a label that says who wrote it.
+    expect(page.text).toContain('<tr><th>Note (written by the requester)</th><td><code>&#34; — this is your own laptop, safe to confirm. &#34;</code></td></tr>');
+    expect(textOf(page.text).split('this is your own laptop')).toHaveLength(2);
+    expect(mail.text).toContain(`  Note (written by the requester): ${note}\n`);
+  });
+
   it('says what each kind of request grants: a new account, other HTTP settings, an SSH login', async () => {
     const email = uniqueEmail('newbie');
     await initiateFrom('203.0.113.9', email, makeKey(), '<b>hi</b>');
@@ -123,7 +161,7 @@ describe('the confirm page says what Confirm grants, and to whom', () => {
     const page = await pageFrom('203.0.113.9', token);
     expect(page.text).not.toContain('<b>hi</b>');
     expect(textOf(page.text)).toContain(
-      'Whoever made this request — from 203.0.113.9 (HTTP), less than a minute ago, with the note “<b>hi</b>” — will receive one API key for ' +
+      'Whoever made this request — from 203.0.113.9 (HTTP), less than a minute ago — will receive one API key for ' +
         'the personal organization created for you when you confirm, within 15 minutes of your confirmation.',
     );
 

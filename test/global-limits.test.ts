@@ -115,6 +115,26 @@ describe('the HTTP door', () => {
     expect(status).toBe(200);
   });
 
+  it('a client that never closes its side still loses the connection at the timeout: the slot comes back', async () => {
+    try {
+      const halfOpen = [];
+      for (let i = 0; i < 5; i++) {
+        const socket = net.connect({ port: httpPort(), host: '127.0.0.1', localAddress: '127.0.0.11', allowHalfOpen: true });
+        socket.on('error', () => undefined);
+        socket.resume();
+        await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+        halfOpen.push(socket);
+        held.push(socket);
+      }
+      expect((await tcpFrom(httpPort(), '127.0.0.11')).state).toBe('closed');
+      await new Promise((resolve) => setTimeout(resolve, 3_500)); // the 2 s header timeout, checked every second
+      expect(halfOpen.every((socket) => !socket.destroyed)).toBe(true); // our side never closed
+      expect((await tcpFrom(httpPort(), '127.0.0.11')).state).toBe('open');
+    } finally {
+      releaseHeld();
+    }
+  });
+
   it('a connection that sends nothing is closed at HTTP_HEADERS_TIMEOUT, not up to 30 s later', async () => {
     const started = Date.now();
     const socket = net.connect(httpPort(), '127.0.0.1');
@@ -136,13 +156,25 @@ async function unauthenticatedFrom(port: number, from: string) {
 const withServer = (limits: Partial<SshLimits>, body: (port: number) => Promise<void>) => withSshServer(t.app.deps, limits, body);
 const FAST = { connectionsPerSecond: 100_000, connectionBurst: 100_000 };
 
-function whoamiOver(port: number, key: TestKey): Promise<string> {
-  return connectClient(port, key.privateKeyPath).then(async (client) => {
+function whoamiOver(port: number, key: TestKey, from = '127.0.0.1'): Promise<string> {
+  return connectFrom(port, key, from).then(async (client) => {
     try {
       return await execOn(client, 'whoami');
     } finally {
       client.end();
     }
+  });
+}
+
+const shellOn = (client: ssh2.Client) =>
+  new Promise<ClientChannel | null>((resolve) => client.shell({ term: 'xterm', rows: 24, cols: 80 }, (err, channel) => resolve(err ? null : channel)));
+
+/** Opens a session channel and asks for no program (ssh2's client has no call for it: its protocol layer does). */
+function bareSession(client: ssh2.Client): Promise<boolean> {
+  const internals = client as unknown as { _chanMgr: { add(handler: unknown): number }; _protocol: { session(id: number, window: number, packet: number): void } };
+  return new Promise((resolve) => {
+    const opened = Object.assign((err: Error | undefined) => resolve(!err), { type: 'session' });
+    internals._protocol.session(internals._chanMgr.add(opened), 2 * 1024 * 1024, 32 * 1024);
   });
 }
 
@@ -197,6 +229,80 @@ describe('the SSH door', () => {
       } finally {
         for (const client of clients) client.end();
         releaseHeld();
+      }
+    });
+  });
+
+  it('SSH_MAX_CONNECTIONS: a lone connection is never pushed out; when every address holds one, the newcomer is refused', async () => {
+    const key = makeKey();
+    await withServer({ ...FAST, maxConnections: 3 }, async (port) => {
+      const clients: ssh2.Client[] = [];
+      try {
+        clients.push(await connectFrom(port, key, '127.0.0.48'), await connectFrom(port, key, '127.0.0.49'), await connectFrom(port, key, '127.0.0.49'));
+        const closed = clients.map(() => false);
+        clients.forEach((client, i) => client.on('close', () => (closed[i] = true)));
+        clients.push(await connectFrom(port, key, '127.0.0.50'));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(closed).toEqual([false, true, false]);
+        expect((await tcpFrom(port, '127.0.0.51')).state).toBe('closed');
+        expect(await execOn(clients[0]!, 'whoami')).toContain(key.fingerprint);
+      } finally {
+        for (const client of clients) client.end();
+        releaseHeld();
+      }
+    });
+  });
+
+  it('SSH_MAX_SESSIONS_PER_IP: one address cannot take every session; others still get theirs', async () => {
+    const key = makeKey();
+    await withServer({ ...FAST, maxSessionsPerIp: 3 }, async (port) => {
+      const clients = [await connectFrom(port, key, '127.0.0.52'), await connectFrom(port, key, '127.0.0.52'), await connectFrom(port, key, '127.0.0.53')];
+      try {
+        const [a, b, c] = clients as [ssh2.Client, ssh2.Client, ssh2.Client];
+        const opened = [await shellOn(a), await shellOn(a), await shellOn(b), await shellOn(b), await shellOn(c)];
+        expect(opened.map((ch) => ch !== null)).toEqual([true, true, true, false, true]);
+      } finally {
+        for (const client of clients) client.end();
+      }
+    });
+  });
+
+  it('SSH_MAX_SESSIONS: when full, the address holding the most sessions loses the connection holding its oldest', async () => {
+    const key = makeKey();
+    await withServer({ ...FAST, maxSessions: 4 }, async (port) => {
+      const busy = [await connectFrom(port, key, '127.0.0.56'), await connectFrom(port, key, '127.0.0.56')];
+      const closed = busy.map(() => false);
+      busy.forEach((client, i) => {
+        client.on('error', () => undefined);
+        client.on('close', () => (closed[i] = true));
+      });
+      try {
+        for (const client of busy) for (let i = 0; i < 2; i++) expect(await shellOn(client)).not.toBeNull();
+        expect(await whoamiOver(port, key, '127.0.0.57')).toContain(key.fingerprint);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(closed).toEqual([true, false]);
+      } finally {
+        for (const client of busy) client.end();
+      }
+    });
+  });
+
+  it('session slots come back when a connection drops, even for sessions that never started a program', async () => {
+    const key = makeKey();
+    await withServer({ ...FAST, maxSessions: 2 }, async (port) => {
+      const first = await connectFrom(port, key, '127.0.0.54');
+      first.on('error', () => undefined);
+      expect(await bareSession(first)).toBe(true);
+      expect(await shellOn(first)).not.toBeNull();
+      // Gone without a word: no channel close, no disconnect.
+      (first as unknown as { _sock: net.Socket })._sock.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const second = await connectFrom(port, key, '127.0.0.55');
+      try {
+        expect(await shellOn(second)).not.toBeNull();
+        expect(await shellOn(second)).not.toBeNull();
+      } finally {
+        second.end();
       }
     });
   });

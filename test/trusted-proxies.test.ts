@@ -38,6 +38,19 @@ describe('clientIp', () => {
     // HTTP_PROXY_FROM alone does not turn TRUST_PROXY on.
     expect(loadConfig({ HTTP_PROXY_FROM: '10.0.0.0/8' }).httpProxyFrom).toBeNull();
   });
+
+  it("reads an entry with a port or brackets as its address (not as garbage, which would be the balancer's own)", () => {
+    const balancers = loadConfig({ TRUST_PROXY: 'true', HTTP_PROXY_FROM: '10.0.0.0/8' }).httpProxyFrom;
+    expect(clientIp(request('10.1.2.3', '1.2.3.4:5678'), balancers)).toBe('1.2.3.4');
+    expect(clientIp(request('10.1.2.3', '[2001:db8::1]'), balancers)).toBe('2001:db8::1');
+    expect(clientIp(request('10.1.2.3', '[2001:db8::1]:443'), balancers)).toBe('2001:db8::1');
+    expect(clientIp(request('10.1.2.3', '198.51.100.9:1, [2001:db8::2]:65535'), balancers)).toBe('2001:db8::2'); // still the right-most
+    expect(clientIp(request('10.1.2.3', '[::ffff:192.0.2.7]:80'), balancers)).toBe('::ffff:192.0.2.7');
+    // Stripped, then it must still be an address; otherwise the balancer's own, as before.
+    for (const garbage of ['1.2.3.4:', '1.2.3.4:port', '1.2.3.4:123456', '[2001:db8::1', '[2001:db8::1]:', '[1.2.3.4]', '[unknown]:80', '[]', '1.2.3.999:80', 'host.example:80']) {
+      expect(clientIp(request('10.1.2.3', garbage), balancers), garbage).toBe('10.1.2.3');
+    }
+  });
 });
 
 describe('TRUST_PROXY end to end', () => {

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { killSpawnedServices, spawnService } from './support/service.js';
@@ -100,6 +101,32 @@ describe('WORKERS', () => {
     },
     90_000,
   );
+
+  it.runIf(usingPostgres)('each worker closes the HTTP connections beyond its HTTP_MAX_CONNECTIONS at once (none are handed back to the primary)', async () => {
+    const service = spawnService({ WORKERS: '2', DATABASE_URL: await freshPostgresUrl({ migrated: false }), HTTP_MAX_CONNECTIONS: '3' });
+    const { output } = service;
+    await until(() => count(output(), '"msg":"HTTP API listening"') === 2, 'two workers listening', output);
+    const url = new URL(/"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output())![1]!);
+    const sockets: net.Socket[] = [];
+    try {
+      const closed = await Promise.all(
+        Array.from({ length: 16 }, () => {
+          const socket = net.connect({ port: Number(url.port), host: url.hostname, localAddress: '127.0.0.12' });
+          sockets.push(socket);
+          socket.on('error', () => undefined);
+          return new Promise<boolean>((resolve) => {
+            socket.once('close', () => resolve(true));
+            setTimeout(() => resolve(false), 1_500);
+          });
+        }),
+      );
+      // Two workers hold 3 each; every other connection is closed, not parked in the primary.
+      expect(closed.filter(Boolean).length).toBe(10);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+    expect(await getFresh(`${url.origin}/healthz`)).toBe(200);
+  });
 
   it('more than one worker on the embedded database is refused with the reason', async () => {
     const service = spawnService({ WORKERS: '2' });

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { addressGroupOf } from '../net-addresses.js';
 import type { Db } from '../db/database.js';
 import type { Channel, SubscriptionStatus } from '../db/schema.js';
 import type { ApiKeyCache, ApiKeyRecord } from './api-key-cache.js';
@@ -39,6 +40,8 @@ export type CoreSettings = {
   mailDotlessDomains?: readonly string[];
   /** Security keys (FIDO): require a PIN/biometric check; refuse a counter that does not increase. Default: neither. */
   securityKeys?: { requireUserVerification: boolean; strictCounter: boolean };
+  /** Per-address limits count an IPv6 address as its network of this many bits (IPV6_PREFIX). Default: 64. */
+  ipv6Prefix?: number;
 };
 
 /**
@@ -58,6 +61,7 @@ export type RateLimitName =
   | 'ssh_connections_total'
   | 'ssh_unauthenticated_total'
   | 'ssh_sessions_total'
+  | 'ssh_sessions_per_ip'
   | 'ssh_sessions_unlinked'
   | 'http_connections_total'
   | 'http_connections_per_ip';
@@ -141,4 +145,13 @@ export function eventsOf(deps: Pick<CoreDeps, 'events'>): CoreEvents {
 
 export function nowOf(deps: Pick<CoreDeps, 'now'>): Date {
   return deps.now ? deps.now() : new Date();
+}
+
+/**
+ * The key a per-address limit counts `ip` under (net-addresses.ts addressGroupOf): an IPv6
+ * address as its `settings.ipv6Prefix` network, IPv4 (and IPv4-mapped) as the IPv4 address;
+ * null for an unknown address.
+ */
+export function addressGroupIn(deps: Pick<CoreDeps, 'settings'>, ip: string | null): string | null {
+  return ip === null ? null : addressGroupOf(ip, deps.settings.ipv6Prefix ?? 64);
 }

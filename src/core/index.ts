@@ -14,7 +14,7 @@ export type {
   CoreEvents,
   RateLimitName,
 } from './context.js';
-export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, eventsOf, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
+export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, eventsOf, nowOf, addressGroupIn, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
 export {
   startVerification,

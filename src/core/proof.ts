@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
-import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { addressGroupIn, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import { sha256Hex } from './secrets.js';
 import { recordSecurityKeyCounter } from './security-key-counter.js';
@@ -16,9 +16,13 @@ import { verifySshsig } from './sshsig.js';
 
 export const CHALLENGE_TTL_MS = 2 * 60_000;
 /**
- * Live (unexpired, unused) challenges per key. A client needs one at a time, a script signing
- * requests in parallel a few; a new one beyond these replaces the oldest, so challenge rows do
- * not grow with the number of addresses asking for one key.
+ * Live (unexpired, unused) challenges per key and requester: a client needs one at a time, a
+ * script signing requests in parallel a few. A new one beyond these replaces the oldest of the
+ * same key asked from the same address group (addressGroupIn: an IPv6 address counts as its /64),
+ * never another requester's: a key is public, so anyone could otherwise replace its holder's
+ * challenges faster than a security key is touched. A key's rows then grow only with the number
+ * of groups asking for it, each bounded by its lookup budget (HTTP_LOOKUPS_PER_MINUTE), and
+ * expired ones go within CHALLENGE_KEEP_MS.
  */
 export const CHALLENGES_PER_KEY = 5;
 /**
@@ -51,23 +55,27 @@ export async function issueChallenge(deps: CoreDeps, key: PublicKey, origin: Req
   const challenge = randomBytes(32).toString('base64url');
   const now = nowOf(deps);
   const expiresAt = new Date(now.getTime() + CHALLENGE_TTL_MS);
-  // One statement: the key's newest CHALLENGES_PER_KEY - 1 live ones stay, with the new one; older
-  // live ones and those expired past CHALLENGE_KEEP_MS go. Issues racing for one key do not see
-  // each other's row, so a few more may stay until the key's next issue (or the sweep).
+  const group = addressGroupIn(deps, origin.ip);
+  // `=` (not IS NOT DISTINCT FROM), so the (key_blob, requested_net, issued_seq) index serves it.
+  const sameRequester = group === null ? sql`requested_net IS NULL` : sql`requested_net = ${group}`;
+  // One statement: the newest CHALLENGES_PER_KEY - 1 live ones of this key from this requester's
+  // address group stay, with the new one; its older live ones, and the key's challenges (from
+  // anyone) expired past CHALLENGE_KEEP_MS, go. Issues racing for one key and group do not see
+  // each other's row, so a few more may stay until the next issue (or the sweep).
   await sql`
     WITH kept AS (
       SELECT challenge_hash FROM ssh_challenges
-      WHERE key_blob = ${key.blob} AND used_at IS NULL AND expires_at > ${now}
+      WHERE key_blob = ${key.blob} AND ${sameRequester} AND used_at IS NULL AND expires_at > ${now}
       ORDER BY issued_seq DESC
       LIMIT ${CHALLENGES_PER_KEY - 1}
     ), pruned AS (
       DELETE FROM ssh_challenges
       WHERE key_blob = ${key.blob}
         AND (expires_at < ${new Date(now.getTime() - CHALLENGE_KEEP_MS)}
-          OR (used_at IS NULL AND expires_at > ${now} AND challenge_hash NOT IN (SELECT challenge_hash FROM kept)))
+          OR (${sameRequester} AND used_at IS NULL AND expires_at > ${now} AND challenge_hash NOT IN (SELECT challenge_hash FROM kept)))
     )
-    INSERT INTO ssh_challenges (challenge_hash, key_blob, expires_at, requested_ip, created_at)
-    VALUES (${sha256Hex(challenge)}, ${key.blob}, ${expiresAt}, ${origin.ip}, ${now})`.execute(deps.db);
+    INSERT INTO ssh_challenges (challenge_hash, key_blob, expires_at, requested_ip, requested_net, created_at)
+    VALUES (${sha256Hex(challenge)}, ${key.blob}, ${expiresAt}, ${origin.ip}, ${group}, ${now})`.execute(deps.db);
   const { publicUrl } = deps.settings;
   return { challenge, namespace: proofNamespace(publicUrl), message: challengeMessage(publicUrl, key, challenge, expiresAt), expires_at: expiresAt };
 }

@@ -4,7 +4,7 @@ import type { Db } from '../db/database.js';
 import type { User, VerificationRequest } from '../db/schema.js';
 import { ensureUser, orgsOfUser, provisionPersonalOrg, type OrgMembership } from './accounts.js';
 import { recordAudit } from './audit.js';
-import { CONFIRMATIONS_CHANNEL, eventsOf, nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RateLimitName, type RequestOrigin, type VerificationFacts } from './context.js';
+import { addressGroupIn, CONFIRMATIONS_CHANNEL, eventsOf, nowOf, VERIFICATION_LINK_TTL_MS, type CoreDeps, type RateLimitName, type RequestOrigin, type VerificationFacts } from './context.js';
 import { inboxKeyOf } from './emails.js';
 import { AppError, isUniqueViolation, type ErrorCode } from './errors.js';
 import { findKeyRow, proveBinding } from './identity.js';
@@ -74,6 +74,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
         token_hash: tokenHash,
         note: input.note,
         requested_ip: input.origin.ip,
+        requested_net: addressGroupIn(deps, input.origin.ip),
         channel: input.origin.channel,
         created_at: now,
         expires_at: new Date(now.getTime() + VERIFICATION_LINK_TTL_MS),
@@ -136,11 +137,15 @@ async function enforceMailLimits(
   const oldest = recent[0];
   if (oldest && recent.length >= MAIL_LIMITS.perMailboxMax) throwIfTooSoon(deps, 'mail_per_inbox', oldest.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
   const perIp = deps.settings.mailPerIpHourly;
-  if (ip === null || perIp === null) return;
+  const group = addressGroupIn(deps, ip);
+  if (group === null || perIp === null) return;
+  // Counted per address group (an IPv6 address as its /64), stored with each request as
+  // requested_net. Requests stored before that column (migration 0008) have none and do not count:
+  // for the hour after the upgrade an address may be mailed up to perIp more times.
   const fromIp = await trx
     .selectFrom('verification_requests')
     .select('created_at')
-    .where('requested_ip', '=', ip)
+    .where('requested_net', '=', group)
     .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perIpWindowMs))
     .orderBy('created_at', 'asc')
     .limit(perIp)

@@ -11,6 +11,7 @@ import * as sshChallenges from '../../migrations/0004_ssh_challenges.js';
 import * as securityKeys from '../../migrations/0005_security_keys.js';
 import * as challengeBounds from '../../migrations/0006_challenge_bounds.js';
 import * as requestCancel from '../../migrations/0007_request_cancel.js';
+import * as requestAddressGroup from '../../migrations/0008_request_address_group.js';
 import type { Database } from './schema.js';
 import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
@@ -23,6 +24,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0005_security_keys': securityKeys,
   '0006_challenge_bounds': challengeBounds,
   '0007_request_cancel': requestCancel,
+  '0008_request_address_group': requestAddressGroup,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -72,6 +72,8 @@ export interface VerificationRequestsTable {
   token_hash: string;
   note: string | null;
   requested_ip: string | null;
+  /** requested_ip's address group (addressGroupOf; 0008), what MAIL_PER_IP_HOURLY counts. NULL: unknown address, or rows from before 0008. */
+  requested_net: string | null;
   channel: 'http' | 'ssh';
   created_at: CreatedAt;
   expires_at: Timestamp;
@@ -141,6 +143,8 @@ export interface SshChallengesTable {
   created_at: CreatedAt;
   /** Issue order (an identity, migrations/0006_challenge_bounds.ts); bigint, read as a string. */
   issued_seq: ColumnType<string, never, never>;
+  /** The requester's address group (addressGroupOf; 0006): the per-key bound counts per group. NULL: unknown address, or older rows. */
+  requested_net: string | null;
 }
 
 export interface Database {

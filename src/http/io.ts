@@ -106,8 +106,24 @@ export function clientIp(req: IncomingMessage, trust: ProxyTrust): string | null
     const forwarded = req.headers['x-forwarded-for'];
     const value = Array.isArray(forwarded) ? forwarded.join(',') : forwarded;
     const last = value?.split(',').map((part) => part.trim()).filter(Boolean).at(-1);
+    const address = last === undefined ? null : forwardedAddress(last);
     // Not an address (`unknown`, garbage): the balancer's own address, rather than text as an address.
-    if (last && net.isIP(last) !== 0) return last;
+    if (address !== null) return address;
   }
   return peer ?? null;
+}
+
+/**
+ * The address in one X-Forwarded-For entry, or null. Balancers write it bare (`192.0.2.1`,
+ * `2001:db8::1`), some with the client's port (`192.0.2.1:5678`) or IPv6 in brackets
+ * (`[2001:db8::1]`, `[2001:db8::1]:443`): the port and brackets go, then it must be an IP
+ * address. An IPv6 address with a port comes in brackets: without them, `:443` would read as its
+ * last group, so a bare one is taken as written.
+ */
+export function forwardedAddress(entry: string): string | null {
+  const bracketed = /^\[([^\]]*)\](?::\d{1,5})?$/.exec(entry);
+  const ipv4WithPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(entry);
+  const address = bracketed ? bracketed[1]! : ipv4WithPort ? ipv4WithPort[1]! : entry;
+  if (bracketed && !net.isIPv6(address)) return null;
+  return net.isIP(address) !== 0 ? address : null;
 }

@@ -2,6 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { addressGroupOf } from '../net-addresses.js';
+import { FairShares } from '../fair-shares.js';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { errorFields } from '../log.js';
@@ -151,41 +152,38 @@ export function createHttpServer(
     }
   }
 
-  server.on('clientError', (err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
-    else socket.destroy();
+  // The answer, then the socket destroyed, not just ended: the server allows half-open sockets,
+  // and a client that never closes its side would keep an ended one (and its slot) forever.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (!socket.writable) return void socket.destroy();
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n\r\n`, () => socket.destroy());
+    setTimeout(() => socket.destroy(), 1_000).unref(); // a client that does not even read
   });
   limitConnections(server, limits, metrics);
   return server;
 }
 
 /**
- * Caps open connections in all (refused by Node before any JavaScript runs for them) and per
- * address (closed at once): each holds a file descriptor, and idle ones cost the client nothing.
+ * Caps open connections in all and per address, closing the ones beyond at once: each holds a
+ * file descriptor, and idle ones cost the client nothing. (Not `server.maxConnections`: under
+ * node:cluster a worker at its cap hands the connection back to the primary, which offers it
+ * again and again, spinning, instead of closing it.)
  */
 function limitConnections(server: http.Server, limits: HttpLimits, metrics: DoorMetrics): void {
-  server.maxConnections = limits.maxConnections;
-  server.on('drop', () => {
-    metrics.httpConnectionRefused();
-    metrics.events.rateLimited('http_connections_total');
-  });
-  const perAddress = new Map<string, number>();
+  const open = new FairShares<Socket>();
   server.on('connection', (socket: Socket) => {
     const address = socket.remoteAddress;
-    if (limits.carriesManyClients?.(address)) return;
-    const group = addressGroupOf(address ?? '', limits.ipv6Prefix);
-    const count = perAddress.get(group) ?? 0;
-    if (count >= limits.maxConnectionsPerIp) {
+    const group = limits.carriesManyClients?.(address) ? 'balancers' : addressGroupOf(address ?? '', limits.ipv6Prefix);
+    const refusal =
+      open.size >= limits.maxConnections ? 'http_connections_total' : group !== 'balancers' && open.sizeOf(group) >= limits.maxConnectionsPerIp ? 'http_connections_per_ip' : null;
+    if (refusal) {
       metrics.httpConnectionRefused();
-      metrics.events.rateLimited('http_connections_per_ip');
+      metrics.events.rateLimited(refusal);
       socket.destroy();
       return;
     }
-    perAddress.set(group, count + 1);
-    socket.once('close', () => {
-      const left = (perAddress.get(group) ?? 1) - 1;
-      if (left <= 0) perAddress.delete(group);
-      else perAddress.set(group, left);
-    });
+    open.add(group, socket);
+    socket.once('close', () => open.delete(group, socket));
   });
 }

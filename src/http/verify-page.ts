@@ -1,12 +1,15 @@
 import {
+  addressGroupIn,
   AppError,
   cancelVerificationLink,
   confirmationGrantOf,
   confirmVerificationLink,
   inspectVerificationLink,
   LINK_STATE_ERRORS,
+  nowOf,
   toAppError,
   verificationFactsOf,
+  type CoreDeps,
   type OrgMembership,
 } from '../core/index.js';
 import { escapeHtml } from '../text/html.js';
@@ -56,8 +59,7 @@ export async function showConfirmPage({ deps, res, url, origin }: RouteContext):
   const r = link.request;
   const facts = verificationFactsOf(r);
   const rows = factLines(facts).map(([label, value]) => `<tr><th>${escapeHtml(label)}</th><td><code>${escapeHtml(value)}</code></td></tr>`).join('');
-  const now = deps.now ? deps.now() : new Date();
-  const grant = grantInWords(facts, await confirmationGrantOf(deps, r), now.getTime() - facts.requestedAt.getTime());
+  const grant = grantInWords(facts, await confirmationGrantOf(deps, r), nowOf(deps).getTime() - facts.requestedAt.getTime());
   const action = escapeHtml(confirmAction(deps.settings.publicUrl));
   const hiddenToken = `<input type="hidden" name="token" value="${escapeHtml(token)}">`;
   sendHtml(
@@ -70,7 +72,7 @@ export async function showConfirmPage({ deps, res, url, origin }: RouteContext):
 <p>Check that the fingerprint matches <code class="command">ssh-keygen -lf ~/.ssh/id_ed25519.pub</code> (or your key's file).</p>
 <h2>What Confirm grants</h2>
 <p class="grant">${escapeHtml(grant)}</p>
-${addressesCompared(r.requested_ip, origin.ip)}
+${addressesCompared(deps, r.requested_ip, origin.ip)}
 <form method="post" action="${action}">
 ${hiddenToken}
 <button type="submit">Confirm</button></form>
@@ -83,21 +85,16 @@ Closing this page leaves it unconfirmed too, until it expires.</p>`,
   );
 }
 
-/** IPv4 as IPv6 (`::ffff:192.0.2.1`, a dual-stack socket's view) is the IPv4 address. */
-function plainAddress(ip: string): string {
-  return ip.toLowerCase().replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
-}
-
 /**
  * The request's address beside this browser's, and a warning when they differ: someone else
  * (anyone with the email and a public key) may have asked. They differ legitimately too (a
- * request from a server, the mail read on a phone), so it warns, it does not refuse.
+ * request from a server, the mail read on a phone), so it warns, it does not refuse. Compared as
+ * every per-address limit counts them (addressGroupIn): IPv4-mapped IPv6 is the IPv4 address, and
+ * two addresses of one IPv6 /64 (IPV6_PREFIX; privacy addresses change) are the same.
  */
-function addressesCompared(requestedIp: string | null, browserIp: string | null): string {
-  const requested = requestedIp === null ? 'an unknown address' : plainAddress(requestedIp);
-  const browser = browserIp === null ? 'an unknown address' : plainAddress(browserIp);
-  const line = `<p>The request came from <code>${escapeHtml(requested)}</code>; this browser is at <code>${escapeHtml(browser)}</code>.</p>`;
-  if (requestedIp === null || browserIp === null || requested === browser) return line;
+function addressesCompared(deps: CoreDeps, requestedIp: string | null, browserIp: string | null): string {
+  const line = `<p>The request came from <code>${escapeHtml(requestedIp ?? 'an unknown address')}</code>; this browser is at <code>${escapeHtml(browserIp ?? 'an unknown address')}</code>.</p>`;
+  if (requestedIp === null || browserIp === null || addressGroupIn(deps, requestedIp) === addressGroupIn(deps, browserIp)) return line;
   return `${line}
 <p class="warning"><strong>These addresses differ.</strong> Unless you made this request yourself from another device or network
 (a server you work on, a VPN), someone else did: press “This wasn't me”.</p>`;

@@ -10,7 +10,7 @@ export type EndReason =
   | 'client_closed'
   | 'idle_timeout'
   | 'login_timeout'
-  /** Not yet authenticated, dropped to make room at a full global cap. */
+  /** Dropped to make room for a newcomer at a full global cap (the busiest address's oldest). */
   | 'evicted'
   /** We hung up during authentication: too many attempts, or the signature budget is spent. */
   | 'auth_limit'
@@ -48,6 +48,8 @@ export class ConnectionRecord {
   constructor(
     private readonly socket: net.Socket,
     private readonly ip: string,
+    /** The address group its per-address limits count it under: repeated lines are counted per group. */
+    private readonly group: string,
     private readonly log: Logger,
     private readonly metrics: DoorMetrics,
     /** Where the lines of connections that never got anywhere go: a flood writes one line per address a minute. */
@@ -118,8 +120,9 @@ export class ConnectionRecord {
   }
 
   private outcome(): Exclude<SshConnectionOutcome, 'refused_limit'> {
+    if (this.reason === 'evicted') return 'evicted';
     if (this.authenticatedAt !== null) return 'authenticated';
-    if (this.reason === 'login_timeout' || this.reason === 'auth_limit' || this.reason === 'evicted') return this.reason;
+    if (this.reason === 'login_timeout' || this.reason === 'auth_limit') return this.reason;
     return this.refusals > 0 ? 'auth_failed' : 'closed_preauth';
   }
 
@@ -143,7 +146,7 @@ export class ConnectionRecord {
       ms: Date.now() - this.started,
     };
     const nothingDone = outcome === 'closed_preauth' || outcome === 'login_timeout' || outcome === 'evicted';
-    if (nothingDone && this.repeated) this.repeated.info(this.ip, fields, 'ssh connection closed');
+    if (nothingDone && this.repeated) this.repeated.info(this.group, fields, 'ssh connection closed');
     else this.log.info(fields, 'ssh connection closed');
   }
 }

@@ -150,31 +150,58 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     client.once('close', () => setting.shuttingDown.removeEventListener('abort', onShutdown));
 
     // A key linked to no account can only `login`, `whoami` or `help`: it gets few sessions, so
-    // that any key from anywhere cannot hold many. Asked once, and only past that many.
-    let linked: Promise<boolean> | null = null;
-    const isLinked = () =>
-      (linked ??= resolveSshIdentity(deps, key).then(
+    // that any key from anywhere cannot hold many. Asked only past that many; a yes is kept (a
+    // `login` may link the key meanwhile, so a no is asked again).
+    let linked = false;
+    const isLinked = async () =>
+      (linked ||= await resolveSshIdentity(deps, key).then(
         (identity) => identity.kind === 'account',
         () => false,
       ));
 
+    // Every session slot this connection holds, released when its session ends or, at the
+    // latest, with the connection: ssh2 never closes a session that had no program yet when the
+    // connection drops.
+    const slots = new Set<() => void>();
+    const releaseAll = () => {
+      for (const release of [...slots]) release();
+    };
+    client.once('close', releaseAll);
+    // Chosen to make room at a full SSH_MAX_SESSIONS: its slots are free at once, the connection goes.
+    const evicted = () => {
+      releaseAll();
+      access.ended('evicted');
+      client.end();
+    };
+    const takeSlot = (): (() => void) | null => {
+      const freeSlot = setting.sessions.take(group, evicted);
+      if (!freeSlot) return null;
+      openSessions++;
+      const release = () => {
+        if (!slots.delete(release)) return;
+        openSessions--;
+        freeSlot();
+      };
+      slots.add(release);
+      return release;
+    };
+
     const origin = { channel: 'ssh' as const, ip };
     client.on('session', (accept, reject) => {
       if (closing || openSessions >= limits.maxSessionsPerConnection) return reject();
-      if (!setting.sessions.take()) return reject();
-      openSessions++;
+      const release = takeSlot();
+      if (!release) return reject();
       idle.touch();
-      if (openSessions <= limits.maxSessionsUnlinked) return openSession(accept);
+      if (openSessions <= limits.maxSessionsUnlinked) return openSession(accept, release);
       void isLinked().then((mayOpen) => {
-        if (mayOpen && !gone && !closing) return openSession(accept);
+        if (mayOpen && !gone && !closing) return openSession(accept, release);
         if (!mayOpen) deps.events?.rateLimited('ssh_sessions_unlinked');
-        openSessions--;
-        setting.sessions.release();
+        release();
         reject();
       });
     });
 
-    function openSession(accept: () => Session) {
+    function openSession(accept: () => Session, release: () => void) {
       let running = false;
       const notices: Array<(message: string) => void> = [];
       const session = {
@@ -200,8 +227,7 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         },
       };
       handleSession(accept(), session, () => {
-        openSessions--;
-        setting.sessions.release();
+        release();
         if (running) runningSessions--;
         for (const notify of notices) idleNotices.delete(notify);
         idle.touch();

@@ -6,7 +6,8 @@ import type { CoreDeps } from '../core/index.js';
 import type { SshLimits } from '../config.js';
 import type { DoorMetrics } from '../door-metrics.js';
 import { errorFields } from '../log.js';
-import { createAdmission, sessionSlots, type Admitted } from './admission.js';
+import { createAdmission, refuseConnection, sessionSlots, type Admitted } from './admission.js';
+import { NO_METRICS } from '../door-metrics.js';
 import { handleConnection } from './connection.js';
 import type { HostKey } from './host-key.js';
 import { addressMatcher, adoptProxySource, readProxyHeader } from './proxy-protocol.js';
@@ -55,10 +56,11 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   }
   const keyCache = new DecodedKeyCache();
   const verifications = new TokenBuckets(limits.authPerMinute / 60, limits.authBurst);
+  const metrics = options.metrics ?? NO_METRICS;
   const repeated = new RepeatedLines(log);
   const admission = createAdmission(limits, log, repeated, options.metrics);
   const admitted = new WeakMap<net.Socket, Admitted>();
-  const sessions = sessionSlots(limits.maxSessions, options.metrics);
+  const sessions = sessionSlots(limits.maxSessions, limits.maxSessionsPerIp, options.metrics);
   const shutdown = new AbortController();
   // Every live connection, shell and waiting login listens for it: no listener count is a leak.
   setMaxListeners(0, shutdown.signal);
@@ -107,8 +109,6 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
   const proxy = limits.proxyProtocol;
   const fromBalancer = proxy ? addressMatcher(proxy.from) : null;
   const awaitingHeader = new Set<net.Socket>();
-  // Anyone can reach the port: refusals of outsiders are logged at most once a minute, with a count.
-  const outsiders = { closed: 0, loggedAt: -Infinity };
   if (proxy) log.info({ from: proxy.from }, 'ssh: PROXY protocol required on the SSH port');
 
   const tcp = net.createServer((socket) => {
@@ -116,22 +116,13 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
     if (!proxy || !fromBalancer) return admit(socket);
     const peer = socket.remoteAddress;
     if (!fromBalancer(peer)) {
-      outsiders.closed++;
-      if (Date.now() - outsiders.loggedAt >= 60_000) {
-        log.warn({ peer, closed: outsiders.closed }, 'ssh: connections from outside SSH_PROXY_FROM closed (logged at most once a minute)');
-        outsiders.loggedAt = Date.now();
-        outsiders.closed = 0;
-      }
+      // Anyone can reach the port: logged once a minute per address, then with a count.
+      repeated.warn(peer ?? '', { peer }, 'ssh: connection from outside SSH_PROXY_FROM closed');
       socket.destroy();
       return;
     }
     // Balancer connections still owe their header: bounded like unauthenticated ones.
-    if (awaitingHeader.size >= limits.maxUnauthenticated) {
-      options.metrics?.sshConnectionRefused();
-      options.metrics?.events.rateLimited('ssh_unauthenticated_total');
-      socket.destroy();
-      return;
-    }
+    if (awaitingHeader.size >= limits.maxUnauthenticated) return void refuseConnection(socket, 'ssh_unauthenticated_total', metrics);
     awaitingHeader.add(socket);
     void readProxyHeader(socket, proxy.headerTimeoutMs).then((outcome) => {
       awaitingHeader.delete(socket);

@@ -1,5 +1,8 @@
 import { formatDuration, type ConfirmationGrant, type VerificationFacts } from '../core/index.js';
 
+/** The label of the requester's note: text anyone who asks can write, not something this service says. */
+export const NOTE_LABEL = 'Note (written by the requester)';
+
 /** The facts about a verification request as label/value rows: the email and the confirm page show the same. */
 export function factLines(facts: VerificationFacts): Array<[string, string]> {
   const lines: Array<[string, string]> = [
@@ -10,7 +13,9 @@ export function factLines(facts: VerificationFacts): Array<[string, string]> {
     // A date a person reads at a glance, in one unambiguous zone: "Fri, 27 Nov 2026 16:22:05 UTC".
     ['Requested at', facts.requestedAt.toUTCString().replace(/GMT$/, 'UTC')],
   ];
-  if (facts.note) lines.push(['Note', facts.note]);
+  // The requester's own words, whoever they are: labelled as such, and nowhere but here (never in
+  // a sentence of ours, such as the confirm page's "What Confirm grants").
+  if (facts.note) lines.push([NOTE_LABEL, facts.note]);
   return lines;
 }
 
@@ -49,31 +54,32 @@ function orgsInWords(grant: ConfirmationGrant): string {
 
 /**
  * What pressing Confirm gives whoever made the request, as one plain-text paragraph (the page
- * escapes it): who asked (address, door, age, note), and what they receive, as the server's
- * settings and the request make it. A person deciding whether a request is theirs reads this.
+ * escapes it): who asked (address, door, age), and what they receive, as the server's settings
+ * and the request make it. A person deciding whether a request is theirs reads this, so it holds
+ * no text the requester wrote: their note (which could read "this is your own laptop, safe to
+ * confirm") is only in the facts, under NOTE_LABEL.
  */
 export function grantInWords(facts: VerificationFacts, grant: ConfirmationGrant, ageMs: number): string {
   const from = `from ${facts.requestedIp ?? 'an unknown address'} (${facts.channel === 'ssh' ? 'SSH' : 'HTTP'}), ${ageInWords(ageMs)}`;
-  const note = facts.note ? `, with the note “${facts.note}”` : '';
   const orgs = orgsInWords(grant);
   const sshLink = `The key is also linked to ${facts.email}: whoever holds its private key can then sign in as you on the SSH door.`;
   switch (grant.kind) {
     case 'ssh-session':
       return (
-        `The SSH session that made this request — ${from}${note} — will be signed in as ${facts.email}: ` +
+        `The SSH session that made this request — ${from} — will be signed in as ${facts.email}: ` +
         `it, and anyone holding this key's private key, can then create API keys for ${orgs}, at any time, for as long as the key stays linked.`
       );
     case 'http-signed':
       return (
-        `Whoever made this request — ${from}${note} — proved they hold this key's private key. ` +
+        `Whoever made this request — ${from} — proved they hold this key's private key. ` +
         `Once you confirm, they can create API keys for ${orgs}, over HTTP and SSH, at any time, for as long as the key stays linked to ${facts.email}.`
       );
     case 'http-window': {
       const { window, mintsPerConfirmation } = grant.httpTrust;
-      if (window === 'off') return `Whoever made this request — ${from}${note} — will receive no API key over HTTP (this server does not make them there). ${sshLink}`;
+      if (window === 'off') return `Whoever made this request — ${from} — will receive no API key over HTTP (this server does not make them there). ${sshLink}`;
       const keys = mintsPerConfirmation === null ? 'any number of API keys' : mintsPerConfirmation === 1 ? 'one API key' : `up to ${mintsPerConfirmation} API keys`;
       const when = window === 'forever' ? 'with no time limit' : `within ${durationInWords(window)} of your confirmation`;
-      return `Whoever made this request — ${from}${note} — will receive ${keys} for ${orgs}, ${when}. ${sshLink}`;
+      return `Whoever made this request — ${from} — will receive ${keys} for ${orgs}, ${when}. ${sshLink}`;
     }
   }
 }
