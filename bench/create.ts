@@ -165,7 +165,8 @@ async function startServer(dbUrl: string, work: string, workers: number) {
       const ports = [...log.matchAll(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/g)].map((m) => Number(m[1]));
       const http = /"url":"(http:[^"]+)".*"msg":"HTTP API listening"/.exec(log);
       const metrics = /"url":"(http:[^"]+)".*"msg":"metrics listening/.exec(log);
-      if (ports.length >= workers && http && metrics) {
+      // Under WORKERS the primary logs the listening lines once, when every worker listens.
+      if (ports.length > 0 && http && metrics) {
         clearTimeout(timer);
         resolve({ sshPort: ports[0]!, httpUrl: http[1]!, metricsUrl: metrics[1]! });
       }

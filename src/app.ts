@@ -41,7 +41,11 @@ export type App = {
   close(): Promise<void>;
 };
 
-function warnAboutSettings(config: Config, log: Logger): void {
+/** Where start-up lines go: the log, or (in a cluster worker) its debug level. */
+type StartupLog = Pick<Logger, 'info' | 'warn'>;
+
+/** Said once at start-up (by a cluster's primary for all its workers). */
+export function warnAboutSettings(config: Config, log: StartupLog): void {
   if (config.httpTrust.window === 'forever') {
     log.warn(
       'HTTP_TRUST_WINDOW=forever: anyone who knows a verified public key can learn its email and mint API keys over HTTP. ' +
@@ -55,7 +59,11 @@ function warnAboutSettings(config: Config, log: Logger): void {
     );
   }
   if (config.httpTrust.window === 'off') {
-    log.info('HTTP_TRUST_WINDOW=0: API key creation over HTTP is off; use the SSH door');
+    // Only the email window is off: a signed request proves the key as the SSH door does, so it still acts.
+    log.info(
+      'HTTP_TRUST_WINDOW=0: an email confirmation opens no HTTP window, so unsigned HTTP requests mint no API keys; ' +
+        'requests signed with the key (challenge + ssh_signature) and the SSH door still do',
+    );
   }
 }
 
@@ -63,19 +71,31 @@ function warnAboutSettings(config: Config, log: Logger): void {
 export async function startApp(
   config: Config,
   log: Logger,
-  overrides: { database?: OpenDatabase; mailer?: Mailer; /** A cluster worker: the primary serves the metrics. */ scrapeListener?: boolean } = {},
+  overrides: {
+    database?: OpenDatabase;
+    mailer?: Mailer;
+    /** A cluster worker: the primary serves the metrics. */
+    scrapeListener?: boolean;
+    /**
+     * A cluster worker's number (1..WORKERS): its process metrics carry it as `worker`, and its
+     * start-up lines go to debug (the primary says them once, for all: cluster.ts).
+     */
+    worker?: number | null;
+  } = {},
 ): Promise<App> {
+  const worker = overrides.worker ?? null;
+  const startup: StartupLog = worker === null ? log : { info: log.debug.bind(log), warn: log.debug.bind(log) };
   // A registry per app, not prom-client's global one: several apps in one process do not collide.
-  const metrics = config.metricsPort === null ? null : createMetrics();
+  const metrics = config.metricsPort === null ? null : createMetrics({ worker });
   const core = await openCore(config, log, { database: overrides.database, mailer: overrides.mailer, events: metrics?.events });
   const { deps } = core;
   if (metrics && core.database.poolStats) metrics.watchPool(core.database.poolStats);
-  warnAboutSettings(config, log);
+  warnAboutSettings(config, startup);
 
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
-  log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
+  startup.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
   const caps = fitToOpenFiles(config, openFileLimit());
-  if (caps.lowered) log.warn(`connection caps lowered: ${caps.lowered}`);
+  if (caps.lowered) startup.warn(`connection caps lowered: ${caps.lowered}`);
   let sshHint = sshCommandHint(config, config.sshPort);
   const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: caps.ssh, log, metrics: metrics ?? undefined });
   let sshAddress: AddressInfo;
@@ -86,7 +106,7 @@ export async function startApp(
     throw err;
   }
   sshHint = sshCommandHint(config, sshAddress.port);
-  log.info({ port: sshAddress.port, user: config.sshUser, try: sshHint }, 'SSH door listening');
+  startup.info({ port: sshAddress.port, user: config.sshUser, try: sshHint }, 'SSH door listening');
 
   let draining = false;
   async function readiness(): Promise<Readiness> {
@@ -137,7 +157,7 @@ export async function startApp(
   const address = http.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const httpUrl = `http://${host}:${address.port}`;
-  log.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
+  startup.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
 
   let scrapes: MetricsServer | null = null;
   if (metrics && config.metricsPort !== null && overrides.scrapeListener !== false) {

@@ -1,13 +1,23 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
-import { AggregatorRegistry, type Registry } from 'prom-client';
+import { AggregatorRegistry } from 'prom-client';
+import { warnAboutSettings, type App } from './app.js';
 import type { Config } from './config.js';
 import { openCore } from './core-wiring.js';
 import { listenForScrapes, type MetricsServer } from './metrics.js';
+import { fitToOpenFiles, openFileLimit } from './open-files.js';
 import { loadOrCreateHostKey } from './ssh/host-key.js';
 
 /** What a worker tells the primary once both its listeners are up. */
 const READY_MESSAGE = 'shell-auth:worker-ready';
+type ReadyMessage = { type: typeof READY_MESSAGE; httpUrl: string; sshPort: number; sshHint: string; database: string };
+const isReady = (message: unknown): message is ReadyMessage => (message as ReadyMessage | null)?.type === READY_MESSAGE;
+
+/**
+ * Each worker's number, 1..WORKERS, in its environment: a replacement takes the number of the
+ * worker it replaces, so logs and metrics (the `worker` label) name at most WORKERS of them.
+ */
+const SLOT_VARIABLE = 'SHELL_AUTH_WORKER';
 
 /** A worker died after it had started: the next one is started this long after. */
 const RESTART_DELAY_MS = 1_000;
@@ -28,8 +38,12 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
 
   const core = await openCore(config, log, { listen: false }); // migrates, under the lock
   await core.close();
+  // The start-up block, once: workers log theirs at debug, and this process says when all listen.
+  warnAboutSettings(config, log);
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
   log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
+  const caps = fitToOpenFiles(config, openFileLimit()); // each worker inherits this process's limit
+  if (caps.lowered) log.warn(`connection caps lowered (in each worker): ${caps.lowered}`);
 
   let scrapes: MetricsServer | null = null;
   if (config.metricsPort !== null) {
@@ -54,13 +68,25 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
   let finished: (code: number) => void = () => {};
   const done = new Promise<number>((resolve) => (finished = resolve));
 
-  const fork = () => {
-    const worker = cluster.fork();
+  const slots = new Map<Worker, number>();
+  const fork = (slot: number) => {
+    const worker = cluster.fork({ [SLOT_VARIABLE]: String(slot) });
+    slots.set(worker, slot);
     worker.on('message', (message: unknown) => {
-      if (message !== READY_MESSAGE) return;
+      if (!isReady(message)) return;
       up.add(worker);
       failedStarts = 0;
-      if (up.size >= config.workers) everyWorkerStarted = true;
+      const where = { worker: slot, pid: worker.process.pid, url: message.httpUrl, sshPort: message.sshPort };
+      if (everyWorkerStarted) {
+        log.info(where, 'replacement worker listening');
+        return;
+      }
+      log.debug(where, 'worker listening');
+      if (up.size < config.workers) return;
+      everyWorkerStarted = true;
+      // The lines a single process logs, once for all the workers (the shared ports are the same).
+      log.info({ port: message.sshPort, user: config.sshUser, try: message.sshHint, workers: config.workers }, 'SSH door listening');
+      log.info({ url: message.httpUrl, publicUrl: config.publicUrl, database: message.database, workers: config.workers }, 'HTTP API listening');
     });
   };
   // Not dead: node:cluster keeps a worker whose 'exit' came before its IPC 'disconnect' in
@@ -91,6 +117,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
 
   cluster.on('exit', (worker, code, signal) => {
     const wasUp = up.delete(worker);
+    const slot = slots.get(worker);
+    slots.delete(worker);
     if (stopping) {
       // Killed by our SIGTERM (or a terminal's SIGINT to the group): a worker still loading, before
       // its handlers, with nothing to drain; one with them drains and exits 0 instead. SIGKILL was
@@ -101,7 +129,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     }
     if (!wasUp && !everyWorkerStarted) {
       // The first workers failing before they listen is configuration (a port in use): restarting will not help.
-      log.fatal({ worker: worker.id, code, signal }, 'a worker could not start; stopping');
+      log.fatal({ worker: slot, code, signal }, 'a worker could not start; stopping');
       stopAll('a worker could not start', 1);
       return;
     }
@@ -109,12 +137,12 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     // while replacements keep failing before they listen.
     if (!wasUp) failedStarts++;
     const delay = Math.min(30_000, RESTART_DELAY_MS * 2 ** failedStarts);
-    log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker died; starting another');
+    log.error({ worker: slot, pid: worker.process.pid, code, signal, restartInMs: delay }, 'worker died; starting another');
     clearTimeout(restartTimer);
     restartTimer = setTimeout(() => {
       if (stopping) return;
-      const missing = config.workers - live().length;
-      for (let i = 0; i < missing; i++) fork();
+      const held = new Set(live().map((w) => slots.get(w)));
+      for (let n = 1; n <= config.workers; n++) if (!held.has(n)) fork(n);
     }, delay);
   });
 
@@ -129,7 +157,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     stopAll(signal, 0);
   };
 
-  for (let i = 0; i < config.workers; i++) fork();
+  for (let n = 1; n <= config.workers; n++) fork(n);
   log.info({ workers: config.workers }, 'primary started the workers');
   return done;
 }
@@ -145,10 +173,16 @@ export function answerMetricRequests(): void {
   AggregatorRegistry.setRegistries([]);
 }
 
-/** In a worker: answer metric requests from this registry, and tell the primary it is up. */
-export function workerStarted(registry: Registry | null): void {
-  if (registry) AggregatorRegistry.setRegistries([registry]);
-  process.send?.(READY_MESSAGE);
+/** In a worker: answer metric requests from this app's registry, and tell the primary it is up (and where). */
+export function workerStarted(app: App): void {
+  if (app.metricsRegistry) AggregatorRegistry.setRegistries([app.metricsRegistry]);
+  const ready: ReadyMessage = { type: READY_MESSAGE, httpUrl: app.httpUrl, sshPort: app.sshPort, sshHint: app.sshHint, database: app.database.kind };
+  process.send?.(ready);
 }
 
-export const workerId = () => cluster.worker?.id ?? null;
+/** This worker's number (1..WORKERS), or null outside a cluster worker. */
+export const workerId = (): number | null => {
+  if (!cluster.isWorker) return null;
+  const slot = Number(process.env[SLOT_VARIABLE]);
+  return Number.isInteger(slot) && slot > 0 ? slot : (cluster.worker?.id ?? null);
+};

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -85,6 +86,24 @@ const addressRanges = z.string().transform((value, ctx) => {
   return ranges;
 });
 
+/**
+ * Where users reach the SSH door from outside (a load balancer's name and port): `host`,
+ * `host:port` or `[v6]:port`; a host alone means port 22, as for `ssh` itself.
+ */
+const publicSshAddress = z.string().transform((value, ctx): { host: string; port: number } => {
+  const text = value.trim();
+  const bracketed = /^\[([^\]]*)\](?::(\d{1,5}))?$/.exec(text);
+  const named = /^([a-z0-9._-]+)(?::(\d{1,5}))?$/i.exec(text);
+  // A bare IPv6 address has no room for a port: it is a host alone.
+  const [host, portText] = bracketed && isIP(bracketed[1]!) === 6 ? [bracketed[1]!, bracketed[2]] : isIP(text) === 6 ? [text, undefined] : named ? [named[1]!, named[2]] : [];
+  const port = portText === undefined ? 22 : Number(portText);
+  if (host === undefined || port < 1 || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: 'must be host or host:port (e.g. auth.example.com, auth.example.com:2222, [2001:db8::1]:2222)' });
+    return z.NEVER;
+  }
+  return { host, port };
+});
+
 /** A count where 0 (the operator's way of writing "off") becomes null: no limit. */
 const limit = (max: number) => wholeNumber(0, max, ' (0: no limit)').transform((n) => (n === 0 ? null : n));
 
@@ -107,6 +126,7 @@ const EnvSchema = z.object({
   HTTP_PORT: port.prefault('8080'),
   SSH_PORT: port.prefault('2222'),
   SSH_USER: z.string().regex(/^[a-z_][a-z0-9_-]*$/i, 'must be a plain user name').default('keys'),
+  SSH_PUBLIC_ADDRESS: publicSshAddress.optional(),
   DATABASE_URL: urlOf(/^postgres(ql)?$/, 'postgres://user:password@host:5432/database').optional(),
   DATA_DIR: z.string().min(1).default('./data'),
   SMTP_URL: urlOf(/^smtps?$/, 'smtp://host:25 or smtps://user:password@host:465').optional(),
@@ -184,6 +204,8 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   httpPort: e.HTTP_PORT,
   sshPort: e.SSH_PORT,
   sshUser: e.SSH_USER,
+  /** What hints tell users to type (`ssh -p PORT USER@HOST`); null: PUBLIC_URL's host and the listening port. */
+  sshPublicAddress: e.SSH_PUBLIC_ADDRESS ?? null,
   databaseUrl: e.DATABASE_URL ?? null,
   dataDir: path.resolve(e.DATA_DIR),
   smtpUrl: e.SMTP_URL ?? null,
@@ -313,8 +335,12 @@ function shownValue(value: string): string {
   return JSON.stringify(shown.length > 200 ? `${shown.slice(0, 200)}…` : shown);
 }
 
-/** How SSH users reach this service, for messages: `ssh -p 2222 keys@auth.example.com`. */
-export function sshCommandHint(config: Pick<Config, 'publicUrl' | 'sshUser'>, port: number): string {
-  const host = new URL(config.publicUrl).hostname;
+/**
+ * How SSH users reach this service, for messages: `ssh -p 2222 keys@auth.example.com`. Behind a
+ * balancer the instance's own port means nothing to users: SSH_PUBLIC_ADDRESS says what they type.
+ */
+export function sshCommandHint(config: Pick<Config, 'publicUrl' | 'sshUser' | 'sshPublicAddress'>, listeningPort: number): string {
+  // URL.hostname keeps an IPv6 literal's brackets; OpenSSH wants it bare (`keys@[::1]` does not resolve).
+  const { host, port } = config.sshPublicAddress ?? { host: new URL(config.publicUrl).hostname.replace(/^\[(.*)\]$/, '$1'), port: listeningPort };
   return `ssh${port === 22 ? '' : ` -p ${port}`} ${config.sshUser}@${host}`;
 }

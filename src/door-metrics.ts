@@ -43,7 +43,11 @@ export type SshAuthResult =
   /** A security key's counter did not move forward, with SK_STRICT_COUNTER=true. */
   | 'sk_counter'
   /** Too many attempts on the connection, or the address's signature budget is spent. */
-  | 'refused_by_limit';
+  | 'refused_by_limit'
+  /** Verified but linked to no account: held back while the client offers its other keys (OpenSSH). */
+  | 'held_back'
+  /** Verified, linked to no account, and another such key is already held back. */
+  | 'not_preferred';
 
 export interface DoorMetrics {
   /** The core's port (rate limits are counted through it by the doors too). */

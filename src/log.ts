@@ -24,6 +24,9 @@ export function createLogger(level: string, destination?: pino.DestinationStream
           sync: true,
           colorize: destination === undefined && process.stdout.isTTY === true,
           translateTime: 'SYS:HH:MM:ss.l',
+          // One event, one line: an SSH connection's access line (its commands array) would
+          // otherwise take a dozen.
+          singleLine: true,
           ignore: 'pid,hostname,service',
           ...(destination ? { destination } : {}),
         })

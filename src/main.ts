@@ -18,6 +18,7 @@ const [
   { DataDirLockedError },
   { createLogger, errorFields, logFormatFor },
   { checkConnectionBudget, ConnectionBudgetError },
+  { databaseSetupProblem },
 ] = await Promise.all([
   import('./app.js'),
   import('./cluster.js'),
@@ -26,6 +27,7 @@ const [
   import('./db/database.js'),
   import('./log.js'),
   import('./core-wiring.js'),
+  import('./startup-errors.js'),
 ]);
 
 let config;
@@ -86,15 +88,18 @@ try {
   } else {
     process.on('SIGINT', () => stop('SIGINT'));
   }
-  app = await startApp(config, log, { scrapeListener: !worker });
-  if (worker) workerStarted(app.metricsRegistry);
+  app = await startApp(config, log, { scrapeListener: !worker, worker: workerId() });
+  if (worker) workerStarted(app);
 } catch (err) {
   // Expected failures (a port in use, the data directory locked) are the operator's to fix: one
   // line. Anything else is a bug: logged whole, stack and all.
   const databaseAway = toAppError(err).code === 'UNAVAILABLE';
-  const expected = err instanceof StartupError || err instanceof DataDirLockedError || err instanceof ConnectionBudgetError || databaseAway;
+  const databaseSetup = databaseSetupProblem(err, config.databaseUrl); // no such database (createdb), role, password
+  const expected =
+    err instanceof StartupError || err instanceof DataDirLockedError || err instanceof ConnectionBudgetError || databaseAway || databaseSetup !== null;
   if (!expected) log.fatal({ err: errorFields(err) }, 'could not start');
-  const reason = databaseAway ? `DATABASE_URL: the database cannot be reached (${(err as Error).message})` : (err as Error).message;
+  const reason =
+    databaseSetup ?? (databaseAway ? `DATABASE_URL: the database cannot be reached (${(err as Error).message})` : (err as Error).message);
   process.stderr.write(`shell-auth: could not start: ${reason}\n`);
   process.exit(1);
 }

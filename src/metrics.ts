@@ -30,6 +30,8 @@ const AUTH_RESULTS: SshAuthResult[] = [
   'sk_flags',
   'sk_counter',
   'refused_by_limit',
+  'held_back',
+  'not_preferred',
 ];
 const RATE_LIMITS: RateLimitName[] = [
   'mail_per_key',
@@ -58,9 +60,17 @@ const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * The service's metrics, on a registry of its own (several apps in one process, as in the tests,
  * do not collide), with Node's default process metrics. Label values come from fixed sets only.
  */
-export function createMetrics(): AppMetrics {
+export function createMetrics(options: { worker?: number | null } = {}): AppMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  // Under WORKERS the primary adds up what the workers report, which suits the counters below but
+  // not a process's own figures (process_max_fds, start time, heap, event loop lag): those keep a
+  // series per worker, labelled with its number (1..WORKERS, reused by a replacement).
+  const worker = options.worker ?? null;
+  collectDefaultMetrics({ register: registry, ...(worker === null ? {} : { labels: { worker: String(worker) } }) });
+  // prom-client leaves the start time out of a cluster's scrape ('omit': a sum of start times means
+  // nothing); one series per worker means something (when it was last restarted), so keep it.
+  const startTime = worker === null ? undefined : (registry.getSingleMetric('process_start_time_seconds') as { aggregator?: string } | undefined);
+  if (startTime) startTime.aggregator = 'sum';
   const registers = [registry];
 
   const sshConnections = new Counter({

@@ -78,7 +78,7 @@ describe('organizations', () => {
     expect(sub).toMatchObject({ plan: 'free', status: 'active' });
   });
 
-  it('default org is the oldest membership; org_name picks another; roles are reported', async () => {
+  it('default org is the personal one, even when an older membership exists; org_name picks another; roles are reported', async () => {
     const email = uniqueEmail('multi');
     const key = makeKey();
     // Membership in acme is older than the personal org created at first verification.
@@ -91,15 +91,16 @@ describe('organizations', () => {
       [acme, 'member'],
       [email.split('@')[0], 'admin'],
     ]);
+    // Issue 17: not the oldest membership (an operator's team org) but the account's own.
     const byDefault = await t.post('/api/shell-auth/api-keys', { email, ssh_public_key: key.publicKey, label: 'default-org' });
-    expect(byDefault.body.org_name).toBe(acme);
+    expect(byDefault.body.org_name).toBe(email.split('@')[0]);
     const chosen = await t.post('/api/shell-auth/api-keys', {
       email,
       ssh_public_key: key.publicKey,
       label: 'chosen-org',
-      org_name: email.split('@')[0],
+      org_name: acme,
     });
-    expect(chosen.body.org_name).toBe(email.split('@')[0]);
+    expect(chosen.body.org_name).toBe(acme);
   });
 
   it('400 "User has no organizations" when the user belongs to none', async () => {

@@ -157,7 +157,7 @@ describe('SSH commands in-process: usage errors, exit codes, argument parsing', 
         stderr: `error: org "${orgName}" is suspended: minting is off until its billing is active\n`,
       });
       expect((await ssh(suspended, 'create --label suspended')).stderr).toBe(
-        'error: your default org (the first in "orgs") is suspended: minting is off until its billing is active\n',
+        `error: your default org "${orgName}" is suspended: minting is off until its billing is active\n`,
       );
     } finally {
       await runAdmin(core.deps, 'billing', 'set', orgName, 'active');

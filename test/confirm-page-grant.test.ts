@@ -173,7 +173,7 @@ describe('the confirm page says what Confirm grants, and to whom', () => {
       expect(textOf((await pageFrom('203.0.113.9', token)).text)).toContain('will receive any number of API keys for the personal organization created for you when you confirm, with no time limit.');
       t.app.deps.settings.httpTrust = { window: 'off', mintsPerConfirmation: 1 };
       expect(textOf((await pageFrom('203.0.113.9', token)).text)).toContain(
-        `will receive no API key over HTTP (this server does not make them there). The key is also linked to ${email}`,
+        `will receive no API key over HTTP for it (this server opens no HTTP window on an email confirmation; only requests signed with the key's private key mint there). The key is also linked to ${email}`,
       );
     } finally {
       t.app.deps.settings.httpTrust = saved;

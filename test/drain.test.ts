@@ -126,7 +126,7 @@ describe('SIGTERM', () => {
     expect(shellDone.stdout).toContain('shell-auth is restarting: this session closes now');
     expect(shellDone.code).toBe(0);
     const loginDone = await login;
-    expect(loginDone.stderr).toMatch(/The service is restarting, so this session stops waiting\. The link still works: confirm it within \d+m/);
+    expect(loginDone.stderr).toMatch(/The service is restarting, so this session stops waiting\. The link still works: confirm it within \d+ minutes?,/);
     expect(loginDone.code).toBe(1);
 
     // The command in flight is still running; let billing answer: it completes, key and all.

@@ -93,8 +93,8 @@ describe('the service as a process', () => {
     expect(eml).toMatch(/shell-auth\/verify\?token=/);
     // The .eml wraps the link (quoted-printable); links.txt has it whole, ready to open.
     const lastLink = fs.readFileSync(path.join(outbox, 'links.txt'), 'utf8').trim().split('\n').at(-1) ?? '';
-    expect(lastLink).toMatch(new RegExp(`^\\S+Z ${email.replace(/[.+]/g, '\\$&')} http://\\S+/shell-auth/verify\\?token=[A-Za-z0-9_-]{20,}$`));
-    const linkedPage = await fetch(lastLink.split(' ').at(-1)!.replace(/^http:\/\/localhost:\d+/, service.url));
+    expect(lastLink).toMatch(/^http:\/\/\S+\/shell-auth\/verify\?token=[A-Za-z0-9_-]{20,}$/); // the link alone
+    const linkedPage = await fetch(lastLink.replace(/^http:\/\/localhost:\d+/, service.url));
     expect(linkedPage.status).toBe(200);
     if (!usingPostgres) expect(fs.existsSync(path.join(dataDir, 'pglite'))).toBe(true);
 

@@ -166,7 +166,7 @@ describe.runIf(SK_DUMMY)('security keys end to end: OpenSSH 9 with sk-dummy.so',
       const created = await sk(t, key, 'create', '--label', 'from-a-security-key');
       expect(created.code).toBe(0);
       expect(created.stdout).toMatch(/^[0-9a-f-]{36}[0-9a-f]{64}\n$/);
-      const listed = await sk(t, key, 'list');
+      const listed = await sk(t, key, 'list', '--wide'); // VIA is one of --wide's columns
       expect(listed.stdout).toMatch(/from-a-security-key\s.*\sssh, security key\s/);
       expect(JSON.parse((await sk(t, key, 'list', '--json')).stdout)).toEqual([expect.objectContaining({ label: 'from-a-security-key', created_via: 'ssh', security_key: true })]);
       const row = await t.app.deps.db.selectFrom('ssh_keys').select(['sk_application', 'key_type']).where('fingerprint', '=', key.fingerprint).executeTakeFirstOrThrow();

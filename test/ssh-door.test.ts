@@ -214,7 +214,7 @@ describe('create', () => {
     expect(await ssh(key, 'create', '--label', 'good-label')).toEqual({
       code: 1,
       stdout: '',
-      stderr: 'error: your default org (the first in "orgs") is suspended: minting is off until its billing is active\n',
+      stderr: `error: your default org "${org}" is suspended: minting is off until its billing is active\n`,
     });
     await setBilling(t.app.deps, org, 'active', admin);
   });
@@ -247,7 +247,7 @@ describe('list, revoke, orgs, whoami', () => {
     expect(memberList.map((k: { label: string }) => k.label)).toEqual(['member-key']);
 
     const table = await ssh(owner.key, 'list');
-    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+LABEL\s+ORG\s+CREATED BY\s+VIA\s+CREATED\s+LAST USED\s+EXPIRES\s+REVOKED$/);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+LABEL\s+ORG\s+STATE\s+CREATED\s+LAST USED\s+EXPIRES$/);
     expect(table.stdout).not.toContain(ownerKey.slice(36));
 
     // A member may not revoke someone else's key; the owner may revoke anyone's in the org.
@@ -314,7 +314,7 @@ describe('login: the whole verification over SSH', () => {
     expect(result.stderr).toBe(
       `Key ${key.fingerprint} (ssh-ed25519)\n` +
         `Creating a new account. A confirmation link is on its way to ${email}: check your inbox and press Confirm.\n` +
-        'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n' +
+        'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C stops the wait, not the link)...\n' +
         `Confirmed: this key is now linked to ${email}.\n`,
     );
     expect(result.stdout).toMatch(new RegExp(`^NAME\\s+ROLE\\s+ID\\n${email.split('@')[0]}\\s+admin\\s+[0-9a-f-]{36}\\n$`));

@@ -182,7 +182,9 @@ describe('output: rows stored before these rules reach the terminal escaped', ()
 
     const list = await runSshLine(core.deps, account, 'list');
     expect(list.code).toBe(EXIT.OK);
-    expectEscaped(list.stdout, shownLabel, shownOrg);
+    // The plain table cuts long cells (after escaping: an escape is never half shown raw); --wide shows them whole.
+    expectEscaped(list.stdout);
+    expectEscaped((await runSshLine(core.deps, account, 'list --wide')).stdout, shownLabel, shownOrg, shownEmail);
     const orgs = await runSshLine(core.deps, account, 'orgs');
     expectEscaped(orgs.stdout, shownOrg);
     const whoami = await runSshLine(core.deps, account, 'whoami');
@@ -196,9 +198,10 @@ describe('output: rows stored before these rules reach the terminal escaped', ()
     expect(listed.find((k) => k.id === keyId)).toMatchObject({ label, org_name: orgName });
     expect(JSON.parse((await runSshLine(core.deps, account, 'whoami --json')).stdout).email).toBe(email);
 
-    const keysList = await runAdmin(core.deps, 'keys', 'list');
+    const keysList = await runAdmin(core.deps, 'keys', 'list', '--wide');
     expect(keysList.code).toBe(EXIT.OK);
     expectEscaped(keysList.stdout, shownLabel, shownOrg, shownEmail);
+    expectEscaped((await runAdmin(core.deps, 'keys', 'list')).stdout);
     const orgList = await runAdmin(core.deps, 'org', 'list');
     expectEscaped(orgList.stdout, shownOrg);
     const adminJson = JSON.parse((await runAdmin(core.deps, 'keys', 'list', '--json')).stdout) as Array<{ id: string; label: string }>;

@@ -31,7 +31,7 @@ describe('verification links', () => {
     expect((await t.request('/shell-auth/verify', confirmForm(token))).status).toBe(200);
     const again = await t.request('/shell-auth/verify', confirmForm(token));
     expect(again.status).toBe(410);
-    expect(again.text).toContain('already been used');
+    expect(again.text).toContain('This link was already confirmed');
     const page = await t.request(`/shell-auth/verify?token=${token}`);
     expect(page.status).toBe(410);
     expect(page.text).not.toContain('<form');

@@ -52,7 +52,9 @@ describe('WORKERS', () => {
     async () => {
       const service = spawnService({ WORKERS: '2', DATABASE_URL: await freshPostgresUrl({ migrated: false }), METRICS_PORT: '0' });
       const { output } = service;
-      await until(() => count(output(), '"msg":"HTTP API listening"') === 2, 'two workers listening', output);
+      // The primary says it once, when both workers listen (theirs are at debug).
+      await until(() => count(output(), '"msg":"HTTP API listening"') === 1, 'two workers listening', output);
+      expect(output()).toMatch(/"workers":2,"msg":"HTTP API listening"/);
       // The primary migrated before forking: the workers found nothing to do.
       expect(count(output(), '"msg":"database migrated"')).toBe(1);
       expect(output()).toMatch(/"workers":2,"msg":"primary started the workers"/);
@@ -67,18 +69,22 @@ describe('WORKERS', () => {
       const statuses = [];
       for (let i = 0; i < 20; i++) statuses.push(await getFresh(`${url}/readyz`));
       expect(statuses.every((s) => s === 200)).toBe(true);
+      // Passing probes are not access-logged at info; other requests are, by the worker that served them.
+      for (let i = 0; i < 20; i++) expect(await getFresh(`${url}/no-such-page`)).toBe(404);
       await until(() => count(output(), '"msg":"http request"') >= 20, 'access lines', output, 5_000);
+      expect(output()).not.toContain('"path":"/readyz"');
       const servedBy = new Set([...output().matchAll(/"worker":(\d+),[^\n]*"msg":"http request"/g)].map((m) => m[1]));
       expect(servedBy).toEqual(new Set(['1', '2']));
       // The primary's scrape adds up both workers.
       const scrape = await (await fetch(metricsUrl!)).text();
       expect(scrape).toMatch(/^shell_auth_http_requests_total\{route="GET \/readyz",status="200"\} 20$/m);
+      expect(scrape).toMatch(/^shell_auth_http_requests_total\{route="unknown",status="404"\} 20$/m);
 
       const workers = childrenOf(service.child.pid!);
       expect(workers).toHaveLength(2);
       process.kill(workers[0]!, 'SIGKILL');
       await until(() => output().includes('"msg":"worker died; starting another"'), 'the death noticed', output);
-      await until(() => count(output(), '"msg":"HTTP API listening"') === 3, 'a new worker listening', output);
+      await until(() => count(output(), '"msg":"replacement worker listening"') === 1, 'a new worker listening', output);
       expect(await getFresh(`${url}/readyz`)).toBe(200);
       const replaced = childrenOf(service.child.pid!);
       expect(replaced).toHaveLength(2);
@@ -86,12 +92,12 @@ describe('WORKERS', () => {
 
       // Both at once (the primary must not be left with nothing to do and quietly exit).
       for (const pid of replaced) process.kill(pid, 'SIGKILL');
-      await until(() => count(output(), '"msg":"HTTP API listening"') === 5, 'two new workers listening', output);
+      await until(() => count(output(), '"msg":"replacement worker listening"') === 3, 'two new workers listening', output);
       expect(service.child.exitCode).toBeNull();
       const third = childrenOf(service.child.pid!);
       expect(third).toHaveLength(2);
       // With no worker left the shared port was closed; HTTP_PORT=0 then picks a new one (a fixed port is bound again).
-      const latestUrl = [...output().matchAll(/"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/g)].at(-1)![1]!;
+      const latestUrl = [...output().matchAll(/"url":"(http:\/\/[^"]+)".*"msg":"replacement worker listening"/g)].at(-1)![1]!;
       expect(await getFresh(`${latestUrl}/readyz`)).toBe(200);
 
       service.child.kill('SIGTERM');
@@ -105,7 +111,7 @@ describe('WORKERS', () => {
   it.runIf(usingPostgres)('each worker closes the HTTP connections beyond its HTTP_MAX_CONNECTIONS at once (none are handed back to the primary)', async () => {
     const service = spawnService({ WORKERS: '2', DATABASE_URL: await freshPostgresUrl({ migrated: false }), HTTP_MAX_CONNECTIONS: '3' });
     const { output } = service;
-    await until(() => count(output(), '"msg":"HTTP API listening"') === 2, 'two workers listening', output);
+    await until(() => count(output(), '"msg":"HTTP API listening"') === 1, 'two workers listening', output);
     const url = new URL(/"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output())![1]!);
     const sockets: net.Socket[] = [];
     try {

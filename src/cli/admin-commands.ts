@@ -5,6 +5,7 @@ import {
   EmailSchema,
   listAllApiKeys,
   listOrgs,
+  nowOf,
   OrgNameLookupSchema,
   OrgNameSchema,
   revokeApiKey,
@@ -13,6 +14,7 @@ import {
   type CoreDeps,
   type RequestOrigin,
 } from '../core/index.js';
+import { keysJson, keysTable } from '../text/keys-table.js';
 import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
 import { EXIT, json, optionalString, parseArgument, type Command, type Output, type Parsed, type Program } from './framework.js';
 
@@ -111,29 +113,15 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
   adminCommand({
     name: 'keys list',
     summary: 'list API keys (never secrets)',
-    usage: 'keys list [--org ORG]',
-    options: { org: { type: 'string' } },
+    usage: 'keys list [--org ORG] [--wide]',
+    options: { org: { type: 'string' }, wide: { type: 'boolean' } },
     positionals: { min: 0, max: 0, names: '' },
     async run(ctx, args) {
       const org = optionalString(args, 'org');
       const keys = await listAllApiKeys(ctx.deps, org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org'));
-      return {
-        json: keys,
-        text: formatTable(
-          ['ID', 'LABEL', 'ORG', 'CREATED BY', 'VIA', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED'],
-          keys.map((k) => [
-            k.id,
-            k.label,
-            k.org_name,
-            k.created_by,
-            k.created_via,
-            isoOrDash(k.created_at),
-            isoOrDash(k.last_used_at),
-            isoOrDash(k.expires_at),
-            isoOrDash(k.revoked_at),
-          ]),
-        ),
-      };
+      const now = nowOf(ctx.deps);
+      // The same table and JSON as the SSH door's `list`.
+      return { json: keysJson(keys, now), text: keysTable(keys, now, { wide: args.values.wide === true }) };
     },
   }),
   adminCommand({

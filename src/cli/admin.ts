@@ -5,6 +5,7 @@
 import { openCore } from '../core-wiring.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
+import { databaseSetupProblem } from '../startup-errors.js';
 import { adminProgram } from './admin-commands.js';
 import { EXIT, helpText, runCommand, type Output } from './framework.js';
 
@@ -36,7 +37,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     core = await openCore(config, log, { listen: false });
   } catch (err) {
-    io.stderr(`error: could not open the database: ${(err as Error).message}\n`);
+    io.stderr(`error: ${databaseSetupProblem(err, config.databaseUrl) ?? `could not open the database: ${(err as Error).message}`}\n`);
     return EXIT.FAILED;
   }
   try {

@@ -33,8 +33,8 @@ export type Command<Ctx> = {
 
 export type Program<Ctx> = {
   commands: Command<Ctx>[];
-  /** How to call the program, for the general help: `ssh keys@host`, `npm run admin --`. */
-  invocation: string;
+  /** How to call the program, for the general help: `ssh keys@host`, `npm run admin --`; null at a prompt (the shell), where commands are typed bare. */
+  invocation: string | null;
   /** Where the list of commands is, said after an unknown one: `type "help" for the list`. */
   helpHint: string;
   /** Core errors reworded for this program's users (see terminal-errors.ts); none: the error table's text. */
@@ -53,14 +53,18 @@ export function helpText<Ctx>(program: Program<Ctx>): string {
   const { commands } = program;
   const width = Math.max(...commands.map((c) => c.name.length));
   return [
-    `usage: ${program.invocation} COMMAND [OPTIONS]`,
-    '',
+    ...(program.invocation === null ? [] : [`usage: ${program.invocation} COMMAND [OPTIONS]`, '']),
     'Commands:',
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
     'Run "COMMAND --help" for a command\'s options.',
     '',
   ].join('\n');
+}
+
+/** The words of a command line without a leading `--` (`ssh keys@host -- --help`: it ends ssh's own options, not ours). */
+export function commandWords(words: string[]): string[] {
+  return words[0] === '--' ? words.slice(1) : words;
 }
 
 /** The command `words` start with, if any. */
@@ -73,8 +77,7 @@ export function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Com
 
 /** Parses and runs one command; returns the exit code. Never throws. */
 export async function runCommand<Ctx extends Output>(program: Program<Ctx>, words: string[], ctx: Ctx): Promise<number> {
-  // `ssh keys@host -- --help`: the `--` is for ssh's own option parsing, not ours.
-  if (words[0] === '--') words = words.slice(1);
+  words = commandWords(words);
   const [first] = words;
   if (first === undefined || first === '') {
     ctx.stderr(`error: no command given\n\n${helpText(program)}`);
@@ -88,7 +91,9 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
   if (!command) {
     const isGroup = program.commands.some((c) => c.name.startsWith(`${first} `));
     const shown = isGroup && words[1] !== undefined ? `${first} ${words[1]}` : first;
-    ctx.stderr(`error: unknown command "${escapeForTerminal(shown)}": ${program.helpHint}\n`);
+    const guess = closestCommand(program.commands, words);
+    const suggestion = guess === undefined ? '' : `did you mean "${guess}"? `;
+    ctx.stderr(`error: unknown command "${escapeForTerminal(shown)}": ${suggestion}${program.helpHint}\n`);
     return EXIT.USAGE;
   }
   let parsed: Parsed;
@@ -124,6 +129,42 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
   } catch (err) {
     return reportFailure(program, command, ctx, err, parsed);
   }
+}
+
+/**
+ * The command a mistyped one most likely meant (`craete` -> `create`, `keys lsit` -> `keys
+ * list`): at most two edits away (a swap of neighbours counts as one; short words get one), and
+ * nearer than any other. Undefined when nothing is that close, or two are equally close.
+ */
+export function closestCommand<Ctx>(commands: Command<Ctx>[], words: string[]): string | undefined {
+  let best: { name: string; distance: number } | undefined;
+  let tie = false;
+  for (const { name } of commands) {
+    const count = name.split(' ').length;
+    if (words.length < count) continue;
+    const typed = words.slice(0, count).join(' ');
+    const distance = editDistance(typed, name);
+    if (distance === 0 || distance > Math.min(2, Math.floor(typed.length / 3))) continue;
+    if (best === undefined || distance < best.distance) {
+      best = { name, distance };
+      tie = false;
+    } else if (distance === best.distance) tie = true;
+  }
+  return tie ? undefined : best?.name;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2 || a.length > 64 || b.length > 64) return Infinity;
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
 }
 
 /**
@@ -170,9 +211,26 @@ export function optionalString(args: Parsed, name: string): string | undefined {
 export function parseArgument<S extends z.ZodType>(schema: S, value: unknown, what: string, explain?: (value: string) => string): z.output<S> {
   const result = schema.safeParse(value);
   if (!result.success) {
-    throw new UsageError(explain ? explain(escapeForTerminal(String(value))) : `${what} ${result.error.issues[0]?.message ?? 'is not valid'}`);
+    throw new UsageError(explain ? explain(escapeForTerminal(String(value))) : issueInWords(result.error.issues[0], what, value));
   }
   return result.data;
+}
+
+/**
+ * A failed check in words. The schemas' own messages are written for people; zod's built-in ones
+ * (`Invalid option: expected one of "active"|"suspended"`, `Invalid input: expected string,
+ * received undefined`) are not, so those two are said here.
+ */
+function issueInWords(issue: z.core.$ZodIssue | undefined, what: string, value: unknown): string {
+  if (issue?.code === 'invalid_value' && issue.values.length > 0) {
+    const choices = issue.values.map(String);
+    const list = choices.length === 1 ? choices[0] : `${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}`;
+    if (value === undefined) return `${what} is required: ${list}`;
+    return `${what} must be ${list}, not "${escapeForTerminal(String(value))}"`;
+  }
+  if (value === undefined) return `${what} is required`;
+  if (issue?.code === 'invalid_type') return `${what} is not valid`;
+  return `${what} ${issue?.message ?? 'is not valid'}`;
 }
 
 export function json(value: unknown): string {

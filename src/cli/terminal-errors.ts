@@ -17,12 +17,15 @@ const quoted = (value: string | boolean | undefined) => `"${escapeForTerminal(St
 
 export const SSH_ERROR_PHRASES: ErrorPhrases = {
   KEY_TAKEN: () => 'this key is linked to another account: use another key pair here, or revoke it there first',
-  BILLING_NOT_VERIFIED: (args) =>
-    `${args.values.org ? `org ${quoted(args.values.org)}` : 'your default org (the first in "orgs")'} is suspended: minting is off until its billing is active`,
+  BILLING_NOT_VERIFIED: (args, err) =>
+    args.values.org
+      ? `org ${quoted(args.values.org)} is suspended: minting is off until its billing is active`
+      : `your default org${err.extra.orgName ? ` ${quoted(err.extra.orgName)}` : ''} is suspended: minting is off until its billing is active`,
   ORG_NOT_FOUND: (args) => `no org ${quoted(args.values.org ?? args.positionals[0])} among yours (see "orgs")`,
   NO_ORGANIZATIONS: () => 'you are not in any org yet: ask an org owner to add you',
   API_KEY_NOT_FOUND: (args) => `no API key ${quoted(args.positionals[0])} that you can see (see "list")`,
   API_KEY_ALREADY_REVOKED: (args) => `API key ${quoted(args.positionals[0])} is already revoked`,
+  API_KEY_ID_AMBIGUOUS: (args) => `more than one of your API keys starts with ${quoted(args.positionals[0])}: give more of the id (see "list --wide")`,
   NOT_ALLOWED: () => 'only its creator or an owner or admin of its org may do that',
   RATE_LIMITED: (_args, err) =>
     err.extra.retryAfterSeconds ? `too many requests: try again in ${err.extra.retryAfterSeconds} s` : 'too many requests: try again later',

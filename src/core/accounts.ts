@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database, Role, SubscriptionStatus, User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
 import type { RequestOrigin } from './context.js';
@@ -8,8 +8,12 @@ import { AppError } from './errors.js';
 
 type Tx = Kysely<Database>;
 
-/** `subscription`: the org's subscription status, read with the membership (the billing check's input). */
-export type OrgMembership = { org_id: string; name: string; role: Role; joined_at: Date; subscription: SubscriptionStatus | null };
+/**
+ * `subscription`: the org's subscription status, read with the membership (the billing check's
+ * input). `personal`: the org made for this account (an alias: for its base) at its first
+ * confirmation.
+ */
+export type OrgMembership = { org_id: string; name: string; role: Role; joined_at: Date; subscription: SubscriptionStatus | null; personal: boolean };
 
 const ROLE_RANK: Record<Role, number> = { owner: 3, admin: 2, member: 1 };
 
@@ -29,11 +33,12 @@ export function membershipsQuery(db: Tx) {
     .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
     .leftJoin('subscriptions', 'subscriptions.org_id', 'orgs.id')
     .select(['orgs.id as org_id', 'orgs.name', 'memberships.role', 'memberships.created_at as joined_at', 'subscriptions.status as subscription'])
+    .select(sql<boolean>`coalesce(orgs.personal_user_id = memberships.user_id, false)`.as('personal'))
     .orderBy('memberships.created_at', 'asc')
     .orderBy('orgs.name', 'asc');
 }
 
-type MembershipRow = { org_id: string; name: string; role: Role; joined_at: Date | string; subscription: SubscriptionStatus | null };
+type MembershipRow = { org_id: string; name: string; role: Role; joined_at: Date | string; subscription: SubscriptionStatus | null; personal: boolean };
 
 /** One entry per org, in the rows' order; where an alias and its base both hold one, the stronger role counts. */
 export function mergeMemberships(rows: readonly MembershipRow[]): OrgMembership[] {
@@ -41,7 +46,10 @@ export function mergeMemberships(rows: readonly MembershipRow[]): OrgMembership[
   for (const row of rows) {
     const seen = byOrg.get(row.org_id);
     if (!seen) byOrg.set(row.org_id, { ...row, joined_at: new Date(row.joined_at) });
-    else if (ROLE_RANK[row.role] > ROLE_RANK[seen.role]) seen.role = row.role;
+    else {
+      if (ROLE_RANK[row.role] > ROLE_RANK[seen.role]) seen.role = row.role;
+      seen.personal ||= row.personal;
+    }
   }
   return [...byOrg.values()];
 }
@@ -87,11 +95,11 @@ export async function ensureUser(
   return { user: inserted, created: true };
 }
 
-/** Creates an org with a unique name, or returns null when the name is taken. */
-export async function insertOrg(trx: Tx, name: string): Promise<{ id: string; name: string } | null> {
+/** Creates an org with a unique name (`personalUserId`: made for that account), or returns null when the name is taken. */
+export async function insertOrg(trx: Tx, name: string, personalUserId: string | null = null): Promise<{ id: string; name: string } | null> {
   const row = await trx
     .insertInto('orgs')
-    .values({ id: randomUUID(), name })
+    .values({ id: randomUUID(), name, personal_user_id: personalUserId })
     .onConflict((oc) => oc.column('name').doNothing())
     .returning(['id', 'name'])
     .executeTakeFirst();
@@ -101,12 +109,12 @@ export async function insertOrg(trx: Tx, name: string): Promise<{ id: string; na
 /** A new user's personal org + free subscription, the user as its admin. */
 export async function provisionPersonalOrg(trx: Tx, user: User, origin: RequestOrigin): Promise<{ id: string; name: string }> {
   const base = orgNameFromEmail(user.email);
-  let org = await insertOrg(trx, base);
+  let org = await insertOrg(trx, base, user.id);
   // On collision, a short random suffix: alice -> alice-3f9a.
   for (let attempt = 0; !org && attempt < 8; attempt++) {
-    org = await insertOrg(trx, `${base}-${randomBytes(2).toString('hex')}`);
+    org = await insertOrg(trx, `${base}-${randomBytes(2).toString('hex')}`, user.id);
   }
-  if (!org) org = await insertOrg(trx, `${base}-${randomBytes(6).toString('hex')}`);
+  if (!org) org = await insertOrg(trx, `${base}-${randomBytes(6).toString('hex')}`, user.id);
   if (!org) throw new Error('could not find a free organization name');
   await trx.insertInto('memberships').values({ org_id: org.id, user_id: user.id, role: 'admin' }).execute();
   await trx.insertInto('subscriptions').values({ org_id: org.id, plan: 'free', status: 'active' }).execute();

@@ -35,16 +35,25 @@ export type MintInput = {
   origin: RequestOrigin;
 };
 
-/** Picks the org by name among the user's orgs, or the oldest membership by default. */
+/** Picks the org by name among the user's orgs, or the default one (see `defaultOrg`). */
 export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): OrgMembership {
   if (orgName !== undefined) {
     const org = orgs.find((o) => o.name === orgName);
     if (!org) throw new AppError('ORG_NOT_FOUND');
     return org;
   }
-  const first = orgs[0];
-  if (!first) throw new AppError('NO_ORGANIZATIONS');
-  return first;
+  const chosen = defaultOrg(orgs);
+  if (!chosen) throw new AppError('NO_ORGANIZATIONS');
+  return chosen;
+}
+
+/**
+ * Where a key goes when no org is named: the account's own (personal) org, else its oldest
+ * membership. Not simply the oldest: an operator may have added the account to a team org (even
+ * a suspended one) before its first login made the personal one.
+ */
+export function defaultOrg(orgs: OrgMembership[]): OrgMembership | undefined {
+  return orgs.find((o) => o.personal) ?? orgs[0];
 }
 
 /** The one key-creation service both doors call. Billing is checked first; nothing is written on failure. */
@@ -65,7 +74,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
     eventsOf(deps).billingChecked('error');
     deps.log.warn({ err: (err as Error).message, orgId: org.org_id }, 'billing check failed');
   }
-  if (!active) throw new AppError('BILLING_NOT_VERIFIED');
+  if (!active) throw new AppError('BILLING_NOT_VERIFIED', { orgName: org.name });
 
   const now = nowOf(deps);
   const { id, apiKey, secretHash } = generateApiKey();
@@ -175,6 +184,15 @@ export type ApiKeySummary = {
   revoked_at: Date | null;
 };
 
+export type ApiKeyState = 'active' | 'expired' | 'revoked';
+
+/** Whether a key works now; a revoked key reads as revoked even once its expiry has passed too. */
+export function apiKeyState(key: Pick<ApiKeySummary, 'revoked_at' | 'expires_at'>, now: Date): ApiKeyState {
+  if (key.revoked_at !== null) return 'revoked';
+  if (key.expires_at !== null && new Date(key.expires_at).getTime() <= now.getTime()) return 'expired';
+  return 'active';
+}
+
 function summaryQuery(db: Kysely<Database>) {
   return db
     .selectFrom('api_keys')
@@ -196,7 +214,9 @@ function summaryQuery(db: Kysely<Database>) {
       'api_keys.expires_at',
       'api_keys.revoked_at',
     ])
-    .orderBy('api_keys.created_at', 'asc');
+    // The id breaks ties, so both programs' listings (and two runs of one) agree on the order.
+    .orderBy('api_keys.created_at', 'asc')
+    .orderBy('api_keys.id', 'asc');
 }
 
 function toSummary(row: Awaited<ReturnType<ReturnType<typeof summaryQuery>['execute']>>[number]): ApiKeySummary {
@@ -220,6 +240,32 @@ export async function listApiKeys(deps: CoreDeps, user: User, orgName?: string):
     .map(toSummary);
 }
 
+/**
+ * Ids of the user's newest active keys that they may revoke (all of orgs they own or administer,
+ * their own elsewhere), at most `limit`: one indexed query on the orgs already read with the
+ * identity, for a door to offer as choices.
+ */
+export async function revocableKeyIds(deps: CoreDeps, user: User, orgs: OrgMembership[], limit: number): Promise<string[]> {
+  if (orgs.length === 0) return [];
+  const managed = orgs.filter((o) => MANAGES.has(o.role)).map((o) => o.org_id);
+  const others = orgs.filter((o) => !MANAGES.has(o.role)).map((o) => o.org_id);
+  const rows = await deps.db
+    .selectFrom('api_keys')
+    .select('id')
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', nowOf(deps))]))
+    .where((eb) =>
+      eb.or([
+        ...(managed.length ? [eb('org_id', 'in', managed)] : []),
+        ...(others.length ? [eb.and([eb('org_id', 'in', others), eb('created_by_user_id', '=', user.id)])] : []),
+      ]),
+    )
+    .orderBy('created_at', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
+
 /** Operators: every key, optionally of one org. */
 export async function listAllApiKeys(deps: CoreDeps, orgName?: string): Promise<ApiKeySummary[]> {
   let query = summaryQuery(deps.db);
@@ -239,9 +285,7 @@ export async function revokeApiKey(
   origin: RequestOrigin,
   reason?: string,
 ): Promise<ApiKeySummary> {
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) throw new AppError('API_KEY_NOT_FOUND');
-  const key = await deps.db.selectFrom('api_keys').selectAll().where('id', '=', keyId.toLowerCase()).executeTakeFirst();
-  if (!key) throw new AppError('API_KEY_NOT_FOUND');
+  const key = await findKeyToRevoke(deps, actor, keyId);
   if (actor) await assertMayRevoke(deps, actor, key);
   if (key.revoked_at) throw new AppError('API_KEY_ALREADY_REVOKED');
 
@@ -267,6 +311,32 @@ export async function revokeApiKey(
   deps.apiKeyCache?.forget(key.id);
   const [summary] = await summaryQuery(deps.db).where('api_keys.id', '=', key.id).execute();
   return toSummary(summary!);
+}
+
+const UUID_SHAPE = 'xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx';
+/** Listings show ids this long (`list`); `revoke` takes them, or any longer unique prefix. */
+export const SHORT_KEY_ID_LENGTH = 8;
+
+/**
+ * The key `keyId` names: a whole id, or the start of one (at least 8 hex digits, as `list`
+ * shows them) that only one key matches among those the actor could see (every key for the
+ * operator). A prefix never tells about keys outside that scope: they do not count.
+ */
+async function findKeyToRevoke(deps: CoreDeps, actor: User | null, keyId: string): Promise<ApiKeyRow> {
+  const prefix = keyId.toLowerCase();
+  const fits = prefix.length >= SHORT_KEY_ID_LENGTH && prefix.length <= UUID_SHAPE.length && [...prefix].every((c, i) => (UUID_SHAPE[i] === '-' ? c === '-' : /[0-9a-f]/.test(c)));
+  if (!fits) throw new AppError('API_KEY_NOT_FOUND');
+  // A uuid range, not LIKE on its text: the primary key's index answers it.
+  const padded = (digit: string) => prefix + [...UUID_SHAPE.slice(prefix.length)].map((c) => (c === '-' ? '-' : digit)).join('');
+  let query = deps.db.selectFrom('api_keys').selectAll().where('id', '>=', padded('0')).where('id', '<=', padded('f'));
+  if (actor) {
+    const orgIds = (await orgsOfUser(deps.db, actor)).map((o) => o.org_id);
+    query = query.where((eb) => eb.or([eb('created_by_user_id', '=', actor.id), ...(orgIds.length ? [eb('org_id', 'in', orgIds)] : [])]));
+  }
+  const found = await query.limit(2).execute();
+  if (found.length === 0) throw new AppError('API_KEY_NOT_FOUND');
+  if (found.length > 1) throw new AppError('API_KEY_ID_AMBIGUOUS');
+  return found[0]!;
 }
 
 async function assertMayRevoke(deps: CoreDeps, actor: User, key: ApiKeyRow): Promise<void> {

@@ -30,6 +30,7 @@ export const ERRORS = {
   VERIFICATION_LINK_UNKNOWN: { status: 404, message: 'This verification link is not valid' },
   KEY_TAKEN: { status: 409, message: 'SSH key already registered to another account' }, // contract
   API_KEY_ALREADY_REVOKED: { status: 409, message: 'API key already revoked' },
+  API_KEY_ID_AMBIGUOUS: { status: 409, message: 'More than one API key starts with that id: give more of it' },
   ORG_EXISTS: { status: 409, message: 'Organization already exists' },
   VERIFICATION_LINK_USED: { status: 410, message: 'This verification link has already been used' },
   VERIFICATION_LINK_EXPIRED: { status: 410, message: 'This verification link has expired' },
@@ -45,7 +46,8 @@ export class AppError extends Error {
   readonly status: number;
   constructor(
     readonly code: ErrorCode,
-    readonly extra: { detail?: string; retryAfterSeconds?: number } = {},
+    /** `orgName`: the org a failure is about when the caller did not name it (the default org), for wording. */
+    readonly extra: { detail?: string; retryAfterSeconds?: number; orgName?: string } = {},
   ) {
     super(ERRORS[code].message);
     this.name = 'AppError';

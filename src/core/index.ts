@@ -26,6 +26,7 @@ export {
   verificationFactsOf,
   waitForConfirmation,
   LINK_STATE_ERRORS,
+  type LinkState,
 } from './verification.js';
 export {
   resolveSshIdentity,
@@ -52,7 +53,7 @@ export {
   type SkFlagsPolicy,
 } from './security-keys.js';
 export { recordSecurityKeyCounter } from './security-key-counter.js';
-export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revokeApiKey, authenticateApiKey } from './api-keys.js';
+export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revocableKeyIds, revokeApiKey, authenticateApiKey, apiKeyState, SHORT_KEY_ID_LENGTH, type ApiKeySummary, type ApiKeyState } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
 export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type ApiKeyRecord, type RevocationSignals } from './api-key-cache.js';

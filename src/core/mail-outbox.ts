@@ -100,8 +100,9 @@ export async function deliverNextMail(deps: CoreDeps, options: { sendTimeoutMs?:
       {
         to: row.recipient,
         link: `${deps.settings.publicUrl}/shell-auth/verify?token=${row.token}`,
-        // A late mail says how long its link really has left, in whole minutes where it can.
-        ttlMs: msLeft >= 60_000 ? Math.floor(msLeft / 60_000) * 60_000 : msLeft,
+        // A late mail says how long its link really has left, in whole minutes where it can:
+        // rounded, so a mail sent a second after its request says 10 minutes, not 9.
+        ttlMs: msLeft >= 60_000 ? Math.round(msLeft / 60_000) * 60_000 : msLeft,
         facts: verificationFactsOf(request),
       },
       { signal: stop.signal },

@@ -30,6 +30,13 @@ export type StartVerificationResult = {
   isNewUser: boolean;
   /** The verification request's id; null when no email was needed. */
   nonce: string | null;
+  /**
+   * A `login` found its own earlier request for this email and key still pending (the user
+   * stopped waiting, or a second session asked): `nonce` is that request, and no email was sent.
+   */
+  resumed: boolean;
+  /** When the link of `nonce` expires; null with no request. */
+  linkExpiresAt: Date | null;
   alreadyVerified: boolean;
   /** This request's signature proved a key linked over HTTP: it is the account's on the SSH door now, no email sent. */
   provedNow: boolean;
@@ -49,14 +56,22 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
     const decision = onLinkRequest(bindingOf(row), holder.email === email ? holder.id : null, input.keyProven, deps.settings.httpTrust, nowOf(deps));
     if (decision.outcome === 'refuse-taken') throw new AppError('KEY_TAKEN');
     if (decision.outcome === 'already-linked') {
-      if (decision.prove) await proveBinding(deps, key, input.origin);
-      return { user: holder, isNewUser: false, nonce: null, alreadyVerified: true, provedNow: decision.prove, sshPublicKey };
+      // The SSH door's signature, or a signed HTTP request (SSHSIG): the audit says which.
+      if (decision.prove) await proveBinding(deps, key, input.origin, input.origin.channel === 'ssh' ? 'ssh' : 'sshsig');
+      return { user: holder, isNewUser: false, nonce: null, resumed: false, linkExpiresAt: null, alreadyVerified: true, provedNow: decision.prove, sshPublicKey };
     }
   }
 
   const { token, tokenHash } = generateLinkToken();
-  const { request, user, created } = await deps.db.transaction().execute(async (trx) => {
+  const started = await deps.db.transaction().execute(async (trx) => {
     const now = nowOf(deps);
+    const mailbox = mailboxOf(deps, email);
+    await lockMailbox(trx, mailbox);
+    const pending = input.origin.channel === 'ssh' ? await pendingLoginOf(trx, { mailbox, email, key, now }) : undefined;
+    if (pending) {
+      const user = await trx.selectFrom('users').selectAll().where('id', '=', pending.user_id).executeTakeFirstOrThrow();
+      return { request: pending, user, created: false, resumed: true };
+    }
     await enforceMailLimits(trx, deps, { email, key, ip: input.origin.ip, now });
     const { user, created } = await ensureUser(trx, email, input.origin);
     const request = await trx
@@ -65,7 +80,7 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
         id: randomUUID(),
         user_id: user.id,
         email,
-        mailbox: mailboxOf(deps, email),
+        mailbox,
         key_type: key.type,
         key_blob: key.blob,
         fingerprint: key.fingerprint,
@@ -91,13 +106,49 @@ export async function startVerification(deps: CoreDeps, input: StartVerification
       subjectId: request.id,
       details: { fingerprint: key.fingerprint },
     });
-    return { request, user, created };
+    return { request, user, created, resumed: false };
   });
+  const { request, user, created, resumed } = started;
+  const result = { user, isNewUser: created, nonce: request.id, resumed, linkExpiresAt: new Date(request.expires_at), alreadyVerified: false, provedNow: false, sshPublicKey };
+  if (resumed) return result;
 
   // Committed with the request: delivery is the sender loop's job (see mail-outbox.ts).
   eventsOf(deps).mailQueued();
   deps.mailSender?.wake();
-  return { user, isNewUser: created, nonce: request.id, alreadyVerified: false, provedNow: false, sshPublicKey };
+  return result;
+}
+
+/**
+ * A `login`'s own request for this email and key, still pending: a second `login` (after Ctrl-C,
+ * or from another session with the same key, which proved possession just the same) waits for it
+ * instead of mailing again. Only the SSH door's requests: confirming one of those signs the key in;
+ * an HTTP request's link grants something else (see confirmationGrantOf).
+ */
+async function pendingLoginOf(trx: Db, pair: { mailbox: string; email: string; key: PublicKey; now: Date }): Promise<VerificationRequest | undefined> {
+  return trx
+    .selectFrom('verification_requests')
+    .selectAll()
+    // The inbox index (mailbox, created_at): a link lives VERIFICATION_LINK_TTL_MS.
+    .where('mailbox', '=', pair.mailbox)
+    .where('created_at', '>', new Date(pair.now.getTime() - VERIFICATION_LINK_TTL_MS))
+    .where('email', '=', pair.email)
+    .where('key_blob', '=', pair.key.blob)
+    .where('channel', '=', 'ssh')
+    .where('key_proven', '=', true)
+    .where('consumed_at', 'is', null)
+    .where('expires_at', '>', pair.now)
+    // Not one whose email the outbox gave up on (refused by the mail server): nobody can click it.
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(selectFrom('mail_outbox').select('mail_outbox.id').whereRef('mail_outbox.request_id', '=', 'verification_requests.id').where('mail_outbox.abandoned_at', 'is not', null))),
+    )
+    .orderBy('created_at', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+}
+
+/** Serialises requests for one inbox across instances, so the counts and the pending lookup hold. */
+async function lockMailbox(trx: Db, mailbox: string): Promise<void> {
+  await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${mailbox}`}))`.execute(trx);
 }
 
 /**
@@ -114,7 +165,8 @@ function mailboxOf(deps: CoreDeps, email: string): string {
 /**
  * The mail limits, counted in the database so they hold across instances: one mail per (email,
  * key) a minute, ten per inbox an hour (aliases, and dot variants at Gmail, count against their
- * base inbox), and the operator's per-address limit. Throws RATE_LIMITED with the wait.
+ * base inbox), and the operator's per-address limit. Throws RATE_LIMITED with the wait. The
+ * caller holds the inbox's lock (lockMailbox), so the counts hold under concurrent requests.
  */
 async function enforceMailLimits(
   trx: Db,
@@ -123,16 +175,18 @@ async function enforceMailLimits(
 ): Promise<void> {
   const { email, key, ip, now } = request;
   const mailbox = mailboxOf(deps, email);
-  // Serialises concurrent requests for one inbox across instances, so the counts below hold.
-  await sql`SELECT pg_advisory_xact_lock(hashtext(${`verification-mail:${mailbox}`}))`.execute(trx);
   const recent = await trx
     .selectFrom('verification_requests')
-    .select(['email', 'key_blob', 'created_at'])
+    .select(['email', 'key_blob', 'created_at', 'consumed_at', 'cancelled_at'])
     .where('mailbox', '=', mailbox)
     .where('created_at', '>', new Date(now.getTime() - MAIL_LIMITS.perMailboxWindowMs))
     .orderBy('created_at', 'asc')
     .execute();
-  const lastForPair = recent.filter((r) => r.email === email && r.key_blob === key.blob).at(-1);
+  // The pair's resend limit is for mails nobody confirms: a confirmed link was wanted, and a
+  // client that runs again at once (its window spent by the first mint) needs a fresh one. The
+  // per-inbox and per-address limits below still count it.
+  const confirmed = (r: (typeof recent)[number]) => r.consumed_at !== null && r.cancelled_at === null;
+  const lastForPair = recent.filter((r) => r.email === email && r.key_blob === key.blob && !confirmed(r)).at(-1);
   if (lastForPair) throwIfTooSoon(deps, 'mail_per_key', lastForPair.created_at, MAIL_LIMITS.perPairWindowMs, now);
   const oldest = recent[0];
   if (oldest && recent.length >= MAIL_LIMITS.perMailboxMax) throwIfTooSoon(deps, 'mail_per_inbox', oldest.created_at, MAIL_LIMITS.perMailboxWindowMs, now);
@@ -178,7 +232,8 @@ export function verificationFactsOf(request: VerificationRequest): VerificationF
 export type LinkState =
   | { state: 'pending'; request: VerificationRequest }
   | { state: 'unknown' }
-  | { state: 'used' }
+  /** Confirmed (a cancelled request reads as `cancelled`). */
+  | { state: 'used'; request: VerificationRequest }
   | { state: 'cancelled' }
   | { state: 'expired' };
 
@@ -200,7 +255,7 @@ export async function inspectVerificationLink(deps: CoreDeps, token: string): Pr
     .executeTakeFirst();
   if (!request) return { state: 'unknown' };
   if (request.cancelled_at) return { state: 'cancelled' };
-  if (request.consumed_at) return { state: 'used' };
+  if (request.consumed_at) return { state: 'used', request };
   if (new Date(request.expires_at).getTime() <= nowOf(deps).getTime()) return { state: 'expired' };
   return { state: 'pending', request };
 }

@@ -12,6 +12,7 @@ import * as securityKeys from '../../migrations/0005_security_keys.js';
 import * as challengeBounds from '../../migrations/0006_challenge_bounds.js';
 import * as requestCancel from '../../migrations/0007_request_cancel.js';
 import * as requestAddressGroup from '../../migrations/0008_request_address_group.js';
+import * as personalOrgs from '../../migrations/0009_personal_orgs.js';
 import type { Database } from './schema.js';
 import { pgliteNotifications, postgresNotifications, type Notifications } from './notifications.js';
 
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0006_challenge_bounds': challengeBounds,
   '0007_request_cancel': requestCancel,
   '0008_request_address_group': requestAddressGroup,
+  '0009_personal_orgs': personalOrgs,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };
@@ -273,7 +275,8 @@ export async function migrateToLatest(db: Db): Promise<string[]> {
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {
     const reason = error instanceof Error ? error.message : String(error ?? 'unknown error');
-    throw new Error(`database migration${failed ? ` ${failed.migrationName}` : ''} failed: ${reason}`);
+    // The cause keeps the driver's code (3D000: no such database) for the start-up message.
+    throw new Error(`database migration${failed ? ` ${failed.migrationName}` : ''} failed: ${reason}`, { cause: error });
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

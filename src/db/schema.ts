@@ -18,6 +18,8 @@ export interface UsersTable {
 export interface OrgsTable {
   id: string;
   name: string;
+  /** The account this org was made for at its first confirmation (0009): its default org. */
+  personal_user_id: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
 }
 

@@ -13,8 +13,10 @@ import { challenge, createApiKey, initiate, verifyKey, verifyPublicKey, whoami }
 import { PerIpRateLimiter } from './rate-limit.js';
 import type { HttpDoorSettings, Route, RouteContext } from './route.js';
 import { confirmFromPage, showConfirmPage } from './verify-page.js';
+import { showHomePage } from './home-page.js';
 
 const ROUTES: Record<string, Route> = {
+  'GET /': { handler: showHomePage, json: false, page: true },
   'POST /api/shell-auth': { handler: initiate, json: true, budget: 'refusals' },
   'POST /api/shell-auth/challenge': { handler: challenge, json: true, budget: 'each' },
   'POST /api/shell-auth/verify-key': { handler: verifyKey, json: true, budget: 'each' },
@@ -26,6 +28,9 @@ const ROUTES: Record<string, Route> = {
   'GET /healthz': { handler: health, json: false },
   'GET /readyz': { handler: ready, json: false },
 };
+
+/** Health checks: logged only at debug when they pass. */
+const PROBES: ReadonlySet<string> = new Set(['GET /healthz', 'GET /readyz']);
 
 /** Answers that tell a prober something about accounts: counted against the lookup budget. */
 const ACCOUNT_REFUSALS: ReadonlySet<ErrorCode> = new Set(['KEY_TAKEN', 'BASE_ACCOUNT_MISSING', 'BASE_ACCOUNT_UNVERIFIED']);
@@ -103,7 +108,10 @@ export function createHttpServer(
     // Log the path only: a verification link's query string is a secret.
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http request');
+      // A balancer's health checks (one a second per instance) at debug while they pass; a failing
+      // one stays at info: it says why an instance left the pool.
+      const level = PROBES.has(routeKey) && res.statusCode === 200 ? 'debug' : 'info';
+      log[level]({ method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http request');
       // The route table's key, never the raw path or method: those are the client's to choose.
       metrics.httpRequest(route ? routeKey : 'unknown', res.statusCode, ms / 1000);
     });

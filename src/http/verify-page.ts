@@ -10,14 +10,16 @@ import {
   toAppError,
   verificationFactsOf,
   type CoreDeps,
+  type LinkState,
   type OrgMembership,
 } from '../core/index.js';
 import { escapeHtml } from '../text/html.js';
-import { factLines, grantInWords } from '../text/verification-facts.js';
+import { ageInWords, factLines, grantInWords } from '../text/verification-facts.js';
 import { readForm, sendHtml } from './io.js';
 import type { RouteContext } from './route.js';
 
-function page(title: string, body: string): string {
+/** A page of this service: its title and escaped body, in the one style. */
+export function page(title: string, body: string): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex"><title>${escapeHtml(title)} · shell-auth</title>
@@ -45,6 +47,28 @@ function errorPage(err: AppError): string {
 }
 
 /**
+ * A confirmed link opened again (the mail reopened, the page reloaded, Confirm pressed twice): not
+ * an error to act on. It says when it was confirmed and that nothing more is needed. Still 410:
+ * the link itself is spent.
+ */
+function alreadyConfirmedPage(deps: CoreDeps, request: Extract<LinkState, { state: 'used' }>['request']): string {
+  const confirmedAt = new Date(request.consumed_at ?? request.created_at);
+  const when = `${confirmedAt.toUTCString().replace(/GMT$/, 'UTC')} (${ageInWords(nowOf(deps).getTime() - confirmedAt.getTime())})`;
+  return page(
+    'Already confirmed',
+    `<p>This link was already confirmed, on ${escapeHtml(when)}: the key <code>${escapeHtml(request.fingerprint)}</code> was linked to
+<strong>${escapeHtml(request.email)}</strong> then.</p>
+<p>Nothing more is needed: you can close this page.</p>`,
+  );
+}
+
+/** The page for a link that is not pending: already confirmed, or the state's error. */
+function notPendingPage(deps: CoreDeps, link: Exclude<LinkState, { state: 'pending' }>): { status: number; html: string } {
+  const err = new AppError(LINK_STATE_ERRORS[link.state]);
+  return { status: err.status, html: link.state === 'used' ? alreadyConfirmedPage(deps, link.request) : errorPage(err) };
+}
+
+/**
  * GET /shell-auth/verify?token=… shows what is being confirmed and a button. Mail scanners
  * fetch links with GET, so GET never consumes the token; only the form's POST does.
  */
@@ -52,8 +76,8 @@ export async function showConfirmPage({ deps, res, url, origin }: RouteContext):
   const token = url.searchParams.get('token') ?? '';
   const link = await inspectVerificationLink(deps, token);
   if (link.state !== 'pending') {
-    const err = new AppError(LINK_STATE_ERRORS[link.state]);
-    sendHtml(res, err.status, errorPage(err));
+    const shown = notPendingPage(deps, link);
+    sendHtml(res, shown.status, shown.html);
     return;
   }
   const r = link.request;
@@ -161,6 +185,14 @@ ${confirmation.keyProven ? '' : httpOnlyNote(door.sshHint, confirmation.user.ema
   } catch (err) {
     const appError = toAppError(err);
     if (appError.status >= 500) throw err;
+    if (appError.code === 'VERIFICATION_LINK_USED') {
+      // Confirm pressed again, or a race lost to another press: said as the GET says it.
+      const link = await inspectVerificationLink(deps, token);
+      if (link.state === 'used') {
+        sendHtml(res, appError.status, alreadyConfirmedPage(deps, link.request));
+        return;
+      }
+    }
     sendHtml(res, appError.status, errorPage(appError));
   }
 }

@@ -34,7 +34,7 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
 
 /**
  * Development transport (no SMTP_URL): each message becomes an .eml file under DATA_DIR/outbox/,
- * and its link is logged and appended to DATA_DIR/outbox/links.txt (the .eml holds it
+ * and its link is logged and appended, alone on its line, to DATA_DIR/outbox/links.txt (the .eml holds it
  * quoted-printable, wrapped: not something to copy from), so a fresh machine can complete the
  * flow without a mail server.
  */
@@ -46,8 +46,9 @@ export function outboxMailer(outboxDir: string, from: string, log: Logger): Mail
       await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
       const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
       await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
-      // One line per mail, newest last: `tail -1 data/outbox/links.txt`.
-      await fs.appendFile(path.join(outboxDir, 'links.txt'), `${new Date().toISOString()} ${mail.to} ${mail.link}\n`, { mode: 0o600 });
+      // One line per mail, newest last, the link alone: `tail -1 data/outbox/links.txt` is ready to
+      // open (or `xdg-open "$(tail -1 …)"`); who it went to, and when, are in the log line below.
+      await fs.appendFile(path.join(outboxDir, 'links.txt'), `${mail.link}\n`, { mode: 0o600 });
       // The one place a link is logged: development only, with no real mail server configured.
       log.info({ to: mail.to, file, link: mail.link }, 'dev mail transport: verification email written to outbox');
     },

@@ -1,13 +1,13 @@
-import { formatDuration, type VerificationMail } from '../core/index.js';
+import type { VerificationMail } from '../core/index.js';
 import { escapeHtml } from '../text/html.js';
-import { factLines } from '../text/verification-facts.js';
+import { factLines, linkTimeInWords } from '../text/verification-facts.js';
 
 export type RenderedMail = { to: string; subject: string; text: string; html: string };
 
 /** The confirmation email: the same facts the confirm page shows, in text and HTML. */
 export function renderVerificationEmail(mail: VerificationMail): RenderedMail {
   const lines = factLines(mail.facts);
-  const within = formatDuration(mail.ttlMs);
+  const within = linkTimeInWords(mail.ttlMs);
   const text = [
     'Someone asked to link this SSH key to your shell-auth account:',
     '',

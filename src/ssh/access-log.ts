@@ -84,7 +84,7 @@ export class ConnectionRecord {
   ): void {
     if (detail.method === 'none') return; // every client's opening probe, not an attempt
     this.metrics.sshAuthAttempt(result);
-    if (result === 'accepted' || result === 'key_ok') return;
+    if (result === 'accepted' || result === 'key_ok' || result === 'held_back') return;
     this.refusals++;
     const limit = detail.reason ? LIMIT_OF[detail.reason] : undefined;
     if (limit) this.metrics.events.rateLimited(limit);

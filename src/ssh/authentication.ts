@@ -45,7 +45,7 @@ export type AuthPolicy = {
  * name gets in: the key is the identity, and a client that came as `root@` is then told, in
  * words, which user to connect as (a refusal would only say "Permission denied").
  */
-export function decideAuthentication(request: AuthRequest, attempt: number, policy: AuthPolicy): AuthDecision {
+export function decideAuthentication(request: AuthRequest, attempt: number, policy: AuthPolicy, heldBack?: Buffer): AuthDecision {
   if (attempt > policy.maxAttempts) return { answer: 'hang-up', reason: 'attempts' };
   if (request.method !== 'publickey') return { answer: 'reject', reason: 'method_refused' };
   if (!request.keyBlob) return { answer: 'reject', reason: 'bad_key' };
@@ -57,7 +57,9 @@ export function decideAuthentication(request: AuthRequest, attempt: number, poli
     return { answer: 'reject', reason: 'sha1_signature' };
   }
   // Verifying costs CPU (an attacker needs no private key to make us do it): budgeted per address.
-  if (!policy.mayVerify()) return { answer: 'hang-up', reason: 'verify_budget' };
+  // A key held back on this connection (see preferLinkedKey) was paid for when it first signed.
+  const paidFor = heldBack !== undefined && heldBack.equals(request.keyBlob);
+  if (!paidFor && !policy.mayVerify()) return { answer: 'hang-up', reason: 'verify_budget' };
   if (isSecurityKeyType(parsed.key.type)) {
     // ssh2 strips the signature's algorithm name only when it is the one offered: they must agree.
     if (request.keyAlgorithm !== undefined && request.keyAlgorithm !== parsed.key.type) return { answer: 'reject', reason: 'bad_signature' };
@@ -72,4 +74,29 @@ export function decideAuthentication(request: AuthRequest, attempt: number, poli
     return { answer: 'reject', reason: 'bad_signature' };
   }
   return { answer: 'accept', key: parsed.key };
+}
+
+/**
+ * Which of the client's keys gets in, when it has several (ssh-agent offers them in its own
+ * order, and a key linked to no account may come before the one that is). For OpenSSH clients
+ * only, which after a "partial success" offer every key again with the one just tried last
+ * (sshconnect2.c: pubkey_reset, since 7.4): the first verified unlinked key is held back with a
+ * partial success; a linked key that comes then is accepted; if the held-back key comes again,
+ * the client has no other, and it is accepted (so a lone unlinked key still gets in, also in
+ * BatchMode). Other clients (ssh2, Go) never offer a key twice: the first verified key wins.
+ */
+export function preferLinkedKey(
+  linked: boolean,
+  state: { reoffersKeys: boolean; heldBack: boolean; isHeldBack: boolean },
+): 'accept' | 'hold-back' | 'not-preferred' {
+  if (linked || !state.reoffersKeys || state.isHeldBack) return 'accept';
+  return state.heldBack ? 'not-preferred' : 'hold-back';
+}
+
+/** Clients known to offer their keys again after a partial success (an SSH identification's software part). */
+export function reoffersKeysAfterPartialSuccess(software: string | undefined): boolean {
+  const version = /^OpenSSH_(?:for_Windows_)?(\d+)\.(\d+)/.exec(software ?? '');
+  if (!version) return false;
+  const [major, minor] = [Number(version[1]), Number(version[2])];
+  return major > 7 || (major === 7 && minor >= 4);
 }

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
 import type { AuthContext, Connection, Session } from 'ssh2';
-import { fingerprintOf, formatDuration, recordKeySeen, recordSecurityKeyCounter, resolveSshIdentity, type CoreDeps, type PublicKey } from '../core/index.js';
+import { fingerprintOf, formatDuration, recordKeySeen, recordSecurityKeyCounter, resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
 import type { SshLimits } from '../config.js';
 import type { Admitted, SessionSlots } from './admission.js';
-import { decideAuthentication, type AuthPolicy } from './authentication.js';
+import { decideAuthentication, preferLinkedKey, reoffersKeysAfterPartialSuccess, type AuthPolicy } from './authentication.js';
 import { handleSession } from './session.js';
 import { CLIENT_GONE } from './session-io.js';
 import type { TokenBuckets } from './token-bucket.js';
@@ -22,6 +22,8 @@ export type ConnectionSetting = {
   shuttingDown: AbortSignal;
   /** The user name clients should connect as; another one gets in but is told this. */
   sshUser: string;
+  /** The software part of the client's SSH identification (`OpenSSH_9.2p1`). */
+  clientSoftware?: string;
 };
 
 /**
@@ -35,8 +37,16 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
     log.debug({ err: err.message, ip }, 'ssh connection error');
     access.failed(err);
   });
-  let attempts = 0;
+  // Counted like sshd's MaxAuthTries: refusals only (not the "none" probe, a "key ok" or a held-back
+  // key); every request is bounded too.
+  let failures = 0;
+  let requests = 0;
   let signedKey: PublicKey | null = null;
+  /** Who the accepted key is, as authentication found it: the first session uses it instead of asking again. */
+  let authIdentity: Promise<Identity> | null = null;
+  const reoffersKeys = reoffersKeysAfterPartialSuccess(setting.clientSoftware);
+  let heldBack: PublicKey | null = null;
+  const heldBackBlob = () => (heldBack ? Buffer.from(heldBack.blob, 'base64') : undefined);
   let userName = setting.sshUser;
   const policy: AuthPolicy = {
     ...setting.auth,
@@ -60,11 +70,12 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         signedData: publickey?.blob,
         hashAlgo: publickey?.hashAlgo,
       },
-      ++attempts,
+      ++requests > 4 * limits.maxAuthAttempts ? Infinity : failures + 1,
       policy,
+      heldBackBlob(),
     );
     // The fingerprint is all the access log keeps of a key.
-    const attempt = { method: ctx.method, attempt: attempts, fingerprint: publickey ? fingerprintOf(publickey.key.data) : null };
+    const attempt = { method: ctx.method, attempt: requests, fingerprint: publickey ? fingerprintOf(publickey.key.data) : null };
     switch (decision.answer) {
       case 'hang-up':
         access.authAttempt('refused_by_limit', { ...attempt, reason: decision.reason });
@@ -73,29 +84,55 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         client.end();
         return;
       case 'reject':
+        if (ctx.method !== 'none') failures++;
         access.authAttempt(decision.reason, attempt);
         return ctx.reject(['publickey']);
       case 'key-ok':
         access.authAttempt('key_ok', attempt);
         return ctx.accept();
       case 'accept': {
-        const accept = () => {
+        const { key } = decision;
+        const accept = (identity: Promise<Identity> | null) => {
           access.authAttempt('accepted', attempt);
-          signedKey = decision.key;
+          signedKey = key;
+          authIdentity = identity;
           userName = ctx.username;
           ctx.accept();
         };
-        if (decision.securityKeyCounter === undefined) return accept();
-        // A security key: its counter must move forward (a clone's cannot keep in step). The
-        // client may hang up meanwhile: then nobody is let in (ssh2 would still say "ready").
-        void recordSecurityKeyCounter(deps, decision.key, decision.securityKeyCounter, { channel: 'ssh', ip })
-          .catch(() => 'refused' as const)
-          .then((verdict) => {
+        // Of several keys, one linked to an account wins (see preferLinkedKey): asked only of
+        // OpenSSH clients, once per verified key.
+        const isHeldBack = heldBack !== null && heldBack.blob === key.blob;
+        const identity = reoffersKeys && !isHeldBack ? resolveSshIdentity(deps, key) : null;
+        const choose = async (): Promise<'accept' | 'hold-back' | 'not-preferred'> => {
+          // A lookup that fails only costs the preference: the signature already proved the key.
+          const linked = identity ? await identity.then((found) => found.kind === 'account', () => true) : false;
+          return preferLinkedKey(linked, { reoffersKeys, heldBack: heldBack !== null, isHeldBack });
+        };
+        // A security key: its counter must move forward (a clone's cannot keep in step).
+        const counterOk = () =>
+          decision.securityKeyCounter === undefined
+            ? Promise.resolve(true)
+            : recordSecurityKeyCounter(deps, key, decision.securityKeyCounter, { channel: 'ssh', ip }).then((verdict) => verdict !== 'refused', () => false);
+        void choose().then(async (choice) => {
+          // The client may hang up meanwhile: then nobody is let in (ssh2 would still say "ready").
+          if (gone) return;
+          if (choice === 'hold-back') {
+            heldBack = key;
+            access.authAttempt('held_back', attempt);
+            return ctx.reject(['publickey'], true);
+          }
+          if (choice === 'not-preferred') {
+            failures++;
+            access.authAttempt('not_preferred', attempt);
+            return ctx.reject(['publickey']);
+          }
+          if (!(await counterOk())) {
             if (gone) return;
-            if (verdict !== 'refused') return accept();
             access.authAttempt('sk_counter', attempt);
-            ctx.reject(['publickey']);
-          });
+            return ctx.reject(['publickey']);
+          }
+          if (!gone) accept(identity);
+        });
         return;
       }
     }
@@ -224,6 +261,11 @@ export function handleConnection(client: Connection, admitted: Admitted, setting
         programStarted() {
           running = true;
           runningSessions++;
+        },
+        knownIdentity() {
+          const known = authIdentity;
+          authIdentity = null;
+          return known;
         },
       };
       handleSession(accept(), session, () => {

@@ -9,7 +9,12 @@ export async function runExec(start: ChannelStart & { command: string }): Promis
   const io = channelWriters(start.channel, start.pty, { highWater: start.outputHighWaterBytes, activity: start.activity });
   const abort = channelGone(start);
   // Commands take no input; reading (and dropping) it lets ssh2 see the client close the channel.
-  start.channel.on('data', start.activity);
+  // With a terminal (`ssh -t`), Ctrl-C arrives as a byte rather than as ssh's death: it stops the
+  // command (a `login` wait), as at the prompt, and the command can still say what happens next.
+  start.channel.on('data', (data: Buffer) => {
+    start.activity();
+    if (start.pty && data.includes(0x03)) abort.abort();
+  });
   const began = performance.now();
   let ctx: SessionContext | undefined;
   let code: number;

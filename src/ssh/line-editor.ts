@@ -83,8 +83,30 @@ function keyOfChar(char: string): Key {
   return { kind: 'char', char };
 }
 
-/** What Tab can complete: command names, and each command's flags. */
-export type Completions = { commands: string[]; flagsOf(command: string): string[] };
+/**
+ * What Tab can complete: command names, each command's flags, and (optionally) the values of an
+ * argument: `previous` is the word before the one being typed (`--org`), `command` the line's first.
+ */
+export type Completions = {
+  commands: string[];
+  flagsOf(command: string): string[];
+  valuesOf?(command: string, previous: string): string[];
+};
+
+/** What Tab would complete at the end of `before` (the line up to the cursor), and the word typed so far. */
+export type CompletionSlot =
+  | { kind: 'command'; word: string }
+  | { kind: 'flag'; command: string; word: string }
+  | { kind: 'value'; command: string; previous: string; word: string };
+
+export function completionSlot(before: string): CompletionSlot {
+  const word = before.slice(before.lastIndexOf(' ') + 1);
+  const words = before.trimStart().split(/ +/);
+  if (words.length <= 1) return { kind: 'command', word };
+  const command = words[0]!;
+  if (word.startsWith('-')) return { kind: 'flag', command, word };
+  return { kind: 'value', command, previous: words.at(-2)!, word };
+}
 
 export type EditResult = {
   /** Bytes for the terminal (already with \r\n line ends). */
@@ -115,6 +137,11 @@ export class LineEditor {
 
   get text(): string {
     return this.chars.join('');
+  }
+
+  /** The line up to the cursor: what Tab completes. */
+  get beforeCursor(): string {
+    return this.chars.slice(0, this.cursor).join('');
   }
 
   /** The prompt and the line as typed so far, cursor in place (after output, or Ctrl-L). */
@@ -232,16 +259,14 @@ export class LineEditor {
   }
 
   private complete(): EditResult {
-    const before = this.chars.slice(0, this.cursor).join('');
-    const wordStart = before.lastIndexOf(' ') + 1;
-    const word = before.slice(wordStart);
-    const firstWord = before.trimStart().split(' ')[0] ?? '';
+    const slot = completionSlot(this.beforeCursor);
+    const { word } = slot;
     const candidates =
-      wordStart <= before.length - before.trimStart().length
+      slot.kind === 'command'
         ? this.completions.commands
-        : word.startsWith('-')
-          ? this.completions.flagsOf(firstWord)
-          : [];
+        : slot.kind === 'flag'
+          ? this.completions.flagsOf(slot.command)
+          : (this.completions.valuesOf?.(slot.command, slot.previous) ?? []);
     const matches = candidates.filter((c) => c.startsWith(word));
     if (matches.length === 0) return { output: '\x07' };
     const common = commonPrefix(matches);

@@ -74,7 +74,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       keepaliveInterval: 15_000,
       keepaliveCountMax: 3,
     },
-    (client) => {
+    (client, info) => {
       const socket = socketOf(client);
       const ticket = socket ? admitted.get(socket) : undefined;
       if (!socket || !ticket) {
@@ -92,6 +92,7 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         sshUser: options.sshUser,
         verifications,
         sessions,
+        clientSoftware: info.header.versions.software,
         auth: {
           verify(keyBlob, data, signature, hashAlgo) {
             const verifier = keyCache.get(keyBlob);
@@ -137,7 +138,8 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
       admit(socket);
     });
   });
-  tcp.on('error', (err) => log.error({ err: errorFields(err) }, 'ssh listener error'));
+  // Not before listening succeeds: listen()'s own failure (a port in use) is reported by the caller, in one line.
+  tcp.on('error', (err) => tcp.listening && log.error({ err: errorFields(err) }, 'ssh listener error'));
 
   function admit(socket: net.Socket): void {
     const ticket = admission.admit(socket);

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { ServerChannel, Session } from 'ssh2';
-import { resolveSshIdentity, type CoreDeps, type PublicKey } from '../core/index.js';
+import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
 import { errorFields } from '../log.js';
 import type { ConnectionRecord } from './access-log.js';
 import { runExec } from './exec.js';
@@ -27,6 +27,8 @@ export type SessionSetting = {
   onIdleClose(notify: (message: string) => void): void;
   /** The session has asked for its program (exec or shell): a drain waits for it. */
   programStarted(): void;
+  /** Who the key is as authentication just found it, for the connection's first program only (later ones ask afresh). */
+  knownIdentity(): Promise<Identity> | null;
 };
 
 /**
@@ -61,7 +63,7 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
       if (channel.stderr.writable) channel.stderr.write(pty ? message.replace(/\n/g, '\r\n') : message);
       channel.end();
     });
-    const identity = resolveSshIdentity(setting.deps, setting.key);
+    const identity = setting.knownIdentity() ?? resolveSshIdentity(setting.deps, setting.key);
     identity.then(
       (found) => setting.access.identity(found),
       (err) => setting.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'),

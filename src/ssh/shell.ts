@@ -1,8 +1,8 @@
 import { StringDecoder } from 'node:string_decoder';
 import { describeKeyType, toAppError } from '../core/index.js';
 import type { SessionContext } from './command.js';
-import { COMPLETIONS, commandNameOf, runCommandLine } from './commands/index.js';
-import { KeyDecoder, LineEditor } from './line-editor.js';
+import { commandNameOf, runCommandLine, sessionCompletions } from './commands/index.js';
+import { KeyDecoder, LineEditor, type Key } from './line-editor.js';
 import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
@@ -46,7 +46,10 @@ export async function runShell(start: ChannelStart): Promise<void> {
 
   const decoder = new StringDecoder('utf8');
   const keys = new KeyDecoder(!pty);
-  const editor = new LineEditor(PROMPT, COMPLETIONS, MAX_LINE);
+  const completion = sessionCompletions(ctx);
+  const editor = new LineEditor(PROMPT, completion.completions, MAX_LINE);
+  // Keys that arrived while a Tab waits for its choices (key ids) to be read: handled after it, in order.
+  let held: Key[] | null = null;
   // Complete lines typed or pasted while a command runs (bounded); `shown`: echoed as typed.
   const queue: Array<{ text: string; shown: boolean }> = [];
   let closing = false;
@@ -108,6 +111,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
             start.access.command(commandNameOf(text), code, performance.now() - began, ctx.identity);
           } finally {
             running = null;
+            completion.changed(); // a create or revoke changes which key ids Tab offers
           }
         }
         // The prompt, with whatever is already typed of the next line (kept while this one ran).
@@ -132,9 +136,26 @@ export async function runShell(start: ChannelStart): Promise<void> {
   };
 
   /** One chunk of input: keys to the editor, whose echo is written once per chunk. */
-  const onText = (text: string) => {
+  const onText = (text: string) => onKeys(keys.decode(text));
+  const onKeys = (pressed: Key[]) => {
+    if (held) {
+      held.push(...pressed.slice(0, Math.max(0, MAX_LINE - held.length)));
+      return;
+    }
     let echo = '';
-    for (const key of keys.decode(text)) {
+    for (const [index, key] of pressed.entries()) {
+      // A Tab that offers key ids waits for them (one bounded query); keys after it wait their turn.
+      const loading = key.kind === 'tab' && pty && !draining ? completion.prepare(editor.beforeCursor) : null;
+      if (loading) {
+        if (echo) io.stdout(echo);
+        held = pressed.slice(index);
+        void loading.then(() => {
+          const later = held ?? [];
+          held = null;
+          if (io.isOpen()) onKeys(later);
+        });
+        return;
+      }
       if (running && key.kind === 'ctrl' && key.letter === 'c') {
         // Ctrl-C stops the command (e.g. login's wait), not the session; lines typed ahead go too.
         if (pty) echo += '^C\r\n';

@@ -28,6 +28,20 @@ export function ageInWords(ms: number): string {
   return `${hours} hours ago`;
 }
 
+/**
+ * How long a confirmation link has left, in the one wording the email, the confirm page and the
+ * terminal share: "10 minutes", "1 minute", "40 seconds". Whole minutes, rounded: a mail sent a
+ * moment after its request has 9m59s left, and says 10 minutes, as the terminal does.
+ */
+export function linkTimeInWords(ms: number): string {
+  if (ms >= 60_000) {
+    const minutes = Math.round(ms / 60_000);
+    return `${minutes} minute${minutes === 1 ? '' : 's'}`;
+  }
+  const seconds = Math.max(1, Math.floor(ms / 1000));
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
+}
+
 /** A duration a person reads: "15 minutes", "1 hour", "2 days"; odd ones as `1h30m`. */
 function durationInWords(ms: number): string {
   for (const [size, unit] of [
@@ -76,7 +90,10 @@ export function grantInWords(facts: VerificationFacts, grant: ConfirmationGrant,
       );
     case 'http-window': {
       const { window, mintsPerConfirmation } = grant.httpTrust;
-      if (window === 'off') return `Whoever made this request — ${from} — will receive no API key over HTTP (this server does not make them there). ${sshLink}`;
+      // HTTP_TRUST_WINDOW=0 closes the email window only: a request signed with the key still mints.
+      if (window === 'off') {
+        return `Whoever made this request — ${from} — will receive no API key over HTTP for it (this server opens no HTTP window on an email confirmation; only requests signed with the key's private key mint there). ${sshLink}`;
+      }
       const keys = mintsPerConfirmation === null ? 'any number of API keys' : mintsPerConfirmation === 1 ? 'one API key' : `up to ${mintsPerConfirmation} API keys`;
       const when = window === 'forever' ? 'with no time limit' : `within ${durationInWords(window)} of your confirmation`;
       return `Whoever made this request — ${from} — will receive ${keys} for ${orgs}, ${when}. ${sshLink}`;

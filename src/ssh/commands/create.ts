@@ -17,7 +17,7 @@ export const create = accountCommand({
   usage: `create --label LABEL [--org ORG] [--expires-in DURATION] [--json]
 
   --label LABEL          what the key is for (at least 5 characters)
-  --org ORG              the organization (default: your first one; see "orgs")
+  --org ORG              the organization (default: your personal org, else your oldest; see "orgs")
   --expires-in DURATION  lifetime such as 30d, 12h, 2w (default: no expiry, or the server's maximum)
   --json                 print {"api_key", "api_key_id", "org_id", "org_name", "permissions", "expires_at"}
 

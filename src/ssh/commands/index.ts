@@ -1,7 +1,8 @@
-import { EXIT, findCommand, runCommand, type Program } from '../../cli/framework.js';
+import { commandWords, EXIT, findCommand, runCommand, type Program } from '../../cli/framework.js';
+import { revocableKeyIds } from '../../core/index.js';
 import { SSH_ERROR_PHRASES } from '../../cli/terminal-errors.js';
 import type { SessionContext, SshCommand } from '../command.js';
-import type { Completions } from '../line-editor.js';
+import { completionSlot, type Completions } from '../line-editor.js';
 import { tokenize } from '../tokenize.js';
 import { create } from './create.js';
 import { helpCommand } from './help.js';
@@ -22,10 +23,66 @@ export const COMPLETIONS: Completions = {
   },
 };
 
+/** Tab's choices of key ids: the newest few, read at most this often (and again after any command). */
+const KEY_IDS_SHOWN = 50;
+const KEY_IDS_FRESH_MS = 30_000;
+/** Tab waits this long at most for them; past it, it completes from what it has. */
+const KEY_IDS_WAIT_MS = 2_000;
+const PLAIN_VALUE = /^[A-Za-z0-9._-]+$/;
+
+/**
+ * A shell session's completions: COMPLETIONS, plus the session's own org names after `--org` and
+ * key ids after `revoke`. The org names come with the identity (read before each command anyway);
+ * the key ids need a query, so the shell calls `prepare` before a Tab and waits for it only when
+ * that Tab would offer them and none were read in the last 30 s; `changed` (after each command)
+ * forgets them.
+ */
+export function sessionCompletions(ctx: Pick<SessionContext, 'deps' | 'identity'>) {
+  let keyIds: { ids: string[]; at: number } | null = null;
+  // `revoke <Tab>` (or after a flag: `revoke --json <Tab>`), not a second id.
+  const wantsKeyIds = (command: string, previous: string) => command === 'revoke' && (previous === 'revoke' || previous.startsWith('-'));
+  const completions: Completions = {
+    ...COMPLETIONS,
+    valuesOf(command, previous) {
+      if (command === 'help') return previous === 'help' ? COMMANDS.map((c) => c.name) : [];
+      const { identity } = ctx;
+      if (identity.kind !== 'account') return [];
+      if (previous === '--org' && COMMANDS.find((c) => c.name === command)?.options.org) {
+        return identity.orgs.map((o) => o.name).filter((name) => PLAIN_VALUE.test(name));
+      }
+      return wantsKeyIds(command, previous) ? (keyIds?.ids ?? []) : [];
+    },
+  };
+  return {
+    completions,
+    /** A promise to wait for before completing `before` (the line up to the cursor), or null: nothing to read. */
+    prepare(before: string): Promise<void> | null {
+      const { identity } = ctx;
+      const slot = completionSlot(before);
+      if (identity.kind !== 'account' || slot.kind !== 'value' || !wantsKeyIds(slot.command, slot.previous)) return null;
+      if (keyIds && Date.now() - keyIds.at < KEY_IDS_FRESH_MS) return null;
+      let timer: NodeJS.Timeout | undefined;
+      const read = revocableKeyIds(ctx.deps, identity.user, identity.orgs, KEY_IDS_SHOWN).catch(() => []);
+      const timeout = new Promise<string[]>((resolve) => (timer = setTimeout(() => resolve([]), KEY_IDS_WAIT_MS)));
+      // Remembered even when empty or failed: the next Tab does not wait again for 30 s.
+      return Promise.race([read, timeout]).then((ids) => {
+        clearTimeout(timer);
+        keyIds = { ids, at: Date.now() };
+      });
+    },
+    changed() {
+      keyIds = null;
+    },
+  };
+}
+
+export type SessionCompletions = ReturnType<typeof sessionCompletions>;
+
 export function sshProgram(ctx: Pick<SessionContext, 'sshHint' | 'deps' | 'inShell'>): Program<SessionContext> {
   return {
     commands: COMMANDS,
-    invocation: ctx.sshHint,
+    // At the prompt commands are typed bare: `help` lists them, with no `ssh …` synopsis.
+    invocation: ctx.inShell ? null : ctx.sshHint,
     helpHint: ctx.inShell ? 'type "help" for the list' : `run "${ctx.sshHint} help" for the list`,
     errorPhrases: SSH_ERROR_PHRASES,
     log: ctx.deps.log,
@@ -50,8 +107,10 @@ export async function runCommandLine(line: string, ctx: SessionContext): Promise
 export function commandNameOf(line: string): string {
   const tokens = tokenize(line);
   if (!tokens.ok) return 'unknown';
-  const [first] = tokens.words;
+  // As runCommand reads it: `ssh keys@host -- create …` runs create.
+  const words = commandWords(tokens.words);
+  const [first] = words;
   if (first === undefined || first === '') return 'none';
   if (first === '--help' || first === '-h') return 'help';
-  return findCommand(COMMANDS, tokens.words)?.name ?? 'unknown';
+  return findCommand(COMMANDS, words)?.name ?? 'unknown';
 }

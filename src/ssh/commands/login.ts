@@ -1,7 +1,8 @@
-import { describeKeyType, EmailSchema, formatDuration, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
+import { describeKeyType, EmailSchema, formatDuration, nowOf, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
 import { EXIT, parseArgument } from '../../cli/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
-import { openCommand, type SessionContext } from '../command.js';
+import { linkTimeInWords } from '../../text/verification-facts.js';
+import { commandHint, openCommand, type SessionContext } from '../command.js';
 import { orgsTable } from './orgs.js';
 
 const PROGRESS_EVERY_MS = 30_000;
@@ -12,8 +13,9 @@ export const login = openCommand({
   usage: `login EMAIL
 
 Sends a confirmation link to EMAIL and waits (up to 10 minutes) until you press Confirm on
-the page it opens. After that this key is your identity here. (It does not open the HTTP
-door's window: HTTP clients confirm with POST /api/shell-auth.)`,
+the page it opens. After that this key is your identity here. Ctrl-C stops waiting, not the
+link; run login again while it is valid to wait for it (no second email). (It does not open
+the HTTP door's window: HTTP clients confirm with POST /api/shell-auth.)`,
   options: {},
   positionals: { min: 1, max: 1, names: 'EMAIL' },
   async run(ctx, args) {
@@ -37,13 +39,18 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
       return EXIT.OK;
     }
 
+    let linkLeftMs = started.linkExpiresAt ? started.linkExpiresAt.getTime() - nowOf(ctx.deps).getTime() : VERIFICATION_LINK_TTL_MS;
+    const linkSent = started.resumed
+      ? // This key's own link, asked for by an earlier login (stopped with Ctrl-C, or another session): the same wait, no second email.
+        `The confirmation link sent to ${email} earlier still works, so no new email: check your inbox and press Confirm.\n`
+      : `${started.isNewUser ? 'Creating a new account. ' : ''}A confirmation link is on its way to ${email}: check your inbox and press Confirm.\n`;
     ctx.stderr(
       `Key ${key.fingerprint} (${describeKeyType(key.type)})\n` +
-        `${started.isNewUser ? 'Creating a new account. ' : ''}A confirmation link is on its way to ${email}: check your inbox and press Confirm.\n` +
-        'Waiting for confirmation (the link expires in 10 minutes; Ctrl-C to stop waiting)...\n',
+        linkSent +
+        // Said up front: `ssh … login` without a terminal is stopped by killing ssh, after which nothing can be said.
+        `Waiting for confirmation (the link expires in ${linkTimeInWords(linkLeftMs)}; Ctrl-C stops the wait, not the link)...\n`,
     );
     let lastProgress = Date.now();
-    let linkLeftMs = VERIFICATION_LINK_TTL_MS;
     // A restart does not wait ten minutes for a click: the wait ends, the link does not. (Joined
     // by hand: AbortSignal.any with the process-long shutdown signal leaks on Node 20.)
     const stopWaiting = new AbortController();
@@ -68,11 +75,17 @@ door's window: HTTP clients confirm with POST /api/shell-auth.)`,
     if (outcome === 'aborted' && !ctx.signal.aborted) {
       ctx.stderr(
         'The service is restarting, so this session stops waiting. The link still works: ' +
-          `confirm it within ${formatDuration(linkLeftMs)}, then check with: ${ctx.sshHint} whoami\n`,
+          `confirm it within ${linkTimeInWords(linkLeftMs)}, then check with: ${ctx.sshHint} whoami\n`,
       );
       return EXIT.FAILED;
     }
     if (outcome === 'aborted') {
+      // Ctrl-C at the prompt (a client that went away reads nothing: the write is dropped).
+      const hint = commandHint(ctx);
+      ctx.stderr(
+        `Stopped waiting. The link still works for ${linkTimeInWords(linkLeftMs)}: press Confirm, then check with: ${hint}whoami\n` +
+          `(Or run "${hint}login ${email}" again to wait for it: no new email is sent.)\n`,
+      );
       ctx.deps.log.info({ requestId: started.nonce }, 'ssh login: the client stopped waiting');
       return EXIT.FAILED;
     }

@@ -8,6 +8,7 @@ export const revoke = accountCommand({
   summary: 'revoke an API key by its id',
   usage: `revoke KEY_ID [--json]
 
+KEY_ID: the id as "list" shows it (its first 8 characters), or more of it, up to the whole id.
 You may revoke keys you created, and any key of an org you own or administer.`,
   options: { json: { type: 'boolean' } },
   positionals: { min: 1, max: 1, names: 'KEY_ID' },
