@@ -1,10 +1,9 @@
-import fs from 'node:fs';
-import http from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { makeKey } from './support/keys.js';
 import { killSpawnedServices, listeningOf, spawnService, type SpawnedService } from './support/service.js';
 import { openssh } from './support/ssh.js';
+import { childrenOf, count, getFresh, until } from './support/processes.js';
 
 // What the log says to an operator: one line per event in pretty mode too, load balancer probes
 // out of the info log, and one start-up block under WORKERS (not one per worker).
@@ -14,42 +13,6 @@ afterAll(killSpawnedServices);
 const databaseEnv = async (options: { migrated?: boolean } = {}): Promise<Record<string, string>> =>
   usingPostgres ? { DATABASE_URL: await freshPostgresUrl(options) } : {};
 
-async function until(check: () => boolean, what: string, output: () => string, ms = 45_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen:\n${output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-const count = (text: string, needle: string) => text.split(needle).length - 1;
-
-/** A GET on a connection of its own (under WORKERS, each may go to another worker). */
-function get(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http.get(url, { agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    }).on('error', reject);
-  });
-}
-
-/** The workers (children) of a cluster's primary. */
-function childrenOf(pid: number): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .filter((name) => {
-      try {
-        const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return Number(fields[1]) === pid && fields[0] !== 'Z';
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 describe('the operator\'s log', () => {
   it('LOG_FORMAT=pretty: one line per event; an SSH connection is its one access line, commands included', async () => {
@@ -79,10 +42,10 @@ describe('the operator\'s log', () => {
     const service = spawnService({ LOG_LEVEL: 'debug', ...(await databaseEnv()) });
     const { httpUrl } = await listeningOf(service);
     for (let i = 0; i < 5; i++) {
-      expect(await get(`${httpUrl}/readyz`)).toBe(200);
-      expect(await get(`${httpUrl}/healthz`)).toBe(200);
+      expect(await getFresh(`${httpUrl}/readyz`)).toBe(200);
+      expect(await getFresh(`${httpUrl}/healthz`)).toBe(200);
     }
-    expect(await get(`${httpUrl}/no-such-page`)).toBe(404);
+    expect(await getFresh(`${httpUrl}/no-such-page`)).toBe(404);
     await until(() => service.output().includes('"path":"/no-such-page"'), 'the 404 logged', service.output, 5_000);
     const requests = service.output().split('\n').filter((line) => line.includes('"msg":"http request"'));
     const probes = requests.filter((line) => /"path":"\/(readyz|healthz)"/.test(line));

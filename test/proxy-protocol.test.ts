@@ -21,6 +21,7 @@ import { confirmForm, startTestApp, tokenOf, type TestApp } from './support/app.
 import { withSshServer } from './support/ssh-server.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { openssh, privateKeyOf, ssh2Exec, type RunResult } from './support/ssh.js';
+import { findHaproxy, freePort, waitForListener } from './support/haproxy.js';
 
 // PROXY protocol on the SSH port: the header's client address is the address, everywhere.
 
@@ -516,43 +517,8 @@ describe('the SSH door behind a PROXY protocol balancer', () => {
 // ---------------------------------------------------------------------------------------------
 // End to end: the real OpenSSH client through a real HAProxy (`send-proxy-v2`).
 
-function findHaproxy(): string | null {
-  for (const candidate of [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/usr/local/sbin'].map((d) => path.join(d, 'haproxy'))) {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not there
-    }
-  }
-  return null;
-}
-
 const HAPROXY = findHaproxy();
 if (!HAPROXY) console.warn('proxy-protocol.test.ts: SKIPPING the HAProxy end-to-end test: no haproxy binary (.ci/run installs Debian\'s package: apt-get install haproxy)');
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function waitForListener(port: number, log: () => string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`haproxy did not listen on ${port}:\n${log()}`);
-}
 
 describe('through a real HAProxy', () => {
   it.skipIf(!HAPROXY)(

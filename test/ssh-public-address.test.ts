@@ -1,6 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { ConfigError, loadConfig, sshCommandHint } from '../src/config.js';
 import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { startTestApp, tokenOf, type TestApp } from './support/app.js';
 import { openssh, type RunResult } from './support/ssh.js';
+import { findHaproxy, freePort, waitForListener } from './support/haproxy.js';
 
 // SSH_PUBLIC_ADDRESS: behind a load balancer every hint must name the balancer's address, not the
 // port the answering instance happens to listen on (issue 17, "Deployment").
@@ -128,44 +128,8 @@ describe('one instance with SSH_PUBLIC_ADDRESS, through the real OpenSSH client'
 // The issue's case: two instances behind one HAProxy port (PROXY v2): whichever answers, the hint
 // is the balancer's address.
 
-function findHaproxy(): string | null {
-  for (const dir of [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/usr/local/sbin']) {
-    const candidate = path.join(dir, 'haproxy');
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // not there
-    }
-  }
-  return null;
-}
-
 const HAPROXY = findHaproxy();
 if (!HAPROXY) console.warn('ssh-public-address.test.ts: SKIPPING the HAProxy test: no haproxy binary (.ci/run installs it: apt-get install haproxy)');
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function waitForListener(port: number, log: () => string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`haproxy did not listen on ${port}:\n${log()}`);
-}
 
 describe('two instances behind one HAProxy port', () => {
   let haproxy: ChildProcess | null = null;

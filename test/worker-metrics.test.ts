@@ -2,37 +2,13 @@ import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freshPostgresUrl, usingPostgres } from './support/database.js';
 import { killSpawnedServices, spawnService } from './support/service.js';
+import { childrenOf, until } from './support/processes.js';
 
 // Under WORKERS the primary's scrape adds up the workers' metrics: right for the service's
 // counters, wrong for a process's own figures (two workers' open-file limits of 20,000 read
 // 40,000). Those carry a `worker` label instead, one series per worker.
 
 afterAll(killSpawnedServices);
-
-async function until(check: () => boolean, what: string, output: () => string, ms = 45_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen:\n${output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** The workers (children) of a cluster's primary. */
-function childrenOf(pid: number): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .filter((name) => {
-      try {
-        const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        return Number(fields[1]) === pid && fields[0] !== 'Z';
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 /** A process's soft limit on open files, as the kernel reports it. */
 const openFileLimit = (pid: number) => Number(/^Max open files\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]);
