@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { runAdmin } from './support/in-process.js';
 import { openssh } from './support/ssh.js';
+import { sshLinkedUser } from './support/accounts.js';
 
 // `list` (SSH) and `keys list` (admin CLI): one table, within 100 columns, with relative times and
 // a STATE column; every value in full with --json and --wide (issue 17, friction #3).
@@ -15,14 +15,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function verifiedUser(): Promise<{ email: string; key: TestKey; org: string }> {
-  const email = uniqueEmail('lister');
-  const key = makeKey();
-  await t.verifyByEmail(email, key.publicKey);
-  const proved = await openssh(t.app.sshPort, key.privateKeyPath, ['login', email]);
-  if (proved.code !== 0) throw new Error(`login failed: ${proved.stderr}`);
-  return { email, key, org: email.split('@')[0]! };
-}
+const verifiedUser = () => sshLinkedUser(t, 'lister');
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;

@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeKey, uniqueEmail, type TestKey } from './support/keys.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { runAdmin } from './support/in-process.js';
 import { openssh } from './support/ssh.js';
 import { closeAllTerminals, openTerminal } from './support/tmux.js';
+import { sshLinkedUser } from './support/accounts.js';
 
 // A mistyped command gets a suggestion (SSH and admin CLI); at the prompt, Tab completes org names
 // after --org and key ids after revoke (issue 17, friction #5).
@@ -17,14 +17,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function verifiedUser(): Promise<{ email: string; key: TestKey; org: string }> {
-  const email = uniqueEmail('typist');
-  const key = makeKey();
-  await t.verifyByEmail(email, key.publicKey);
-  const proved = await openssh(t.app.sshPort, key.privateKeyPath, ['login', email]);
-  if (proved.code !== 0) throw new Error(`login failed: ${proved.stderr}`);
-  return { email, key, org: email.split('@')[0]! };
-}
+const verifiedUser = () => sshLinkedUser(t, 'typist');
 
 describe('did you mean', () => {
   it('over OpenSSH: exec and the shell suggest the command a typo was close to (exit 2); far-off words get none', async () => {
