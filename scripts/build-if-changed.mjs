@@ -12,7 +12,7 @@ import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
 const stamp = path.join(root, 'dist', '.built-from-sources');
-const entries = [path.join(root, 'dist', 'src', 'main.js'), path.join(root, 'dist', 'src', 'cli', 'admin.js')];
+const entries = [path.join(root, 'dist', 'src', 'main.js'), path.join(root, 'dist', 'src', 'admin', 'main.js')];
 const inputs = ['src', 'migrations', 'tsconfig.json', 'tsconfig.build.json', 'package.json', 'package-lock.json'];
 
 /** The newest mtime (ms) of `file` and, for a directory, of everything under it. */

@@ -1,5 +1,5 @@
 import cluster from 'node:cluster';
-import type { App } from './app.js';
+import type { App } from './process/app.js';
 
 // Before anything else loads (the imports below take a few hundred ms): a SIGTERM meanwhile
 // must not kill the process by signal: a cluster's primary, draining workers that are still
@@ -20,14 +20,14 @@ const [
   { checkConnectionBudget, ConnectionBudgetError },
   { databaseSetupProblem },
 ] = await Promise.all([
-  import('./app.js'),
-  import('./cluster.js'),
-  import('./config.js'),
+  import('./process/app.js'),
+  import('./process/cluster.js'),
+  import('./config/config.js'),
   import('./core/index.js'),
   import('./db/database.js'),
-  import('./log.js'),
-  import('./core-wiring.js'),
-  import('./startup-errors.js'),
+  import('./observability/log.js'),
+  import('./process/core-wiring.js'),
+  import('./process/startup-errors.js'),
 ]);
 
 let config;

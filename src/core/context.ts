@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { addressGroupOf } from '../net-addresses.js';
+import { addressGroupOf } from '../net/addresses.js';
 import type { Db } from '../db/database.js';
 import type { Channel, SubscriptionStatus } from '../db/schema.js';
 import type { ApiKeyCache, ApiKeyRecord } from './api-key-cache.js';

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import net from 'node:net';
 import { AppError } from '../core/index.js';
-import { addressMatcher } from '../net-addresses.js';
+import { addressMatcher } from '../net/addresses.js';
 
 export const JSON_BODY_LIMIT = 16 * 1024;
 

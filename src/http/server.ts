@@ -1,12 +1,12 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Config } from '../config.js';
-import { addressGroupOf } from '../net-addresses.js';
-import { FairShares } from '../fair-shares.js';
+import type { Config } from '../config/config.js';
+import { addressGroupOf } from '../net/addresses.js';
+import { FairShares } from '../limits/fair-shares.js';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { errorFields } from '../log.js';
-import { NO_METRICS, type DoorMetrics } from '../door-metrics.js';
+import { errorFields } from '../observability/log.js';
+import { NO_METRICS, type DoorMetrics } from '../observability/door-metrics.js';
 import { AppError, budgetSpent, eventsOf, takeFromBudget, toAppError, unavailableFields, type Budget, type CoreDeps, type ErrorCode } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson, type ProxyTrust } from './io.js';
 import { challenge, createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';

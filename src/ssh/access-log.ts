@@ -1,8 +1,8 @@
 import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { Identity, RateLimitName } from '../core/index.js';
-import type { DoorMetrics, SshAuthResult, SshConnectionOutcome } from '../door-metrics.js';
-import type { RepeatedLines } from '../repeated-lines.js';
+import type { DoorMetrics, SshAuthResult, SshConnectionOutcome } from '../observability/door-metrics.js';
+import type { RepeatedLines } from '../observability/repeated-lines.js';
 
 /** Why a connection ended, as the access log says it. */
 export type EndReason =

@@ -1,13 +1,13 @@
 import type net from 'node:net';
 import type { Logger } from 'pino';
-import type { SshLimits } from '../config.js';
+import type { SshLimits } from '../config/config.js';
 import type { RateLimitName } from '../core/index.js';
-import { NO_METRICS, type DoorMetrics } from '../door-metrics.js';
-import { addressGroupOf } from '../net-addresses.js';
-import type { RepeatedLines } from '../repeated-lines.js';
+import { NO_METRICS, type DoorMetrics } from '../observability/door-metrics.js';
+import { addressGroupOf } from '../net/addresses.js';
+import type { RepeatedLines } from '../observability/repeated-lines.js';
 import { ConnectionRecord } from './access-log.js';
-import { TokenBuckets } from './token-bucket.js';
-import { FairShares } from '../fair-shares.js';
+import { TokenBuckets } from '../limits/token-buckets.js';
+import { FairShares } from '../limits/fair-shares.js';
 
 /**
  * A connection let in: report when it authenticates; closing the socket releases it. `group` is

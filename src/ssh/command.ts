@@ -1,5 +1,5 @@
 import type { AccountIdentity, AnonymousIdentity, CoreDeps, Identity, RequestOrigin } from '../core/index.js';
-import { EXIT, type Command, type Output, type Parsed } from '../cli/framework.js';
+import { EXIT, type Command, type Output, type Parsed } from '../command/framework.js';
 
 /** What an SSH command runs with. `identity` is the key that signed, and its account if any. */
 export type SessionContext<I extends Identity = Identity> = Output & {

@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
 import type { AuthContext, Connection, Session } from 'ssh2';
 import { fingerprintOf, formatDuration, recordKeySeen, recordSecurityKeyCounter, resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
-import type { SshLimits } from '../config.js';
+import type { SshLimits } from '../config/config.js';
 import type { Admitted, SessionSlots } from './admission.js';
 import { decideAuthentication, preferLinkedKey, reoffersKeysAfterPartialSuccess, type AuthPolicy } from './authentication.js';
 import { handleSession } from './session.js';
 import { CLIENT_GONE } from './session-io.js';
-import type { TokenBuckets } from './token-bucket.js';
+import type { TokenBuckets } from '../limits/token-buckets.js';
 
 export type ConnectionSetting = {
   deps: CoreDeps;

@@ -1,5 +1,5 @@
 import { toAppError } from '../core/index.js';
-import { EXIT } from '../cli/framework.js';
+import { EXIT } from '../command/framework.js';
 import type { SessionContext } from './command.js';
 import { commandNameOf, runCommandLine } from './commands/index.js';
 import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';

@@ -1,8 +1,8 @@
 import net from 'node:net';
-import { formatIPv6, ipv6Bytes } from '../net-addresses.js';
+import { formatIPv6, ipv6Bytes } from '../net/addresses.js';
 
 // Re-exported for the SSH door's callers; the parsing lives with the other address helpers.
-export { addressMatcher, parseAddressRange } from '../net-addresses.js';
+export { addressMatcher, parseAddressRange } from '../net/addresses.js';
 
 /**
  * The PROXY protocol (HAProxy's `proxy-protocol.txt`, versions 1 and 2) on the SSH port: a load

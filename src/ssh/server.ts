@@ -3,17 +3,17 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import ssh2, { type ParsedKey } from 'ssh2';
 import type { CoreDeps } from '../core/index.js';
-import type { SshLimits } from '../config.js';
-import type { DoorMetrics } from '../door-metrics.js';
-import { errorFields } from '../log.js';
+import type { SshLimits } from '../config/config.js';
+import type { DoorMetrics } from '../observability/door-metrics.js';
+import { errorFields } from '../observability/log.js';
 import { createAdmission, refuseConnection, sessionSlots, type Admitted } from './admission.js';
-import { NO_METRICS } from '../door-metrics.js';
+import { NO_METRICS } from '../observability/door-metrics.js';
 import { handleConnection } from './connection.js';
 import type { HostKey } from './host-key.js';
 import { addressMatcher, adoptProxySource, readProxyHeader } from './proxy-protocol.js';
-import { TokenBuckets } from './token-bucket.js';
+import { TokenBuckets } from '../limits/token-buckets.js';
 import { coalesceWrites, decodedKeysApplied, DecodedKeyCache, socketOf, withDecodedKeys } from './ssh2-tuning.js';
-import { RepeatedLines } from '../repeated-lines.js';
+import { RepeatedLines } from '../observability/repeated-lines.js';
 
 export type SshServerOptions = {
   hostKey: HostKey;

@@ -1,6 +1,6 @@
 import type { ServerChannel } from 'ssh2';
 import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
-import type { Output } from '../cli/framework.js';
+import type { Output } from '../command/framework.js';
 import type { ConnectionRecord } from './access-log.js';
 import type { SessionContext } from './command.js';
 

@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
 import type { ServerChannel, Session } from 'ssh2';
 import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
-import { errorFields } from '../log.js';
+import { errorFields } from '../observability/log.js';
 import type { ConnectionRecord } from './access-log.js';
 import { runExec } from './exec.js';
 import { channelWriters, type ChannelStart } from './session-io.js';
-import { EXIT } from '../cli/framework.js';
+import { EXIT } from '../command/framework.js';
 import { escapeForTerminal } from '../text/table.js';
 import { runShell } from './shell.js';
 

@@ -2,7 +2,7 @@ import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 
 /**
- * Input generators for test/fuzz.test.ts: valid-looking values (real emails, real keys, labels,
+ * Input generators for test/command/fuzz.test.ts: valid-looking values (real emails, real keys, labels,
  * org names) mixed with everything a client could send instead — wrong types, arbitrary JSON,
  * control characters, lone surrogates, NUL, huge strings, prototype-pollution keys.
  */

@@ -1,6 +1,6 @@
 import pino from 'pino';
-import { adminProgram } from '../../src/cli/admin-commands.js';
-import { runCommand, type Output, type Program } from '../../src/cli/framework.js';
+import { adminProgram } from '../../src/admin/commands.js';
+import { runCommand, type Output, type Program } from '../../src/command/framework.js';
 import { resolveSshIdentity, type CoreDeps, type Identity } from '../../src/core/index.js';
 import type { SessionContext } from '../../src/ssh/command.js';
 import { runCommandLine } from '../../src/ssh/commands/index.js';

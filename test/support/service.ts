@@ -11,7 +11,7 @@ const groups: number[] = [];
  * with no wrapper process, so a signal reaches the service and a kill leaves no orphan.
  */
 export function compiledProgram(entry: 'main' | 'admin'): { command: string; args: string[]; cwd: string } {
-  return { command: process.execPath, args: [path.join('dist', 'src', entry === 'main' ? 'main.js' : path.join('cli', 'admin.js'))], cwd: ROOT };
+  return { command: process.execPath, args: [path.join('dist', 'src', entry === 'main' ? 'main.js' : path.join('admin', 'main.js'))], cwd: ROOT };
 }
 
 export type SpawnedService = {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadConfig, type SshLimits } from '../../src/config.js';
+import { loadConfig, type SshLimits } from '../../src/config/config.js';
 import type { CoreDeps } from '../../src/core/index.js';
 import { loadOrCreateHostKey } from '../../src/ssh/host-key.js';
 import { createSshServer } from '../../src/ssh/server.js';

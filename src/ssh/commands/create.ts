@@ -7,7 +7,7 @@ import {
   PERMISSION_NAMES,
   revokeApiKey,
 } from '../../core/index.js';
-import { EXIT, json, optionalString, parseArgument, requireString, UsageError } from '../../cli/framework.js';
+import { EXIT, json, optionalString, parseArgument, requireString, UsageError } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 

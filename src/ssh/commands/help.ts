@@ -1,4 +1,4 @@
-import { EXIT, helpText, usageText, UsageError, type Program } from '../../cli/framework.js';
+import { EXIT, helpText, usageText, UsageError, type Program } from '../../command/framework.js';
 import { openCommand, type SessionContext, type SshCommand } from '../command.js';
 
 /** `help [COMMAND]`; given the program it belongs to, so it can list its siblings. */

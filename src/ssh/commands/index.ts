@@ -1,6 +1,6 @@
-import { commandWords, EXIT, findCommand, runCommand, type Program } from '../../cli/framework.js';
+import { commandWords, EXIT, findCommand, runCommand, type Program } from '../../command/framework.js';
 import { revocableKeyIds } from '../../core/index.js';
-import { SSH_ERROR_PHRASES } from '../../cli/terminal-errors.js';
+import { SSH_ERROR_PHRASES } from '../error-phrases.js';
 import type { SessionContext, SshCommand } from '../command.js';
 import { completionSlot, type Completions } from '../line-editor.js';
 import { tokenize } from '../tokenize.js';

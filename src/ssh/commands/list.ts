@@ -1,6 +1,6 @@
 import { listApiKeys, nowOf, OrgNameLookupSchema } from '../../core/index.js';
 import { keysJson, keysTable } from '../../text/keys-table.js';
-import { EXIT, json, optionalString, parseArgument } from '../../cli/framework.js';
+import { EXIT, json, optionalString, parseArgument } from '../../command/framework.js';
 import { accountCommand } from '../command.js';
 
 export const list = accountCommand({

@@ -1,5 +1,5 @@
 import { describeKeyType, EmailSchema, formatDuration, nowOf, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
-import { EXIT, parseArgument } from '../../cli/framework.js';
+import { EXIT, parseArgument } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { linkTimeInWords } from '../../text/verification-facts.js';
 import { commandHint, openCommand, type SessionContext } from '../command.js';

@@ -1,6 +1,6 @@
 import { orgsOfUser, type OrgMembership } from '../../core/index.js';
 import { formatTable } from '../../text/table.js';
-import { EXIT, json } from '../../cli/framework.js';
+import { EXIT, json } from '../../command/framework.js';
 import { accountCommand } from '../command.js';
 
 export const orgs = accountCommand({

@@ -1,5 +1,5 @@
 import { revokeApiKey } from '../../core/index.js';
-import { EXIT, json } from '../../cli/framework.js';
+import { EXIT, json } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 

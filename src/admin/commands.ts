@@ -1,0 +1,137 @@
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import {
+  createOrg,
+  EmailSchema,
+  listAllApiKeys,
+  listOrgs,
+  nowOf,
+  OrgNameLookupSchema,
+  OrgNameSchema,
+  revokeApiKey,
+  setBilling,
+  setMember,
+  type CoreDeps,
+  type RequestOrigin,
+} from '../core/index.js';
+import { keysJson, keysTable } from '../text/keys-table.js';
+import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
+import { EXIT, json, optionalString, parseArgument, type Command, type Output, type Parsed, type Program } from '../command/framework.js';
+
+/** The operator's commands (`npm run admin -- …`), on the same command model as the SSH door's. */
+export type AdminContext = Output & { deps: CoreDeps };
+
+const ORIGIN: RequestOrigin = { channel: 'admin', ip: null };
+
+type Result = { json: unknown; text: string };
+
+/** Every admin command prints a result: text for people, or `--json` for scripts. */
+function adminCommand(
+  definition: Omit<Command<AdminContext>, 'run' | 'options'> & {
+    options?: Command<AdminContext>['options'];
+    run(ctx: AdminContext, args: Parsed): Promise<Result>;
+  },
+): Command<AdminContext> {
+  return {
+    ...definition,
+    usage: `${definition.usage} [--json]`,
+    options: { ...definition.options, json: { type: 'boolean' } },
+    async run(ctx, args) {
+      const result = await definition.run(ctx, args);
+      ctx.stdout(args.values.json ? json(result.json) : `${result.text}\n`);
+      return EXIT.OK;
+    },
+  };
+}
+
+const Role = z.enum(['owner', 'admin', 'member']);
+
+/** The admin CLI as a program: its commands and how it is called. */
+export function adminProgram(log: Logger): Program<AdminContext> {
+  return { commands: ADMIN_COMMANDS, invocation: 'npm run admin --', helpHint: 'run "npm run admin -- --help" for the list', log };
+}
+
+export const ADMIN_COMMANDS: Command<AdminContext>[] = [
+  adminCommand({
+    name: 'org create',
+    summary: "create an org (and its owner's account if new)",
+    usage: 'org create NAME --owner EMAIL',
+    options: { owner: { type: 'string' } },
+    positionals: { min: 1, max: 1, names: 'NAME' },
+    async run(ctx, args) {
+      const name = parseArgument(OrgNameSchema, args.positionals[0], 'NAME');
+      const owner = parseArgument(EmailSchema, args.values.owner, '--owner EMAIL');
+      const { org, owner: user } = await createOrg(ctx.deps, name, owner, ORIGIN);
+      return { json: { org_id: org.id, name: org.name, owner: user.email }, text: `Created org ${escapeForTerminal(org.name)} (${org.id}), owner ${escapeForTerminal(user.email)}` };
+    },
+  }),
+  adminCommand({
+    name: 'org add-member',
+    summary: 'add someone to an org, or change their role',
+    usage: 'org add-member ORG EMAIL --role owner|admin|member',
+    options: { role: { type: 'string' } },
+    positionals: { min: 2, max: 2, names: 'ORG EMAIL' },
+    async run(ctx, args) {
+      const role = parseArgument(Role, args.values.role, '--role');
+      const orgName = parseArgument(OrgNameLookupSchema, args.positionals[0], 'ORG');
+      const email = parseArgument(EmailSchema, args.positionals[1], 'EMAIL');
+      const { org, user, createdUser } = await setMember(ctx.deps, orgName, email, role, ORIGIN);
+      return {
+        json: { org_id: org.id, org_name: org.name, user_id: user.id, email: user.email, role, created_user: createdUser },
+        text: `${escapeForTerminal(user.email)} is now ${role} of ${escapeForTerminal(org.name)}${createdUser ? ' (new account, not yet verified)' : ''}`,
+      };
+    },
+  }),
+  adminCommand({
+    name: 'org list',
+    summary: 'list orgs with plan, status and member count',
+    usage: 'org list',
+    positionals: { min: 0, max: 0, names: '' },
+    async run(ctx) {
+      const orgs = await listOrgs(ctx.deps);
+      return {
+        json: orgs,
+        text: formatTable(
+          ['NAME', 'ID', 'PLAN', 'STATUS', 'MEMBERS', 'CREATED'],
+          orgs.map((o) => [o.name, o.id, o.plan ?? '-', o.status ?? 'none', String(o.members), isoOrDash(o.created_at)]),
+        ),
+      };
+    },
+  }),
+  adminCommand({
+    name: 'billing set',
+    summary: 'allow or stop key creation for an org',
+    usage: 'billing set ORG active|suspended',
+    positionals: { min: 2, max: 2, names: 'ORG STATUS' },
+    async run(ctx, args) {
+      const orgName = parseArgument(OrgNameLookupSchema, args.positionals[0], 'ORG');
+      const status = parseArgument(z.enum(['active', 'suspended']), args.positionals[1], 'status');
+      const org = await setBilling(ctx.deps, orgName, status, ORIGIN);
+      return { json: { org_id: org.id, name: org.name, status }, text: `Billing for ${escapeForTerminal(org.name)} is now ${status}` };
+    },
+  }),
+  adminCommand({
+    name: 'keys list',
+    summary: 'list API keys (never secrets)',
+    usage: 'keys list [--org ORG] [--wide]',
+    options: { org: { type: 'string' }, wide: { type: 'boolean' } },
+    positionals: { min: 0, max: 0, names: '' },
+    async run(ctx, args) {
+      const org = optionalString(args, 'org');
+      const keys = await listAllApiKeys(ctx.deps, org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org'));
+      const now = nowOf(ctx.deps);
+      // The same table and JSON as the SSH door's `list`.
+      return { json: keysJson(keys, now), text: keysTable(keys, now, { wide: args.values.wide === true }) };
+    },
+  }),
+  adminCommand({
+    name: 'keys revoke',
+    summary: 'revoke an API key',
+    usage: 'keys revoke KEY_ID',
+    positionals: { min: 1, max: 1, names: 'KEY_ID' },
+    async run(ctx, args) {
+      const key = await revokeApiKey(ctx.deps, null, args.positionals[0] ?? '', ORIGIN);
+      return { json: key, text: `Revoked API key ${key.id} (${escapeForTerminal(key.label)}) in org ${escapeForTerminal(key.org_name)}` };
+    },
+  }),
+];

@@ -1,0 +1,302 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CoreEvents, RateLimitName } from '../core/index.js';
+import type { PoolStats } from '../db/database.js';
+import type { DoorMetrics, SshAuthResult, SshConnectionOutcome } from './door-metrics.js';
+
+export type AppMetrics = DoorMetrics & {
+  registry: Registry;
+  /** Reads the database pool at every scrape (Postgres; PGlite has none, and the gauges stay absent). */
+  watchPool(stats: () => PoolStats): void;
+};
+
+const CONNECTION_OUTCOMES: SshConnectionOutcome[] = [
+  'refused_limit',
+  'login_timeout',
+  'evicted',
+  'auth_limit',
+  'auth_failed',
+  'closed_preauth',
+  'authenticated',
+];
+const AUTH_RESULTS: SshAuthResult[] = [
+  'accepted',
+  'key_ok',
+  'bad_signature',
+  'method_refused',
+  'bad_key',
+  'sha1_signature',
+  'sk_flags',
+  'sk_counter',
+  'refused_by_limit',
+  'held_back',
+  'not_preferred',
+];
+const RATE_LIMITS: RateLimitName[] = [
+  'mail_per_key',
+  'mail_per_inbox',
+  'mail_per_ip',
+  'http_lookups',
+  'ssh_auth',
+  'ssh_auth_attempts',
+  'ssh_connections',
+  'ssh_connections_per_ip',
+  'ssh_unauthenticated_per_ip',
+  'ssh_connections_total',
+  'ssh_unauthenticated_total',
+  'ssh_sessions_total',
+  'ssh_sessions_per_ip',
+  'ssh_sessions_unlinked',
+  'http_connections_total',
+  'http_connections_per_ip',
+];
+
+// login waits up to 10 minutes for the email link: the buckets reach that far.
+const COMMAND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * The service's metrics, on a registry of its own (several apps in one process, as in the tests,
+ * do not collide), with Node's default process metrics. Label values come from fixed sets only.
+ */
+export function createMetrics(options: { worker?: number | null } = {}): AppMetrics {
+  const registry = new Registry();
+  // Under WORKERS the primary adds up what the workers report, which suits the counters below but
+  // not a process's own figures (process_max_fds, start time, heap, event loop lag): those keep a
+  // series per worker, labelled with its number (1..WORKERS, reused by a replacement).
+  const worker = options.worker ?? null;
+  collectDefaultMetrics({ register: registry, ...(worker === null ? {} : { labels: { worker: String(worker) } }) });
+  // prom-client leaves the start time out of a cluster's scrape ('omit': a sum of start times means
+  // nothing); one series per worker means something (when it was last restarted), so keep it.
+  const startTime = worker === null ? undefined : (registry.getSingleMetric('process_start_time_seconds') as { aggregator?: string } | undefined);
+  if (startTime) startTime.aggregator = 'sum';
+  const registers = [registry];
+
+  const sshConnections = new Counter({
+    name: 'shell_auth_ssh_connections_total',
+    help: 'SSH connections, counted when they end (or are refused), by how far they got.',
+    labelNames: ['outcome'] as const,
+    registers,
+  });
+  const sshOpen = new Gauge({ name: 'shell_auth_ssh_connections_open', help: 'SSH connections open now.', registers });
+  const sshAuth = new Counter({
+    name: 'shell_auth_ssh_auth_attempts_total',
+    help: 'SSH authentication requests by answer ("none" probes not counted).',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const commands = new Counter({
+    name: 'shell_auth_ssh_commands_total',
+    help: 'SSH commands run (exec or shell line), by command name and exit code.',
+    labelNames: ['command', 'exit_code'] as const,
+    registers,
+  });
+  const commandSeconds = new Histogram({
+    name: 'shell_auth_ssh_command_duration_seconds',
+    help: 'Time SSH commands took, by command name (login includes waiting for the email link).',
+    labelNames: ['command'] as const,
+    buckets: COMMAND_BUCKETS,
+    registers,
+  });
+  const httpRequests = new Counter({
+    name: 'shell_auth_http_requests_total',
+    help: 'HTTP requests answered, by route ("unknown" when none matched) and status code.',
+    labelNames: ['route', 'status'] as const,
+    registers,
+  });
+  const httpRefused = new Counter({
+    name: 'shell_auth_http_connections_refused_total',
+    help: 'HTTP connections closed at once by HTTP_MAX_CONNECTIONS or HTTP_MAX_CONNECTIONS_PER_IP (shell_auth_rate_limited_total says which).',
+    registers,
+  });
+  const httpSeconds = new Histogram({
+    name: 'shell_auth_http_request_duration_seconds',
+    help: 'Time from request to the end of the response, by route.',
+    labelNames: ['route'] as const,
+    buckets: HTTP_BUCKETS,
+    registers,
+  });
+  const minted = new Counter({
+    name: 'shell_auth_api_keys_minted_total',
+    help: 'API keys created, by door (http, ssh).',
+    labelNames: ['door'] as const,
+    registers,
+  });
+  const mailsQueued = new Counter({
+    name: 'shell_auth_emails_queued_total',
+    help: 'Verification emails written to the outbox.',
+    registers,
+  });
+  const mailsSent = new Counter({ name: 'shell_auth_emails_sent_total', help: 'Verification emails the mail server accepted.', registers });
+  const mailSendErrors = new Counter({
+    name: 'shell_auth_email_send_errors_total',
+    help: 'Failed attempts to send a verification email (each is retried while its link lasts).',
+    registers,
+  });
+  const mailsFailed = new Counter({
+    name: 'shell_auth_emails_failed_total',
+    help: 'Verification emails given up on: their link expired (or was used) before they could be sent.',
+    registers,
+  });
+  const mailsPending = new Gauge({
+    name: 'shell_auth_emails_pending',
+    help: 'Verification emails in the outbox not yet sent (all instances), as this instance last counted.',
+    // Every worker counts the same table: under WORKERS the primary takes the largest count, not the sum.
+    aggregator: 'max',
+    registers,
+  });
+  const rateLimited = new Counter({
+    name: 'shell_auth_rate_limited_total',
+    help: 'Requests or connections refused by a rate limit, by limit.',
+    labelNames: ['limit'] as const,
+    registers,
+  });
+  const billing = new Counter({
+    name: 'shell_auth_billing_checks_total',
+    help: 'Billing checks before minting, by result (error: the check failed, which refuses the mint).',
+    labelNames: ['result'] as const,
+    registers,
+  });
+
+  const apiKeyLookups = new Counter({
+    name: 'shell_auth_api_key_lookups_total',
+    help: 'API keys authenticated (GET /api/whoami), by where the key was found: the short-lived cache or the database.',
+    labelNames: ['source'] as const,
+    registers,
+  });
+
+  /** Registered only for a database with a pool (Postgres): PGlite has none, and shows none. */
+  function watchPool(stats: () => PoolStats): void {
+    new Gauge({
+      name: 'shell_auth_db_pool_connections',
+      help: 'Database pool connections by state.',
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        const now = stats();
+        this.set({ state: 'in_use' }, Math.max(0, now.total - now.idle));
+        this.set({ state: 'idle' }, now.idle);
+      },
+    });
+    new Gauge({
+      name: 'shell_auth_db_pool_waiting',
+      help: 'Queries waiting for a database pool connection.',
+      registers,
+      collect() {
+        this.set(stats().waiting);
+      },
+    });
+    let statementsSeen = 0;
+    new Counter({
+      name: 'shell_auth_db_statements_total',
+      help: 'Statements sent to the database (BEGIN and COMMIT included): round trips.',
+      registers,
+      collect() {
+        const now = stats().statements;
+        this.inc(now - statementsSeen);
+        statementsSeen = now;
+      },
+    });
+    new Gauge({
+      name: 'shell_auth_db_pool_max_connections',
+      help: 'Size limit of the database pool.',
+      registers,
+      collect() {
+        this.set(stats().max);
+      },
+    });
+  }
+
+  // Known label values start at 0, so rate() and absence alerts work from the first scrape.
+  for (const outcome of CONNECTION_OUTCOMES) sshConnections.inc({ outcome }, 0);
+  for (const result of AUTH_RESULTS) sshAuth.inc({ result }, 0);
+  for (const limit of RATE_LIMITS) rateLimited.inc({ limit }, 0);
+  for (const door of ['http', 'ssh']) minted.inc({ door }, 0);
+  for (const result of ['active', 'inactive', 'error']) billing.inc({ result }, 0);
+  for (const source of ['cache', 'database']) apiKeyLookups.inc({ source }, 0);
+
+  const events: CoreEvents = {
+    apiKeyMinted: (door) => minted.inc({ door }),
+    mailQueued: () => mailsQueued.inc(),
+    mailSent: () => mailsSent.inc(),
+    mailSendFailed: () => mailSendErrors.inc(),
+    mailAbandoned: () => mailsFailed.inc(),
+    mailPending: (count) => mailsPending.set(count),
+    billingChecked: (result) => billing.inc({ result }),
+    apiKeyLookup: (source) => apiKeyLookups.inc({ source }),
+    rateLimited: (limit) => rateLimited.inc({ limit }),
+  };
+
+  return {
+    registry,
+    events,
+    watchPool,
+    sshConnectionRefused: () => sshConnections.inc({ outcome: 'refused_limit' }),
+    sshConnectionOpened: () => sshOpen.inc(),
+    sshConnectionClosed(outcome) {
+      sshOpen.dec();
+      sshConnections.inc({ outcome });
+    },
+    sshAuthAttempt: (result) => sshAuth.inc({ result }),
+    sshCommand(command, exitCode, seconds) {
+      commands.inc({ command, exit_code: String(exitCode) });
+      commandSeconds.observe({ command }, seconds);
+    },
+    httpConnectionRefused: () => httpRefused.inc(),
+    httpRequest(route, status, seconds) {
+      httpRequests.inc({ route, status: String(status) });
+      httpSeconds.observe({ route }, seconds);
+    },
+  };
+}
+
+export type MetricsServer = { url: string; close(): Promise<void> };
+
+/** The scrape endpoint, on its own listener: `GET /metrics`, nothing else. */
+/** What a scrape reads: one registry, or (under WORKERS) the primary's view of every worker's. */
+export type ScrapeSource = { metrics(): Promise<string>; contentType: string };
+
+export async function listenForScrapes(registry: ScrapeSource, port: number, host: string): Promise<MetricsServer> {
+  const server = http.createServer((req, res) => {
+    // One scrape per connection: scrapes are seconds apart, longer than any keep-alive would last.
+    res.shouldKeepAlive = false;
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('Not found: try /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('Method not allowed\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(req.method === 'HEAD' ? undefined : text);
+      },
+      (err: Error) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`could not collect metrics: ${err.message}\n`);
+      },
+    );
+  });
+  server.headersTimeout = 15_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${shown}:${address.port}/metrics`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
