@@ -1,25 +1,37 @@
 import { defineConfig } from 'vitest/config';
 
-// The whole suite runs twice: on embedded PGlite and on a real Postgres server
-// (a fresh database per run, created by test/support/postgres-setup.ts). Both first compile
-// the service into dist/ (test/support/build-setup.ts: incremental, so the second is quick).
+// Projects by layer (see test/README.md). The domain and both doors run on embedded PGlite and on
+// a real Postgres server (a fresh database per run, created by test/support/postgres-setup.ts);
+// unit tests need no database; the service as operators run it (test/system) runs once, on
+// Postgres as production does, its embedded-database cases on PGlite by their own choice.
+// build-setup.ts compiles the service into dist/ for the tests that spawn it (incremental, so
+// after the first project it is quick).
+const BUILD = 'test/support/build-setup.ts';
+const POSTGRES = 'test/support/postgres-setup.ts';
+const PGLITE = 'test/support/pglite-setup.ts';
+const ON_BOTH_DATABASES = ['test/core/**/*.test.ts', 'test/command/**/*.test.ts', 'test/http/**/*.test.ts', 'test/ssh/**/*.test.ts'];
+
 export default defineConfig({
   test: {
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Vitest's default, cores - 1, is a single worker on 2 cores; most tests wait on sockets,
+    // child processes and the database, not the CPU.
+    maxWorkers: 2,
     projects: [
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
       {
         extends: true,
-        test: { name: 'pglite', env: { TEST_DB: 'pglite' }, globalSetup: ['test/support/build-setup.ts'] },
+        test: { name: 'pglite', include: ON_BOTH_DATABASES, env: { TEST_DB: 'pglite' }, globalSetup: [BUILD, PGLITE] },
       },
       {
         extends: true,
-        test: {
-          name: 'postgres',
-          env: { TEST_DB: 'postgres' },
-          globalSetup: ['test/support/build-setup.ts', 'test/support/postgres-setup.ts'],
-        },
+        test: { name: 'postgres', include: ON_BOTH_DATABASES, env: { TEST_DB: 'postgres' }, globalSetup: [BUILD, POSTGRES] },
+      },
+      {
+        extends: true,
+        test: { name: 'system', include: ['test/system/**/*.test.ts'], env: { TEST_DB: 'postgres' }, globalSetup: [BUILD, POSTGRES] },
       },
     ],
   },

@@ -15,23 +15,21 @@
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
  * BENCH_PARTS (create,whoami,idle), BENCH_IDLE_SESSIONS (1000).
  */
-import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import pino from 'pino';
 import ssh2 from 'ssh2';
 import { confirmVerificationLink, deliverNextMail, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
 import { benchIdleSessions } from './idle-sessions.js';
 import { around, percentile, table } from './measure.js';
+import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const levels = (process.env.BENCH_LEVELS ?? '1,8,32').split(',').map(Number);
 const workerCounts = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
@@ -40,33 +38,27 @@ const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle').split(',
 const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(n) ? '-' : n.toFixed(digits));
 
 async function main() {
-  const dbName = `shell_auth_bench_${Date.now()}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  const dbUrl = new URL(adminUrl);
-  dbUrl.pathname = `/${dbName}`;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
   try {
-    // Before any server runs: its mail sender would take the links this setup reads.
-    const maxClients = Math.max(...levels);
-    const keys = await verifiedKeys(dbUrl.toString(), work, maxClients);
-    if (parts.has('create')) await benchCreate(dbUrl.toString(), work, keys);
-    if (parts.has('whoami') || parts.has('idle')) {
-      const server = await startServer(dbUrl.toString(), work, 1);
-      try {
-        if (parts.has('whoami')) {
-          const apiKey = await createOnce(server.sshPort, keys[0]!, 'bench-whoami');
-          await benchWhoami({ httpUrl: server.httpUrl, metricsUrl: server.metricsUrl, serverPid: server.pid, databaseUrl: dbUrl.toString(), apiKey, seconds });
+    await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
+      // Before any server runs: its mail sender would take the links this setup reads.
+      const maxClients = Math.max(...levels);
+      const keys = await verifiedKeys(dbUrl, work, maxClients);
+      if (parts.has('create')) await benchCreate(dbUrl, work, keys);
+      if (parts.has('whoami') || parts.has('idle')) {
+        const server = await startServer(dbUrl, work, 1);
+        try {
+          if (parts.has('whoami')) {
+            const apiKey = await createOnce(server.sshPort, keys[0]!, 'bench-whoami');
+            await benchWhoami({ httpUrl: server.httpUrl, metricsUrl: server.metricsUrl, serverPid: server.pid, databaseUrl: dbUrl, apiKey, seconds });
+          }
+          if (parts.has('idle')) await benchIdleSessions({ sshPort: server.sshPort, serverPid: server.pid, privateKey: keys[0]! });
+        } finally {
+          await server.stop();
         }
-        if (parts.has('idle')) await benchIdleSessions({ sshPort: server.sshPort, serverPid: server.pid, privateKey: keys[0]! });
-      } finally {
-        await server.stop();
       }
-    }
+    });
   } finally {
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
@@ -131,21 +123,17 @@ async function benchCreate(dbUrl: string, work: string, keys: Buffer[]) {
   console.log(`\n${JSON.stringify(results)}\n`);
 }
 
-/** The server, as operators run it (the compiled JavaScript: `npm run bench` builds it first), so its pid (and its workers') do the work. */
+/** The service with its metrics, as operators run it (`npm run bench` builds it first). */
 async function startServer(dbUrl: string, work: string, workers: number) {
   const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
-  const server = spawn(process.execPath, [...profile, 'dist/src/main.js'], {
-    cwd: ROOT,
+  const server = await startCompiledService({
+    root: ROOT,
+    databaseUrl: dbUrl,
+    work,
+    nodeArgs: profile,
     env: {
-      PATH: process.env.PATH,
-      DATABASE_URL: dbUrl,
       WORKERS: String(workers),
-      HTTP_PORT: '0',
-      SSH_PORT: '0',
       METRICS_PORT: '0',
-      HOST_KEYS_DIR: path.join(work, 'host_keys'),
-      DATA_DIR: work,
-      LOG_LEVEL: 'info',
       LOG_FORMAT: 'json',
       // Every client comes from 127.0.0.1 here.
       SSH_MAX_UNAUTH_PER_IP: '1000',
@@ -153,34 +141,15 @@ async function startServer(dbUrl: string, work: string, workers: number) {
       SSH_AUTH_PER_MINUTE: '1000000',
       SSH_CONNECTIONS_PER_SECOND: '100000',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  server.stdout!.on('data', (d) => (log += d));
-  server.stderr!.on('data', (d) => (log += d));
-  const exited = new Promise<void>((resolve) => server.on('exit', () => resolve()));
-  const { sshPort, httpUrl, metricsUrl } = await new Promise<{ sshPort: number; httpUrl: string; metricsUrl: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 60_000);
-    server.stdout!.on('data', () => {
-      const ports = [...log.matchAll(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/g)].map((m) => Number(m[1]));
-      const http = /"url":"(http:[^"]+)".*"msg":"HTTP API listening"/.exec(log);
-      const metrics = /"url":"(http:[^"]+)".*"msg":"metrics listening/.exec(log);
-      // Under WORKERS the primary logs the listening lines once, when every worker listens.
-      if (ports.length > 0 && http && metrics) {
-        clearTimeout(timer);
-        resolve({ sshPort: ports[0]!, httpUrl: http[1]!, metricsUrl: metrics[1]! });
-      }
-    });
-    server.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
   });
   return {
-    pid: server.pid!,
-    sshPort,
-    httpUrl,
-    metricsUrl,
+    pid: server.child.pid!,
+    sshPort: server.sshPort,
+    httpUrl: server.httpUrl,
+    metricsUrl: server.metricsUrl!,
     async stop() {
-      server.kill('SIGTERM');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
+      server.child.kill('SIGTERM');
+      await Promise.race([server.exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
     },
   };
 }

@@ -7,7 +7,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+/** Clock ticks a second, the unit of /proc CPU times. */
+export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 /** The fields of /proc/PID/stat after the command name: index 1 is ppid, 11..14 utime, stime, cutime, cstime. */
 function statFields(pid: number): string[] {
@@ -28,17 +29,26 @@ export function cpuMsOf(pid: number): number {
   return ticksToMs(Number(f[11]) + Number(f[12]));
 }
 
-/** A process and its children (a cluster primary and its workers). */
-export function treeOf(pid: number): number[] {
-  const tree = [pid];
-  for (const other of pids()) {
+/** A process and all its descendants, parents before children, with their depth below it. */
+export function descendants(root: number): { pid: number; depth: number }[] {
+  const parents = new Map<number, number>();
+  for (const pid of pids()) {
     try {
-      if (Number(statFields(other)[1]) === pid) tree.push(other);
+      parents.set(pid, Number(statFields(pid)[1]));
     } catch {
       // gone meanwhile
     }
   }
+  const tree = [{ pid: root, depth: 0 }];
+  for (let i = 0; i < tree.length; i++) {
+    for (const [pid, ppid] of parents) if (ppid === tree[i]!.pid) tree.push({ pid, depth: tree[i]!.depth + 1 });
+  }
   return tree;
+}
+
+/** A process and its descendants (a cluster primary and its workers). */
+function treeOf(pid: number): number[] {
+  return descendants(pid).map((member) => member.pid);
 }
 
 export function cpuMsOfTree(pid: number): number {

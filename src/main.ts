@@ -11,14 +11,14 @@ process.on('SIGTERM', stoppedWhileLoading);
 if (cluster.isWorker) process.on('SIGINT', () => undefined);
 
 const [
-  { startApp, StartupError },
+  { startApp },
   { answerMetricRequests, isClusterWorker, runPrimary, workerId, workerStarted },
   { ConfigError, loadConfig },
   { toAppError },
   { DataDirLockedError },
   { createLogger, errorFields, logFormatFor },
   { checkConnectionBudget, ConnectionBudgetError },
-  { databaseSetupProblem },
+  { databaseSetupProblem, StartupError },
 ] = await Promise.all([
   import('./process/app.js'),
   import('./process/cluster.js'),

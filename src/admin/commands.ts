@@ -16,33 +16,17 @@ import {
 } from '../core/index.js';
 import { keysJson, keysTable } from '../text/keys-table.js';
 import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
-import { EXIT, json, optionalString, parseArgument, type Command, type Output, type Parsed, type Program } from '../command/framework.js';
+import { optionalString, parseArgument, type Command, type Output, type Program } from '../command/framework.js';
 
 /** The operator's commands (`npm run admin -- …`), on the same command model as the SSH door's. */
-export type AdminContext = Output & { deps: CoreDeps };
+export type AdminContext = Readonly<Output & { deps: CoreDeps }>;
+
+/** The one way the admin CLI (and its tests) make the context its commands run with. */
+export function adminContext(deps: CoreDeps, io: Output): AdminContext {
+  return Object.freeze({ stdout: io.stdout, stderr: io.stderr, deps });
+}
 
 const ORIGIN: RequestOrigin = { channel: 'admin', ip: null };
-
-type Result = { json: unknown; text: string };
-
-/** Every admin command prints a result: text for people, or `--json` for scripts. */
-function adminCommand(
-  definition: Omit<Command<AdminContext>, 'run' | 'options'> & {
-    options?: Command<AdminContext>['options'];
-    run(ctx: AdminContext, args: Parsed): Promise<Result>;
-  },
-): Command<AdminContext> {
-  return {
-    ...definition,
-    usage: `${definition.usage} [--json]`,
-    options: { ...definition.options, json: { type: 'boolean' } },
-    async run(ctx, args) {
-      const result = await definition.run(ctx, args);
-      ctx.stdout(args.values.json ? json(result.json) : `${result.text}\n`);
-      return EXIT.OK;
-    },
-  };
-}
 
 const Role = z.enum(['owner', 'admin', 'member']);
 
@@ -52,23 +36,23 @@ export function adminProgram(log: Logger): Program<AdminContext> {
 }
 
 export const ADMIN_COMMANDS: Command<AdminContext>[] = [
-  adminCommand({
+  {
     name: 'org create',
     summary: "create an org (and its owner's account if new)",
-    usage: 'org create NAME --owner EMAIL',
+    usage: 'org create NAME --owner EMAIL [--json]',
     options: { owner: { type: 'string' } },
     positionals: { min: 1, max: 1, names: 'NAME' },
     async run(ctx, args) {
       const name = parseArgument(OrgNameSchema, args.positionals[0], 'NAME');
       const owner = parseArgument(EmailSchema, args.values.owner, '--owner EMAIL');
       const { org, owner: user } = await createOrg(ctx.deps, name, owner, ORIGIN);
-      return { json: { org_id: org.id, name: org.name, owner: user.email }, text: `Created org ${escapeForTerminal(org.name)} (${org.id}), owner ${escapeForTerminal(user.email)}` };
+      return { data: { org_id: org.id, name: org.name, owner: user.email }, text: `Created org ${escapeForTerminal(org.name)} (${org.id}), owner ${escapeForTerminal(user.email)}\n` };
     },
-  }),
-  adminCommand({
+  },
+  {
     name: 'org add-member',
     summary: 'add someone to an org, or change their role',
-    usage: 'org add-member ORG EMAIL --role owner|admin|member',
+    usage: 'org add-member ORG EMAIL --role owner|admin|member [--json]',
     options: { role: { type: 'string' } },
     positionals: { min: 2, max: 2, names: 'ORG EMAIL' },
     async run(ctx, args) {
@@ -77,43 +61,45 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
       const email = parseArgument(EmailSchema, args.positionals[1], 'EMAIL');
       const { org, user, createdUser } = await setMember(ctx.deps, orgName, email, role, ORIGIN);
       return {
-        json: { org_id: org.id, org_name: org.name, user_id: user.id, email: user.email, role, created_user: createdUser },
-        text: `${escapeForTerminal(user.email)} is now ${role} of ${escapeForTerminal(org.name)}${createdUser ? ' (new account, not yet verified)' : ''}`,
+        data: { org_id: org.id, org_name: org.name, user_id: user.id, email: user.email, role, created_user: createdUser },
+        text: `${escapeForTerminal(user.email)} is now ${role} of ${escapeForTerminal(org.name)}${createdUser ? ' (new account, not yet verified)' : ''}\n`,
       };
     },
-  }),
-  adminCommand({
+  },
+  {
     name: 'org list',
     summary: 'list orgs with plan, status and member count',
-    usage: 'org list',
+    usage: 'org list [--json]',
+    options: {},
     positionals: { min: 0, max: 0, names: '' },
     async run(ctx) {
       const orgs = await listOrgs(ctx.deps);
       return {
-        json: orgs,
-        text: formatTable(
+        data: orgs,
+        text: `${formatTable(
           ['NAME', 'ID', 'PLAN', 'STATUS', 'MEMBERS', 'CREATED'],
           orgs.map((o) => [o.name, o.id, o.plan ?? '-', o.status ?? 'none', String(o.members), isoOrDash(o.created_at)]),
-        ),
+        )}\n`,
       };
     },
-  }),
-  adminCommand({
+  },
+  {
     name: 'billing set',
     summary: 'allow or stop key creation for an org',
-    usage: 'billing set ORG active|suspended',
+    usage: 'billing set ORG active|suspended [--json]',
+    options: {},
     positionals: { min: 2, max: 2, names: 'ORG STATUS' },
     async run(ctx, args) {
       const orgName = parseArgument(OrgNameLookupSchema, args.positionals[0], 'ORG');
       const status = parseArgument(z.enum(['active', 'suspended']), args.positionals[1], 'status');
       const org = await setBilling(ctx.deps, orgName, status, ORIGIN);
-      return { json: { org_id: org.id, name: org.name, status }, text: `Billing for ${escapeForTerminal(org.name)} is now ${status}` };
+      return { data: { org_id: org.id, name: org.name, status }, text: `Billing for ${escapeForTerminal(org.name)} is now ${status}\n` };
     },
-  }),
-  adminCommand({
+  },
+  {
     name: 'keys list',
     summary: 'list API keys (never secrets)',
-    usage: 'keys list [--org ORG] [--wide]',
+    usage: 'keys list [--org ORG] [--wide] [--json]',
     options: { org: { type: 'string' }, wide: { type: 'boolean' } },
     positionals: { min: 0, max: 0, names: '' },
     async run(ctx, args) {
@@ -121,17 +107,18 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
       const keys = await listAllApiKeys(ctx.deps, org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org'));
       const now = nowOf(ctx.deps);
       // The same table and JSON as the SSH door's `list`.
-      return { json: keysJson(keys, now), text: keysTable(keys, now, { wide: args.values.wide === true }) };
+      return { data: keysJson(keys, now), text: `${keysTable(keys, now, { wide: args.values.wide === true })}\n` };
     },
-  }),
-  adminCommand({
+  },
+  {
     name: 'keys revoke',
     summary: 'revoke an API key',
-    usage: 'keys revoke KEY_ID',
+    usage: 'keys revoke KEY_ID [--json]',
+    options: {},
     positionals: { min: 1, max: 1, names: 'KEY_ID' },
     async run(ctx, args) {
       const key = await revokeApiKey(ctx.deps, null, args.positionals[0] ?? '', ORIGIN);
-      return { json: key, text: `Revoked API key ${key.id} (${escapeForTerminal(key.label)}) in org ${escapeForTerminal(key.org_name)}` };
+      return { data: key, text: `Revoked API key ${key.id} (${escapeForTerminal(key.label)}) in org ${escapeForTerminal(key.org_name)}\n` };
     },
-  }),
+  },
 ];

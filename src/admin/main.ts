@@ -6,9 +6,8 @@ import { openCore } from '../process/core-wiring.js';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { createLogger } from '../observability/log.js';
 import { databaseSetupProblem } from '../process/startup-errors.js';
-import { adminProgram } from './commands.js';
+import { adminContext, adminProgram } from './commands.js';
 import { EXIT, helpText, runCommand, type Output } from '../command/framework.js';
-
 
 const io: Output = {
   stdout: (text) => process.stdout.write(text),
@@ -41,7 +40,7 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.FAILED;
   }
   try {
-    return await runCommand(program, argv, { ...io, deps: core.deps });
+    return (await runCommand(program, argv, adminContext(core.deps, io))).code;
   } finally {
     await core.close();
   }

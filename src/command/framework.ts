@@ -8,8 +8,9 @@ import { describeParseError, terminalMessage, type ErrorPhrases } from './termin
 
 /**
  * The one command model, for the SSH door's commands and the operator's admin CLI: a command
- * declares its name, usage, options and positionals; `runCommand` parses, runs it, and maps any
- * failure to a message and an exit code the same way everywhere.
+ * declares its name, usage, options and positionals and returns a result; `runCommand` parses,
+ * runs it, prints the result (`--json` included), and maps any failure to a message and an exit
+ * code the same way everywhere.
  */
 
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2 } as const;
@@ -20,16 +21,45 @@ type Options = NonNullable<ParseArgsConfig['options']>;
 
 export type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
 
+/**
+ * What a command ends with; `runCommand` prints it, so every command of every program reads the
+ * same way: with `--json`, `data` as JSON on stdout (undefined: nothing); otherwise `text` as is
+ * (complete lines; empty: nothing). Then `note` on stderr, and `advice` too without `--json`.
+ */
+export type CommandResult = {
+  data: unknown;
+  text: string;
+  /** Said besides the result, in both modes (create's notice, why a command failed). */
+  note?: string;
+  /** For a person only (what to do next); a script asking for JSON has it in `data` already. */
+  advice?: string;
+  /** Default: 0. */
+  exit?: number;
+};
+
+/** A command that failed in its own words: nothing on stdout, the reason on stderr, exit 1. */
+export function failure(note: string): CommandResult {
+  return { data: undefined, text: '', note, exit: EXIT.FAILED };
+}
+
 export type Command<Ctx> = {
   /** One word (`create`) or a group and an action (`org create`). */
   name: string;
   summary: string;
   /** First line: the synopsis; the rest: details. */
   usage: string;
+  /** The command's own options; `--json` and `--help` are every command's, handled by runCommand. */
   options: Options;
   positionals: { min: number; max: number; names: string };
-  run(ctx: Ctx, args: Parsed): Promise<number>;
+  run(ctx: Ctx, args: Parsed): Promise<CommandResult>;
 };
+
+/**
+ * What `runCommand` ran, as the access log and metrics name it: a command's name (`help` for
+ * `--help`), `none` for no command, `unknown` for anything else. Never more of the line:
+ * arguments can hold secrets, and a mistyped word could be one too.
+ */
+export type CommandRun = { code: number; command: string };
 
 export type Program<Ctx> = {
   commands: Command<Ctx>[];
@@ -63,29 +93,45 @@ export function helpText<Ctx>(program: Program<Ctx>): string {
 }
 
 /** The words of a command line without a leading `--` (`ssh keys@host -- --help`: it ends ssh's own options, not ours). */
-export function commandWords(words: string[]): string[] {
+function commandWords(words: string[]): string[] {
   return words[0] === '--' ? words.slice(1) : words;
 }
 
 /** The command `words` start with, if any. */
-export function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Command<Ctx> | undefined {
+function findCommand<Ctx>(commands: Command<Ctx>[], words: string[]): Command<Ctx> | undefined {
   return commands.find((c) => {
     const nameWords = c.name.split(' ');
     return nameWords.every((word, i) => words[i] === word);
   });
 }
 
-/** Parses and runs one command; returns the exit code. Never throws. */
-export async function runCommand<Ctx extends Output>(program: Program<Ctx>, words: string[], ctx: Ctx): Promise<number> {
+/**
+ * The command `words` would run, as logs and metrics name it (runCommand returns the same): a
+ * known command's name, `help` for --help, `none` for nothing, else `unknown`. Never more of the
+ * line: labels and arguments can hold secrets, and a mistyped word could be one too.
+ */
+export function commandNameIn<Ctx>(commands: Command<Ctx>[], words: string[]): string {
+  words = commandWords(words);
+  const [first] = words;
+  if (first === undefined || first === '') return 'none';
+  if (first === '--help' || first === '-h') return 'help';
+  return findCommand(commands, words)?.name ?? 'unknown';
+}
+
+/** Options every command takes: runCommand handles them, commands never see them. */
+export const COMMON_OPTIONS: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
+
+/** Parses and runs one command, and prints its result. Never throws. */
+export async function runCommand<Ctx extends Output>(program: Program<Ctx>, words: string[], ctx: Ctx): Promise<CommandRun> {
   words = commandWords(words);
   const [first] = words;
   if (first === undefined || first === '') {
     ctx.stderr(`error: no command given\n\n${helpText(program)}`);
-    return EXIT.USAGE;
+    return { code: EXIT.USAGE, command: 'none' };
   }
   if (first === '--help' || first === '-h') {
     ctx.stdout(helpText(program));
-    return EXIT.OK;
+    return { code: EXIT.OK, command: 'help' };
   }
   const command = findCommand(program.commands, words);
   if (!command) {
@@ -94,19 +140,18 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
     const guess = closestCommand(program.commands, words);
     const suggestion = guess === undefined ? '' : `did you mean "${guess}"? `;
     ctx.stderr(`error: unknown command "${escapeForTerminal(shown)}": ${suggestion}${program.helpHint}\n`);
-    return EXIT.USAGE;
+    return { code: EXIT.USAGE, command: 'unknown' };
   }
+  return { code: await runFound(program, command, words.slice(command.name.split(' ').length), ctx), command: command.name };
+}
+
+async function runFound<Ctx extends Output>(program: Program<Ctx>, command: Command<Ctx>, args: string[], ctx: Ctx): Promise<number> {
   let parsed: Parsed;
+  let asJson: boolean;
   try {
-    const args = words.slice(command.name.split(' ').length);
-    const result = parseArgs({
-      args,
-      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true,
-      tokens: true,
-    });
-    if (result.values.help) {
+    const result = parseArgs({ args, options: { ...command.options, ...COMMON_OPTIONS }, allowPositionals: true, strict: true, tokens: true });
+    const { help, json: jsonWanted, ...values } = result.values;
+    if (help) {
       ctx.stdout(usageText(command));
       return EXIT.OK;
     }
@@ -117,18 +162,32 @@ export async function runCommand<Ctx extends Output>(program: Program<Ctx>, word
       if (seen.has(token.name)) throw new UsageError(`--${token.name} given more than once`);
       seen.add(token.name);
     }
-    parsed = { values: result.values as Parsed['values'], positionals: result.positionals };
+    asJson = jsonWanted === true;
+    parsed = { values: values as Parsed['values'], positionals: result.positionals };
     const count = parsed.positionals.length;
     if (count < command.positionals.min) throw new UsageError(`missing ${command.positionals.names}`);
     if (count > command.positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[command.positionals.max]}"`);
   } catch (err) {
     return reportFailure(program, command, ctx, err instanceof UsageError ? err : new UsageError(describeParseError(err)));
   }
+  let result: CommandResult;
   try {
-    return await command.run(ctx, parsed);
+    result = await command.run(ctx, parsed);
   } catch (err) {
     return reportFailure(program, command, ctx, err, parsed);
   }
+  return printResult(ctx, result, asJson);
+}
+
+function printResult(ctx: Output, result: CommandResult, asJson: boolean): number {
+  if (asJson) {
+    if (result.data !== undefined) ctx.stdout(`${JSON.stringify(result.data, null, 2)}\n`);
+  } else if (result.text !== '') {
+    ctx.stdout(result.text);
+  }
+  if (result.note) ctx.stderr(result.note);
+  if (result.advice && !asJson) ctx.stderr(result.advice);
+  return result.exit ?? EXIT.OK;
 }
 
 /**
@@ -231,8 +290,4 @@ function issueInWords(issue: z.core.$ZodIssue | undefined, what: string, value: 
   if (value === undefined) return `${what} is required`;
   if (issue?.code === 'invalid_type') return `${what} is not valid`;
   return `${what} ${issue?.message ?? 'is not valid'}`;
-}
-
-export function json(value: unknown): string {
-  return `${JSON.stringify(value, null, 2)}\n`;
 }

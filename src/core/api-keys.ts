@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
-import { auditRow, recordAudit } from './audit.js';
+import { insertWithAudit, recordAudit } from './audit.js';
 import { eventsOf, nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
 import { dueForTouch } from './touch.js';
 import { AppError } from './errors.js';
@@ -91,47 +91,27 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
     created_at: now,
     expires_at: expiresAt,
   };
-  const audit = auditRow(input.origin, {
-    action: 'api_key.created',
-    actorUserId: input.user.id,
-    orgId: org.org_id,
-    subjectId: id,
-    details: {
-      label: input.label,
-      ssh_key_id: input.sshKeyId,
-      expires_at: expiresAt?.toISOString() ?? null,
-      proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
-    },
-  });
+  const writeKey = (db: Kysely<Database>) =>
+    insertWithAudit(db, (query) => query.insertInto('api_keys').values(keyRow).returning('id'), input.origin, {
+      action: 'api_key.created',
+      actorUserId: input.user.id,
+      orgId: org.org_id,
+      details: {
+        label: input.label,
+        ssh_key_id: input.sshKeyId,
+        expires_at: expiresAt?.toISOString() ?? null,
+        proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
+      },
+    });
   if (input.spendsHttpWindow) {
     // The window's use is checked under a row lock: a transaction.
     await deps.db.transaction().execute(async (trx) => {
       if (input.sshKeyId === null) throw new AppError('UNVERIFIED_KEY');
       await spendHttpWindow(trx, deps, input.sshKeyId, input.user.id);
-      await trx.insertInto('api_keys').values(keyRow).execute();
-      await trx.insertInto('audit_events').values(audit).execute();
+      await writeKey(trx);
     });
   } else {
-    // The key and its audit row in one statement: atomic on its own, no BEGIN/COMMIT round trips.
-    await deps.db
-      .with('minted', (db) => db.insertInto('api_keys').values(keyRow).returning('id'))
-      .insertInto('audit_events')
-      .columns(['id', 'action', 'actor_user_id', 'org_id', 'subject_id', 'channel', 'ip', 'details'])
-      .expression((db) =>
-        db
-          .selectFrom('minted')
-          .select([
-            sql<string>`${audit.id}::uuid`.as('id'),
-            sql<string>`${audit.action}::text`.as('action'),
-            sql<string | null>`${audit.actor_user_id}::uuid`.as('actor_user_id'),
-            sql<string | null>`${audit.org_id}::uuid`.as('org_id'),
-            sql<string>`minted.id::text`.as('subject_id'),
-            sql<string>`${audit.channel}::text`.as('channel'),
-            sql<string | null>`${audit.ip}::text`.as('ip'),
-            sql<string>`${audit.details}::jsonb`.as('details'),
-          ]),
-      )
-      .execute();
+    await writeKey(deps.db); // one statement: atomic without BEGIN/COMMIT round trips
   }
   eventsOf(deps).apiKeyMinted(input.origin.channel);
   return {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type InsertQueryBuilder, type Kysely, type QueryCreator } from 'kysely';
 import type { Database } from '../db/schema.js';
 import type { RequestOrigin } from './context.js';
 
@@ -11,8 +11,8 @@ export type AuditInput = {
   details?: Record<string, unknown>;
 };
 
-/** The row an event becomes (recordAudit inserts it; a single-statement write may select it). */
-export function auditRow(origin: RequestOrigin, event: AuditInput) {
+/** The row an event becomes. */
+function auditRow(origin: RequestOrigin, event: AuditInput) {
   return {
     id: randomUUID(),
     action: event.action,
@@ -25,7 +25,44 @@ export function auditRow(origin: RequestOrigin, event: AuditInput) {
   };
 }
 
+type AuditColumn = keyof ReturnType<typeof auditRow>;
+
+/** auditRow's columns with their SQL types: values selected rather than inserted need a cast to them. */
+const AUDIT_COLUMN_TYPES = {
+  id: 'uuid',
+  action: 'text',
+  actor_user_id: 'uuid',
+  org_id: 'uuid',
+  subject_id: 'text',
+  channel: 'text',
+  ip: 'text',
+  details: 'jsonb',
+} as const satisfies Record<AuditColumn, string>;
+const AUDIT_COLUMNS = Object.keys(AUDIT_COLUMN_TYPES) as AuditColumn[];
+
 /** Written inside the caller's transaction, so the event exists exactly when the change does. */
 export async function recordAudit(trx: Kysely<Database>, origin: RequestOrigin, event: AuditInput): Promise<void> {
   await trx.insertInto('audit_events').values(auditRow(origin, event)).execute();
+}
+
+/**
+ * A row and the audit event about it (the row's id as its subject) in one statement: atomic on
+ * its own, no BEGIN/COMMIT round trips. The event is selected from what `insert` returned, so it
+ * is written exactly when the row is.
+ */
+export async function insertWithAudit<Table extends keyof Database>(
+  db: Kysely<Database>,
+  insert: (query: QueryCreator<Database>) => InsertQueryBuilder<Database, Table, { id: string }>,
+  origin: RequestOrigin,
+  event: Omit<AuditInput, 'subjectId'>,
+): Promise<void> {
+  const audit = auditRow(origin, event);
+  const valueOf = (column: AuditColumn) =>
+    column === 'subject_id' ? sql<string>`written.id::text` : sql<unknown>`${audit[column]}::${sql.raw(AUDIT_COLUMN_TYPES[column])}`;
+  await db
+    .with('written', insert)
+    .insertInto('audit_events')
+    .columns(AUDIT_COLUMNS)
+    .expression((query) => query.selectFrom('written').select(AUDIT_COLUMNS.map((column) => valueOf(column).as(column))))
+    .execute();
 }

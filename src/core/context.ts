@@ -48,23 +48,32 @@ export type CoreSettings = {
  * Every limit that refuses requests, as metrics name it: the mail limits are the core's own; the
  * doors report theirs through the same port.
  */
-export type RateLimitName =
-  | 'mail_per_key'
-  | 'mail_per_inbox'
-  | 'mail_per_ip'
-  | 'http_lookups'
-  | 'ssh_auth'
-  | 'ssh_auth_attempts'
-  | 'ssh_connections'
-  | 'ssh_connections_per_ip'
-  | 'ssh_unauthenticated_per_ip'
-  | 'ssh_connections_total'
-  | 'ssh_unauthenticated_total'
-  | 'ssh_sessions_total'
-  | 'ssh_sessions_per_ip'
-  | 'ssh_sessions_unlinked'
-  | 'http_connections_total'
-  | 'http_connections_per_ip';
+export const RATE_LIMIT_NAMES = [
+  'mail_per_key',
+  'mail_per_inbox',
+  'mail_per_ip',
+  'http_lookups',
+  'ssh_auth',
+  'ssh_auth_attempts',
+  'ssh_connections',
+  'ssh_connections_per_ip',
+  'ssh_unauthenticated_per_ip',
+  'ssh_connections_total',
+  'ssh_unauthenticated_total',
+  'ssh_sessions_total',
+  'ssh_sessions_per_ip',
+  'ssh_sessions_unlinked',
+  'http_connections_total',
+  'http_connections_per_ip',
+] as const;
+export type RateLimitName = (typeof RATE_LIMIT_NAMES)[number];
+
+/** What a billing check before a mint found (error: the check failed, which refuses the mint). */
+export const BILLING_CHECK_RESULTS = ['active', 'inactive', 'error'] as const;
+export type BillingCheckResult = (typeof BILLING_CHECK_RESULTS)[number];
+
+export const API_KEY_LOOKUP_SOURCES = ['cache', 'database'] as const;
+export type ApiKeyLookupSource = (typeof API_KEY_LOOKUP_SOURCES)[number];
 
 /**
  * What the core tells the outside world happened, for metrics. Every argument is a small fixed
@@ -82,9 +91,9 @@ export interface CoreEvents {
   mailAbandoned(): void;
   /** Messages in the outbox not yet sent nor given up on, as the sender last counted. */
   mailPending(count: number): void;
-  billingChecked(result: 'active' | 'inactive' | 'error'): void;
+  billingChecked(result: BillingCheckResult): void;
   /** An API key authenticated from the cache or looked up in the database. */
-  apiKeyLookup(source: 'cache' | 'database'): void;
+  apiKeyLookup(source: ApiKeyLookupSource): void;
   /** A request refused by a rate limit. */
   rateLimited(limit: RateLimitName): void;
 }

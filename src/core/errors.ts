@@ -1,3 +1,5 @@
+import { classifyDatabaseError, type DatabaseErrorKind } from '../db/errors.js';
+
 /**
  * The one error table. Every door (HTTP, SSH, admin CLI) reports a core failure with the code's
  * status and message, so the same mistake reads the same everywhere. Messages marked "contract"
@@ -60,38 +62,24 @@ export class AppError extends Error {
   }
 }
 
-const CONNECTION_ERROR_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EPIPE',
-  '57014', // query_canceled: statement_timeout
-  '57P01', // admin_shutdown
-  '57P02', // crash_shutdown
-  '57P03', // cannot_connect_now
-  '53300', // too_many_connections
-  '08000',
-  '08003',
-  '08006',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_AGAIN', // DNS, temporarily
-]);
-
 /**
- * This machine out of something (file descriptors, memory, disk), or Postgres out of its own
- * (SQLSTATE class 53: disk_full, out_of_memory, too_many_connections…): a fault of the moment,
- * not of the request and not a bug, so 503 like a lost database, logged in one line (no stack).
+ * This machine out of something (file descriptors, memory, disk): a fault of the moment, not of
+ * the request and not a bug, so 503 like a lost database, logged in one line (no stack).
  */
-const RESOURCE_ERROR_CODES = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS', 'EAGAIN', 'ENOSPC', 'EDQUOT']);
+const LOCAL_RESOURCE_ERRNOS = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS', 'EAGAIN', 'ENOSPC', 'EDQUOT']);
 
-/** The errno or SQLSTATE of a local resource fault (`EMFILE`, `53300`…), or null. */
-export function resourceFaultCode(err: unknown): string | null {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return null;
-  return RESOURCE_ERROR_CODES.has(code) || /^53[0-9A-Z]{3}$/.test(code) ? code : null;
-}
+/** What each kind of database error (db/errors.ts) is to a caller: a database away or out of resources is a 503. */
+const DATABASE_ERRORS: Record<DatabaseErrorKind, ErrorCode> = {
+  unique_violation: 'INTERNAL', // a caller that expects one says what it means (KEY_TAKEN)
+  unstorable_text: 'INVALID_REQUEST', // validation should have caught it; it is still a bad request
+  stale_plan: 'INTERNAL',
+  connection_lost: 'UNAVAILABLE',
+  connection_fault: 'INTERNAL', // a protocol violation is a bug, not an outage to wait out
+  unreachable: 'UNAVAILABLE',
+  timed_out: 'UNAVAILABLE',
+  out_of_resources: 'UNAVAILABLE',
+  closed: 'UNAVAILABLE',
+};
 
 /**
  * What to log of a 503 (the database away, this machine out of descriptors), as fields of the
@@ -111,23 +99,10 @@ export function errorText(err: unknown): string {
 /** Maps anything thrown to an AppError: our own pass through, a lost database becomes 503. */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  const e = err as { code?: unknown; message?: unknown } | null;
-  const code = typeof e?.code === 'string' ? e.code : '';
-  const message = typeof e?.message === 'string' ? e.message : '';
-  if (
-    CONNECTION_ERROR_CODES.has(code) ||
-    resourceFaultCode(err) !== null ||
-    /timeout exceeded when trying to connect|Query read timeout|Connection terminated|Client was closed|connect ECONNREFUSED|driver has already been destroyed|PGlite is closed/i.test(
-      message,
-    )
-  ) {
-    return new AppError('UNAVAILABLE');
-  }
-  // Text Postgres cannot store (NUL, broken Unicode): validation should have caught it; it is still a bad request.
-  if (code === '22021' || code === '22P02' || code === '22P05') return new AppError('INVALID_REQUEST');
-  return new AppError('INTERNAL');
+  const errno = (err as { code?: unknown } | null)?.code;
+  if (typeof errno === 'string' && LOCAL_RESOURCE_ERRNOS.has(errno)) return new AppError('UNAVAILABLE');
+  const kind = classifyDatabaseError(err);
+  return new AppError(kind === null ? 'INTERNAL' : DATABASE_ERRORS[kind]);
 }
 
-export function isUniqueViolation(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === '23505';
-}
+export { isUniqueViolation } from '../db/errors.js';

@@ -13,8 +13,10 @@ export type {
   RequestOrigin,
   CoreEvents,
   RateLimitName,
+  BillingCheckResult,
+  ApiKeyLookupSource,
 } from './context.js';
-export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, eventsOf, nowOf, addressGroupIn, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
+export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, RATE_LIMIT_NAMES, BILLING_CHECK_RESULTS, API_KEY_LOOKUP_SOURCES, eventsOf, nowOf, addressGroupIn, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
 export {
   startVerification,

@@ -23,16 +23,18 @@ export type RouteContext = {
   origin: RequestOrigin & { channel: 'http' };
 };
 
+/**
+ * The per-address lookup budget: `each` request counts; `refusals` counts only the answers that
+ * tell something about accounts (the contract's 409 and 403s), and is refused once spent;
+ * `failures` counts only failed authentications, and once spent answers them 429; a valid key is
+ * always answered (a platform checking its users' keys from one address must not be locked out by
+ * some of them being revoked), and costs no budget write.
+ */
+export type RouteBudget = 'each' | 'refusals' | 'failures';
+
 export type Route = {
   handler: (ctx: RouteContext) => Promise<void>;
   json: boolean;
   page?: boolean;
-  /**
-   * The per-address lookup budget: `each` request counts; `refusals` counts only the answers
-   * that tell something about accounts (the contract's 409 and 403s), and is refused once spent;
-   * `failures` counts only failed authentications, and once spent answers them 429; a valid key
-   * is always answered (a platform checking its users' keys from one address must not be locked
-   * out by some of them being revoked), and costs no budget write.
-   */
-  budget?: 'each' | 'refusals' | 'failures';
+  budget?: RouteBudget;
 };

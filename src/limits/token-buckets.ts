@@ -3,7 +3,7 @@ const MAX_ADDRESSES = 10_000;
 /**
  * Per-address token buckets: each address may spend `burst` at once and earns `perSecond` back.
  * In memory and per instance: they bound the CPU one address can make this process spend, which
- * is a per-process matter.
+ * is a per-process matter. (The HTTP lookup budget counts per minute instead: fixed-windows.ts says why.)
  */
 export class TokenBuckets {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();

@@ -1,9 +1,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { CoreEvents, RateLimitName } from '../core/index.js';
+import { API_KEY_LOOKUP_SOURCES, BILLING_CHECK_RESULTS, RATE_LIMIT_NAMES, type CoreEvents } from '../core/index.js';
 import type { PoolStats } from '../db/database.js';
-import type { DoorMetrics, SshAuthResult, SshConnectionOutcome } from './door-metrics.js';
+import type { Channel } from '../db/schema.js';
+import { SSH_AUTH_RESULTS, SSH_CONNECTION_OUTCOMES, type DoorMetrics } from './door-metrics.js';
 
 export type AppMetrics = DoorMetrics & {
   registry: Registry;
@@ -11,76 +12,57 @@ export type AppMetrics = DoorMetrics & {
   watchPool(stats: () => PoolStats): void;
 };
 
-const CONNECTION_OUTCOMES: SshConnectionOutcome[] = [
-  'refused_limit',
-  'login_timeout',
-  'evicted',
-  'auth_limit',
-  'auth_failed',
-  'closed_preauth',
-  'authenticated',
-];
-const AUTH_RESULTS: SshAuthResult[] = [
-  'accepted',
-  'key_ok',
-  'bad_signature',
-  'method_refused',
-  'bad_key',
-  'sha1_signature',
-  'sk_flags',
-  'sk_counter',
-  'refused_by_limit',
-  'held_back',
-  'not_preferred',
-];
-const RATE_LIMITS: RateLimitName[] = [
-  'mail_per_key',
-  'mail_per_inbox',
-  'mail_per_ip',
-  'http_lookups',
-  'ssh_auth',
-  'ssh_auth_attempts',
-  'ssh_connections',
-  'ssh_connections_per_ip',
-  'ssh_unauthenticated_per_ip',
-  'ssh_connections_total',
-  'ssh_unauthenticated_total',
-  'ssh_sessions_total',
-  'ssh_sessions_per_ip',
-  'ssh_sessions_unlinked',
-  'http_connections_total',
-  'http_connections_per_ip',
-];
+/** The doors that mint keys for users; the admin CLI's mints are its own process's business. */
+const MINTING_DOORS = ['http', 'ssh'] as const satisfies readonly Channel[];
 
 // login waits up to 10 minutes for the email link: the buckets reach that far.
 const COMMAND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+type Registers = Registry[];
+
 /**
  * The service's metrics, on a registry of its own (several apps in one process, as in the tests,
- * do not collide), with Node's default process metrics. Label values come from fixed sets only.
+ * do not collide), with Node's default process metrics. Label values come from fixed sets only,
+ * and each known one starts at 0, so rate() and absence alerts work from the first scrape.
  */
 export function createMetrics(options: { worker?: number | null } = {}): AppMetrics {
   const registry = new Registry();
-  // Under WORKERS the primary adds up what the workers report, which suits the counters below but
-  // not a process's own figures (process_max_fds, start time, heap, event loop lag): those keep a
-  // series per worker, labelled with its number (1..WORKERS, reused by a replacement).
-  const worker = options.worker ?? null;
+  collectProcessMetrics(registry, options.worker ?? null);
+  const registers = [registry];
+  // Registered in this order, which is the order a scrape lists them in.
+  const ssh = sshDoorMetrics(registers);
+  const http = httpDoorMetrics(registers);
+  const events = coreEventMetrics(registers);
+  return { registry, events, watchPool: (stats) => watchPool(registers, stats), ...ssh, ...http };
+}
+
+/**
+ * Node's default process metrics. Under WORKERS the primary adds up what the workers report, which
+ * suits the service's counters but not a process's own figures (process_max_fds, start time, heap,
+ * event loop lag): those keep a series per worker, labelled with its number (1..WORKERS, reused by
+ * a replacement).
+ */
+function collectProcessMetrics(registry: Registry, worker: number | null): void {
   collectDefaultMetrics({ register: registry, ...(worker === null ? {} : { labels: { worker: String(worker) } }) });
   // prom-client leaves the start time out of a cluster's scrape ('omit': a sum of start times means
   // nothing); one series per worker means something (when it was last restarted), so keep it.
   const startTime = worker === null ? undefined : (registry.getSingleMetric('process_start_time_seconds') as { aggregator?: string } | undefined);
   if (startTime) startTime.aggregator = 'sum';
-  const registers = [registry];
+}
 
-  const sshConnections = new Counter({
+type SshDoorMetrics = Pick<DoorMetrics, 'sshConnectionRefused' | 'sshConnectionOpened' | 'sshConnectionClosed' | 'sshAuthAttempt' | 'sshCommand'>;
+
+/** Connections by how far they got, authentication answers, commands and their durations. */
+function sshDoorMetrics(registers: Registers): SshDoorMetrics {
+  const connections = new Counter({
     name: 'shell_auth_ssh_connections_total',
     help: 'SSH connections, counted when they end (or are refused), by how far they got.',
     labelNames: ['outcome'] as const,
     registers,
   });
-  const sshOpen = new Gauge({ name: 'shell_auth_ssh_connections_open', help: 'SSH connections open now.', registers });
-  const sshAuth = new Counter({
+  const open = new Gauge({ name: 'shell_auth_ssh_connections_open', help: 'SSH connections open now.', registers });
+  const auth = new Counter({
     name: 'shell_auth_ssh_auth_attempts_total',
     help: 'SSH authentication requests by answer ("none" probes not counted).',
     labelNames: ['result'] as const,
@@ -99,24 +81,54 @@ export function createMetrics(options: { worker?: number | null } = {}): AppMetr
     buckets: COMMAND_BUCKETS,
     registers,
   });
-  const httpRequests = new Counter({
+  for (const outcome of SSH_CONNECTION_OUTCOMES) connections.inc({ outcome }, 0);
+  for (const result of SSH_AUTH_RESULTS) auth.inc({ result }, 0);
+  return {
+    sshConnectionRefused: () => connections.inc({ outcome: 'refused_limit' }),
+    sshConnectionOpened: () => open.inc(),
+    sshConnectionClosed(outcome) {
+      open.dec();
+      connections.inc({ outcome });
+    },
+    sshAuthAttempt: (result) => auth.inc({ result }),
+    sshCommand(command, exitCode, seconds) {
+      commands.inc({ command, exit_code: String(exitCode) });
+      commandSeconds.observe({ command }, seconds);
+    },
+  };
+}
+
+/** Requests by route and status, their durations, and connections refused by a cap. */
+function httpDoorMetrics(registers: Registers): Pick<DoorMetrics, 'httpConnectionRefused' | 'httpRequest'> {
+  const requests = new Counter({
     name: 'shell_auth_http_requests_total',
     help: 'HTTP requests answered, by route ("unknown" when none matched) and status code.',
     labelNames: ['route', 'status'] as const,
     registers,
   });
-  const httpRefused = new Counter({
+  const refused = new Counter({
     name: 'shell_auth_http_connections_refused_total',
     help: 'HTTP connections closed at once by HTTP_MAX_CONNECTIONS or HTTP_MAX_CONNECTIONS_PER_IP (shell_auth_rate_limited_total says which).',
     registers,
   });
-  const httpSeconds = new Histogram({
+  const seconds = new Histogram({
     name: 'shell_auth_http_request_duration_seconds',
     help: 'Time from request to the end of the response, by route.',
     labelNames: ['route'] as const,
     buckets: HTTP_BUCKETS,
     registers,
   });
+  return {
+    httpConnectionRefused: () => refused.inc(),
+    httpRequest(route, status, took) {
+      requests.inc({ route, status: String(status) });
+      seconds.observe({ route }, took);
+    },
+  };
+}
+
+/** What the core reports (CoreEvents): keys minted and looked up, verification mail, rate limits, billing checks. */
+function coreEventMetrics(registers: Registers): CoreEvents {
   const minted = new Counter({
     name: 'shell_auth_api_keys_minted_total',
     help: 'API keys created, by door (http, ssh).',
@@ -158,65 +170,17 @@ export function createMetrics(options: { worker?: number | null } = {}): AppMetr
     labelNames: ['result'] as const,
     registers,
   });
-
   const apiKeyLookups = new Counter({
     name: 'shell_auth_api_key_lookups_total',
     help: 'API keys authenticated (GET /api/whoami), by where the key was found: the short-lived cache or the database.',
     labelNames: ['source'] as const,
     registers,
   });
-
-  /** Registered only for a database with a pool (Postgres): PGlite has none, and shows none. */
-  function watchPool(stats: () => PoolStats): void {
-    new Gauge({
-      name: 'shell_auth_db_pool_connections',
-      help: 'Database pool connections by state.',
-      labelNames: ['state'] as const,
-      registers,
-      collect() {
-        const now = stats();
-        this.set({ state: 'in_use' }, Math.max(0, now.total - now.idle));
-        this.set({ state: 'idle' }, now.idle);
-      },
-    });
-    new Gauge({
-      name: 'shell_auth_db_pool_waiting',
-      help: 'Queries waiting for a database pool connection.',
-      registers,
-      collect() {
-        this.set(stats().waiting);
-      },
-    });
-    let statementsSeen = 0;
-    new Counter({
-      name: 'shell_auth_db_statements_total',
-      help: 'Statements sent to the database (BEGIN and COMMIT included): round trips.',
-      registers,
-      collect() {
-        const now = stats().statements;
-        this.inc(now - statementsSeen);
-        statementsSeen = now;
-      },
-    });
-    new Gauge({
-      name: 'shell_auth_db_pool_max_connections',
-      help: 'Size limit of the database pool.',
-      registers,
-      collect() {
-        this.set(stats().max);
-      },
-    });
-  }
-
-  // Known label values start at 0, so rate() and absence alerts work from the first scrape.
-  for (const outcome of CONNECTION_OUTCOMES) sshConnections.inc({ outcome }, 0);
-  for (const result of AUTH_RESULTS) sshAuth.inc({ result }, 0);
-  for (const limit of RATE_LIMITS) rateLimited.inc({ limit }, 0);
-  for (const door of ['http', 'ssh']) minted.inc({ door }, 0);
-  for (const result of ['active', 'inactive', 'error']) billing.inc({ result }, 0);
-  for (const source of ['cache', 'database']) apiKeyLookups.inc({ source }, 0);
-
-  const events: CoreEvents = {
+  for (const limit of RATE_LIMIT_NAMES) rateLimited.inc({ limit }, 0);
+  for (const door of MINTING_DOORS) minted.inc({ door }, 0);
+  for (const result of BILLING_CHECK_RESULTS) billing.inc({ result }, 0);
+  for (const source of API_KEY_LOOKUP_SOURCES) apiKeyLookups.inc({ source }, 0);
+  return {
     apiKeyMinted: (door) => minted.inc({ door }),
     mailQueued: () => mailsQueued.inc(),
     mailSent: () => mailsSent.inc(),
@@ -227,28 +191,48 @@ export function createMetrics(options: { worker?: number | null } = {}): AppMetr
     apiKeyLookup: (source) => apiKeyLookups.inc({ source }),
     rateLimited: (limit) => rateLimited.inc({ limit }),
   };
+}
 
-  return {
-    registry,
-    events,
-    watchPool,
-    sshConnectionRefused: () => sshConnections.inc({ outcome: 'refused_limit' }),
-    sshConnectionOpened: () => sshOpen.inc(),
-    sshConnectionClosed(outcome) {
-      sshOpen.dec();
-      sshConnections.inc({ outcome });
+/** The database pool, read at every scrape. Registered only for a database with a pool (Postgres): PGlite has none, and shows none. */
+function watchPool(registers: Registers, stats: () => PoolStats): void {
+  new Gauge({
+    name: 'shell_auth_db_pool_connections',
+    help: 'Database pool connections by state.',
+    labelNames: ['state'] as const,
+    registers,
+    collect() {
+      const now = stats();
+      this.set({ state: 'in_use' }, Math.max(0, now.total - now.idle));
+      this.set({ state: 'idle' }, now.idle);
     },
-    sshAuthAttempt: (result) => sshAuth.inc({ result }),
-    sshCommand(command, exitCode, seconds) {
-      commands.inc({ command, exit_code: String(exitCode) });
-      commandSeconds.observe({ command }, seconds);
+  });
+  new Gauge({
+    name: 'shell_auth_db_pool_waiting',
+    help: 'Queries waiting for a database pool connection.',
+    registers,
+    collect() {
+      this.set(stats().waiting);
     },
-    httpConnectionRefused: () => httpRefused.inc(),
-    httpRequest(route, status, seconds) {
-      httpRequests.inc({ route, status: String(status) });
-      httpSeconds.observe({ route }, seconds);
+  });
+  let statementsSeen = 0;
+  new Counter({
+    name: 'shell_auth_db_statements_total',
+    help: 'Statements sent to the database (BEGIN and COMMIT included): round trips.',
+    registers,
+    collect() {
+      const now = stats().statements;
+      this.inc(now - statementsSeen);
+      statementsSeen = now;
     },
-  };
+  });
+  new Gauge({
+    name: 'shell_auth_db_pool_max_connections',
+    help: 'Size limit of the database pool.',
+    registers,
+    collect() {
+      this.set(stats().max);
+    },
+  });
 }
 
 export type MetricsServer = { url: string; close(): Promise<void> };

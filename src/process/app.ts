@@ -1,4 +1,3 @@
-import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
@@ -9,12 +8,15 @@ import { pendingMigrations, type OpenDatabase } from '../db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from '../http/server.js';
 import type { Readiness } from '../http/route.js';
-import { createMetrics, listenForScrapes, type MetricsServer } from '../observability/metrics.js';
-import { loadOrCreateHostKey } from '../ssh/host-key.js';
-import { createSshServer } from '../ssh/server.js';
+import { createMetrics, listenForScrapes, type AppMetrics, type MetricsServer } from '../observability/metrics.js';
+import type { HostKey } from '../ssh/host-key.js';
+import { createSshServer, type SshServer } from '../ssh/server.js';
 import { errorFields } from '../observability/log.js';
-import { fitToOpenFiles, openFileLimit } from './open-files.js';
+import type { DoorCaps } from './open-files.js';
 import { addressMatcher } from '../net/addresses.js';
+import { announceHttpDoor, announceSshDoor, prepareDoors, type StartupLog } from './startup-log.js';
+import { listenFailure } from './startup-errors.js';
+import { shutdownOf, type Shutdown } from './shutdown.js';
 
 export type App = {
   deps: CoreDeps;
@@ -31,41 +33,7 @@ export type App = {
   metricsRegistry: Registry | null;
   /** What GET /readyz answers. */
   readiness(): Promise<Readiness>;
-  /**
-   * The graceful stop (SIGTERM): readiness fails at once, both listeners stop accepting, running
-   * commands and requests get up to `graceMs`, shells are told, the mail sender finishes its
-   * message; then everything is closed.
-   */
-  drain(graceMs: number): Promise<void>;
-  /** Stops at once, cutting whatever runs. */
-  close(): Promise<void>;
-};
-
-/** Where start-up lines go: the log, or (in a cluster worker) its debug level. */
-type StartupLog = Pick<Logger, 'info' | 'warn'>;
-
-/** Said once at start-up (by a cluster's primary for all its workers). */
-export function warnAboutSettings(config: Config, log: StartupLog): void {
-  if (config.httpTrust.window === 'forever') {
-    log.warn(
-      'HTTP_TRUST_WINDOW=forever: anyone who knows a verified public key can learn its email and mint API keys over HTTP. ' +
-        'This is the literal Vers behaviour; use a finite window unless you need it.',
-    );
-  }
-  if (!config.smtpUrl) {
-    log.warn(
-      { outbox: path.join(config.dataDir, 'outbox') },
-      'SMTP_URL is not set: emails are written to the outbox and their links logged (development only)',
-    );
-  }
-  if (config.httpTrust.window === 'off') {
-    // Only the email window is off: a signed request proves the key as the SSH door does, so it still acts.
-    log.info(
-      'HTTP_TRUST_WINDOW=0: an email confirmation opens no HTTP window, so unsigned HTTP requests mint no API keys; ' +
-        'requests signed with the key (challenge + ssh_signature) and the SSH door still do',
-    );
-  }
-}
+} & Shutdown;
 
 /** The whole service: the core, then the SSH door, then the HTTP door. Undoes what it did if a step fails. */
 export async function startApp(
@@ -90,30 +58,93 @@ export async function startApp(
   const core = await openCore(config, log, { database: overrides.database, mailer: overrides.mailer, events: metrics?.events });
   const { deps } = core;
   if (metrics && core.database.poolStats) metrics.watchPool(core.database.poolStats);
-  warnAboutSettings(config, startup);
+  const { hostKey, caps } = prepareDoors(config, startup);
 
-  const hostKey = loadOrCreateHostKey(config.hostKeysDir);
-  startup.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
-  const caps = fitToOpenFiles(config, openFileLimit());
-  if (caps.lowered) startup.warn(`connection caps lowered: ${caps.lowered}`);
-  let sshHint = sshCommandHint(config, config.sshPort);
-  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: caps.ssh, log, metrics: metrics ?? undefined });
-  let sshAddress: AddressInfo;
-  try {
-    sshAddress = await ssh.listen(config.sshPort, config.host).catch(listenFailure('SSH_PORT', config.host, config.sshPort));
-  } catch (err) {
-    await core.close();
-    throw err;
-  }
-  sshHint = sshCommandHint(config, sshAddress.port);
-  startup.info({ port: sshAddress.port, user: config.sshUser, try: sshHint }, 'SSH door listening');
+  const ssh = await undoing(startSshDoor(config, deps, { hostKey, caps, log, metrics }), () => core.close());
+  announceSshDoor(startup, config, ssh);
 
   let draining = false;
-  async function readiness(): Promise<Readiness> {
+  const readiness = readinessOf(deps, {
+    draining: () => draining,
+    sshListening: () => ssh.server.listening(),
+    httpListening: () => http.server.listening,
+  });
+  const http = await undoing(
+    startHttpDoor(config, deps, { caps, log, sshHint: ssh.hint, readiness, metrics }),
+    () => ssh.server.close(),
+    () => core.close(),
+  );
+  announceHttpDoor(startup, config, { url: http.url, database: core.database.kind });
+
+  let scrapes: MetricsServer | null = null;
+  if (metrics && config.metricsPort !== null && overrides.scrapeListener !== false) {
+    scrapes = await undoing(
+      listenForScrapes(metrics.registry, config.metricsPort, config.host).catch(listenFailure('METRICS_PORT', config.host, config.metricsPort)),
+      () => ssh.server.close(),
+      () => closeAtOnce(http.server),
+      () => core.close(),
+    );
+    log.info({ url: scrapes.url }, 'metrics listening');
+  }
+
+  const sweepers = startSweepers(deps, log);
+  // Every instance sends: whichever is up delivers what any of them queued.
+  const mailSender = startMailSender(deps);
+  deps.mailSender = mailSender;
+
+  const stopServing = () => {
+    draining = true;
+    sweepers.stop();
+  };
+  return {
+    deps,
+    database: core.database,
+    http: http.server,
+    httpUrl: http.url,
+    sshPort: ssh.port,
+    sshHint: ssh.hint,
+    hostKeyFingerprint: hostKey.fingerprint,
+    metricsUrl: scrapes?.url ?? null,
+    metricsRegistry: metrics?.registry ?? null,
+    readiness,
+    ...shutdownOf({ ssh: ssh.server, http: http.server, mailSender, core, scrapes, log, stopServing }),
+  };
+}
+
+/** A start-up step; if it fails, undoes the steps before it (in the order given) and fails as it did. */
+async function undoing<T>(step: Promise<T>, ...undo: (() => Promise<void>)[]): Promise<T> {
+  try {
+    return await step;
+  } catch (err) {
+    for (const undoStep of undo) await undoStep();
+    throw err;
+  }
+}
+
+/** The SSH door, listening. Its hint names the port it got (SSH_PORT=0 picks one). */
+async function startSshDoor(
+  config: Config,
+  deps: CoreDeps,
+  options: { hostKey: HostKey; caps: DoorCaps; log: Logger; metrics: AppMetrics | null },
+): Promise<{ server: SshServer; port: number; hint: string }> {
+  const { hostKey, caps, log, metrics } = options;
+  let sshHint = sshCommandHint(config, config.sshPort);
+  const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: caps.ssh, log, metrics: metrics ?? undefined });
+  const address = await ssh.listen(config.sshPort, config.host).catch(listenFailure('SSH_PORT', config.host, config.sshPort));
+  sshHint = sshCommandHint(config, address.port);
+  return { server: ssh, port: address.port, hint: sshHint };
+}
+
+/** What GET /readyz answers: ready while not draining, with both doors listening and the database reachable and migrated. */
+function readinessOf(
+  deps: CoreDeps,
+  state: { draining(): boolean; sshListening(): boolean; httpListening(): boolean },
+): () => Promise<Readiness> {
+  return async () => {
     const checks: Record<string, string> = {
-      draining: draining ? 'yes' : 'no',
-      ssh: ssh.listening() ? 'listening' : 'closed',
-      http: http.listening ? 'listening' : 'closed',
+      draining: state.draining() ? 'yes' : 'no',
+      ssh: state.sshListening() ? 'listening' : 'closed',
+      http: state.httpListening() ? 'listening' : 'closed',
     };
     try {
       const pending = await pendingMigrations(deps.db);
@@ -123,10 +154,18 @@ export async function startApp(
       checks.database = 'unreachable';
       checks.migrations = 'unknown';
     }
-    const ready = !draining && ssh.listening() && http.listening && checks.database === 'ok' && checks.migrations === 'applied';
+    const ready = !state.draining() && state.sshListening() && state.httpListening() && checks.database === 'ok' && checks.migrations === 'applied';
     return { ready, checks };
-  }
+  };
+}
 
+/** The HTTP door, listening. Its URL names the address and port it got. */
+async function startHttpDoor(
+  config: Config,
+  deps: CoreDeps,
+  options: { caps: DoorCaps; log: Logger; sshHint: string; readiness: () => Promise<Readiness>; metrics: AppMetrics | null },
+): Promise<{ server: Server; url: string }> {
+  const { caps, log, sshHint, readiness, metrics } = options;
   const http = createHttpServer(deps, {
     trustProxy: config.httpProxyFrom,
     log,
@@ -140,41 +179,28 @@ export async function startApp(
     readiness,
     metrics: metrics ?? undefined,
   });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
-      http.listen(config.httpPort, config.host, () => {
-        http.off('error', reject);
-        resolve();
-      });
-    }).catch(listenFailure('HTTP_PORT', config.host, config.httpPort));
-    http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
-  } catch (err) {
-    await ssh.close();
-    await core.close();
-    throw err;
-  }
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.httpPort, config.host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  }).catch(listenFailure('HTTP_PORT', config.host, config.httpPort));
+  http.on('error', (err) => log.error({ err: errorFields(err) }, 'http server error'));
   const address = http.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const httpUrl = `http://${host}:${address.port}`;
-  startup.info({ url: httpUrl, publicUrl: config.publicUrl, database: core.database.kind }, 'HTTP API listening');
+  return { server: http, url: `http://${host}:${address.port}` };
+}
 
-  let scrapes: MetricsServer | null = null;
-  if (metrics && config.metricsPort !== null && overrides.scrapeListener !== false) {
-    try {
-      scrapes = await listenForScrapes(metrics.registry, config.metricsPort, config.host).catch(listenFailure('METRICS_PORT', config.host, config.metricsPort));
-    } catch (err) {
-      await ssh.close();
-      await new Promise<void>((resolve) => {
-        http.close(() => resolve());
-        http.closeAllConnections();
-      });
-      await core.close();
-      throw err;
-    }
-    log.info({ url: scrapes.url }, 'metrics listening');
-  }
+function closeAtOnce(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
 
+/** Clean-ups that run every few minutes while the app serves, until stop(). */
+function startSweepers(deps: CoreDeps, log: Logger): { stop(): void } {
   // Budget windows older than an hour are never read again; sent mail is kept a day.
   const sweeper = setInterval(() => {
     sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
@@ -186,93 +212,10 @@ export async function startApp(
     sweepChallenges(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old proof challenges'));
   }, 60_000);
   challengeSweeper.unref();
-
-  // Every instance sends: whichever is up delivers what any of them queued.
-  const mailSender = startMailSender(deps);
-  deps.mailSender = mailSender;
-
-  // One shutdown, however it is asked for: close() during a drain cuts the drain short.
-  let shutdown: Promise<void> | null = null;
-  const release = async (mailWaitMs: number) => {
-    await mailSender.stop(mailWaitMs);
-    await core.close();
-    await scrapes?.close();
-  };
-  const httpClosed = new Promise<void>((resolve) => http.once('close', () => resolve()));
-  const cut = () => {
-    void ssh.close();
-    if (http.listening) http.close();
-    http.closeAllConnections();
-    void mailSender.stop(0);
-  };
   return {
-    deps,
-    database: core.database,
-    http,
-    httpUrl,
-    sshPort: sshAddress.port,
-    sshHint,
-    hostKeyFingerprint: hostKey.fingerprint,
-    metricsUrl: scrapes?.url ?? null,
-    metricsRegistry: metrics?.registry ?? null,
-    readiness,
-    drain(graceMs) {
-      if (shutdown) return shutdown;
-      draining = true;
+    stop() {
       clearInterval(sweeper);
       clearInterval(challengeSweeper);
-      log.info({ graceMs }, 'draining: not ready, listeners closed, running commands and requests may finish');
-      const started = Date.now();
-      shutdown = (async () => {
-        await Promise.all([ssh.drain(graceMs), drainHttp(http, graceMs)]);
-        // The sender finishes the message in hand, within what is left of the grace.
-        await release(Math.max(1_000, graceMs - (Date.now() - started)));
-        log.info({ ms: Date.now() - started }, 'drained');
-      })();
-      return shutdown;
-    },
-    close() {
-      draining = true;
-      clearInterval(sweeper);
-      clearInterval(challengeSweeper);
-      cut();
-      shutdown ??= (async () => {
-        await ssh.close();
-        await httpClosed;
-        await release(0);
-      })();
-      return shutdown;
     },
   };
-}
-
-/** A failure to start that is the operator's to fix: said in one line, without a stack trace. */
-export class StartupError extends Error {}
-
-/** Turns a listen error into a line naming the variable that chose the port. */
-function listenFailure(variable: string, host: string, port: number) {
-  return (err: NodeJS.ErrnoException): never => {
-    const where = `${host}:${port}`;
-    if (err.code === 'EADDRINUSE') throw new StartupError(`${variable}=${port}: ${where} is already in use by another process`);
-    if (err.code === 'EACCES') throw new StartupError(`${variable}=${port}: not allowed to listen on ${where} (ports below 1024 need privileges)`);
-    if (err.code === 'EADDRNOTAVAIL') throw new StartupError(`${variable}=${port}: HOST=${host} is not an address of this machine`);
-    throw err;
-  };
-}
-
-/**
- * Stops accepting; closes keep-alive connections as they fall idle; cuts the rest after
- * `graceMs`. Resolves when the last connection is gone.
- */
-function drainHttp(server: Server, graceMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const idle = setInterval(() => server.closeIdleConnections(), 250);
-    const cut = setTimeout(() => server.closeAllConnections(), graceMs);
-    server.close(() => {
-      clearInterval(idle);
-      clearTimeout(cut);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
 }

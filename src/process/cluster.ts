@@ -1,12 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
-import { warnAboutSettings, type App } from './app.js';
+import type { App } from './app.js';
 import type { Config } from '../config/config.js';
 import { openCore } from './core-wiring.js';
 import { listenForScrapes, type MetricsServer } from '../observability/metrics.js';
-import { fitToOpenFiles, openFileLimit } from './open-files.js';
-import { loadOrCreateHostKey } from '../ssh/host-key.js';
+import { announceHttpDoor, announceSshDoor, prepareDoors } from './startup-log.js';
 
 /** What a worker tells the primary once both its listeners are up. */
 const READY_MESSAGE = 'shell-auth:worker-ready';
@@ -39,11 +38,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
   const core = await openCore(config, log, { listen: false }); // migrates, under the lock
   await core.close();
   // The start-up block, once: workers log theirs at debug, and this process says when all listen.
-  warnAboutSettings(config, log);
-  const hostKey = loadOrCreateHostKey(config.hostKeysDir);
-  log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
-  const caps = fitToOpenFiles(config, openFileLimit()); // each worker inherits this process's limit
-  if (caps.lowered) log.warn(`connection caps lowered (in each worker): ${caps.lowered}`);
+  prepareDoors(config, log, { forEachWorker: true });
 
   let scrapes: MetricsServer | null = null;
   if (config.metricsPort !== null) {
@@ -85,8 +80,8 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
       if (up.size < config.workers) return;
       everyWorkerStarted = true;
       // The lines a single process logs, once for all the workers (the shared ports are the same).
-      log.info({ port: message.sshPort, user: config.sshUser, try: message.sshHint, workers: config.workers }, 'SSH door listening');
-      log.info({ url: message.httpUrl, publicUrl: config.publicUrl, database: message.database, workers: config.workers }, 'HTTP API listening');
+      announceSshDoor(log, config, { port: message.sshPort, hint: message.sshHint }, { workers: config.workers });
+      announceHttpDoor(log, config, { url: message.httpUrl, database: message.database }, { workers: config.workers });
     });
   };
   // Not dead: node:cluster keeps a worker whose 'exit' came before its IPC 'disconnect' in

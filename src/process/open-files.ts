@@ -22,13 +22,16 @@ export function openFileLimit(limitsFile = '/proc/self/limits'): number | null {
 
 type Caps = { http: Config['http']; ssh: Config['ssh']; database: Pick<Config['database'], 'poolSize'> };
 
+/** Each door's caps as fitted; `lowered` says what was lowered, or null. */
+export type DoorCaps = Pick<Caps, 'http' | 'ssh'> & { lowered: string | null };
+
 /**
  * The doors' connection caps, lowered in proportion when together they would not fit in the
  * open-file limit beside RESERVED_DESCRIPTORS: a cap that can never be reached protects nothing
  * (the process would fail with EMFILE first, on every door and on the database). `lowered`
  * says what was done, for a warning at start-up.
  */
-export function fitToOpenFiles(caps: Caps, limit: number | null): Pick<Caps, 'http' | 'ssh'> & { lowered: string | null } {
+export function fitToOpenFiles(caps: Caps, limit: number | null): DoorCaps {
   // Behind PROXY protocol, connections still owing their header are not yet admitted: up to SSH_MAX_UNAUTH more.
   const awaitingHeaders = caps.ssh.proxyProtocol ? caps.ssh.maxUnauthenticated : 0;
   const wanted = caps.http.maxConnections + caps.ssh.maxConnections + awaitingHeaders;

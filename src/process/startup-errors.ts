@@ -30,3 +30,17 @@ export function databaseSetupProblem(err: unknown, databaseUrl: string | null): 
   if (code === '28000' || code === '28P01') return `DATABASE_URL: the server at ${server} refused the connection: ${message}`;
   return null;
 }
+
+/** A failure to start that is the operator's to fix: said in one line, without a stack trace. */
+export class StartupError extends Error {}
+
+/** Turns a listen error into a line naming the variable that chose the port. */
+export function listenFailure(variable: string, host: string, port: number) {
+  return (err: NodeJS.ErrnoException): never => {
+    const where = `${host}:${port}`;
+    if (err.code === 'EADDRINUSE') throw new StartupError(`${variable}=${port}: ${where} is already in use by another process`);
+    if (err.code === 'EACCES') throw new StartupError(`${variable}=${port}: not allowed to listen on ${where} (ports below 1024 need privileges)`);
+    if (err.code === 'EADDRNOTAVAIL') throw new StartupError(`${variable}=${port}: HOST=${host} is not an address of this machine`);
+    throw err;
+  };
+}

@@ -111,7 +111,7 @@ export class ConnectionRecord {
     this.userId = identity.kind === 'account' ? identity.user.id : null;
   }
 
-  /** A command line ran: its command's name only (see `commandNameOf`), never its arguments. */
+  /** A command line ran: its command's name only (see `CommandRun` in command/framework.ts), never its arguments. */
   command(name: string, exitCode: number, ms: number, identity?: Identity): void {
     if (identity) this.identity(identity);
     this.metrics.sshCommand(name, exitCode, ms / 1000);

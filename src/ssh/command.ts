@@ -1,27 +1,6 @@
-import type { AccountIdentity, AnonymousIdentity, CoreDeps, Identity, RequestOrigin } from '../core/index.js';
-import { EXIT, type Command, type Output, type Parsed } from '../command/framework.js';
-
-/** What an SSH command runs with. `identity` is the key that signed, and its account if any. */
-export type SessionContext<I extends Identity = Identity> = Output & {
-  deps: CoreDeps;
-  identity: I;
-  origin: RequestOrigin & { channel: 'ssh' };
-  /** How users reach this door, for messages: `ssh -p 2222 keys@host`. */
-  sshHint: string;
-  /** Running at the interactive `keys> ` prompt: hints name commands without the `ssh …` prefix. */
-  inShell?: boolean;
-  /** Aborted when the client goes away (or presses Ctrl-C in the shell). */
-  signal: AbortSignal;
-  /**
-   * Aborted when the service starts draining: a command that would wait past the shutdown grace
-   * (login) stops early and says what to do instead.
-   */
-  shuttingDown: AbortSignal;
-  /** A command that waits without output (login) says it is still working, so the idle timeout spares it. */
-  markActive(): void;
-  /** Re-reads the identity (after `login` binds the key); later commands in the session see it too. */
-  refreshIdentity(): Promise<Identity>;
-};
+import type { AccountIdentity, AnonymousIdentity, Identity } from '../core/index.js';
+import { failure, type Command, type CommandResult, type Parsed } from '../command/framework.js';
+import type { SessionContext } from './session-context.js';
 
 export type SshCommand = Command<SessionContext> & {
   /** Open commands run for any key; every other command needs an account. */
@@ -29,7 +8,7 @@ export type SshCommand = Command<SessionContext> & {
 };
 
 type Definition<I extends Identity> = Omit<Command<SessionContext<I>>, 'run'> & {
-  run(ctx: SessionContext<I>, args: Parsed): Promise<number>;
+  run(ctx: SessionContext<I>, args: Parsed): Promise<CommandResult>;
 };
 
 /**
@@ -42,11 +21,8 @@ export function accountCommand(definition: Definition<AccountIdentity>): SshComm
     open: false,
     run(ctx, args) {
       const { identity } = ctx;
-      if (identity.kind !== 'account') {
-        ctx.stderr(unverifiedMessage(identity, commandHint(ctx)));
-        return Promise.resolve(EXIT.FAILED);
-      }
-      return definition.run({ ...ctx, identity }, args);
+      if (identity.kind !== 'account') return Promise.resolve(failure(unverifiedMessage(identity, commandHint(ctx))));
+      return definition.run(Object.freeze({ ...ctx, identity }), args);
     },
   };
 }

@@ -1,8 +1,8 @@
 import { toAppError } from '../core/index.js';
-import { EXIT } from '../command/framework.js';
-import type { SessionContext } from './command.js';
-import { commandNameOf, runCommandLine } from './commands/index.js';
-import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
+import { EXIT, type CommandRun } from '../command/framework.js';
+import { commandNameOfLine, runCommandLine } from './commands/index.js';
+import { sessionContext, sessionIdentity, type SessionIdentity } from './session-context.js';
+import { channelGone, channelWriters, type ChannelStart } from './session-io.js';
 
 /** `ssh keys@HOST COMMAND ...`: one command, its output, its exit status. */
 export async function runExec(start: ChannelStart & { command: string }): Promise<void> {
@@ -16,16 +16,18 @@ export async function runExec(start: ChannelStart & { command: string }): Promis
     if (start.pty && data.includes(0x03)) abort.abort();
   });
   const began = performance.now();
-  let ctx: SessionContext | undefined;
-  let code: number;
+  let identity: SessionIdentity | undefined;
+  let ran: CommandRun;
   try {
-    const identity = await start.identity;
-    ctx = sessionContext(start, identity, io, abort.signal);
-    code = await runCommandLine(start.command, ctx);
+    identity = sessionIdentity(start.deps, await start.identity);
+    ran = await runCommandLine(start.command, sessionContext(start, io, { identity, signal: abort.signal, inShell: false }));
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
-    code = EXIT.FAILED;
+    // The identity could not be read (the database is away): the line never ran, but it is still
+    // counted under its command, so an outage shows where operators look for it.
+    ran = { code: EXIT.FAILED, command: commandNameOfLine(start.command) };
   }
-  start.access.command(commandNameOf(start.command), code, performance.now() - began, ctx?.identity);
-  io.finish(code);
+  // As the key is now: a `login` may have linked it.
+  start.access.command(ran.command, ran.code, performance.now() - began, identity?.latest());
+  io.finish(ran.code);
 }

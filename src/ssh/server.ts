@@ -8,7 +8,7 @@ import type { DoorMetrics } from '../observability/door-metrics.js';
 import { errorFields } from '../observability/log.js';
 import { createAdmission, refuseConnection, sessionSlots, type Admitted } from './admission.js';
 import { NO_METRICS } from '../observability/door-metrics.js';
-import { handleConnection } from './connection.js';
+import { SshConnection } from './connection.js';
 import type { HostKey } from './host-key.js';
 import { addressMatcher, adoptProxySource, readProxyHeader } from './proxy-protocol.js';
 import { TokenBuckets } from '../limits/token-buckets.js';
@@ -83,7 +83,8 @@ export function createSshServer(deps: CoreDeps, options: SshServerOptions): SshS
         return;
       }
       admitted.delete(socket);
-      handleConnection(client, ticket, {
+      // Lives on in the client's event handlers.
+      new SshConnection(client, ticket, {
         deps,
         log,
         limits,

@@ -1,8 +1,7 @@
 import type { ServerChannel } from 'ssh2';
-import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
-import type { Output } from '../command/framework.js';
+import type { CoreDeps, Identity, PublicKey } from '../core/index.js';
 import type { ConnectionRecord } from './access-log.js';
-import type { SessionContext } from './command.js';
+import type { SessionContext } from './session-context.js';
 
 /** What a session's program (exec or shell) starts with. */
 export type ChannelStart = {
@@ -101,24 +100,4 @@ export function channelWriters(channel: ServerChannel, pty: boolean, options: { 
       wake();
     },
   };
-}
-
-/** The context commands run with; `refreshIdentity` updates it for every later command too. */
-export function sessionContext(start: ChannelStart, identity: Identity, io: Output, signal: AbortSignal): SessionContext {
-  const ctx: SessionContext = {
-    deps: start.deps,
-    identity,
-    origin: start.origin,
-    sshHint: start.sshHint,
-    stdout: io.stdout,
-    stderr: io.stderr,
-    signal,
-    shuttingDown: start.shuttingDown,
-    markActive: start.activity,
-    async refreshIdentity() {
-      ctx.identity = await resolveSshIdentity(start.deps, start.key);
-      return ctx.identity;
-    },
-  };
-  return ctx;
 }

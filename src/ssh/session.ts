@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ServerChannel, Session } from 'ssh2';
 import { resolveSshIdentity, type CoreDeps, type Identity, type PublicKey } from '../core/index.js';
 import { errorFields } from '../observability/log.js';
+import type { SshLimits } from '../config/config.js';
 import type { ConnectionRecord } from './access-log.js';
 import { runExec } from './exec.js';
 import { channelWriters, type ChannelStart } from './session-io.js';
@@ -9,38 +10,46 @@ import { EXIT } from '../command/framework.js';
 import { escapeForTerminal } from '../text/table.js';
 import { runShell } from './shell.js';
 
-export type SessionSetting = {
-  deps: CoreDeps;
-  log: Logger;
-  key: PublicKey;
-  access: ConnectionRecord;
-  origin: ChannelStart['origin'];
-  sshHint: string;
-  connectionGone: AbortSignal;
-  shuttingDown: AbortSignal;
-  /** Connected as another user than the door's (`ssh root@host`): every program says how to connect. */
-  wrongUser: { used: string; expected: string } | null;
+/** Connected as another user than the door's (`ssh root@host`). */
+export type WrongUser = { used: string; expected: string };
+
+/** The connection a session runs on, as the session sees it (SshConnection, once authenticated). */
+export interface SessionConnection {
+  readonly deps: CoreDeps;
+  readonly log: Logger;
+  readonly limits: Pick<SshLimits, 'outputHighWaterBytes' | 'maxQueuedLines'>;
+  readonly key: PublicKey;
+  readonly access: ConnectionRecord;
+  readonly origin: ChannelStart['origin'];
+  /** Aborted when the client goes. */
+  readonly gone: AbortSignal;
+  readonly shuttingDown: AbortSignal;
+  /** Every program says how to connect instead of running. */
+  readonly wrongUser: WrongUser | null;
+  sshHint(): string;
   activity(): void;
-  outputHighWaterBytes: number;
-  maxQueuedLines: number;
-  /** Registers a way to tell this session's client why the connection is closing. */
-  onIdleClose(notify: (message: string) => void): void;
-  /** The session has asked for its program (exec or shell): a drain waits for it. */
-  programStarted(): void;
   /** Who the key is as authentication just found it, for the connection's first program only (later ones ask afresh). */
-  knownIdentity(): Promise<Identity> | null;
+  takeKnownIdentity(): Promise<Identity> | null;
+}
+
+/** What the connection learns of this one session. */
+export type SessionHooks = {
+  /** The session asked for its program (exec or shell): a drain waits for it. `idleNotice` tells its client why the connection is closing. */
+  programStarted(idleNotice: (message: string) => void): void;
+  /** Called once, when the session ends. */
+  closed(): void;
 };
 
 /**
  * One SSH session channel: accepts a pty and its resizes, refuses environment variables, and
- * runs one program, exec or shell. `onClose` is called once when the session ends.
+ * runs one program, exec or shell.
  */
-export function handleSession(session: Session, setting: SessionSetting, onClose: () => void): void {
+export function handleSession(session: Session, connection: SessionConnection, hooks: SessionHooks): void {
   let closed = false;
   const sessionEnded = () => {
     if (closed) return;
     closed = true;
-    onClose();
+    hooks.closed();
   };
   session.once('close', sessionEnded);
   let pty = false;
@@ -55,20 +64,33 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
   const begin = (channel: ServerChannel | undefined): ChannelStart | null => {
     if (!channel || started) return null;
     started = true;
-    setting.programStarted();
-    channel.on('error', (err: Error) => setting.log.debug({ err: err.message }, 'ssh channel error'));
-    channel.once('close', sessionEnded);
     // Said on the channel, which is then closed: a client drops data that arrives after a disconnect.
-    setting.onIdleClose((message) => {
+    hooks.programStarted((message) => {
       if (channel.stderr.writable) channel.stderr.write(pty ? message.replace(/\n/g, '\r\n') : message);
       channel.end();
     });
-    const identity = setting.knownIdentity() ?? resolveSshIdentity(setting.deps, setting.key);
+    channel.on('error', (err: Error) => connection.log.debug({ err: err.message }, 'ssh channel error'));
+    channel.once('close', sessionEnded);
+    const identity = connection.takeKnownIdentity() ?? resolveSshIdentity(connection.deps, connection.key);
     identity.then(
-      (found) => setting.access.identity(found),
-      (err) => setting.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'),
+      (found) => connection.access.identity(found),
+      (err) => connection.log.warn({ err: errorFields(err) }, 'ssh: could not load identity'),
     );
-    return { ...setting, channel, pty, identity };
+    return {
+      channel,
+      pty,
+      identity,
+      deps: connection.deps,
+      key: connection.key,
+      access: connection.access,
+      origin: connection.origin,
+      sshHint: connection.sshHint(),
+      connectionGone: connection.gone,
+      shuttingDown: connection.shuttingDown,
+      activity: () => connection.activity(),
+      outputHighWaterBytes: connection.limits.outputHighWaterBytes,
+      maxQueuedLines: connection.limits.maxQueuedLines,
+    };
   };
   session.on('exec', (accept, _reject, info) => {
     const start = begin(accept());
@@ -80,7 +102,7 @@ export function handleSession(session: Session, setting: SessionSetting, onClose
   });
   /** `ssh root@host whoami`: no command runs; the user learns the name to use, and exit 1. */
   const toldWrongUser = (start: ChannelStart, command: string): boolean => {
-    const wrong = setting.wrongUser;
+    const wrong = connection.wrongUser;
     if (!wrong) return false;
     const io = channelWriters(start.channel, start.pty, { highWater: start.outputHighWaterBytes, activity: start.activity });
     // The hint already names the right user: `ssh -p 2222 keys@host`.

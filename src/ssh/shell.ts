@@ -1,9 +1,9 @@
 import { StringDecoder } from 'node:string_decoder';
 import { describeKeyType, toAppError } from '../core/index.js';
-import type { SessionContext } from './command.js';
-import { commandNameOf, runCommandLine, sessionCompletions } from './commands/index.js';
+import { runCommandLine, sessionCompletions } from './commands/index.js';
 import { KeyDecoder, LineEditor, type Key } from './line-editor.js';
-import { channelGone, channelWriters, sessionContext, type ChannelStart } from './session-io.js';
+import { sessionContext, sessionIdentity, type SessionIdentity } from './session-context.js';
+import { channelGone, channelWriters, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
 const SHUTDOWN_NOTICE = 'shell-auth is restarting: this session closes now (a running command finishes first). Reconnect in a moment.';
@@ -22,23 +22,22 @@ export async function runShell(start: ChannelStart): Promise<void> {
   let running: AbortController | null = null;
   gone.signal.addEventListener('abort', () => running?.abort(), { once: true });
 
-  let ctx: SessionContext;
+  let identity: SessionIdentity;
   try {
-    const identity = await start.identity;
-    // One stream on a terminal, so errors appear in order with everything else.
-    ctx = sessionContext(start, identity, pty ? { stdout: io.stdout, stderr: io.stdout } : io, gone.signal);
-    ctx.inShell = true;
+    identity = sessionIdentity(start.deps, await start.identity);
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
     io.finish(1);
     return;
   }
+  // One stream on a terminal, so errors appear in order with everything else.
+  const terminal = pty ? { stdout: io.stdout, stderr: io.stdout } : io;
 
-  const { identity } = ctx;
-  const { key } = identity;
+  const greeted = identity.latest();
+  const { key } = greeted;
   io.stdout(
-    identity.kind === 'account'
-      ? `Hi ${identity.user.email}! You are connected with key ${key.fingerprint} (${describeKeyType(key.type)}).\n`
+    greeted.kind === 'account'
+      ? `Hi ${greeted.user.email}! You are connected with key ${key.fingerprint} (${describeKeyType(key.type)}).\n`
       : `Hi! Your key ${key.fingerprint} (${describeKeyType(key.type)}) is not linked to an account yet: type "login you@example.com".\n`,
   );
   io.stdout('Type "help" for commands, "exit" or Ctrl-D to leave.\n');
@@ -46,25 +45,28 @@ export async function runShell(start: ChannelStart): Promise<void> {
 
   const decoder = new StringDecoder('utf8');
   const keys = new KeyDecoder(!pty);
-  const completion = sessionCompletions(ctx);
+  const completion = sessionCompletions(start.deps, identity.latest);
   const editor = new LineEditor(PROMPT, completion.completions, MAX_LINE);
   // Keys that arrived while a Tab waits for its choices (key ids) to be read: handled after it, in order.
   let held: Key[] | null = null;
   // Complete lines typed or pasted while a command runs (bounded); `shown`: echoed as typed.
   const queue: Array<{ text: string; shown: boolean }> = [];
-  let closing = false;
-  let draining = false;
-  let droppedSaid = false;
-  let shuttingDown = false;
+  // `open`; `input ended` (Ctrl-D, the end of piped input): run what is queued, then close;
+  // `shutting down` (the service drains): said once, nothing more is queued, closed at the prompt.
+  let phase: 'open' | 'input ended' | 'shutting down' = 'open';
+  const endInput = () => {
+    if (phase === 'open') phase = 'input ended';
+  };
+  let runningQueue = false;
+  // "input dropped" was said since the queue last emptied.
+  let dropSaid = false;
 
-  // Draining: say so once, take no more input, and close at the prompt.
   const onShutdown = () => {
-    if (!io.isOpen() || shuttingDown) return;
-    shuttingDown = true;
+    if (!io.isOpen() || phase === 'shutting down') return;
+    phase = 'shutting down';
     start.access.ended('server_shutdown');
     io.stdout(`\n${SHUTDOWN_NOTICE}\n`);
     queue.length = 0;
-    closing = true;
     if (!running) io.finish(0);
   };
   if (start.shuttingDown.aborted) queueMicrotask(onShutdown);
@@ -72,25 +74,25 @@ export async function runShell(start: ChannelStart): Promise<void> {
   channel.once('close', () => start.shuttingDown.removeEventListener('abort', onShutdown));
 
   const enqueue = (text: string, shown: boolean) => {
-    if (shuttingDown) return;
+    if (phase === 'shutting down') return;
     if (queue.length >= start.maxQueuedLines) {
       // Typed (or pasted, or flooded) far ahead: drop it, and say so once until the queue empties.
-      if (!droppedSaid) io.stdout(`\n(input dropped: at most ${start.maxQueuedLines} lines can wait while a command runs)\n`);
-      droppedSaid = true;
+      if (!dropSaid) io.stdout(`\n(input dropped: at most ${start.maxQueuedLines} lines can wait while a command runs)\n`);
+      dropSaid = true;
       return;
     }
     queue.push({ text, shown });
   };
 
-  const drain = async () => {
-    if (draining) return;
-    draining = true;
+  const runQueuedLines = async () => {
+    if (runningQueue) return;
+    runningQueue = true;
     try {
       while (queue.length > 0 && io.isOpen()) {
         // Back-pressure: nothing more runs (or echoes) until the client has read what it was sent.
         await io.writable();
         const { text, shown } = queue.shift() ?? { text: '', shown: true };
-        if (queue.length === 0) droppedSaid = false;
+        if (queue.length === 0) dropSaid = false;
         // Typed while the last command ran (and not echoed then): show what runs now.
         if (!shown && pty) io.stdout(`${PROMPT}${text}\n`);
         const trimmed = text.trim();
@@ -101,25 +103,26 @@ export async function runShell(start: ChannelStart): Promise<void> {
         if (trimmed !== '') {
           running = new AbortController();
           // Ctrl-C stops this command (e.g. login's wait) without closing the session.
-          ctx.signal = AbortSignal.any([running.signal, gone.signal]);
+          const signal = AbortSignal.any([running.signal, gone.signal]);
           const began = performance.now();
           try {
             // Each line acts as the account is now: a link confirmed since (a login interrupted with
-            // Ctrl-C, then clicked), a key unlinked, an org left or its billing suspended.
-            await ctx.refreshIdentity().catch(() => ctx.identity);
-            const code = await runCommandLine(text, ctx);
-            start.access.command(commandNameOf(text), code, performance.now() - began, ctx.identity);
+            // Ctrl-C, then clicked), a key unlinked, an org left or its billing suspended. (Unreadable:
+            // as last read.)
+            await identity.read().catch(() => undefined);
+            const { code, command } = await runCommandLine(text, sessionContext(start, terminal, { identity, signal, inShell: true }));
+            start.access.command(command, code, performance.now() - began, identity.latest());
           } finally {
             running = null;
             completion.changed(); // a create or revoke changes which key ids Tab offers
           }
         }
         // The prompt, with whatever is already typed of the next line (kept while this one ran).
-        if (io.isOpen() && !shuttingDown && (!pty || queue.length === 0)) io.stdout(pty ? editor.render() : PROMPT);
+        if (io.isOpen() && phase !== 'shutting down' && (!pty || queue.length === 0)) io.stdout(pty ? editor.render() : PROMPT);
       }
-      if (closing && queue.length === 0) io.finish(0);
+      if (phase !== 'open' && queue.length === 0) io.finish(0);
     } finally {
-      draining = false;
+      runningQueue = false;
       flowInput();
     }
   };
@@ -145,7 +148,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
     let echo = '';
     for (const [index, key] of pressed.entries()) {
       // A Tab that offers key ids waits for them (one bounded query); keys after it wait their turn.
-      const loading = key.kind === 'tab' && pty && !draining ? completion.prepare(editor.beforeCursor) : null;
+      const loading = key.kind === 'tab' && pty && !runningQueue ? completion.prepare(editor.beforeCursor) : null;
       if (loading) {
         if (echo) io.stdout(echo);
         held = pressed.slice(index);
@@ -164,16 +167,16 @@ export async function runShell(start: ChannelStart): Promise<void> {
         continue;
       }
       // Editing is silent while commands run (their output owns the screen) and without a pty.
-      const visible = pty && !draining;
+      const visible = pty && !runningQueue;
       const result = editor.press(key, visible);
       echo += result.output;
       if (result.submitted !== undefined) {
         enqueue(result.submitted, visible);
-        void drain();
+        void runQueuedLines();
       }
       if (result.endOfInput) {
-        closing = true;
-        void drain();
+        endInput();
+        void runQueuedLines();
       }
     }
     if (echo) io.stdout(echo);
@@ -188,7 +191,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
   channel.once('end', () => {
     onText(decoder.end());
     if (editor.text.trim()) enqueue(editor.text, true);
-    closing = true;
-    void drain();
+    endInput();
+    void runQueuedLines();
   });
 }

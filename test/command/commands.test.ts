@@ -1,14 +1,11 @@
 import type { ServerResponse } from 'node:http';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminProgram } from '../../src/admin/commands.js';
-import { EXIT, reportFailure, runCommand, UsageError, type Output, type Program } from '../../src/command/framework.js';
+import { EXIT, reportFailure, UsageError, type Output, type Program } from '../../src/command/framework.js';
 import { AppError, ERRORS, orgsOfUser, resolveSshIdentity, type ErrorCode, type Identity } from '../../src/core/index.js';
 import { sendError } from '../../src/http/io.js';
-import type { SessionContext } from '../../src/ssh/command.js';
-import { runCommandLine } from '../../src/ssh/commands/index.js';
 import { makeKey } from '../support/keys.js';
-import { runAdmin } from '../support/in-process.js';
+import { buffers, runAdmin, runSshLine, type Captured } from '../support/in-process.js';
 import { publicKeyOf, startTestCore, type TestCore } from '../support/core.js';
 
 // The in-process layer: commands run with string buffers as their terminal, on the real core
@@ -22,33 +19,7 @@ afterAll(async () => {
   await core?.close();
 });
 
-type Captured = { code: number; stdout: string; stderr: string };
-
-function buffers(): Output & { out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return { out, err, stdout: (t) => void out.push(t), stderr: (t) => void err.push(t) };
-}
-
-async function ssh(identity: Identity, line: string): Promise<Captured> {
-  const io = buffers();
-  const ctx: SessionContext = {
-    ...io,
-    deps: core.deps,
-    identity,
-    origin: { channel: 'ssh', ip: '192.0.2.1' },
-    sshHint: 'ssh -p 2222 keys@host',
-    signal: new AbortController().signal,
-    shuttingDown: new AbortController().signal,
-    markActive: () => undefined,
-    async refreshIdentity() {
-      ctx.identity = await resolveSshIdentity(core.deps, identity.key);
-      return ctx.identity;
-    },
-  };
-  const code = await runCommandLine(line, ctx);
-  return { code, stdout: io.out.join(''), stderr: io.err.join('') };
-}
+const ssh = (identity: Identity, line: string): Promise<Captured> => runSshLine(core.deps, identity, line);
 
 const anonymous = (): Identity => ({ kind: 'anonymous', key: publicKeyOf(makeKey().publicKey) });
 
@@ -180,12 +151,7 @@ describe('SSH commands in-process: usage errors, exit codes, argument parsing', 
 });
 
 describe('admin commands in-process, on the same framework', () => {
-  const program = adminProgram(pino({ level: 'silent' }));
-  async function admin(...words: string[]): Promise<Captured> {
-    const io = buffers();
-    const code = await runCommand(program, words, { ...io, deps: core.deps });
-    return { code, stdout: io.out.join(''), stderr: io.err.join('') };
-  }
+  const admin = (...words: string[]): Promise<Captured> => runAdmin(core.deps, ...words);
 
   it('usage mistakes exit 2 and name what is wrong', async () => {
     const cases: Array<[string[], RegExp]> = [

@@ -15,9 +15,9 @@ import {
   type ErrorCode,
   type Identity,
 } from '../../src/core/index.js';
-import type { SessionContext } from '../../src/ssh/command.js';
 import { runCommandLine } from '../../src/ssh/commands/index.js';
 import { startTestApp, tokenOf, type TestApp } from '../support/app.js';
+import { sshContext } from '../support/in-process.js';
 import { publicKeyOf, startTestCore, type TestCore } from '../support/core.js';
 import {
   apiKeyArb,
@@ -868,9 +868,9 @@ describe.runIf(usingPostgres)('fuzz: SSH command lines, in-process', () => {
     };
     const out: string[] = [];
     const err: string[] = [];
-    const ctx: SessionContext = {
-      stdout: (text) => void out.push(text),
-      stderr: (text) => {
+    const io = {
+      stdout: (text: string) => void out.push(text),
+      stderr: (text: string) => {
         err.push(text);
         // A second login of a pending pair resumes its wait and mails nothing: it is cut short here.
         if (text.includes('Waiting for confirmation')) {
@@ -878,18 +878,8 @@ describe.runIf(usingPostgres)('fuzz: SSH command lines, in-process', () => {
           controller.abort();
         }
       },
-      deps,
-      identity,
-      origin: { channel: 'ssh', ip: '192.0.2.7' },
-      sshHint: 'ssh -p 2222 keys@host',
-      signal: controller.signal,
-      shuttingDown: new AbortController().signal,
-      markActive() {},
-      async refreshIdentity() {
-        ctx.identity = await resolveSshIdentity(deps, identity.key);
-        return ctx.identity;
-      },
     };
+    const ctx = sshContext(deps, identity, io, { signal: controller.signal, ip: '192.0.2.7' });
     // Nothing else may block: a run that takes this long is a finding, not a slow machine.
     const guard = setTimeout(() => {
       timedOut = true;
@@ -897,7 +887,7 @@ describe.runIf(usingPostgres)('fuzz: SSH command lines, in-process', () => {
     }, 10_000);
     const logsBefore = logLines.length;
     try {
-      const code = await runCommandLine(line, ctx);
+      const { code } = await runCommandLine(line, ctx);
       return { code, stdout: out.join(''), stderr: err.join(''), waitAborted, timedOut, errors: logLines.slice(logsBefore).filter(isErrorLogLine) };
     } finally {
       clearTimeout(guard);

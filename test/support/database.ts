@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
@@ -29,13 +30,24 @@ export async function freshPostgresUrl(options: { migrated?: boolean } = {}): Pr
   return url.toString();
 }
 
-/** The project's database: a fresh Postgres database, or a new in-memory PGlite. Migrated. */
-export async function openTestDatabase(): Promise<OpenDatabase> {
-  const database = usingPostgres
-    ? await openDatabase({ kind: 'postgres', url: await freshPostgresUrl() })
-    : await openDatabase({ kind: 'pglite', dataDir: null });
+/** The project's database (or `kind`): a fresh Postgres database, or a new in-memory PGlite. Migrated. */
+export async function openTestDatabase(kind: 'postgres' | 'pglite' = usingPostgres ? 'postgres' : 'pglite'): Promise<OpenDatabase> {
+  const database =
+    kind === 'postgres'
+      ? await openDatabase({ kind: 'postgres', url: await freshPostgresUrl() })
+      : await openDatabase({ kind: 'pglite', dataDir: null, copyOf: pgliteTemplate() });
   await migrateToLatest(database.db);
   return database;
+}
+
+let template: Blob | undefined;
+
+/** The run's migrated PGlite (support/pglite-setup.ts), read once per test file; none in projects without that setup. */
+function pgliteTemplate(): Blob | undefined {
+  const file = inject('pgliteTemplate') as string | undefined;
+  if (file === undefined) return undefined;
+  template ??= new Blob([fs.readFileSync(file)]);
+  return template;
 }
 
 /**

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { usingPostgres } from '../support/database.js';
 
 // `npm run admin -- …` on a built tree starts without the compiler (tsc alone takes seconds even
 // when it has nothing to do); a changed source is compiled first. Run in a copy of the project,
@@ -47,8 +46,7 @@ function npmAdmin(dir: string, args: string[]): Promise<{ code: number | null; o
 const compiled = (ran: string[]) => ran.some((script) => /[/\\]tsc$/.test(script));
 const ranAdmin = (ran: string[]) => ran.some((script) => script.endsWith(path.join('dist', 'src', 'admin', 'main.js')));
 
-// Needs no database: run once, in the pglite project.
-describe.runIf(!usingPostgres)('npm run admin on a built tree', () => {
+describe('npm run admin on a built tree', () => {
   it('runs no compiler when nothing changed; compiles first when a source changed; a source that does not compile stops it', async () => {
     const dir = copyOfProject();
     const first = await npmAdmin(dir, ['--help']); // compiles or not, depending on how the tree was built

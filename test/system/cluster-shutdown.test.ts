@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { killSpawnedServices, spawnService } from '../support/service.js';
 
 // A SIGTERM that reaches a worker before its handler is installed (while node starts or the
@@ -12,7 +12,7 @@ import { killSpawnedServices, spawnService } from '../support/service.js';
 
 afterAll(killSpawnedServices);
 
-describe.runIf(usingPostgres)('WORKERS: a stop while the workers are starting', () => {
+describe('WORKERS: a stop while the workers are starting', () => {
   it('SIGTERM to the primary as soon as it has forked: exit 0, every time', async () => {
     const url = await freshPostgresUrl();
     const codes: Array<number | null> = [];

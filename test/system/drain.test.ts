@@ -3,7 +3,7 @@ import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { confirmForm, startTestApp, tokenOf } from '../support/app.js';
 import { MIGRATION_NAMES } from '../../src/db/database.js';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { makeKey, uniqueEmail, type TestKey } from '../support/keys.js';
 import type { ClientChannel } from 'ssh2';
 import { connectClient, openssh } from '../support/ssh.js';
@@ -42,12 +42,15 @@ async function startHeldBilling() {
   };
 }
 
-async function startService(env: Record<string, string>) {
+type DatabaseKind = 'postgres' | 'pglite';
+
+/** The compiled service on a fresh database: Postgres, or the embedded one (no DATABASE_URL). */
+async function startService(env: Record<string, string>, database: DatabaseKind = 'postgres') {
   const service = spawnService({
     MAIL_PER_IP_HOURLY: '0',
     HTTP_LOOKUPS_PER_MINUTE: '0',
     SSH_CONNECTIONS_PER_SECOND: '1000',
-    ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
+    ...(database === 'postgres' ? { DATABASE_URL: await freshPostgresUrl() } : {}),
     ...env,
   });
   return { ...service, ...(await listeningOf(service)) };
@@ -93,11 +96,12 @@ function refused(port: number): Promise<boolean> {
 }
 
 describe('SIGTERM', () => {
-  it('drains: not ready, no new connections, the command in flight finishes, a shell is told, a waiting login is advised, exit 0', async () => {
+  // On both databases: the embedded one (npm start's default) shuts down with queries in flight too.
+  it.each<DatabaseKind>(['postgres', 'pglite'])('drains (%s): not ready, no new connections, the command in flight finishes, a shell is told, a waiting login is advised, exit 0', async (database) => {
     const smtp = await startSmtpServer();
     cleanups.push(smtp.close);
     const billing = await startHeldBilling();
-    const service = await startService({ SMTP_URL: smtp.url, BILLING_URL: billing.url, BILLING_TIMEOUT_MS: '60000', SHUTDOWN_GRACE: '20s' });
+    const service = await startService({ SMTP_URL: smtp.url, BILLING_URL: billing.url, BILLING_TIMEOUT_MS: '60000', SHUTDOWN_GRACE: '20s' }, database);
     const ready = await fetch(`${service.httpUrl}/readyz`);
     expect(ready.status).toBe(200);
     expect(await ready.json()).toEqual({

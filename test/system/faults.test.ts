@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { openDatabase } from '../../src/db/database.js';
 import { postgresNotifications } from '../../src/db/notifications.js';
 import { createLogger } from '../../src/observability/log.js';
-import { freshPostgresUrl, openTestDatabase, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl, openTestDatabase } from '../support/database.js';
 import { makeKey, uniqueEmail } from '../support/keys.js';
 import { startSmtpServer } from '../support/smtp.js';
 import { confirmForm, startTestApp, tokenOf } from '../support/app.js';
@@ -154,7 +154,7 @@ async function freshDatabaseBehindProxy() {
   return { proxy, viaProxy };
 }
 
-describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is in-process)', () => {
+describe('Postgres down (a Postgres-server fault; PGlite is in-process)', () => {
   it('answers 503 while the database is unreachable, stays up, and recovers', async () => {
     const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const smtp = await startSmtpServer();
@@ -191,7 +191,7 @@ describe.runIf(usingPostgres)('Postgres down (a Postgres-server fault; PGlite is
   });
 });
 
-describe.runIf(usingPostgres)('Postgres connection lost while a request holds it', () => {
+describe('Postgres connection lost while a request holds it', () => {
   it('rejects that request, does not take the process down, and the next request gets a fresh connection', async () => {
     const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const database = await openDatabase({ kind: 'postgres', url: viaProxy.toString() });
@@ -218,7 +218,7 @@ describe.runIf(usingPostgres)('Postgres connection lost while a request holds it
   });
 });
 
-describe.runIf(usingPostgres)('the LISTEN connection stalls (half-open TCP: no error, no end)', () => {
+describe('the LISTEN connection stalls (half-open TCP: no error, no end)', () => {
   it('its heartbeat goes unheard: it stops counting as listening, reconnects when the network is back, and tells subscribers to recheck', async () => {
     const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const notifications = postgresNotifications(viaProxy.toString(), 'test_heartbeat', createLogger('silent'), { heartbeatMs: 100, heartbeatDeadlineMs: 300 });
@@ -241,7 +241,7 @@ describe.runIf(usingPostgres)('the LISTEN connection stalls (half-open TCP: no e
   });
 });
 
-describe.runIf(usingPostgres)('Postgres stalled (connections open, nothing answers)', () => {
+describe('Postgres stalled (connections open, nothing answers)', () => {
   it('answers 503 within the configured timeouts, never 500, and recovers when the network does', async () => {
     const { proxy, viaProxy } = await freshDatabaseBehindProxy();
     const smtp = await startSmtpServer();
@@ -289,7 +289,7 @@ describe.runIf(usingPostgres)('Postgres stalled (connections open, nothing answe
 });
 
 describe('start-up failure', () => {
-  it('an HTTP port in use fails the start and undoes it: the SSH listener is closed and the database released', async () => {
+  it.each(['postgres', 'pglite'] as const)('an HTTP port in use fails the start and undoes it: the SSH listener is closed and the database released (%s)', async (kind) => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => new Promise((resolve) => blocker.close(resolve)));
@@ -303,7 +303,7 @@ describe('start-up failure', () => {
       SMTP_URL: 'smtp://127.0.0.1:9',
       HOST_KEYS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-fail-')),
     });
-    const database = await openTestDatabase();
+    const database = await openTestDatabase(kind);
     await expect(startApp(config, log, { database })).rejects.toThrow(`HTTP_PORT=${busyPort}: 127.0.0.1:${busyPort} is already in use by another process`);
 
     const sshLine = lines.find((line) => line.includes('SSH door listening'));

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { usingPostgres } from '../support/database.js';
 
 // The README's HAProxy configuration, as written, checked by HAProxy itself (`haproxy -c`) with
 // warnings made fatal (-dW): an operator who copies it gets no "missing timeouts".
@@ -43,8 +42,7 @@ function check(config: string, dir: string): { status: number | null; output: st
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
 }
 
-// No database involved: once, in the pglite project.
-describe.runIf(!usingPostgres && HAPROXY !== null && OPENSSL !== null)('the README\'s HAProxy configuration', () => {
+describe.runIf(HAPROXY !== null && OPENSSL !== null)('the README\'s HAProxy configuration', () => {
   it('passes `haproxy -c` with warnings fatal; the certificate path is the only thing left to the operator', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-haproxy-cfg-'));
     const config = readmeHaproxyConfig();

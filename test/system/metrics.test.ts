@@ -1,7 +1,12 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
 import { setBilling } from '../../src/core/index.js';
-import { usingPostgres } from '../support/database.js';
+import { createLogger } from '../../src/observability/log.js';
+import { startApp, type App } from '../../src/process/app.js';
+import { openTestDatabase } from '../support/database.js';
 import { makeKey, uniqueEmail, type TestKey } from '../support/keys.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { openssh, parsedKey, ssh2Exec, TrickAgent } from '../support/ssh.js';
@@ -58,8 +63,8 @@ function valueOf(exposition: Exposition, name: string, labels: Record<string, st
   return sample?.value ?? 0;
 }
 
-async function scrape(app: TestApp): Promise<Exposition> {
-  const response = await fetch(app.app.metricsUrl!);
+async function scrape(target: { app: App }): Promise<Exposition> {
+  const response = await fetch(target.app.metricsUrl!);
   expect(response.status).toBe(200);
   expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
   return parseExposition(await response.text());
@@ -84,6 +89,34 @@ function deltas(before: Exposition, after: Exposition, wanted: Array<[string, Re
     wanted.map(([name, labels]) => [`${name}${JSON.stringify(labels)}`, valueOf(after, name, labels) - valueOf(before, name, labels)]),
   );
 }
+
+/** Our metric families and their types, on any database. */
+const OUR_METRICS: Array<[string, string]> = [
+  ['shell_auth_ssh_connections_total', 'counter'],
+  ['shell_auth_ssh_connections_open', 'gauge'],
+  ['shell_auth_ssh_auth_attempts_total', 'counter'],
+  ['shell_auth_ssh_commands_total', 'counter'],
+  ['shell_auth_ssh_command_duration_seconds', 'histogram'],
+  ['shell_auth_http_requests_total', 'counter'],
+  ['shell_auth_http_connections_refused_total', 'counter'],
+  ['shell_auth_http_request_duration_seconds', 'histogram'],
+  ['shell_auth_api_keys_minted_total', 'counter'],
+  ['shell_auth_emails_queued_total', 'counter'],
+  ['shell_auth_emails_sent_total', 'counter'],
+  ['shell_auth_email_send_errors_total', 'counter'],
+  ['shell_auth_emails_failed_total', 'counter'],
+  ['shell_auth_emails_pending', 'gauge'],
+  ['shell_auth_rate_limited_total', 'counter'],
+  ['shell_auth_billing_checks_total', 'counter'],
+  ['shell_auth_api_key_lookups_total', 'counter'],
+];
+/** The Postgres pool's, read at each scrape: PGlite has none. */
+const POOL_METRICS: Array<[string, string]> = [
+  ['shell_auth_db_pool_connections', 'gauge'],
+  ['shell_auth_db_pool_waiting', 'gauge'],
+  ['shell_auth_db_pool_max_connections', 'gauge'],
+  ['shell_auth_db_statements_total', 'counter'],
+];
 
 let t: TestApp;
 beforeAll(async () => {
@@ -124,35 +157,7 @@ describe('the metrics listener', () => {
       expect(exposition.types.has(name), name).toBe(true);
     }
     const ours = [...exposition.types].filter(([name]) => name.startsWith('shell_auth_'));
-    expect(new Map(ours)).toEqual(
-      new Map([
-        ['shell_auth_ssh_connections_total', 'counter'],
-        ['shell_auth_ssh_connections_open', 'gauge'],
-        ['shell_auth_ssh_auth_attempts_total', 'counter'],
-        ['shell_auth_ssh_commands_total', 'counter'],
-        ['shell_auth_ssh_command_duration_seconds', 'histogram'],
-        ['shell_auth_http_requests_total', 'counter'],
-        ['shell_auth_http_connections_refused_total', 'counter'],
-        ['shell_auth_http_request_duration_seconds', 'histogram'],
-        ['shell_auth_api_keys_minted_total', 'counter'],
-        ['shell_auth_emails_queued_total', 'counter'],
-        ['shell_auth_emails_sent_total', 'counter'],
-        ['shell_auth_email_send_errors_total', 'counter'],
-        ['shell_auth_emails_failed_total', 'counter'],
-        ['shell_auth_emails_pending', 'gauge'],
-        ['shell_auth_rate_limited_total', 'counter'],
-        ['shell_auth_billing_checks_total', 'counter'],
-        ['shell_auth_api_key_lookups_total', 'counter'],
-        ...(usingPostgres
-          ? ([
-              ['shell_auth_db_pool_connections', 'gauge'],
-              ['shell_auth_db_pool_waiting', 'gauge'],
-              ['shell_auth_db_pool_max_connections', 'gauge'],
-              ['shell_auth_db_statements_total', 'counter'],
-            ] as const)
-          : []),
-      ]),
-    );
+    expect(new Map(ours)).toEqual(new Map([...OUR_METRICS, ...POOL_METRICS]));
     for (const [name, type] of ours) {
       if (type === 'counter') expect(name).toMatch(/_total$/);
       else expect(name).not.toMatch(/_total$/);
@@ -162,15 +167,9 @@ describe('the metrics listener', () => {
     expect(exposition.samples.some((s) => s.name === 'shell_auth_ssh_connections_total' && s.labels.outcome === 'refused_limit')).toBe(true);
   });
 
-  it('reads the Postgres pool at each scrape, with the statements sent; PGlite has no pool, so those stay absent', async () => {
+  it('reads the Postgres pool at each scrape, with the statements sent', async () => {
     await t.request('/healthz');
     const exposition = await scrape(t);
-    const pool = exposition.samples.filter((s) => s.name.startsWith('shell_auth_db_pool_'));
-    if (!usingPostgres) {
-      expect(pool).toEqual([]);
-      expect([...exposition.types.keys()].filter((name) => name.startsWith('shell_auth_db_pool_'))).toEqual([]);
-      return;
-    }
     expect(valueOf(exposition, 'shell_auth_db_pool_max_connections')).toBe(20);
     expect(valueOf(exposition, 'shell_auth_db_pool_waiting')).toBe(0);
     const inUse = valueOf(exposition, 'shell_auth_db_pool_connections', { state: 'in_use' });
@@ -183,6 +182,30 @@ describe('the metrics listener', () => {
     expect(before).toBeGreaterThan(0);
     await t.request('/healthz');
     expect(valueOf(await scrape(t), 'shell_auth_db_statements_total') - before).toBeGreaterThanOrEqual(1);
+  });
+
+  it('PGlite has no pool, so those stay absent: the same families but the pool\'s, no "state" label', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-metrics-pglite-'));
+    const config = loadConfig({
+      HOST: '127.0.0.1',
+      HTTP_PORT: '0',
+      SSH_PORT: '0',
+      METRICS_PORT: '0',
+      DATA_DIR: path.join(dir, 'data'),
+      HOST_KEYS_DIR: path.join(dir, 'host_keys'),
+    });
+    const embedded = await startApp(config, createLogger('silent'), { database: await openTestDatabase('pglite') });
+    try {
+      await fetch(`${embedded.httpUrl}/healthz`);
+      const exposition = await scrape({ app: embedded });
+      const ours = [...exposition.types].filter(([name]) => name.startsWith('shell_auth_'));
+      expect(new Map(ours)).toEqual(new Map(OUR_METRICS));
+      expect(exposition.samples.filter((s) => s.name.startsWith('shell_auth_db_'))).toEqual([]);
+      expect(exposition.samples.some((s) => 'state' in s.labels && s.name.startsWith('shell_auth_'))).toBe(false);
+    } finally {
+      await embedded.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -389,6 +412,6 @@ describe('label values', () => {
     }
     // Every label is one of the bounded dimensions.
     const labelNames = new Set(exposition.samples.filter((s) => s.name.startsWith('shell_auth_')).flatMap((s) => Object.keys(s.labels)));
-    expect([...labelNames].sort()).toEqual(['command', 'door', 'exit_code', 'le', 'limit', 'outcome', 'result', 'route', 'source', 'status', ...(usingPostgres ? ['state'] : [])].sort());
+    expect([...labelNames].sort()).toEqual(['command', 'door', 'exit_code', 'le', 'limit', 'outcome', 'result', 'route', 'source', 'status', 'state'].sort());
   });
 });

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { makeKey } from '../support/keys.js';
 import { killSpawnedServices, listeningOf, spawnService, type SpawnedService } from '../support/service.js';
 import { openssh } from '../support/ssh.js';
@@ -11,7 +11,7 @@ import { childrenOf, count, getFresh, until } from '../support/processes.js';
 afterAll(killSpawnedServices);
 
 const databaseEnv = async (options: { migrated?: boolean } = {}): Promise<Record<string, string>> =>
-  usingPostgres ? { DATABASE_URL: await freshPostgresUrl(options) } : {};
+  ({ DATABASE_URL: await freshPostgresUrl(options) });
 
 
 describe('the operator\'s log', () => {
@@ -54,7 +54,7 @@ describe('the operator\'s log', () => {
     expect(requests.filter((line) => line.includes('"path":"/no-such-page"')).map((line) => JSON.parse(line).level)).toEqual([30]); // info
   });
 
-  it.runIf(usingPostgres)('WORKERS=2: one start-up block, from the primary (the workers\' at debug), and one line per replacement', async () => {
+  it('WORKERS=2: one start-up block, from the primary (the workers\' at debug), and one line per replacement', async () => {
     const service: SpawnedService = spawnService({ WORKERS: '2', METRICS_PORT: '0', ...(await databaseEnv({ migrated: false })) });
     const { output } = service;
     // Both workers listening: the primary's line says so (before the change, each worker logged its own).

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminPostgresUrl, freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { adminPostgresUrl, freshPostgresUrl } from '../support/database.js';
 import { killSpawnedServices, listeningOf, spawnService, type SpawnedService } from '../support/service.js';
 
 // Every process holds a pool of DB_POOL_SIZE connections plus its LISTEN connections: the
@@ -13,7 +13,7 @@ afterAll(killSpawnedServices);
 const exitOf = (service: SpawnedService) =>
   Promise.race([service.exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 15_000))]);
 
-describe.runIf(usingPostgres)('Postgres connections', () => {
+describe('Postgres connections', () => {
   /** What the local server allows the service: max_connections less its reserved slots (read, not assumed). */
   let allowed = 0;
   let why = '';

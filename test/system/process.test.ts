@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { MIGRATION_NAMES } from '../../src/db/database.js';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { makeKey, uniqueEmail } from '../support/keys.js';
 import { compiledProgram } from '../support/service.js';
 
@@ -23,10 +23,11 @@ afterAll(() => {
   }
 });
 
-async function baseEnv(extra: Record<string, string>): Promise<NodeJS.ProcessEnv> {
-  // Test files share 127.0.0.1 and one database: the per-IP mail limit would couple them.
+/** On a fresh Postgres database unless `extra` names one, or `embedded` asks for PGlite in DATA_DIR (no DATABASE_URL). */
+async function baseEnv(extra: Record<string, string>, options: { embedded?: boolean } = {}): Promise<NodeJS.ProcessEnv> {
+  // Test files share 127.0.0.1: the per-IP limits would couple them.
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, MAIL_PER_IP_HOURLY: '0', HTTP_LOOKUPS_PER_MINUTE: '0', SSH_PORT: '0', HOST_KEYS_DIR: tempDir(), ...extra };
-  if (usingPostgres && !('DATABASE_URL' in extra)) env.DATABASE_URL = await freshPostgresUrl();
+  if (!options.embedded && !('DATABASE_URL' in extra)) env.DATABASE_URL = await freshPostgresUrl();
   return env;
 }
 
@@ -74,7 +75,7 @@ function tempDir(): string {
 describe('the service as a process', () => {
   it('starts on a fresh data directory with no mail server: the email lands in the outbox and the link is logged', async () => {
     const dataDir = tempDir();
-    const service = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0', HOST: '127.0.0.1' }));
+    const service = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0', HOST: '127.0.0.1' }, { embedded: true }));
     const email = uniqueEmail('fresh');
     const res = await fetch(`${service.url}/api/shell-auth`, {
       method: 'POST',
@@ -96,11 +97,11 @@ describe('the service as a process', () => {
     expect(lastLink).toMatch(/^http:\/\/\S+\/shell-auth\/verify\?token=[A-Za-z0-9_-]{20,}$/); // the link alone
     const linkedPage = await fetch(lastLink.replace(/^http:\/\/localhost:\d+/, service.url));
     expect(linkedPage.status).toBe(200);
-    if (!usingPostgres) expect(fs.existsSync(path.join(dataDir, 'pglite'))).toBe(true);
+    expect(fs.existsSync(path.join(dataDir, 'pglite'))).toBe(true);
 
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);
-  });
+  }, 90_000); // an embedded start is allowed startService's 45 s
 
   it('`npm start` serves compiled JavaScript: the listening process is node dist/src/main.js (no loader), and SIGTERM stops it cleanly', async () => {
     const env = await baseEnv({ DATA_DIR: tempDir(), HTTP_PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json' });
@@ -157,17 +158,17 @@ describe('the service as a process', () => {
     }
   });
 
-  it.runIf(!usingPostgres)('refuses a second instance on the same embedded database', async () => {
+  it('refuses a second instance on the same embedded database', async () => {
     const dataDir = tempDir();
-    const first = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
-    const second = await run('main', [], await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }));
+    const first = await startService(await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }, { embedded: true }));
+    const second = await run('main', [], await baseEnv({ DATA_DIR: dataDir, HTTP_PORT: '0' }, { embedded: true }));
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/the embedded database in .* is in use by process \d+/);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
-  });
+  }, 120_000); // two embedded starts, each allowed startService's 45 s
 
-  it.runIf(usingPostgres)('several instances starting at once migrate a fresh database once and share one host key', async () => {
+  it('several instances starting at once migrate a fresh database once and share one host key', async () => {
     const url = await freshPostgresUrl({ migrated: false });
     const hostKeys = tempDir(); // shared, as instances behind one load balancer should
     const services = await Promise.all(

@@ -4,7 +4,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { confirmForm, tokenOf } from '../support/app.js';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
 import { killSpawnedServices, listeningOf, spawnService } from '../support/service.js';
 import { startSmtpServer, type SmtpServer } from '../support/smtp.js';
 
@@ -38,7 +37,7 @@ beforeAll(async () => {
     SMTP_URL: smtp.url,
     DATA_DIR: path.join(work, 'data'),
     HOST_KEYS_DIR: path.join(work, 'host_keys'),
-    ...(usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {}),
+    // No DATABASE_URL: the README's examples run against `npm start` on its embedded database.
   });
   ({ httpUrl, sshPort } = await listeningOf(service));
 

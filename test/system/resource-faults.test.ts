@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { toAppError } from '../../src/core/errors.js';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { killSpawnedServices, listeningOf, spawnService } from '../support/service.js';
 
 // The machine out of something (file descriptors, memory, disk) is an outage of the moment, like
@@ -49,7 +49,7 @@ describe('local resource faults', () => {
     });
   }
 
-  it.runIf(usingPostgres)(
+  it(
     'out of file descriptors (a real EMFILE opening a database connection): 503 with the contract body, the process stays up and recovers',
     async () => {
       const service = spawnService({ DATABASE_URL: await freshPostgresUrl() });
@@ -98,7 +98,7 @@ describe('local resource faults', () => {
     60_000,
   );
 
-  it.runIf(usingPostgres)('is logged as one line at warn with its code, no stack trace (an outage, not a bug)', () => {
+  it('is logged as one line at warn with its code, no stack trace (an outage, not a bug)', () => {
     const lines = logOfTheFault.split('\n').filter((line) => line.includes('"path":"/healthz"') && line.includes('EMFILE'));
     expect(lines.length).toBeGreaterThan(0);
     for (const line of lines) {

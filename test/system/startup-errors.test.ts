@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { compiledProgram } from '../support/service.js';
 
 // What an operator sees when the service or the admin CLI cannot start, or is called wrongly:
@@ -42,7 +42,7 @@ function run(entry: 'main' | 'admin', args: string[], env: Record<string, string
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-const databaseEnv = async (): Promise<Record<string, string>> => (usingPostgres ? { DATABASE_URL: await freshPostgresUrl() } : {});
+const databaseEnv = async (): Promise<Record<string, string>> => ({ DATABASE_URL: await freshPostgresUrl() });
 
 /** Log lines at error level or above (pino: 50 error, 60 fatal). */
 const errorLines = (stdout: string) => stdout.split('\n').filter((line) => /"level":(5|6)\d/.test(line));
@@ -64,7 +64,7 @@ describe('start-up errors, one line each', () => {
     }
   });
 
-  it.runIf(usingPostgres)('a database that does not exist: one line with the createdb command that makes it (which works); the admin CLI says the same', async () => {
+  it('a database that does not exist: one line with the createdb command that makes it (which works); the admin CLI says the same', async () => {
     const { adminUrl, prefix } = inject('postgres');
     const name = `${prefix}_${randomBytes(4).toString('hex')}_missing`; // dropped with the run's databases
     const url = new URL(adminUrl);
@@ -98,7 +98,7 @@ describe('start-up errors, one line each', () => {
 
 describe('admin CLI usage errors, in words', () => {
   it('a value outside a fixed set names the choices and what was given, not zod\'s wording', async () => {
-    const env = { DATA_DIR: tempDir(), ...(await databaseEnv()) }; // one embedded database, migrated once
+    const env = { DATA_DIR: tempDir(), ...(await databaseEnv()) }; // one database, migrated once
     const status = await run('admin', ['billing', 'set', 'some-org', 'frozen'], env);
     expect(status.code).toBe(2);
     expect(status.stderr).toBe('error: status must be active or suspended, not "frozen"\nusage: billing set ORG active|suspended [--json]\n');

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { killSpawnedServices, spawnService } from '../support/service.js';
 import { childrenOf, until } from '../support/processes.js';
 
@@ -17,7 +17,7 @@ const openFileLimit = (pid: number) => Number(/^Max open files\s+(\d+)/m.exec(fs
 const samples = (text: string, name: string) =>
   [...text.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => ({ labels: m[1] ?? '', value: Number(m[2]) }));
 
-describe.runIf(usingPostgres)('WORKERS=2 metrics', () => {
+describe('WORKERS=2 metrics', () => {
   it('process metrics are per worker (label worker="1", "2"), not summed; the service\'s counters are summed', async () => {
     const service = spawnService({ WORKERS: '2', METRICS_PORT: '0', DATABASE_URL: await freshPostgresUrl() });
     const { output } = service;

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freshPostgresUrl, usingPostgres } from '../support/database.js';
+import { freshPostgresUrl } from '../support/database.js';
 import { killSpawnedServices, spawnService } from '../support/service.js';
 import { childrenOf, count, getFresh, until } from '../support/processes.js';
 
@@ -11,7 +11,7 @@ afterAll(killSpawnedServices);
 
 
 describe('WORKERS', () => {
-  it.runIf(usingPostgres)(
+  it(
     'two workers share both ports and the metrics; a killed worker is replaced; SIGTERM drains all and exits 0',
     async () => {
       const service = spawnService({ WORKERS: '2', DATABASE_URL: await freshPostgresUrl({ migrated: false }), METRICS_PORT: '0' });
@@ -72,7 +72,7 @@ describe('WORKERS', () => {
     90_000,
   );
 
-  it.runIf(usingPostgres)('each worker closes the HTTP connections beyond its HTTP_MAX_CONNECTIONS at once (none are handed back to the primary)', async () => {
+  it('each worker closes the HTTP connections beyond its HTTP_MAX_CONNECTIONS at once (none are handed back to the primary)', async () => {
     const service = spawnService({ WORKERS: '2', DATABASE_URL: await freshPostgresUrl({ migrated: false }), HTTP_MAX_CONNECTIONS: '3' });
     const { output } = service;
     await until(() => count(output(), '"msg":"HTTP API listening"') === 1, 'two workers listening', output);

@@ -7,7 +7,7 @@ import {
   PERMISSION_NAMES,
   revokeApiKey,
 } from '../../core/index.js';
-import { EXIT, json, optionalString, parseArgument, requireString, UsageError } from '../../command/framework.js';
+import { failure, optionalString, parseArgument, requireString, UsageError } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 
@@ -26,7 +26,6 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     label: { type: 'string' },
     org: { type: 'string' },
     'expires-in': { type: 'string' },
-    json: { type: 'boolean' },
   },
   positionals: { min: 0, max: 0, names: '' },
   async run(ctx, args) {
@@ -49,31 +48,24 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     if (ctx.signal.aborted) {
       await revokeApiKey(ctx.deps, ctx.identity.user, minted.api_key_id, ctx.origin, 'undelivered');
       ctx.deps.log.warn({ apiKeyId: minted.api_key_id }, 'command interrupted before the key was delivered; key revoked');
-      ctx.stderr(`Interrupted: API key ${minted.api_key_id} was created but never shown, so it has been revoked.\n`);
-      return EXIT.FAILED;
+      return failure(`Interrupted: API key ${minted.api_key_id} was created but never shown, so it has been revoked.\n`);
     }
 
     const expires = minted.expires_at ? `expires ${minted.expires_at.toISOString()}` : 'no expiry';
-    if (args.values.json) {
-      ctx.stdout(
-        json({
-          success: true,
-          api_key: minted.api_key,
-          api_key_id: minted.api_key_id,
-          org_id: minted.org_id,
-          org_name: minted.org_name,
-          permissions: minted.permissions,
-          expires_at: minted.expires_at,
-        }),
-      );
-    } else {
-      ctx.stdout(`${minted.api_key}\n`);
-    }
     const permissions = minted.permissions.map((p) => PERMISSION_NAMES[p] ?? p).join(', ');
-    ctx.stderr(
-      `Created API key ${minted.api_key_id} in org ${escapeForTerminal(minted.org_name)} (${permissions}; ${expires}). It will not be shown again.\n`,
-    );
-    return EXIT.OK;
+    return {
+      data: {
+        success: true,
+        api_key: minted.api_key,
+        api_key_id: minted.api_key_id,
+        org_id: minted.org_id,
+        org_name: minted.org_name,
+        permissions: minted.permissions,
+        expires_at: minted.expires_at,
+      },
+      text: `${minted.api_key}\n`,
+      note: `Created API key ${minted.api_key_id} in org ${escapeForTerminal(minted.org_name)} (${permissions}; ${expires}). It will not be shown again.\n`,
+    };
   },
 });
 

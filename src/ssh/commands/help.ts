@@ -1,5 +1,6 @@
-import { EXIT, helpText, usageText, UsageError, type Program } from '../../command/framework.js';
-import { openCommand, type SessionContext, type SshCommand } from '../command.js';
+import { helpText, usageText, UsageError, type Program } from '../../command/framework.js';
+import { openCommand, type SshCommand } from '../command.js';
+import type { SessionContext } from '../session-context.js';
 
 /** `help [COMMAND]`; given the program it belongs to, so it can list its siblings. */
 export function helpCommand(programOf: (ctx: SessionContext) => Program<SessionContext>): SshCommand {
@@ -13,13 +14,11 @@ export function helpCommand(programOf: (ctx: SessionContext) => Program<SessionC
       const program = programOf(ctx);
       const topic = args.positionals[0];
       if (topic === undefined) {
-        ctx.stdout(helpText(program));
-        return EXIT.OK;
+        return { data: program.commands.map((c) => ({ name: c.name, summary: c.summary })), text: helpText(program) };
       }
       const command = program.commands.find((c) => c.name === topic);
       if (!command) throw new UsageError(`no command "${topic}"`);
-      ctx.stdout(usageText(command));
-      return EXIT.OK;
+      return { data: { name: command.name, usage: command.usage }, text: usageText(command) };
     },
   });
 }

@@ -1,7 +1,8 @@
-import { commandWords, EXIT, findCommand, runCommand, type Program } from '../../command/framework.js';
-import { revocableKeyIds } from '../../core/index.js';
+import { commandNameIn, COMMON_OPTIONS, EXIT, runCommand, type CommandRun, type Program } from '../../command/framework.js';
+import { revocableKeyIds, type CoreDeps, type Identity } from '../../core/index.js';
 import { SSH_ERROR_PHRASES } from '../error-phrases.js';
-import type { SessionContext, SshCommand } from '../command.js';
+import type { SshCommand } from '../command.js';
+import type { SessionContext } from '../session-context.js';
 import { completionSlot, type Completions } from '../line-editor.js';
 import { tokenize } from '../tokenize.js';
 import { create } from './create.js';
@@ -19,7 +20,7 @@ export const COMPLETIONS: Completions = {
   commands: [...COMMANDS.map((c) => c.name), 'exit'],
   flagsOf(name) {
     const command = COMMANDS.find((c) => c.name === name);
-    return command ? [...Object.keys(command.options).map((o) => `--${o}`), '--help'] : [];
+    return command ? Object.keys({ ...command.options, ...COMMON_OPTIONS }).map((o) => `--${o}`) : [];
   },
 };
 
@@ -32,12 +33,12 @@ const PLAIN_VALUE = /^[A-Za-z0-9._-]+$/;
 
 /**
  * A shell session's completions: COMPLETIONS, plus the session's own org names after `--org` and
- * key ids after `revoke`. The org names come with the identity (read before each command anyway);
+ * key ids after `revoke`. The org names come with the identity (read before each line anyway);
  * the key ids need a query, so the shell calls `prepare` before a Tab and waits for it only when
  * that Tab would offer them and none were read in the last 30 s; `changed` (after each command)
  * forgets them.
  */
-export function sessionCompletions(ctx: Pick<SessionContext, 'deps' | 'identity'>) {
+export function sessionCompletions(deps: CoreDeps, identityNow: () => Identity) {
   let keyIds: { ids: string[]; at: number } | null = null;
   // `revoke <Tab>` (or after a flag: `revoke --json <Tab>`), not a second id.
   const wantsKeyIds = (command: string, previous: string) => command === 'revoke' && (previous === 'revoke' || previous.startsWith('-'));
@@ -45,7 +46,7 @@ export function sessionCompletions(ctx: Pick<SessionContext, 'deps' | 'identity'
     ...COMPLETIONS,
     valuesOf(command, previous) {
       if (command === 'help') return previous === 'help' ? COMMANDS.map((c) => c.name) : [];
-      const { identity } = ctx;
+      const identity = identityNow();
       if (identity.kind !== 'account') return [];
       if (previous === '--org' && COMMANDS.find((c) => c.name === command)?.options.org) {
         return identity.orgs.map((o) => o.name).filter((name) => PLAIN_VALUE.test(name));
@@ -57,12 +58,12 @@ export function sessionCompletions(ctx: Pick<SessionContext, 'deps' | 'identity'
     completions,
     /** A promise to wait for before completing `before` (the line up to the cursor), or null: nothing to read. */
     prepare(before: string): Promise<void> | null {
-      const { identity } = ctx;
+      const identity = identityNow();
       const slot = completionSlot(before);
       if (identity.kind !== 'account' || slot.kind !== 'value' || !wantsKeyIds(slot.command, slot.previous)) return null;
       if (keyIds && Date.now() - keyIds.at < KEY_IDS_FRESH_MS) return null;
       let timer: NodeJS.Timeout | undefined;
-      const read = revocableKeyIds(ctx.deps, identity.user, identity.orgs, KEY_IDS_SHOWN).catch(() => []);
+      const read = revocableKeyIds(deps, identity.user, identity.orgs, KEY_IDS_SHOWN).catch(() => []);
       const timeout = new Promise<string[]>((resolve) => (timer = setTimeout(() => resolve([]), KEY_IDS_WAIT_MS)));
       // Remembered even when empty or failed: the next Tab does not wait again for 30 s.
       return Promise.race([read, timeout]).then((ids) => {
@@ -89,28 +90,18 @@ export function sshProgram(ctx: Pick<SessionContext, 'sshHint' | 'deps' | 'inShe
   };
 }
 
+/** The name a line runs under (see commandNameIn), for a line that could not run: its key's identity could not be read. */
+export function commandNameOfLine(line: string): string {
+  const tokens = tokenize(line);
+  return tokens.ok ? commandNameIn(COMMANDS, tokens.words) : 'unknown';
+}
+
 /** One exec command line or shell line: split like a POSIX shell (nothing expanded), then run. */
-export async function runCommandLine(line: string, ctx: SessionContext): Promise<number> {
+export async function runCommandLine(line: string, ctx: SessionContext): Promise<CommandRun> {
   const tokens = tokenize(line);
   if (!tokens.ok) {
     ctx.stderr(`error: ${tokens.error}\n`);
-    return EXIT.USAGE;
+    return { code: EXIT.USAGE, command: 'unknown' };
   }
   return runCommand(sshProgram(ctx), tokens.words, ctx);
-}
-
-/**
- * The command a line runs, as the access log and metrics name it: a known command's name (`help`
- * for `--help`), `none` for an empty line, else `unknown`. Never more of the line: labels and
- * arguments can hold secrets, and a mistyped word could be one too.
- */
-export function commandNameOf(line: string): string {
-  const tokens = tokenize(line);
-  if (!tokens.ok) return 'unknown';
-  // As runCommand reads it: `ssh keys@host -- create …` runs create.
-  const words = commandWords(tokens.words);
-  const [first] = words;
-  if (first === undefined || first === '') return 'none';
-  if (first === '--help' || first === '-h') return 'help';
-  return findCommand(COMMANDS, words)?.name ?? 'unknown';
 }

@@ -1,6 +1,6 @@
 import { listApiKeys, nowOf, OrgNameLookupSchema } from '../../core/index.js';
 import { keysJson, keysTable } from '../../text/keys-table.js';
-import { EXIT, json, optionalString, parseArgument } from '../../command/framework.js';
+import { optionalString, parseArgument } from '../../command/framework.js';
 import { accountCommand } from '../command.js';
 
 export const list = accountCommand({
@@ -13,14 +13,13 @@ export const list = accountCommand({
   --json     machine-readable output, every value in full
 
 STATE is active, expired or revoked. Secrets are never shown: they exist only in the output of "create".`,
-  options: { org: { type: 'string' }, wide: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: { org: { type: 'string' }, wide: { type: 'boolean' } },
   positionals: { min: 0, max: 0, names: '' },
   async run(ctx, args) {
     const org = optionalString(args, 'org');
     const orgName = org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org');
     const keys = await listApiKeys(ctx.deps, ctx.identity.user, orgName);
     const now = nowOf(ctx.deps);
-    ctx.stdout(args.values.json ? json(keysJson(keys, now)) : `${keysTable(keys, now, { wide: args.values.wide === true })}\n`);
-    return EXIT.OK;
+    return { data: keysJson(keys, now), text: `${keysTable(keys, now, { wide: args.values.wide === true })}\n` };
   },
 });

@@ -1,9 +1,10 @@
 import { describeKeyType, EmailSchema, formatDuration, nowOf, orgsOfUser, startVerification, VERIFICATION_LINK_TTL_MS, waitForConfirmation } from '../../core/index.js';
-import { EXIT, parseArgument } from '../../command/framework.js';
+import { failure, parseArgument, type CommandResult } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { linkTimeInWords } from '../../text/verification-facts.js';
-import { commandHint, openCommand, type SessionContext } from '../command.js';
-import { orgsTable } from './orgs.js';
+import { commandHint, openCommand } from '../command.js';
+import type { SessionContext } from '../session-context.js';
+import { orgsJson, orgsTable } from './orgs.js';
 
 const PROGRESS_EVERY_MS = 30_000;
 
@@ -22,11 +23,10 @@ the HTTP door's window: HTTP clients confirm with POST /api/shell-auth.)`,
     const email = parseArgument(EmailSchema, args.positionals[0], 'EMAIL', (value) => `"${value}" is not an email address`);
     const { key } = ctx.identity;
     if (ctx.identity.kind === 'account' && ctx.identity.user.email !== email) {
-      ctx.stderr(
+      return failure(
         `error: this key is already linked to you, as ${escapeForTerminal(ctx.identity.user.email)}. A key belongs to one account: ` +
           `to use ${escapeForTerminal(email)}, log in from another key pair.\n`,
       );
-      return EXIT.FAILED;
     }
     const started = await startVerification(ctx.deps, { email, key, note: null, keyProven: true, origin: ctx.origin });
     if (started.nonce === null) {
@@ -35,8 +35,7 @@ the HTTP door's window: HTTP clients confirm with POST /api/shell-auth.)`,
           ? `Your signature proves this key (${key.fingerprint}): it is now linked to ${email} here too, as it was over HTTP. No email was needed.\n`
           : `This key (${key.fingerprint}) is already linked to ${email}.\n`,
       );
-      await printOrgs(ctx);
-      return EXIT.OK;
+      return linked(ctx, email);
     }
 
     let linkLeftMs = started.linkExpiresAt ? started.linkExpiresAt.getTime() - nowOf(ctx.deps).getTime() : VERIFICATION_LINK_TTL_MS;
@@ -73,39 +72,34 @@ the HTTP door's window: HTTP clients confirm with POST /api/shell-auth.)`,
       ctx.shuttingDown.removeEventListener('abort', stop);
     });
     if (outcome === 'aborted' && !ctx.signal.aborted) {
-      ctx.stderr(
+      return failure(
         'The service is restarting, so this session stops waiting. The link still works: ' +
           `confirm it within ${linkTimeInWords(linkLeftMs)}, then check with: ${ctx.sshHint} whoami\n`,
       );
-      return EXIT.FAILED;
     }
     if (outcome === 'aborted') {
       // Ctrl-C at the prompt (a client that went away reads nothing: the write is dropped).
       const hint = commandHint(ctx);
-      ctx.stderr(
+      ctx.deps.log.info({ requestId: started.nonce }, 'ssh login: the client stopped waiting');
+      return failure(
         `Stopped waiting. The link still works for ${linkTimeInWords(linkLeftMs)}: press Confirm, then check with: ${hint}whoami\n` +
           `(Or run "${hint}login ${email}" again to wait for it: no new email is sent.)\n`,
       );
-      ctx.deps.log.info({ requestId: started.nonce }, 'ssh login: the client stopped waiting');
-      return EXIT.FAILED;
     }
-    if (outcome === 'expired') {
-      ctx.stderr(`The link expired before it was confirmed. Run "login ${email}" again for a new one.\n`);
-      return EXIT.FAILED;
-    }
-    if (outcome === 'cancelled') {
-      ctx.stderr(`The request was refused on its confirmation page ("This wasn't me"): this key was not linked.\n`);
-      return EXIT.FAILED;
-    }
+    if (outcome === 'expired') return failure(`The link expired before it was confirmed. Run "login ${email}" again for a new one.\n`);
+    if (outcome === 'cancelled') return failure(`The request was refused on its confirmation page ("This wasn't me"): this key was not linked.\n`);
     ctx.stderr(`Confirmed: this key is now linked to ${email}.\n`);
-    await printOrgs(ctx);
-    return EXIT.OK;
+    return linked(ctx, email);
   },
 });
 
-/** The key is linked now: later commands in this session act for the account. */
-async function printOrgs(ctx: SessionContext): Promise<void> {
-  const identity = await ctx.refreshIdentity();
-  if (identity.kind !== 'account') return;
-  ctx.stdout(orgsTable(await orgsOfUser(ctx.deps.db, identity.user)));
+/** The key is linked now (said on stderr as it happened): its account's orgs are the result. */
+async function linked(ctx: SessionContext, email: string): Promise<CommandResult> {
+  // Read afresh: the session's later lines act for the account.
+  const identity = await ctx.readIdentity();
+  const orgs = identity.kind === 'account' ? await orgsOfUser(ctx.deps.db, identity.user) : null;
+  return {
+    data: { email, fingerprint: identity.key.fingerprint, verified: orgs !== null, orgs: orgsJson(orgs ?? []) },
+    text: orgs === null ? '' : orgsTable(orgs),
+  };
 }
