@@ -16,9 +16,10 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Vitest's default, cores - 1, is a single worker on 2 cores; most tests wait on sockets,
-    // child processes and the database, not the CPU.
-    maxWorkers: 2,
+    // One file at a time (vitest's default on 2 cores). With 2, tests with sub-second timing
+    // (mail-outbox-smtp's 300 ms send timeout, workers' connection caps) failed in one clean-clone
+    // run of two, when another file's PGlite or service start took the other core.
+    maxWorkers: 1,
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
       {
