@@ -161,7 +161,7 @@ async function verifiedKeys(url: string, dir: string, count: number): Promise<Bu
   let lastLink = '';
   const deps: CoreDeps = {
     db: database.db,
-    mailer: { sendVerification: async (mail: VerificationMail) => void (lastLink = mail.link) },
+    mailer: { sendVerification: async (mail: VerificationMail) => void (lastLink = mail.link), sendNotice: async () => undefined },
     billing: subscriptionBilling(),
     log: pino({ level: 'silent' }),
     settings: { publicUrl: 'http://bench', httpTrust: { window: 'off', mintsPerConfirmation: 1 }, keyMaxTtlMs: null, mailPerIpHourly: null },

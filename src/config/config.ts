@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from '../core/duration.js';
+import { DEFAULT_KEY_PERMISSIONS, type KeyPermission } from '../core/context.js';
 import type { HttpTrustWindow } from '../core/index.js';
 import { parseAddressRange } from '../net/addresses.js';
 
@@ -121,6 +122,51 @@ const domainList = z.string().transform((value, ctx) => {
   return domains;
 });
 
+/** `name=Display Name,…` (a bare name is its own display name): the permissions keys may carry. */
+const permissionList = z.string().transform((value, ctx) => {
+  const seen = new Set<string>();
+  const list: KeyPermission[] = [];
+  for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const [rawName, ...rest] = entry.split('=');
+    const name = rawName!.trim();
+    const displayName = rest.join('=').trim() || name;
+    if (!/^[a-z0-9][a-z0-9:._-]{0,63}$/.test(name)) {
+      ctx.addIssue({ code: 'custom', message: `"${name}" is not a permission name (lower case letters, digits and : . _ -, like clusters:view)` });
+      return z.NEVER;
+    }
+    if (seen.has(name)) {
+      ctx.addIssue({ code: 'custom', message: `"${name}" is listed twice` });
+      return z.NEVER;
+    }
+    seen.add(name);
+    list.push({ name, displayName });
+  }
+  if (list.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must name at least one permission, like clusters:view=View Clusters,clusters:create=Create Clusters' });
+    return z.NEVER;
+  }
+  return list;
+});
+
+/** `7d,1d` (longest first, however written) or `off`. */
+const noticeThresholds = z.string().transform((value, ctx) => {
+  if (value.trim().toLowerCase() === 'off') return [];
+  const list: number[] = [];
+  for (const entry of value.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const ms = parseDuration(entry);
+    if (ms === null || ms < 60_000) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is not a duration of at least 1m: use durations like 7d,1d, or off` });
+      return z.NEVER;
+    }
+    if (!list.includes(ms)) list.push(ms);
+  }
+  if (list.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must be durations like 7d,1d, or off' });
+    return z.NEVER;
+  }
+  return list.sort((a, b) => b - a);
+});
+
 const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   HTTP_PORT: port.prefault('8080'),
@@ -136,6 +182,9 @@ const EnvSchema = z.object({
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
   HTTP_TRUST_MINTS: limit(1_000_000).prefault('1'),
   KEY_MAX_TTL: positiveDuration.optional(),
+  KEY_PERMISSIONS: permissionList.optional(),
+  KEY_EXPIRY_NOTICES: noticeThresholds.prefault('7d,1d'),
+  SECRET_SCANNING_KEYS_FILE: z.string().min(1).optional(),
   API_KEY_CACHE_TTL: durationOrOff.prefault('30s'),
   SK_REQUIRE_USER_VERIFICATION: flag,
   SK_STRICT_COUNTER: flag,
@@ -214,6 +263,12 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   hostKeysDir: path.resolve(e.HOST_KEYS_DIR),
   httpTrust: { window: e.HTTP_TRUST_WINDOW, mintsPerConfirmation: e.HTTP_TRUST_MINTS },
   keyMaxTtlMs: e.KEY_MAX_TTL ?? null,
+  /** What `--perm` may name, with display names; a key minted without `--perm` gets them all. */
+  keyPermissions: e.KEY_PERMISSIONS ?? DEFAULT_KEY_PERMISSIONS,
+  /** How long before a key expires its creator is emailed, longest first; empty: never. */
+  keyExpiryNoticesMs: e.KEY_EXPIRY_NOTICES,
+  /** GitHub's secret-scanning public keys (their JSON); null: the partner endpoint is off (404). */
+  secretScanningKeysFile: e.SECRET_SCANNING_KEYS_FILE ? path.resolve(e.SECRET_SCANNING_KEYS_FILE) : null,
   /** 0: off. */
   apiKeyCacheTtlMs: e.API_KEY_CACHE_TTL,
   securityKeys: { requireUserVerification: e.SK_REQUIRE_USER_VERIFICATION, strictCounter: e.SK_STRICT_COUNTER },

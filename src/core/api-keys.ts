@@ -263,34 +263,63 @@ export async function revokeApiKey(
   actor: User | null,
   keyId: string,
   origin: RequestOrigin,
-  reason?: string,
+  reason?: RevocationReason,
 ): Promise<ApiKeySummary> {
   const key = await findKeyToRevoke(deps, actor, keyId);
   if (actor) await assertMayRevoke(deps, actor, key);
   if (key.revoked_at) throw new AppError('API_KEY_ALREADY_REVOKED');
 
+  const revoked = await deps.db.transaction().execute((trx) =>
+    revokeKeysIn(trx, deps, [key], { actorUserId: actor?.id ?? null, origin, reason: reason ?? null }),
+  );
+  if (revoked.length !== 1) throw new AppError('API_KEY_ALREADY_REVOKED');
+  forgetRevoked(deps, revoked);
+  const [summary] = await summaryQuery(deps.db).where('api_keys.id', '=', key.id).execute();
+  return toSummary(summary!);
+}
+
+/** Why a key was revoked when not by a plain `revoke` of its owner or a manager. */
+export type RevocationReason = 'undelivered' | 'holder' | 'leaked' | 'member_removed' | 'rotated';
+
+/**
+ * Revokes `keys` inside `trx` (those still live; the others are skipped): each gets its
+ * revoked_at, its reason, an audit event, and a NOTIFY that every instance's whoami cache hears
+ * when the transaction commits. Returns the keys it revoked; call `forgetRevoked` after the commit.
+ */
+export async function revokeKeysIn(
+  trx: Kysely<Database>,
+  deps: CoreDeps,
+  keys: ReadonlyArray<Pick<ApiKeyRow, 'id' | 'org_id' | 'label'>>,
+  how: { actorUserId: string | null; origin: RequestOrigin; reason: RevocationReason | null; details?: Record<string, unknown> },
+): Promise<Array<Pick<ApiKeyRow, 'id' | 'org_id' | 'label'>>> {
+  if (keys.length === 0) return [];
   const now = nowOf(deps);
-  await deps.db.transaction().execute(async (trx) => {
-    const updated = await trx
-      .updateTable('api_keys')
-      .set({ revoked_at: now, revoked_by_user_id: actor?.id ?? null })
-      .where('id', '=', key.id)
-      .where('revoked_at', 'is', null)
-      .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) !== 1) throw new AppError('API_KEY_ALREADY_REVOKED');
-    await recordAudit(trx, origin, {
+  const updated = await trx
+    .updateTable('api_keys')
+    .set({ revoked_at: now, revoked_by_user_id: how.actorUserId, revoked_reason: how.reason })
+    .where('id', 'in', keys.map((k) => k.id))
+    .where('revoked_at', 'is', null)
+    .returning('id')
+    .execute();
+  const done = new Set(updated.map((r) => r.id));
+  const revoked = keys.filter((k) => done.has(k.id));
+  for (const key of revoked) {
+    await recordAudit(trx, how.origin, {
       action: 'api_key.revoked',
-      actorUserId: actor?.id ?? null,
+      actorUserId: how.actorUserId,
       orgId: key.org_id,
       subjectId: key.id,
-      details: reason ? { label: key.label, reason } : { label: key.label },
+      details: { label: key.label, ...(how.reason ? { reason: how.reason } : {}), ...how.details },
     });
     // Every instance drops the key from its cache when this commits (api-key-cache.ts).
     await sql`SELECT pg_notify(${API_KEY_REVOCATIONS_CHANNEL}, ${key.id})`.execute(trx);
-  });
-  deps.apiKeyCache?.forget(key.id);
-  const [summary] = await summaryQuery(deps.db).where('api_keys.id', '=', key.id).execute();
-  return toSummary(summary!);
+  }
+  return revoked;
+}
+
+/** This instance's cache, at once (the NOTIFY reaches the others, and this one again, on commit). */
+export function forgetRevoked(deps: CoreDeps, keys: ReadonlyArray<{ id: string }>): void {
+  for (const key of keys) deps.apiKeyCache?.forget(key.id);
 }
 
 const UUID_SHAPE = 'xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx';

@@ -3,6 +3,7 @@ import { addressGroupOf } from '../net/addresses.js';
 import type { Db } from '../db/database.js';
 import type { Channel, SubscriptionStatus } from '../db/schema.js';
 import type { ApiKeyCache, ApiKeyRecord } from './api-key-cache.js';
+import type { NoticeMail } from './notices.js';
 import type { HttpTrustPolicy } from './trust.js';
 
 /** What a verification email and the confirm page tell the reader about a request. */
@@ -22,6 +23,8 @@ export type VerificationMail = { to: string; link: string; ttlMs: number; facts:
 export interface Mailer {
   /** The outbox aborts `signal` when it stops waiting: the mailer should end the send (close its connection). */
   sendVerification(mail: VerificationMail, options?: { signal?: AbortSignal }): Promise<void>;
+  /** A notice to a key's creator (core/notices.ts); same contract as sendVerification. */
+  sendNotice(mail: NoticeMail, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 export interface BillingCheck {
@@ -42,7 +45,15 @@ export type CoreSettings = {
   securityKeys?: { requireUserVerification: boolean; strictCounter: boolean };
   /** Per-address limits count an IPv6 address as its network of this many bits (IPV6_PREFIX). Default: 64. */
   ipv6Prefix?: number;
+  /** How users reach the SSH door (`ssh -p 2222 keys@host`), for notices that name a command. Set once the door listens. */
+  sshHint?: string;
+  /** The permissions a key may carry, with display names (KEY_PERMISSIONS). Default: PERMISSIONS. */
+  keyPermissions?: readonly KeyPermission[];
+  /** Expiry notices: how long before a key's expiry its creator is emailed (KEY_EXPIRY_NOTICES); empty: none. Default: 7d, 1d. */
+  keyExpiryNoticesMs?: readonly number[];
 };
+
+export type KeyPermission = { name: string; displayName: string };
 
 /**
  * Every limit that refuses requests, as metrics name it: the mail limits are the core's own; the
@@ -147,6 +158,13 @@ export const PERMISSION_NAMES: Record<string, string> = {
   'clusters:view': 'View Clusters',
   'clusters:create': 'Create Clusters',
 };
+export const DEFAULT_KEY_PERMISSIONS: readonly KeyPermission[] = PERMISSIONS.map((name) => ({ name, displayName: PERMISSION_NAMES[name]! }));
+export const DEFAULT_KEY_EXPIRY_NOTICES_MS: readonly number[] = [7 * 86_400_000, 86_400_000];
+
+/** The platform's permissions (KEY_PERMISSIONS), in their order. */
+export function keyPermissionsOf(deps: Pick<CoreDeps, 'settings'>): readonly KeyPermission[] {
+  return deps.settings.keyPermissions ?? DEFAULT_KEY_PERMISSIONS;
+}
 
 export function eventsOf(deps: Pick<CoreDeps, 'events'>): CoreEvents {
   return deps.events ?? NO_EVENTS;

@@ -16,6 +16,8 @@ export type {
   BillingCheckResult,
   ApiKeyLookupSource,
 } from './context.js';
+export { queueNotice, wakeMailSender, sshCommandOf, NOTICE_GIVE_UP_MS, type Notice, type NoticeKey, type NoticeMail, type RevocationNoticeReason } from './notices.js';
+export { DEFAULT_KEY_PERMISSIONS, DEFAULT_KEY_EXPIRY_NOTICES_MS, keyPermissionsOf, type KeyPermission } from './context.js';
 export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, RATE_LIMIT_NAMES, BILLING_CHECK_RESULTS, API_KEY_LOOKUP_SOURCES, eventsOf, nowOf, addressGroupIn, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
 export {
@@ -55,7 +57,7 @@ export {
   type SkFlagsPolicy,
 } from './security-keys.js';
 export { recordSecurityKeyCounter } from './security-key-counter.js';
-export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revocableKeyIds, revokeApiKey, authenticateApiKey, apiKeyState, SHORT_KEY_ID_LENGTH, type ApiKeySummary, type ApiKeyState } from './api-keys.js';
+export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revocableKeyIds, revokeApiKey, revokeKeysIn, forgetRevoked, type RevocationReason, authenticateApiKey, apiKeyState, SHORT_KEY_ID_LENGTH, type ApiKeySummary, type ApiKeyState } from './api-keys.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
 export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type ApiKeyRecord, type RevocationSignals } from './api-key-cache.js';

@@ -3,6 +3,7 @@ import type { Db } from '../db/database.js';
 import { eventsOf, nowOf, type CoreDeps } from './context.js';
 import { errorText } from './errors.js';
 import { maskEmailAddresses } from './text.js';
+import { NOTICE_GIVE_UP_MS, type Notice } from './notices.js';
 import { verificationFactsOf } from './verification.js';
 
 /**
@@ -68,7 +69,7 @@ export async function deliverNextMail(deps: CoreDeps, options: { sendTimeoutMs?:
   const leaseUntil = new Date(now.getTime() + SEND_LEASE_MS);
   // Claiming is its own short transaction: the lease, not a held row lock, keeps other instances
   // off the row while SMTP talks, so a slow mail server never holds a database connection.
-  const claimed = await sql<{ id: string; request_id: string; recipient: string; token: string | null; attempts: number }>`
+  const claimed = await sql<{ id: string; request_id: string | null; recipient: string; token: string | null; attempts: number; kind: 'verification' | 'notice'; notice: Notice | string | null; created_at: Date | string }>`
     UPDATE mail_outbox SET lease_until = ${leaseUntil}, attempts = attempts + 1
     WHERE id = (
       SELECT id FROM mail_outbox
@@ -78,35 +79,56 @@ export async function deliverNextMail(deps: CoreDeps, options: { sendTimeoutMs?:
       LIMIT 1
       FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, request_id, recipient, token, attempts`.execute(deps.db);
+    RETURNING id, request_id, recipient, token, attempts, kind, notice, created_at`.execute(deps.db);
   const row = claimed.rows[0];
   if (!row) return 'idle';
   const mine = (qb: Db) => qb.updateTable('mail_outbox').where('id', '=', row.id).where('attempts', '=', row.attempts);
+  // What the log says this message is: a verification request's id, or the notice's outbox id.
+  const about = row.kind === 'notice' ? { noticeId: row.id } : { requestId: row.request_id };
+  const what = row.kind === 'notice' ? 'notice email' : 'verification email';
 
-  const request = await deps.db.selectFrom('verification_requests').selectAll().where('id', '=', row.request_id).executeTakeFirst();
-  const msLeft = request ? new Date(request.expires_at).getTime() - now.getTime() : 0;
-  if (!request || request.consumed_at || msLeft <= 0 || row.token === null) {
-    // Nobody can use this link any more (expired, already confirmed, or gone): do not send it.
-    await mine(deps.db).set({ abandoned_at: now, token: null, lease_until: null }).execute();
-    eventsOf(deps).mailAbandoned();
-    deps.log.warn({ requestId: row.request_id, attempts: row.attempts - 1 }, 'verification email given up: its link can no longer be used');
-    return 'abandoned';
+  let send: (signal: AbortSignal) => Promise<void>;
+  /** Past this it is given up on: a link's expiry, or a notice's day. */
+  let giveUpAt: Date;
+  if (row.kind === 'notice') {
+    const notice = (typeof row.notice === 'string' ? JSON.parse(row.notice) : row.notice) as Notice;
+    giveUpAt = new Date(new Date(row.created_at).getTime() + NOTICE_GIVE_UP_MS);
+    send = (signal) => deps.mailer.sendNotice({ to: row.recipient, notice }, { signal });
+    if (giveUpAt <= now) {
+      await mine(deps.db).set({ abandoned_at: now, lease_until: null }).execute();
+      eventsOf(deps).mailAbandoned();
+      deps.log.warn({ ...about, attempts: row.attempts - 1 }, 'notice email given up: not sent within a day');
+      return 'abandoned';
+    }
+  } else {
+    const request = row.request_id === null ? undefined : await deps.db.selectFrom('verification_requests').selectAll().where('id', '=', row.request_id).executeTakeFirst();
+    const msLeft = request ? new Date(request.expires_at).getTime() - now.getTime() : 0;
+    if (!request || request.consumed_at || msLeft <= 0 || row.token === null) {
+      // Nobody can use this link any more (expired, already confirmed, or gone): do not send it.
+      await mine(deps.db).set({ abandoned_at: now, token: null, lease_until: null }).execute();
+      eventsOf(deps).mailAbandoned();
+      deps.log.warn({ requestId: row.request_id, attempts: row.attempts - 1 }, 'verification email given up: its link can no longer be used');
+      return 'abandoned';
+    }
+    giveUpAt = new Date(request.expires_at);
+    const token = row.token;
+    send = (signal) =>
+      deps.mailer.sendVerification(
+        {
+          to: row.recipient,
+          link: `${deps.settings.publicUrl}/shell-auth/verify?token=${token}`,
+          // A late mail says how long its link really has left, in whole minutes where it can:
+          // rounded, so a mail sent a second after its request says 10 minutes, not 9.
+          ttlMs: msLeft >= 60_000 ? Math.round(msLeft / 60_000) * 60_000 : msLeft,
+          facts: verificationFactsOf(request),
+        },
+        { signal },
+      );
   }
 
   const stop = new AbortController();
   // async: a mailer that throws at once fails this attempt like one that rejects.
-  const sending = (async () =>
-    deps.mailer.sendVerification(
-      {
-        to: row.recipient,
-        link: `${deps.settings.publicUrl}/shell-auth/verify?token=${row.token}`,
-        // A late mail says how long its link really has left, in whole minutes where it can:
-        // rounded, so a mail sent a second after its request says 10 minutes, not 9.
-        ttlMs: msLeft >= 60_000 ? Math.round(msLeft / 60_000) * 60_000 : msLeft,
-        facts: verificationFactsOf(request),
-      },
-      { signal: stop.signal },
-    ))();
+  const sending = (async () => send(stop.signal))();
   try {
     await withTimeout(sending, options.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => stop.abort());
   } catch (err) {
@@ -124,7 +146,7 @@ export async function deliverNextMail(deps: CoreDeps, options: { sendTimeoutMs?:
             .executeTakeFirst();
           if (Number(late.numUpdatedRows) > 0) eventsOf(deps).mailSent();
         }, () => undefined)
-        .catch((lateErr) => deps.log.warn({ err: mailErrorText(lateErr), requestId: row.request_id }, 'could not record a verification email sent after its timeout'));
+        .catch((lateErr) => deps.log.warn({ err: mailErrorText(lateErr), ...about }, `could not record a ${what} sent after its timeout`));
     }
     const backoff = new Date(failedAt.getTime() + retryDelayMs(row.attempts));
     // A timed-out send may have reached the mail server after all: not tried again before the lease ends.
@@ -135,17 +157,18 @@ export async function deliverNextMail(deps: CoreDeps, options: { sendTimeoutMs?:
       // The mail server refused the message itself (a 5xx: no such mailbox, policy): retrying cannot help.
       await mine(deps.db).set({ abandoned_at: failedAt, token: null, lease_until: null, last_error: lastError }).execute();
       eventsOf(deps).mailAbandoned();
-      deps.log.error({ err: lastError, requestId: row.request_id, attempts: row.attempts }, 'verification email given up: the mail server refused it');
+      deps.log.error({ err: lastError, ...about, attempts: row.attempts }, `${what} given up: the mail server refused it`);
       return 'abandoned';
     }
-    if (next.getTime() >= new Date(request.expires_at).getTime()) {
+    if (next.getTime() >= giveUpAt.getTime()) {
       await mine(deps.db).set({ abandoned_at: failedAt, token: null, lease_until: null, last_error: lastError }).execute();
       eventsOf(deps).mailAbandoned();
-      deps.log.error({ err: lastError, requestId: row.request_id, attempts: row.attempts }, 'verification email given up: not sent before its link expired');
+      const why = row.kind === 'notice' ? 'not sent within a day' : 'not sent before its link expired';
+      deps.log.error({ err: lastError, ...about, attempts: row.attempts }, `${what} given up: ${why}`);
       return 'abandoned';
     }
     await mine(deps.db).set({ next_attempt_at: next, lease_until: null, last_error: lastError }).execute();
-    deps.log.warn({ err: lastError, requestId: row.request_id, attempts: row.attempts, retryAt: next.toISOString() }, 'verification email not sent yet; will retry');
+    deps.log.warn({ err: lastError, ...about, attempts: row.attempts, retryAt: next.toISOString() }, `${what} not sent yet; will retry`);
     return 'retry';
   }
   // Sent: the token has done its job here and is not kept.

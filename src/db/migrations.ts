@@ -9,6 +9,7 @@ import * as challengeBounds from '../../migrations/0006_challenge_bounds.js';
 import * as requestCancel from '../../migrations/0007_request_cancel.js';
 import * as requestAddressGroup from '../../migrations/0008_request_address_group.js';
 import * as personalOrgs from '../../migrations/0009_personal_orgs.js';
+import * as keyLifecycle from '../../migrations/0010_key_lifecycle.js';
 import type { Db, OpenDatabase } from './types.js';
 import type { Database } from './schema.js';
 
@@ -23,6 +24,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0007_request_cancel': requestCancel,
   '0008_request_address_group': requestAddressGroup,
   '0009_personal_orgs': personalOrgs,
+  '0010_key_lifecycle': keyLifecycle,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

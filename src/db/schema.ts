@@ -98,6 +98,19 @@ export interface ApiKeysTable {
   last_used_at: Timestamp | null;
   revoked_at: Timestamp | null;
   revoked_by_user_id: string | null;
+  /** Why it was revoked when not by its owner's `revoke` (0010): holder, leaked, member_removed, rotated, undelivered. */
+  revoked_reason: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The key this one replaced (rotation, 0010). */
+  rotated_from_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The key that replaced this one: set once, a key is rotated at most once (0010). */
+  replaced_by_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** Expiry notices queued, one per key and threshold (0010): what makes them exactly once. */
+export interface KeyExpiryNoticesTable {
+  api_key_id: string;
+  threshold_seconds: number;
+  created_at: CreatedAt;
 }
 
 export interface AuditEventsTable {
@@ -121,7 +134,12 @@ export interface RequestBudgetsTable {
 /** Verification mail waiting to be sent (see migrations/0003_mail_outbox.ts). */
 export interface MailOutboxTable {
   id: string;
-  request_id: string;
+  /** The verification request (kind 'verification'); null for a notice. */
+  request_id: string | null;
+  /** 0010: 'verification' (a link to confirm) or 'notice' (what `notice` says). */
+  kind: ColumnType<'verification' | 'notice', 'verification' | 'notice' | undefined, never>;
+  /** A notice's content (core/notices.ts Notice), as JSON. */
+  notice: ColumnType<unknown, string | null | undefined, never>;
   recipient: string;
   /** The link's token, until the mail is sent or given up on. */
   token: string | null;
@@ -161,6 +179,7 @@ export interface Database {
   request_budgets: RequestBudgetsTable;
   mail_outbox: MailOutboxTable;
   ssh_challenges: SshChallengesTable;
+  key_expiry_notices: KeyExpiryNoticesTable;
 }
 
 export type User = Selectable<UsersTable>;

@@ -3,8 +3,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import type { Logger } from 'pino';
-import type { Mailer, VerificationMail } from '../core/index.js';
-import { renderVerificationEmail } from './verification-email.js';
+import type { Mailer, NoticeMail, VerificationMail } from '../core/index.js';
+import { renderNoticeEmail } from './notice-email.js';
+import { renderVerificationEmail, type RenderedMail } from './verification-email.js';
 
 /**
  * Real mail over SMTP. Short timeouts: a dead mail server fails the attempt (the outbox retries it)
@@ -16,18 +17,20 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
   url.searchParams.set('greetingTimeout', '10000');
   url.searchParams.set('socketTimeout', '20000');
   const transport = nodemailer.createTransport(url.toString());
+  const send = async (rendered: RenderedMail, options: { signal?: AbortSignal }) => {
+    try {
+      // Aborting closes this message's SMTP connection: a send the outbox gave up on is ended.
+      await transport.sendMail({ from, ...rendered, ...(options.signal ? { signal: options.signal } : {}) });
+    } catch (err) {
+      // 5xx is the server's final word on this message (RFC 5321 4.2.1); 4xx and network errors are worth a retry.
+      const code = (err as { responseCode?: unknown }).responseCode;
+      if (typeof code === 'number' && code >= 500 && code < 600) Object.assign(err as object, { permanent: true });
+      throw err;
+    }
+  };
   return {
-    async sendVerification(mail: VerificationMail, options: { signal?: AbortSignal } = {}) {
-      try {
-        // Aborting closes this message's SMTP connection: a send the outbox gave up on is ended.
-        await transport.sendMail({ from, ...renderVerificationEmail(mail), ...(options.signal ? { signal: options.signal } : {}) });
-      } catch (err) {
-        // 5xx is the server's final word on this message (RFC 5321 4.2.1); 4xx and network errors are worth a retry.
-        const code = (err as { responseCode?: unknown }).responseCode;
-        if (typeof code === 'number' && code >= 500 && code < 600) Object.assign(err as object, { permanent: true });
-        throw err;
-      }
-    },
+    sendVerification: (mail: VerificationMail, options: { signal?: AbortSignal } = {}) => send(renderVerificationEmail(mail), options),
+    sendNotice: (mail: NoticeMail, options: { signal?: AbortSignal } = {}) => send(renderNoticeEmail(mail), options),
     close: () => transport.close(),
   };
 }
@@ -40,12 +43,20 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
  */
 export function outboxMailer(outboxDir: string, from: string, log: Logger): Mailer {
   const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' });
+  const writeEml = async (rendered: RenderedMail) => {
+    const info = await transport.sendMail({ from, ...rendered });
+    await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
+    const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
+    await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
+    return file;
+  };
   return {
+    async sendNotice(mail: NoticeMail) {
+      const file = await writeEml(renderNoticeEmail(mail));
+      log.info({ to: mail.to, file, notice: mail.notice.kind }, 'dev mail transport: notice email written to outbox');
+    },
     async sendVerification(mail: VerificationMail) {
-      const info = await transport.sendMail({ from, ...renderVerificationEmail(mail) });
-      await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
-      const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
-      await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
+      const file = await writeEml(renderVerificationEmail(mail));
       // One line per mail, newest last, the link alone: `tail -1 data/outbox/links.txt` is ready to
       // open (or `xdg-open "$(tail -1 …)"`); who it went to, and when, are in the log line below.
       await fs.appendFile(path.join(outboxDir, 'links.txt'), `${mail.link}\n`, { mode: 0o600 });

@@ -132,6 +132,8 @@ async function startSshDoor(
   const ssh = createSshServer(deps, { hostKey, sshUser: config.sshUser, sshHint: () => sshHint, limits: caps.ssh, log, metrics: metrics ?? undefined });
   const address = await ssh.listen(config.sshPort, config.host).catch(listenFailure('SSH_PORT', config.host, config.sshPort));
   sshHint = sshCommandHint(config, address.port);
+  // Notices name a command to run (`rotate`): the one this instance's users type.
+  deps.settings.sshHint = sshHint;
   return { server: ssh, port: address.port, hint: sshHint };
 }
 

@@ -94,6 +94,8 @@ export async function openCore(
       publicUrl: config.publicUrl,
       httpTrust: config.httpTrust,
       keyMaxTtlMs: config.keyMaxTtlMs,
+      keyPermissions: config.keyPermissions,
+      keyExpiryNoticesMs: config.keyExpiryNoticesMs,
       mailPerIpHourly: config.mailPerIpHourly,
       mailDotlessDomains: config.mailDotlessDomains,
       securityKeys: config.securityKeys,

@@ -108,6 +108,7 @@ describe('a mail server that stalls past the send timeout', () => {
     const started = await startVerification(core.deps, { email, key: publicKeyOf(makeKey().publicKey), note: null, keyProven: false, origin: { channel: 'http', ip: '192.0.2.9' } });
     const sent: string[] = [];
     const unstoppable = {
+      async sendNotice() {},
       async sendVerification(mail: VerificationMail) {
         await sleep(400); // ignores the signal
         sent.push(mail.to);

@@ -48,6 +48,7 @@ async function drain(deps: CoreDeps = core.deps) {
 
 function failingMailer(attempts: string[]) {
   return {
+    async sendNotice() {},
     async sendVerification(mail: VerificationMail) {
       attempts.push(mail.to);
       throw new Error('421 4.3.2 service not available');
@@ -114,6 +115,7 @@ describe('a failing mail server', () => {
     const tries: string[] = [];
     const realMailer = core.deps.mailer;
     core.deps.mailer = {
+      async sendNotice() {},
       async sendVerification(mail) {
         tries.push(mail.to);
         throw Object.assign(new Error('550 5.1.1 mailbox unavailable'), { permanent: true });
@@ -169,7 +171,7 @@ describe('the sender', () => {
     await drain();
     const { requestId } = await initiate();
     // A sender claims it and dies (its mail server never answers).
-    const stuck = deliverNextMail({ ...core.deps, mailer: { sendVerification: () => new Promise(() => {}) } });
+    const stuck = deliverNextMail({ ...core.deps, mailer: { sendVerification: () => new Promise(() => {}), sendNotice: async () => undefined } });
     for (let i = 0; i < 1000 && (await outboxRowOf(requestId)).lease_until === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     expect((await outboxRowOf(requestId)).lease_until).not.toBeNull();
     void stuck;
@@ -221,6 +223,7 @@ describe('two instances on one database', () => {
     second = url ? await openDatabase({ kind: 'postgres', url }) : undefined;
     const sentTo = new Map<string, number>();
     const slowMailer = {
+      async sendNotice() {},
       async sendVerification(mail: VerificationMail) {
         await new Promise((resolve) => setTimeout(resolve, 5)); // long enough for the other to try the same row
         sentTo.set(mail.to, (sentTo.get(mail.to) ?? 0) + 1);

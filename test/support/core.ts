@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { confirmVerificationLink, deliverNextMail, parsePublicKeyLine, startVerification, subscriptionBilling } from '../../src/core/index.js';
-import type { CoreDeps, CoreSettings, VerificationMail } from '../../src/core/index.js';
+import type { CoreDeps, CoreSettings, NoticeMail, VerificationMail } from '../../src/core/index.js';
 import type { OpenDatabase } from '../../src/db/database.js';
 import { openTestDatabase } from './database.js';
 import { makeKey, uniqueEmail, type TestKey } from './keys.js';
@@ -10,6 +10,8 @@ export type TestCore = {
   database: OpenDatabase;
   /** Every verification mail the core sent, newest last. */
   mails: VerificationMail[];
+  /** Every notice (expiry, revocation) the core sent, newest last. */
+  notices: NoticeMail[];
   /** Sends what the outbox holds (there is no sender loop here), as of the test clock. */
   deliverMail(): Promise<void>;
   /** The clock the core reads; tests move it instead of sleeping. */
@@ -29,6 +31,7 @@ export function publicKeyOf(line: string) {
 export async function startTestCore(settings: Partial<CoreSettings> = {}): Promise<TestCore> {
   const database = await openTestDatabase();
   const mails: VerificationMail[] = [];
+  const notices: NoticeMail[] = [];
   const clock = {
     now: new Date(),
     advance(ms: number) {
@@ -37,7 +40,7 @@ export async function startTestCore(settings: Partial<CoreSettings> = {}): Promi
   };
   const deps: CoreDeps = {
     db: database.db,
-    mailer: { sendVerification: async (mail) => void mails.push(mail) },
+    mailer: { sendVerification: async (mail) => void mails.push(mail), sendNotice: async (mail) => void notices.push(mail) },
     billing: subscriptionBilling(),
     log: pino({ level: 'silent' }),
     settings: { publicUrl: 'http://shell-auth.test', httpTrust: { window: 15 * 60_000, mintsPerConfirmation: 1 }, keyMaxTtlMs: null, mailPerIpHourly: null, ...settings },
@@ -50,6 +53,7 @@ export async function startTestCore(settings: Partial<CoreSettings> = {}): Promi
     deps,
     database,
     mails,
+    notices,
     clock,
     deliverMail,
     async verifiedUser() {
