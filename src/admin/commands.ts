@@ -1,6 +1,11 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
+  allAuditEvents,
+  AUDIT_DEFAULT_LIMIT,
+  AUDIT_DEFAULT_SINCE_MS,
+  AuditLimitSchema,
+  AuditSinceSchema,
   createOrg,
   EmailSchema,
   listAllApiKeys,
@@ -8,12 +13,15 @@ import {
   nowOf,
   OrgNameLookupSchema,
   OrgNameSchema,
+  removeMember,
   revokeApiKey,
+  SHORT_KEY_ID_LENGTH,
   setBilling,
   setMember,
   type CoreDeps,
   type RequestOrigin,
 } from '../core/index.js';
+import { auditJson, auditLimitAdvice, auditTable } from '../text/audit-table.js';
 import { keysJson, keysTable } from '../text/keys-table.js';
 import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
 import { optionalString, parseArgument, type Command, type Output, type Program } from '../command/framework.js';
@@ -67,6 +75,33 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
     },
   },
   {
+    name: 'org remove-member',
+    summary: "remove someone from an org; their keys in it are revoked at once",
+    usage: `org remove-member ORG EMAIL [--json]
+
+Removes the membership, not the account. The API keys EMAIL created in ORG stop working at once
+(revoked, reason member_removed, on every instance), and EMAIL is told by email which ones. Their
+keys in other orgs keep working. The last owner of an org cannot be removed (nor the last admin
+of an org without owners, such as a personal one).`,
+    options: {},
+    positionals: { min: 2, max: 2, names: 'ORG EMAIL' },
+    async run(ctx, args) {
+      const orgName = parseArgument(OrgNameLookupSchema, args.positionals[0], 'ORG');
+      const email = parseArgument(EmailSchema, args.positionals[1], 'EMAIL');
+      const { org, user, role, revoked } = await removeMember(ctx.deps, orgName, email, ORIGIN);
+      const keys = revoked.length === 1 ? '1 API key' : `${revoked.length} API keys`;
+      const who = escapeForTerminal(user.email);
+      return {
+        data: { org_id: org.id, org_name: org.name, user_id: user.id, email: user.email, role, keys_revoked: revoked.length, revoked_keys: revoked },
+        text:
+          `Removed ${who} (${role}) from ${escapeForTerminal(org.name)}.\n` +
+          (revoked.length
+            ? `Revoked ${keys} made there, emailing the list to their creator: ${revoked.map((k) => `${k.id.slice(0, SHORT_KEY_ID_LENGTH)} ${escapeForTerminal(k.label)}`).join(', ')}\n`
+            : 'No live API key made there to revoke.\n'),
+      };
+    },
+  },
+  {
     name: 'org list',
     summary: 'list orgs with plan, status and member count',
     usage: 'org list [--json]',
@@ -108,6 +143,32 @@ export const ADMIN_COMMANDS: Command<AdminContext>[] = [
       const now = nowOf(ctx.deps);
       // The same table and JSON as the SSH door's `list`.
       return { data: keysJson(keys, now), text: `${keysTable(keys, now, { wide: args.values.wide === true })}\n` };
+    },
+  },
+  {
+    name: 'audit',
+    summary: 'audit events of every org, newest first',
+    usage: `audit [--org ORG] [--since 7d] [--limit 50] [--wide] [--json]
+
+  --org ORG       only this organization's events
+  --since WINDOW  how far back: 12h, 7d, 2w… (default 7d, at most 365d)
+  --limit N       at most N events, 1 to 500 (default 50)
+  --wide          every value whole and the ORG column, nothing cut
+
+The SSH door's audit table, over every event (also those of no org: logins, confirmations).`,
+    options: { org: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' }, wide: { type: 'boolean' } },
+    positionals: { min: 0, max: 0, names: '' },
+    async run(ctx, args) {
+      const org = optionalString(args, 'org');
+      const since = optionalString(args, 'since');
+      const limit = optionalString(args, 'limit');
+      const query = {
+        orgName: org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org'),
+        sinceMs: since === undefined ? AUDIT_DEFAULT_SINCE_MS : parseArgument(AuditSinceSchema, since, '--since'),
+        limit: limit === undefined ? AUDIT_DEFAULT_LIMIT : parseArgument(AuditLimitSchema, limit, '--limit'),
+      };
+      const entries = await allAuditEvents(ctx.deps, query);
+      return { data: auditJson(entries), text: `${auditTable(entries, nowOf(ctx.deps), query, { wide: args.values.wide === true })}\n`, advice: auditLimitAdvice(entries, query) };
     },
   },
   {

@@ -19,7 +19,12 @@ export type Output = { stdout(text: string): void; stderr(text: string): void };
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-export type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
+export type Parsed = {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  /** Options declared `multiple: true`: every value given, in order (not in `values`). */
+  lists?: Record<string, string[]>;
+};
 
 /**
  * What a command ends with; `runCommand` prints it, so every command of every program reads the
@@ -158,12 +163,12 @@ async function runFound<Ctx extends Output>(program: Program<Ctx>, command: Comm
     // parseArgs keeps the last of a repeated flag; `--org a --org b` must not silently pick b.
     const seen = new Set<string>();
     for (const token of result.tokens ?? []) {
-      if (token.kind !== 'option') continue;
+      if (token.kind !== 'option' || command.options[token.name]?.multiple) continue;
       if (seen.has(token.name)) throw new UsageError(`--${token.name} given more than once`);
       seen.add(token.name);
     }
     asJson = jsonWanted === true;
-    parsed = { values: values as Parsed['values'], positionals: result.positionals };
+    parsed = splitLists(values, result.positionals);
     const count = parsed.positionals.length;
     if (count < command.positionals.min) throw new UsageError(`missing ${command.positionals.names}`);
     if (count > command.positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[command.positionals.max]}"`);
@@ -177,6 +182,16 @@ async function runFound<Ctx extends Output>(program: Program<Ctx>, command: Comm
     return reportFailure(program, command, ctx, err, parsed);
   }
   return printResult(ctx, result, asJson);
+}
+
+/** parseArgs's values as Parsed: a `multiple` option's array goes to `lists`. */
+function splitLists(values: Record<string, string | boolean | (string | boolean)[] | undefined>, positionals: string[]): Parsed {
+  const parsed: Parsed = { values: {}, positionals, lists: {} };
+  for (const [name, value] of Object.entries(values)) {
+    if (Array.isArray(value)) parsed.lists![name] = value.map(String);
+    else parsed.values[name] = value;
+  }
+  return parsed;
 }
 
 function printResult(ctx: Output, result: CommandResult, asJson: boolean): number {
@@ -256,6 +271,12 @@ export function requireString(args: Parsed, name: string): string {
   const value = args.values[name];
   if (typeof value !== 'string' || value === '') throw new UsageError(`--${name} is required`);
   return value;
+}
+
+/** A `multiple: true` option's values, split at commas too (`--perm a --perm b,c`); undefined when not given. */
+export function optionalList(args: Parsed, name: string): string[] | undefined {
+  const given = args.lists?.[name];
+  return given === undefined ? undefined : given.flatMap((value) => value.split(',')).map((value) => value.trim());
 }
 
 export function optionalString(args: Parsed, name: string): string | undefined {

@@ -3,7 +3,7 @@ import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
 import { insertWithAudit, recordAudit } from './audit.js';
-import { eventsOf, nowOf, PERMISSIONS, type CoreDeps, type RequestOrigin } from './context.js';
+import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { dueForTouch } from './touch.js';
 import { AppError } from './errors.js';
 import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
@@ -27,13 +27,48 @@ export type MintInput = {
   sshKeyId: string | null;
   /** Over HTTP: the mint spends one use of the key's HTTP window (checked again under lock). */
   spendsHttpWindow?: boolean;
-  /** How the caller proved it may use the key, for the audit trail. */
-  proof?: 'email' | 'ssh' | 'sshsig';
+  /** How the caller proved it may use the key, for the audit trail (`api_key`: the holder of the key it replaces). */
+  proof?: MintProof;
   label: string;
   orgName?: string | undefined;
   expiresInMs?: number | undefined;
+  /** Names among the platform's (KEY_PERMISSIONS); absent: all of them (Vers compatibility). */
+  permissions?: readonly string[] | undefined;
   origin: RequestOrigin;
 };
+
+export type MintProof = 'email' | 'ssh' | 'sshsig' | 'api_key';
+
+/** The shortest lifetime a key may be asked for: shorter ones expire before anyone can use them. */
+export const MIN_KEY_TTL_MS = 5 * 60_000;
+
+/**
+ * The permissions a new key carries: those asked for, each one the platform's, in the platform's
+ * order and once; nothing asked: every one of them. An unknown name is refused, naming it.
+ */
+export function keyPermissionsFor(deps: Pick<CoreDeps, 'settings'>, asked: readonly string[] | undefined): string[] {
+  const known = keyPermissionsOf(deps).map((p) => p.name);
+  if (asked === undefined) return known;
+  if (asked.length === 0) throw new AppError('PERMISSIONS_EMPTY', { detail: `choose among: ${known.join(', ')}` });
+  const unknown = asked.find((name) => !known.includes(name));
+  if (unknown !== undefined) {
+    throw new AppError('PERMISSION_UNKNOWN', { detail: `"${unknown.slice(0, 100)}" is not a permission on this server; its permissions: ${known.join(', ')}` });
+  }
+  return known.filter((name) => asked.includes(name));
+}
+
+/** Refuses a mint for an org whose billing is not active (or could not be checked): 402. */
+export async function assertBillingActive(deps: CoreDeps, org: Pick<OrgMembership, 'org_id' | 'name' | 'subscription'>): Promise<void> {
+  let active = false;
+  try {
+    active = await deps.billing.isActive({ id: org.org_id, name: org.name, subscription: org.subscription });
+    eventsOf(deps).billingChecked(active ? 'active' : 'inactive');
+  } catch (err) {
+    eventsOf(deps).billingChecked('error');
+    deps.log.warn({ err: (err as Error).message, orgId: org.org_id }, 'billing check failed');
+  }
+  if (!active) throw new AppError('BILLING_NOT_VERIFIED', { orgName: org.name });
+}
 
 /** Picks the org by name among the user's orgs, or the default one (see `defaultOrg`). */
 export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): OrgMembership {
@@ -58,23 +93,17 @@ export function defaultOrg(orgs: OrgMembership[]): OrgMembership | undefined {
 
 /** The one key-creation service both doors call. Billing is checked first; nothing is written on failure. */
 export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<MintedApiKey> {
+  const permissions = keyPermissionsFor(deps, input.permissions);
   const org = chooseOrg(input.orgs ?? (await orgsOfUser(deps.db, input.user)), input.orgName);
   const maxTtl = deps.settings.keyMaxTtlMs;
   if (input.expiresInMs !== undefined && maxTtl !== null && input.expiresInMs > maxTtl) {
     throw new AppError('TTL_TOO_LONG');
   }
+  if (input.expiresInMs !== undefined && input.expiresInMs < MIN_KEY_TTL_MS) throw new AppError('TTL_TOO_SHORT');
   // With an operator maximum, a key without an explicit expiry gets the maximum.
   const ttl = input.expiresInMs ?? maxTtl ?? undefined;
 
-  let active = false;
-  try {
-    active = await deps.billing.isActive({ id: org.org_id, name: org.name, subscription: org.subscription });
-    eventsOf(deps).billingChecked(active ? 'active' : 'inactive');
-  } catch (err) {
-    eventsOf(deps).billingChecked('error');
-    deps.log.warn({ err: (err as Error).message, orgId: org.org_id }, 'billing check failed');
-  }
-  if (!active) throw new AppError('BILLING_NOT_VERIFIED', { orgName: org.name });
+  await assertBillingActive(deps, org);
 
   const now = nowOf(deps);
   const { id, apiKey, secretHash } = generateApiKey();
@@ -86,7 +115,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
     ssh_key_id: input.sshKeyId,
     label: input.label,
     secret_hash: secretHash,
-    permissions: [...PERMISSIONS],
+    permissions,
     created_via: input.origin.channel,
     created_at: now,
     expires_at: expiresAt,
@@ -100,6 +129,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
         label: input.label,
         ssh_key_id: input.sshKeyId,
         expires_at: expiresAt?.toISOString() ?? null,
+        permissions,
         proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
       },
     });
@@ -119,7 +149,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
     api_key_id: id,
     org_id: org.org_id,
     org_name: org.name,
-    permissions: [...PERMISSIONS],
+    permissions: [...permissions],
     created_at: now,
     expires_at: expiresAt,
   };
@@ -128,7 +158,15 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
 /** POST /api/shell-auth/api-keys: the HTTP door may mint only inside the trust window. */
 export async function mintApiKeyOverHttp(
   deps: CoreDeps,
-  input: { email: string; key: PublicKey; label: string; orgName?: string | undefined; origin: RequestOrigin; provenBySignature?: boolean },
+  input: {
+    email: string;
+    key: PublicKey;
+    label: string;
+    orgName?: string | undefined;
+    permissions?: readonly string[] | undefined;
+    origin: RequestOrigin;
+    provenBySignature?: boolean;
+  },
 ): Promise<MintedApiKey> {
   const signed = input.provenBySignature === true;
   const status = await httpKeyStatus(deps, input.email, input.key, { provenBySignature: signed });
@@ -144,6 +182,7 @@ export async function mintApiKeyOverHttp(
     proof: signed ? 'sshsig' : 'email',
     label: input.label,
     orgName: input.orgName,
+    permissions: input.permissions,
     origin: input.origin,
   });
 }
@@ -331,7 +370,7 @@ export const SHORT_KEY_ID_LENGTH = 8;
  * shows them) that only one key matches among those the actor could see (every key for the
  * operator). A prefix never tells about keys outside that scope: they do not count.
  */
-async function findKeyToRevoke(deps: CoreDeps, actor: User | null, keyId: string): Promise<ApiKeyRow> {
+export async function findKeyToRevoke(deps: CoreDeps, actor: User | null, keyId: string): Promise<ApiKeyRow> {
   const prefix = keyId.toLowerCase();
   const fits = prefix.length >= SHORT_KEY_ID_LENGTH && prefix.length <= UUID_SHAPE.length && [...prefix].every((c, i) => (UUID_SHAPE[i] === '-' ? c === '-' : /[0-9a-f]/.test(c)));
   if (!fits) throw new AppError('API_KEY_NOT_FOUND');
@@ -348,7 +387,7 @@ async function findKeyToRevoke(deps: CoreDeps, actor: User | null, keyId: string
   return found[0]!;
 }
 
-async function assertMayRevoke(deps: CoreDeps, actor: User, key: ApiKeyRow): Promise<void> {
+export async function assertMayRevoke(deps: CoreDeps, actor: User, key: ApiKeyRow): Promise<void> {
   const org = (await orgsOfUser(deps.db, actor)).find((o) => o.org_id === key.org_id);
   const isCreator = key.created_by_user_id === actor.id;
   if (!org && !isCreator) throw new AppError('API_KEY_NOT_FOUND');

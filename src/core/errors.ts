@@ -14,6 +14,10 @@ export const ERRORS = {
   BODY_INCOMPLETE: { status: 400, message: 'Request body was not received completely' },
   NO_ORGANIZATIONS: { status: 400, message: 'User has no organizations' }, // contract
   TTL_TOO_LONG: { status: 400, message: 'Requested expiry exceeds the maximum key lifetime' },
+  TTL_TOO_SHORT: { status: 400, message: 'Requested expiry is below the minimum key lifetime (5m)' },
+  PERMISSION_UNKNOWN: { status: 400, message: 'Unknown permission' },
+  PERMISSIONS_EMPTY: { status: 400, message: 'A key needs at least one permission' },
+  ROTATION_OVERLAP_TOO_LONG: { status: 400, message: 'The overlap may be at most 7d' },
   UNVERIFIED_KEY: { status: 401, message: 'Invalid or unverified SSH key' }, // contract
   HTTP_MINTING_DISABLED: {
     status: 401,
@@ -21,19 +25,30 @@ export const ERRORS = {
   },
   INVALID_API_KEY: { status: 401, message: 'Invalid API key' },
   PROOF_INVALID: { status: 401, message: 'SSH signature proof not accepted' },
+  LEAK_REPORT_UNSIGNED: { status: 401, message: 'Unsigned report: send Github-Public-Key-Identifier and Github-Public-Key-Signature' },
+  LEAK_REPORT_KEY_UNKNOWN: { status: 401, message: 'Github-Public-Key-Identifier names no key in SECRET_SCANNING_KEYS_FILE' },
+  LEAK_REPORT_SIGNATURE_INVALID: { status: 401, message: 'Github-Public-Key-Signature does not verify over the request body' },
+  LEAK_REPORT_INVALID: { status: 400, message: 'Invalid secret scanning report: expected a JSON array of {token, type, url, source}' },
+  LEAK_REPORT_TOO_LARGE: { status: 400, message: 'Secret scanning report too large (limit 512 KB)' },
   BILLING_NOT_VERIFIED: { status: 402, message: 'Billing could not be verified' }, // contract
   BASE_ACCOUNT_MISSING: { status: 403, message: 'Base account does not exist' }, // contract
   BASE_ACCOUNT_UNVERIFIED: { status: 403, message: 'Base account is not verified' }, // contract
   NOT_ALLOWED: { status: 403, message: 'You are not allowed to do that' },
+  CREATOR_LEFT_ORG: { status: 403, message: "This API key's creator is no longer a member of its org: it cannot be rotated" },
   NOT_FOUND: { status: 404, message: 'Not found' },
   ORG_NOT_FOUND: { status: 404, message: 'Organization not found' }, // contract
   API_KEY_NOT_FOUND: { status: 404, message: 'API key not found' },
   USER_NOT_FOUND: { status: 404, message: 'User not found' },
+  NOT_A_MEMBER: { status: 404, message: 'That user is not a member of the organization' },
+  LAST_OWNER: { status: 409, message: 'Cannot remove the last owner of an organization: make someone else its owner first' },
   VERIFICATION_LINK_UNKNOWN: { status: 404, message: 'This verification link is not valid' },
   KEY_TAKEN: { status: 409, message: 'SSH key already registered to another account' }, // contract
   API_KEY_ALREADY_REVOKED: { status: 409, message: 'API key already revoked' },
+  API_KEY_ALREADY_ROTATED: { status: 409, message: 'This API key was already rotated: rotate the key that replaced it' },
+  API_KEY_EXPIRED: { status: 409, message: 'API key has expired: create a new one' },
   API_KEY_ID_AMBIGUOUS: { status: 409, message: 'More than one API key starts with that id: give more of it' },
   ORG_EXISTS: { status: 409, message: 'Organization already exists' },
+  LEAK_REPORT_REPLAYED: { status: 409, message: 'This report was already received (in the last 24 hours): a replay is not processed again' },
   VERIFICATION_LINK_USED: { status: 410, message: 'This verification link has already been used' },
   VERIFICATION_LINK_EXPIRED: { status: 410, message: 'This verification link has expired' },
   VERIFICATION_LINK_CANCELLED: { status: 410, message: 'This verification request was cancelled' },

@@ -55,6 +55,8 @@ export async function queueNotice(trx: Kysely<Database>, deps: Pick<CoreDeps, 'n
       recipient: mail.to,
       token: null,
       next_attempt_at: nowOf(deps),
+      // The day a notice is tried for counts on the same clock as its attempts.
+      created_at: nowOf(deps),
     })
     .execute();
 }

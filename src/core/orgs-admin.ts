@@ -1,8 +1,10 @@
 import type { Role, SubscriptionStatus } from '../db/schema.js';
-import { ensureUser, insertOrg } from './accounts.js';
+import { ensureUser, findUserByEmail, insertOrg } from './accounts.js';
+import { forgetRevoked, revokeKeysIn } from './api-keys.js';
 import { recordAudit } from './audit.js';
-import type { CoreDeps, RequestOrigin } from './context.js';
+import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
+import { queueNotice, wakeMailSender, type NoticeKey } from './notices.js';
 
 /** Operator actions (the admin CLI). They skip the alias "base must be verified" rule on purpose. */
 
@@ -62,4 +64,83 @@ export async function setBilling(deps: CoreDeps, orgName: string, status: Subscr
     await recordAudit(trx, origin, { action: 'billing.set', orgId: org.id, subjectId: org.id, details: { status } });
     return org;
   });
+}
+
+export type RemovedMember = {
+  org: { id: string; name: string };
+  user: { id: string; email: string };
+  role: Role;
+  /** The keys revoked because their creators no longer act in the org. */
+  revoked: Array<NoticeKey & { created_by: string }>;
+};
+
+/**
+ * Removes a membership (never the account), in one transaction: the keys its holder made in that
+ * org stop working everywhere at once (revoked with reason `member_removed`, each instance's
+ * whoami cache told), the removal is audited, and the holder is emailed the list. Refused for the
+ * org's last owner (or, in an org without owners such as a personal one, its last admin).
+ */
+export async function removeMember(deps: CoreDeps, orgName: string, email: string, origin: RequestOrigin): Promise<RemovedMember> {
+  const removed = await deps.db.transaction().execute(async (trx) => {
+    const org = await trx.selectFrom('orgs').select(['id', 'name']).where('name', '=', orgName).executeTakeFirst();
+    if (!org) throw new AppError('ORG_NOT_FOUND');
+    const user = await findUserByEmail(trx, email);
+    if (!user) throw new AppError('USER_NOT_FOUND', { detail: 'no account has that email' });
+    // Locked: two removals at once cannot each leave the other as the last owner, then both go.
+    const members = await trx.selectFrom('memberships').select(['user_id', 'role']).where('org_id', '=', org.id).orderBy('user_id').forUpdate().execute();
+    const membership = members.find((m) => m.user_id === user.id);
+    if (!membership) throw new AppError('NOT_A_MEMBER');
+    const topRole: Role = members.some((m) => m.role === 'owner') ? 'owner' : 'admin';
+    if (membership.role === topRole && members.filter((m) => m.role === topRole).length === 1) {
+      throw new AppError('LAST_OWNER', { detail: topRole === 'owner' ? `${user.email} is its only owner` : `it has no owner, and ${user.email} is its only admin` });
+    }
+    await trx.deleteFrom('memberships').where('org_id', '=', org.id).where('user_id', '=', user.id).execute();
+
+    // Who no longer acts in the org: the member, and their +aliases (which act with their base
+    // account's memberships) unless they hold one there of their own. An alias whose base is
+    // still a member keeps acting through it.
+    const remaining = new Set(members.filter((m) => m.user_id !== user.id).map((m) => m.user_id));
+    const aliases = await trx.selectFrom('users').select(['id', 'email']).where('base_user_id', '=', user.id).execute();
+    const outsiders = user.base_user_id !== null && remaining.has(user.base_user_id) ? [] : [user, ...aliases.filter((a) => !remaining.has(a.id))];
+    const emailOf = new Map(outsiders.map((u) => [u.id, u.email]));
+
+    const live = outsiders.length
+      ? await trx
+          .selectFrom('api_keys')
+          .select(['id', 'org_id', 'label', 'expires_at', 'created_by_user_id'])
+          .where('org_id', '=', org.id)
+          .where('created_by_user_id', 'in', [...emailOf.keys()])
+          .where('revoked_at', 'is', null)
+          .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', nowOf(deps))]))
+          .orderBy('created_at', 'asc')
+          .execute()
+      : [];
+    const revokedIds = new Set(
+      (await revokeKeysIn(trx, deps, live, { actorUserId: null, origin, reason: 'member_removed', details: { member: user.email } })).map((k) => k.id),
+    );
+    const revoked = live
+      .filter((k) => revokedIds.has(k.id))
+      .map((k) => ({
+        id: k.id,
+        label: k.label,
+        org_name: org.name,
+        expires_at: k.expires_at === null ? null : new Date(k.expires_at).toISOString(),
+        created_by: emailOf.get(k.created_by_user_id)!,
+      }));
+    await recordAudit(trx, origin, {
+      action: 'membership.removed',
+      orgId: org.id,
+      subjectId: user.id,
+      details: { email: user.email, role: membership.role, keys_revoked: revoked.length },
+    });
+    // One notice per creator (an alias has its own address), naming only their keys.
+    for (const creator of new Set(revoked.map((k) => k.created_by))) {
+      const keys = revoked.filter((k) => k.created_by === creator).map(({ created_by: _creator, ...key }) => key);
+      await queueNotice(trx, deps, { to: creator, notice: { kind: 'key_revoked', reason: 'member_removed', keys } });
+    }
+    return { org, user: { id: user.id, email: user.email }, role: membership.role, revoked };
+  });
+  forgetRevoked(deps, removed.revoked);
+  if (removed.revoked.length) wakeMailSender(deps);
+  return removed;
 }

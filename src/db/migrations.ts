@@ -10,6 +10,7 @@ import * as requestCancel from '../../migrations/0007_request_cancel.js';
 import * as requestAddressGroup from '../../migrations/0008_request_address_group.js';
 import * as personalOrgs from '../../migrations/0009_personal_orgs.js';
 import * as keyLifecycle from '../../migrations/0010_key_lifecycle.js';
+import * as secretScanningReports from '../../migrations/0011_secret_scanning_reports.js';
 import type { Db, OpenDatabase } from './types.js';
 import type { Database } from './schema.js';
 
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0008_request_address_group': requestAddressGroup,
   '0009_personal_orgs': personalOrgs,
   '0010_key_lifecycle': keyLifecycle,
+  '0011_secret_scanning_reports': secretScanningReports,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

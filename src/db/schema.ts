@@ -113,6 +113,13 @@ export interface KeyExpiryNoticesTable {
   created_at: CreatedAt;
 }
 
+/** GitHub leak reports seen in the last day: a replay is refused (migrations/0011_secret_scanning_reports.ts). */
+export interface SecretScanningReportsTable {
+  report_sha256: string;
+  key_identifier: string;
+  received_at: Timestamp;
+}
+
 export interface AuditEventsTable {
   id: string;
   action: string;
@@ -180,6 +187,7 @@ export interface Database {
   mail_outbox: MailOutboxTable;
   ssh_challenges: SshChallengesTable;
   key_expiry_notices: KeyExpiryNoticesTable;
+  secret_scanning_reports: SecretScanningReportsTable;
 }
 
 export type User = Selectable<UsersTable>;

@@ -7,6 +7,9 @@ import { NO_METRICS, type DoorMetrics } from '../observability/door-metrics.js';
 import { AppError, toAppError, unavailableFields, type CoreDeps } from '../core/index.js';
 import { clientIp, readJson, sendError, sendHtml, sendJson, type ProxyTrust } from './io.js';
 import { challenge, createApiKey, initiate, verifyKey, verifyPublicKey, whoami } from './shell-auth-api.js';
+import { rotateOwnKey } from './api-keys-api.js';
+import { revokeAsHolder, secretScanningRoute } from './leaked-keys-api.js';
+import type { SecretScanningKeys } from './secret-scanning-keys.js';
 import { limitConnections, type HttpLimits } from './connection-limits.js';
 import { createRequestLimits } from './limits.js';
 import type { HttpDoorSettings, Route, RouteContext } from './route.js';
@@ -21,6 +24,8 @@ const ROUTES: Record<string, Route> = {
   'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, budget: 'each' },
   'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, budget: 'each' },
   'GET /api/whoami': { handler: whoami, json: false, budget: 'failures' },
+  'POST /api/api-keys/rotate': { handler: rotateOwnKey, json: false, budget: 'failures' },
+  'POST /api/api-keys/revoke': { handler: revokeAsHolder, json: false, budget: 'failures' },
   'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
   'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },
   'GET /healthz': { handler: health, json: false },
@@ -43,9 +48,20 @@ async function ready({ door, res }: RouteContext): Promise<void> {
 
 export function createHttpServer(
   deps: CoreDeps,
-  options: { trustProxy: ProxyTrust; log: Logger; lookupsPerMinute: number | null; limits: HttpLimits; metrics?: DoorMetrics } & HttpDoorSettings,
+  options: {
+    trustProxy: ProxyTrust;
+    log: Logger;
+    lookupsPerMinute: number | null;
+    limits: HttpLimits;
+    metrics?: DoorMetrics;
+    /** GitHub's secret scanning keys (SECRET_SCANNING_KEYS_FILE); absent: its endpoint is an unknown path. */
+    secretScanningKeys?: SecretScanningKeys | null;
+  } & HttpDoorSettings,
 ): http.Server {
   const { log } = options;
+  const routes: Record<string, Route> = options.secretScanningKeys
+    ? { ...ROUTES, 'POST /api/secret-scanning/github': secretScanningRoute(options.secretScanningKeys) }
+    : ROUTES;
   const metrics = options.metrics ?? NO_METRICS;
   const door: HttpDoorSettings = { sshHint: options.sshHint, readiness: options.readiness };
   const requestLimits = createRequestLimits(deps, { lookupsPerMinute: options.lookupsPerMinute });
@@ -68,7 +84,7 @@ export function createHttpServer(
     }
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const routeKey = `${req.method} ${path}`;
-    const route = ROUTES[routeKey];
+    const route = routes[routeKey];
     // Log the path only: a verification link's query string is a secret.
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -88,7 +104,7 @@ export function createHttpServer(
 
   async function handle(route: Route | undefined, path: string, req: IncomingMessage, res: ServerResponse, url: URL) {
     if (!route) {
-      const known = Object.keys(ROUTES).some((key) => key.endsWith(` ${path}`));
+      const known = Object.keys(routes).some((key) => key.endsWith(` ${path}`));
       sendJson(res, known ? 405 : 404, { success: false, error: known ? 'Method not allowed' : 'Not found' });
       req.resume();
       return;

@@ -49,6 +49,8 @@ const CreateApiKeyRequest = z.object({
   // Clients may send "" or null for "my default org".
   org_name: OrgNameLookupSchema.nullish()
     .transform((name) => (name ? name : undefined)),
+  // Not the contract's: absent, the key gets every permission, as Vers's clients expect.
+  permissions: z.array(z.string().max(100, 'must be permission names')).min(1, 'must name at least one permission').max(32).optional(),
 });
 
 /**
@@ -162,6 +164,7 @@ export async function createApiKey({ deps, door, res, body, origin }: RouteConte
     key: input.ssh_public_key,
     label: input.label,
     orgName: input.org_name,
+    permissions: input.permissions,
     origin,
     provenBySignature: signed,
   }).catch((err: unknown) => {
@@ -177,6 +180,8 @@ export async function createApiKey({ deps, door, res, body, origin }: RouteConte
     api_key_id: minted.api_key_id,
     org_id: minted.org_id,
     org_name: minted.org_name,
+    // Only for a client that asked: the contract's answer stays as it is.
+    ...(input.permissions === undefined ? {} : { permissions: minted.permissions }),
   });
 }
 

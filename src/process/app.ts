@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from '../config/config.js';
-import { startMailSender, sweepBudgets, sweepChallenges, sweepOutbox, type CoreDeps, type Mailer } from '../core/index.js';
+import { startExpiryNotices, startMailSender, sweepBudgets, sweepChallenges, sweepOutbox, type CoreDeps, type Mailer } from '../core/index.js';
 import { pendingMigrations, type OpenDatabase } from '../db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from '../http/server.js';
@@ -15,7 +15,8 @@ import { errorFields } from '../observability/log.js';
 import type { DoorCaps } from './open-files.js';
 import { addressMatcher } from '../net/addresses.js';
 import { announceHttpDoor, announceSshDoor, prepareDoors, type StartupLog } from './startup-log.js';
-import { listenFailure } from './startup-errors.js';
+import { listenFailure, StartupError } from './startup-errors.js';
+import { loadSecretScanningKeys, SecretScanningKeysError, type SecretScanningKeys } from '../http/secret-scanning-keys.js';
 import { shutdownOf, type Shutdown } from './shutdown.js';
 
 export type App = {
@@ -91,10 +92,13 @@ export async function startApp(
   // Every instance sends: whichever is up delivers what any of them queued.
   const mailSender = startMailSender(deps);
   deps.mailSender = mailSender;
+  // Every instance scans too: key_expiry_notices makes each notice go out once.
+  const expiryNotices = startExpiryNotices(deps);
 
   const stopServing = () => {
     draining = true;
     sweepers.stop();
+    expiryNotices.stop();
   };
   return {
     deps,
@@ -168,7 +172,9 @@ async function startHttpDoor(
   options: { caps: DoorCaps; log: Logger; sshHint: string; readiness: () => Promise<Readiness>; metrics: AppMetrics | null },
 ): Promise<{ server: Server; url: string }> {
   const { caps, log, sshHint, readiness, metrics } = options;
+  const secretScanningKeys = await secretScanningKeysOf(config, log);
   const http = createHttpServer(deps, {
+    secretScanningKeys,
     trustProxy: config.httpProxyFrom,
     log,
     lookupsPerMinute: config.httpLookupsPerMinute,
@@ -192,6 +198,18 @@ async function startHttpDoor(
   const address = http.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return { server: http, url: `http://${host}:${address.port}` };
+}
+
+/** GitHub's secret scanning keys, read at start-up: a file that cannot be used stops it in one line. */
+async function secretScanningKeysOf(config: Config, log: Logger): Promise<SecretScanningKeys | null> {
+  const file = config.secretScanningKeysFile;
+  if (file === null) return null;
+  try {
+    return await loadSecretScanningKeys(file, log);
+  } catch (err) {
+    if (err instanceof SecretScanningKeysError) throw new StartupError(`SECRET_SCANNING_KEYS_FILE=${file}: ${err.message}`);
+    throw err;
+  }
 }
 
 function closeAtOnce(server: Server): Promise<void> {

@@ -1,5 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
-import { describeKeyType, toAppError } from '../core/index.js';
+import { countKeysExpiringSoon, describeKeyType, toAppError } from '../core/index.js';
 import { runCommandLine, sessionCompletions } from './commands/index.js';
 import { KeyDecoder, LineEditor, type Key } from './line-editor.js';
 import { sessionContext, sessionIdentity, type SessionIdentity } from './session-context.js';
@@ -35,11 +35,17 @@ export async function runShell(start: ChannelStart): Promise<void> {
 
   const greeted = identity.latest();
   const { key } = greeted;
+  // Read while the first line goes out; a failure only leaves the reminder out.
+  const expiringSoon = greeted.kind === 'account' ? countKeysExpiringSoon(start.deps, greeted.user.id).catch(() => 0) : Promise.resolve(0);
   io.stdout(
     greeted.kind === 'account'
       ? `Hi ${greeted.user.email}! You are connected with key ${key.fingerprint} (${describeKeyType(key.type)}).\n`
       : `Hi! Your key ${key.fingerprint} (${describeKeyType(key.type)}) is not linked to an account yet: type "login you@example.com".\n`,
   );
+  const expiring = await expiringSoon;
+  if (expiring > 0) {
+    io.stdout(`${expiring === 1 ? '1 of your API keys expires' : `${expiring} of your API keys expire`} within 7 days: see "list" (STATE expiring), and "rotate KEY_ID" to renew one.\n`);
+  }
   io.stdout('Type "help" for commands, "exit" or Ctrl-D to leave.\n');
   io.stdout(PROMPT);
 

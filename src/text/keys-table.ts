@@ -1,11 +1,12 @@
-import { apiKeyState, isSecurityKeyType, SHORT_KEY_ID_LENGTH, type ApiKeySummary } from '../core/index.js';
+import { apiKeyState, EXPIRING_SOON_MS, isSecurityKeyType, SHORT_KEY_ID_LENGTH, type ApiKeySummary } from '../core/index.js';
 import { formatTable } from './table.js';
 
 /**
  * The one keys listing, for the SSH door's `list` and the admin CLI's `keys list`: a table that
  * fits 100 columns (ids by their first 8 characters, which `revoke` takes, like git's short
  * hashes; relative times; long labels and org names cut), every column in full with `wide`, and
- * one JSON shape for `--json`.
+ * one JSON shape for `--json`. An active key expiring within 7 days reads `expiring` in STATE,
+ * so it stands out before it stops working (`--json` keeps `state` and adds `expiring_soon`).
  */
 
 export const KEYS_TABLE_WIDTH = 100;
@@ -18,25 +19,26 @@ export function keysTable(keys: ApiKeySummary[], now: Date, options: { wide?: bo
   const when = (date: Date | null, none: string) => (date === null ? none : relativeTime(new Date(date), now));
   if (options.wide) {
     return formatTable(
-      [ID, LABEL, ORG, 'CREATED BY', 'VIA', 'STATE', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED'],
+      [ID, LABEL, ORG, 'CREATED BY', 'VIA', 'STATE', 'CREATED', 'LAST USED', 'EXPIRES', 'REVOKED', 'PERMISSIONS'],
       keys.map((k) => [
         k.id,
         k.label,
         k.org_name,
         k.created_by,
         viaOf(k),
-        apiKeyState(k, now),
+        shownState(k, now),
         when(k.created_at, '-'),
         when(k.last_used_at, 'never'),
         when(k.expires_at, 'never'),
         when(k.revoked_at, '-'),
+        k.permissions.join(','),
       ]),
     );
   }
   // A whole id is 36 of the 100 columns; the label and org give way only past what is left.
   return formatTable(
     [ID, LABEL, ORG, 'STATE', 'CREATED', 'LAST USED', 'EXPIRES'],
-    keys.map((k) => [k.id.slice(0, SHORT_KEY_ID_LENGTH), k.label, k.org_name, apiKeyState(k, now), when(k.created_at, '-'), when(k.last_used_at, 'never'), when(k.expires_at, 'never')]),
+    keys.map((k) => [k.id.slice(0, SHORT_KEY_ID_LENGTH), k.label, k.org_name, shownState(k, now), when(k.created_at, '-'), when(k.last_used_at, 'never'), when(k.expires_at, 'never')]),
     { width: KEYS_TABLE_WIDTH, shrink: [1, 2], min: 8 },
   );
 }
@@ -54,12 +56,23 @@ export function keysJson(keys: ApiKeySummary[], now: Date) {
     security_key: isSecurityKeyType(k.ssh_key_type),
     permissions: k.permissions,
     state: apiKeyState(k, now),
+    expiring_soon: expiringSoon(k, now),
     created_at: k.created_at,
     last_used_at: k.last_used_at,
     expires_at: k.expires_at,
     revoked: k.revoked_at !== null,
     revoked_at: k.revoked_at,
   }));
+}
+
+/** Active, and expiring within EXPIRING_SOON_MS. */
+export function expiringSoon(key: Pick<ApiKeySummary, 'revoked_at' | 'expires_at'>, now: Date): boolean {
+  return apiKeyState(key, now) === 'active' && key.expires_at !== null && new Date(key.expires_at).getTime() - now.getTime() <= EXPIRING_SOON_MS;
+}
+
+/** STATE as tables show it: `expiring` for an active key expiring soon, else the key's state. */
+function shownState(key: ApiKeySummary, now: Date): string {
+  return expiringSoon(key, now) ? 'expiring' : apiKeyState(key, now);
 }
 
 /** How the key was made: `ssh`, `http` or `admin`, and whether the SSH key was a security key. */

@@ -22,7 +22,7 @@ describe('usage mistakes exit 2, with the reason and the usage on stderr and not
     ['create --label good-label --colour red', /^error: unknown option --colour\nusage: create/],
     ['create --label good-label --expires-in soon', /--expires-in: "soon" is not a duration/],
     ['create --label forever-ish --expires-in 3000000d', /^error: --expires-in 3000000d is too long; at most 100 years/],
-    ['create --label blink-key --expires-in 1s', /the shortest lifetime is 1m/],
+    ['create --label blink-key --expires-in 1s', /the shortest lifetime is 5m/],
     ['create --label first-one --label second-one', /--label given more than once/],
     ['create --label --help', /^error: --label needs a value \(one that starts with "-" is written --label=-value\)\n/],
     ['revoke', /^error: missing KEY_ID\nusage: revoke KEY_ID/],

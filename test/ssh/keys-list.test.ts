@@ -84,10 +84,10 @@ describe('list, over OpenSSH, and the admin CLI', () => {
     // --wide: every column, nothing cut.
     const wide = await ssh('list', '--wide');
     const wideLines = wide.stdout.trimEnd().split('\n');
-    expect(wideLines[0]).toMatch(/^ID\s+LABEL\s+ORG\s+CREATED BY\s+VIA\s+STATE\s+CREATED\s+LAST USED\s+EXPIRES\s+REVOKED$/);
+    expect(wideLines[0]).toMatch(/^ID\s+LABEL\s+ORG\s+CREATED BY\s+VIA\s+STATE\s+CREATED\s+LAST USED\s+EXPIRES\s+REVOKED\s+PERMISSIONS$/);
     expect(wide.stdout).toContain(longLabel);
     expect(wideLines.find((l) => l.startsWith(revoked))!.split(/ {2,}/)).toEqual([
-      revoked, 'revoked-one', org, owner.email, 'ssh', 'revoked', '10d ago', 'never', 'never', '1d ago',
+      revoked, 'revoked-one', org, owner.email, 'ssh', 'revoked', '10d ago', 'never', 'never', '1d ago', 'clusters:view,clusters:create',
     ]);
 
     // --json: full values, ISO timestamps, and the state.

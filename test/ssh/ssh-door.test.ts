@@ -293,7 +293,7 @@ describe('list, revoke, orgs, whoami', () => {
     const { key } = await verifiedUser();
     const result = await ssh(key, 'create', '--help');
     expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/^usage: create --label LABEL \[--org ORG\] \[--expires-in DURATION\] \[--json\]\n/);
+    expect(result.stdout).toMatch(/^usage: create --label LABEL \[--org ORG\] \[--perm NAME\]\.\.\. \[--expires-in DURATION\] \[--json\]\n/);
   });
 });
 

@@ -353,8 +353,8 @@ export function apiKeyArb(real: string, revoked: string): Arb<string> {
 
 // ---- SSH command lines ----
 
-const COMMAND_NAMES = ['create', 'list', 'revoke', 'orgs', 'whoami', 'login', 'help'];
-const FLAGS = ['--label', '--org', '--expires-in', '--json', '--help', '-h', '--', '-', '--bogus', '-l', '--label=', '--json=yes', '--no-json', '---label', '--LABEL', '-hj'];
+const COMMAND_NAMES = ['create', 'list', 'revoke', 'rotate', 'audit', 'orgs', 'whoami', 'login', 'help'];
+const FLAGS = ['--label', '--org', '--expires-in', '--json', '--help', '-h', '--', '-', '--bogus', '-l', '--label=', '--json=yes', '--no-json', '---label', '--LABEL', '-hj', '--perm', '--overlap', '--since', '--limit'];
 const SEPARATORS = [' ', ' ', ' ', ' ', '  ', '\t', '\n', '\r\n', '\u00a0', '\u3000', '\u2028', '\v', '\f'];
 
 /** Quotes a word the way a user might: raw, '...', "...", or every character escaped. */
@@ -388,7 +388,11 @@ export function commandLineArb(ctx: LineContext): Arb<string> {
 
   // Each command with the arguments it takes, so most lines get past the parser.
   const perCommand: Record<string, Arb<string[]>> = {
-    create: fc.tuple(opt(flagged('--label', labelArb), 11), opt(flagged('--org', org)), opt(flagged('--expires-in', durationArb)), json, help).map((p) => p.flat()),
+    create: fc
+      .tuple(opt(flagged('--label', labelArb), 11), opt(flagged('--org', org)), opt(flagged('--expires-in', durationArb)), opt(flagged('--perm', fc.oneof(fc.constantFrom('clusters:view', 'clusters:create', 'clusters:view,clusters:create'), nastyString)), 3), json, help)
+      .map((p) => p.flat()),
+    rotate: fc.tuple(opt(keyId.map((k) => [k]), 11), opt(flagged('--overlap', durationArb)), json, help).map((p) => p.flat()),
+    audit: fc.tuple(opt(flagged('--org', org)), opt(flagged('--since', durationArb)), opt(flagged('--limit', fc.oneof(fc.constantFrom('1', '50', '500', '501', '0', '-1'), nastyString))), json, help).map((p) => p.flat()),
     list: fc.tuple(opt(flagged('--org', org)), json, help).map((p) => p.flat()),
     revoke: fc.tuple(opt(keyId.map((k) => [k]), 11), json, help).map((p) => p.flat()),
     orgs: fc.tuple(json, help).map((p) => p.flat()),

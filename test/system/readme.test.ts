@@ -195,3 +195,160 @@ describe('README, run as written', () => {
     expect(lines.at(-1)).toMatch(/^KEY=[0-9a-f-]{36}[0-9a-f]{64}$/);
   });
 });
+
+describe('README, Key lifecycle: least privilege, short lifetimes, rotation', () => {
+  /** The fenced `sh` blocks under the heading `### title` (up to the next heading). */
+  function shBlocksUnderSubsection(title: string): string[] {
+    const start = README.indexOf(`\n### ${title}\n`);
+    if (start < 0) throw new Error(`README has no "### ${title}" subsection`);
+    const next = README.slice(start + 1).search(/\n#{2,3} /);
+    const section = README.slice(start, next < 0 ? undefined : start + 1 + next);
+    return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  }
+
+  it('--perm and --expires-in 15m; rotate by id, at once, and by the key\'s holder over HTTP', async () => {
+    const home = newHome('rotator');
+    const login = await runAsWritten(home, 'ssh -p 2222 keys@auth.example.com login rotator@example.com');
+    expect(login.code, login.stderr).toBe(0);
+
+    const [leastPrivilege] = shBlocksUnderSubsection('Least privilege and short lifetimes');
+    expect(leastPrivilege).toContain('--perm clusters:view');
+    const started = Date.now();
+    const limited = await runAsWritten(home, leastPrivilege!);
+    expect(limited.stderr).not.toMatch(/error|usage/i);
+    expect(limited.code).toBe(0);
+    const [permissions, deploy] = limited.stdout.trim().split('\n');
+    expect(JSON.parse(permissions!)).toEqual(['clusters:view']);
+    const oneOff = JSON.parse(deploy!);
+    expect(oneOff.permissions).toEqual(['clusters:view', 'clusters:create']);
+    expect(new Date(oneOff.expires_at).getTime() - started).toBeGreaterThanOrEqual(15 * 60_000 - 1_000);
+    expect(new Date(oneOff.expires_at).getTime() - Date.now()).toBeLessThanOrEqual(15 * 60_000);
+
+    const [rotation] = shBlocksUnderSubsection('Rotation');
+    expect(rotation).toContain('/api/api-keys/rotate');
+    const run = await runAsWritten(home, `${rotation!}\necho "NEW_KEY=$NEW_KEY"\necho "API_KEY=$API_KEY"`);
+    expect(run.stderr).not.toMatch(/error|usage/i);
+    expect(run.code).toBe(0);
+    const lines = run.stdout.trim().split('\n');
+    const newKey = lines.find((l) => l.startsWith('NEW_KEY='))!.slice('NEW_KEY='.length);
+    const agentKey = lines.find((l) => l.startsWith('API_KEY='))!.slice('API_KEY='.length);
+    expect(newKey).toMatch(API_KEY);
+    // The leaked key rotated at once: its id, stopped now.
+    const atOnce = JSON.parse(lines[0]!);
+    expect(atOnce.replaces).toBe(newKey.slice(0, 36));
+    expect(new Date(atOnce.old_key_expires_at).getTime()).toBeLessThanOrEqual(Date.now());
+    // The holder's rotation printed its new key.
+    const renewed = lines[1]!;
+    expect(renewed).toMatch(API_KEY);
+    const whoami = (key: string) => fetch(`${httpUrl}/api/whoami`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);
+    expect(await whoami(newKey)).toBe(401);
+    expect(await whoami(agentKey)).toBe(200); // its 15 minutes of overlap
+    expect(await whoami(renewed)).toBe(200);
+    expect(run.stderr).toContain(`It replaces API key ${newKey.slice(0, 36)}, which has stopped working.`);
+  });
+});
+
+describe('README, Key lifecycle: leaked keys', () => {
+  /** The fenced `sh` blocks under `### Leaked keys` (up to the next heading). */
+  function leakedKeysBlocks(): string[] {
+    const start = README.indexOf('\n### Leaked keys\n');
+    if (start < 0) throw new Error('README has no "### Leaked keys" subsection');
+    const next = README.slice(start + 1).search(/\n#{2,3} /);
+    const section = README.slice(start, next < 0 ? undefined : start + 1 + next);
+    return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  }
+
+  it('the holder revokes a key with nothing but the key; the offline check picks our keys out of a log', async () => {
+    const home = newHome('leaker');
+    const login = await runAsWritten(home, 'ssh -p 2222 keys@auth.example.com login leaker@example.com');
+    expect(login.code, login.stderr).toBe(0);
+    const [holder, scanner] = leakedKeysBlocks();
+    expect(holder).toContain('/api/api-keys/revoke');
+
+    const revoked = await runAsWritten(home, `${holder!}\necho "API_KEY=$API_KEY"`);
+    expect(revoked.stderr).not.toMatch(/error|usage/i); // create's notice goes to stderr
+    expect(revoked.code).toBe(0);
+    const [answer, secondTry, keyLine] = revoked.stdout.trim().split('\n');
+    const apiKey = keyLine!.slice('API_KEY='.length);
+    expect(apiKey).toMatch(API_KEY);
+    expect(JSON.parse(answer!)).toEqual({ success: true, revoked: true, api_key_id: apiKey.slice(0, 36) });
+    expect(secondTry).toBe('Invalid API key');
+    expect((await fetch(`${httpUrl}/api/whoami`, { headers: { authorization: `Bearer ${apiKey}` } })).status).toBe(401);
+
+    // A CI log with the key, a look-alike whose checksum fails, and noise.
+    const lookAlike = `${apiKey.slice(0, 92)}${apiKey.endsWith('00000000') ? '11111111' : '00000000'}`;
+    fs.mkdirSync(path.join(home.home, 'ci-logs'));
+    fs.writeFileSync(path.join(home.home, 'ci-logs', 'build.log'), `step 1\nexport API_KEY=${apiKey}\nid ${lookAlike} done\n${'f'.repeat(120)}\n`);
+    const found = await runAsWritten(home, scanner!);
+    expect(found.stderr).toBe('');
+    expect(found.stdout).toBe(`${apiKey}\n`);
+  });
+});
+
+describe('README, Key lifecycle: expiry notices', () => {
+  /** The fenced `sh` blocks under `### Expiry notices` (up to the next heading). */
+  function expiryNoticeBlocks(): string[] {
+    const start = README.indexOf('\n### Expiry notices\n');
+    if (start < 0) throw new Error('README has no "### Expiry notices" subsection');
+    const next = README.slice(start + 1).search(/\n#{2,3} /);
+    const section = README.slice(start, next < 0 ? undefined : start + 1 + next);
+    return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  }
+
+  it('a key expiring within 7 days is marked: expiring_soon in --json, STATE expiring in the table', async () => {
+    const home = newHome('reporter');
+    const login = await runAsWritten(home, 'ssh -p 2222 keys@auth.example.com login reports@example.com');
+    expect(login.code, login.stderr).toBe(0);
+    // A key far from its expiry, which must not be listed.
+    const far = await runAsWritten(home, 'ssh -p 2222 keys@auth.example.com create --label monthly-report --expires-in 30d');
+    expect(far.code, far.stderr).toBe(0);
+    const [block] = expiryNoticeBlocks();
+    expect(block).toContain('select(.expiring_soon)');
+    const run = await runAsWritten(home, block!);
+    expect(run.stderr).not.toMatch(/error|usage/i); // create's notice goes to stderr
+    expect(run.code).toBe(0);
+    const [jsonLine, tableLine, ...rest] = run.stdout.trim().split('\n');
+    expect(rest).toEqual([]);
+    const [label, expiresAt] = jsonLine!.split(' ');
+    expect(label).toBe('weekly-report');
+    expect(new Date(expiresAt!).getTime() - Date.now()).toBeGreaterThan(3 * 86_400_000 - 60_000);
+    expect(tableLine!.split(/ {2,}/).slice(1, 4)).toEqual(['weekly-report', 'reports', 'expiring']);
+  });
+});
+
+describe('README, Key lifecycle: audit', () => {
+  /** The fenced `sh` blocks under `### Audit` (up to the next heading). */
+  function auditBlocks(): string[] {
+    const start = README.indexOf('\n### Audit\n');
+    if (start < 0) throw new Error('README has no "### Audit" subsection');
+    const next = README.slice(start + 1).search(/\n#{2,3} /);
+    const section = README.slice(start, next < 0 ? undefined : start + 1 + next);
+    return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  }
+
+  it('the table of this week, and the last day\'s revocations through jq: by the account, and by a holder', async () => {
+    const home = newHome('auditor');
+    const ssh = (line: string) => runAsWritten(home, `ssh -p 2222 keys@auth.example.com ${line}`);
+    expect((await ssh('login auditor@example.com')).code).toBe(0);
+    const id = async (label: string) => JSON.parse((await ssh(`create --label ${label} --json`)).stdout) as { api_key: string; api_key_id: string };
+    const revokedHere = await id('revoked-by-me');
+    expect((await ssh(`revoke ${revokedHere.api_key_id}`)).code).toBe(0);
+    const leaked = await id('revoked-by-holder');
+    const byHolder = await fetch(`${httpUrl}/api/api-keys/revoke`, { method: 'POST', headers: { authorization: `Bearer ${leaked.api_key}` } });
+    expect(byHolder.status).toBe(200);
+
+    const [block] = auditBlocks();
+    expect(block).toContain('audit --since 1d --json');
+    const run = await runAsWritten(home, block!);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^TIME +ACTOR +ACTION +KEY +LABEL +DOOR +ADDRESS +PROOF +REASON$/);
+    const table = lines.slice(0, lines.findIndex((l) => l.startsWith(revokedHere.api_key_id.slice(0, 36)) || l.startsWith(leaked.api_key_id)));
+    for (const line of table) expect(line.length).toBeLessThanOrEqual(100);
+    expect(table.find((l) => l.includes(` ${leaked.api_key_id.slice(0, 8)} `) && l.includes('api_key.revoked'))).toMatch(/^\d+s ago +holder +api_key\.revoked .* http +127\.0\.0\.1 +- +holder$/);
+    expect(table.some((l) => l.includes(' api_key.created ') && l.includes(` ${revokedHere.api_key_id.slice(0, 8)} `)), run.stdout).toBe(true);
+    // The jq lines, newest first: the holder's revocation, then the account's own.
+    expect(lines.slice(table.length)).toEqual([`${leaked.api_key_id} holder holder 127.0.0.1`, `${revokedHere.api_key_id} - auditor@example.com 127.0.0.1`]);
+  });
+});

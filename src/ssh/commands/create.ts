@@ -1,30 +1,36 @@
 import {
   formatDuration,
+  keyPermissionsOf,
   LabelSchema,
+  MIN_KEY_TTL_MS,
   mintApiKey,
   OrgNameLookupSchema,
   parseDuration,
-  PERMISSION_NAMES,
   revokeApiKey,
+  type CoreDeps,
 } from '../../core/index.js';
-import { failure, optionalString, parseArgument, requireString, UsageError } from '../../command/framework.js';
+import { failure, optionalList, optionalString, parseArgument, requireString, UsageError, type Parsed } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 
 export const create = accountCommand({
   name: 'create',
   summary: 'create an API key (printed once, alone on stdout)',
-  usage: `create --label LABEL [--org ORG] [--expires-in DURATION] [--json]
+  usage: `create --label LABEL [--org ORG] [--perm NAME]... [--expires-in DURATION] [--json]
 
   --label LABEL          what the key is for (at least 5 characters)
   --org ORG              the organization (default: your personal org, else your oldest; see "orgs")
-  --expires-in DURATION  lifetime such as 30d, 12h, 2w (default: no expiry, or the server's maximum)
+  --perm NAME            only these permissions: repeat it, or separate with commas
+                         (--perm clusters:view); default: every permission
+  --expires-in DURATION  lifetime such as 15m, 12h, 30d, 2w; at least 5m
+                         (default: no expiry, or the server's maximum)
   --json                 print {"api_key", "api_key_id", "org_id", "org_name", "permissions", "expires_at"}
 
 The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST create --label ci-runner)`,
   options: {
     label: { type: 'string' },
     org: { type: 'string' },
+    perm: { type: 'string', multiple: true },
     'expires-in': { type: 'string' },
   },
   positionals: { min: 0, max: 0, names: '' },
@@ -34,6 +40,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     const orgName = org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org');
     const expiresIn = optionalString(args, 'expires-in');
     const expiresInMs = expiresIn === undefined ? undefined : lifetimeOf(expiresIn, ctx.deps.settings.keyMaxTtlMs);
+    const permissions = permissionsOf(args, ctx.deps);
 
     const minted = await mintApiKey(ctx.deps, {
       user: ctx.identity.user,
@@ -42,6 +49,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
       label,
       orgName,
       expiresInMs,
+      permissions,
       origin: ctx.origin,
     });
     // The client left while we were minting: nobody can ever see this key, so it must not live.
@@ -52,7 +60,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
     }
 
     const expires = minted.expires_at ? `expires ${minted.expires_at.toISOString()}` : 'no expiry';
-    const permissions = minted.permissions.map((p) => PERMISSION_NAMES[p] ?? p).join(', ');
+    const shownPermissions = permissionNames(ctx.deps, minted.permissions);
     return {
       data: {
         success: true,
@@ -64,7 +72,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
         expires_at: minted.expires_at,
       },
       text: `${minted.api_key}\n`,
-      note: `Created API key ${minted.api_key_id} in org ${escapeForTerminal(minted.org_name)} (${permissions}; ${expires}). It will not be shown again.\n`,
+      note: `Created API key ${minted.api_key_id} in org ${escapeForTerminal(minted.org_name)} (${shownPermissions}; ${expires}). It will not be shown again.\n`,
     };
   },
 });
@@ -81,7 +89,26 @@ function lifetimeOf(text: string, maxMs: number | null): number {
     if (/^\s*(\d+[smhdw])+\s*$/i.test(text)) throw new UsageError(`--expires-in ${shown} is too long${most || '; at most 100 years'}`);
     throw new UsageError(`--expires-in: "${shown}" is not a duration such as 30d, 12h or 2w`);
   }
-  if (ms < 60_000) throw new UsageError(`--expires-in ${shown} is too short: the shortest lifetime is 1m`);
+  if (ms < MIN_KEY_TTL_MS) throw new UsageError(`--expires-in ${shown} is too short: the shortest lifetime is ${formatDuration(MIN_KEY_TTL_MS)}`);
   if (maxMs !== null && ms > maxMs) throw new UsageError(`--expires-in ${shown} is too long${most}`);
   return ms;
+}
+
+/** `--perm` values, checked here too (a usage error naming the unknown one); undefined: every permission. */
+function permissionsOf(args: Parsed, deps: CoreDeps): string[] | undefined {
+  const asked = optionalList(args, 'perm')?.filter((name) => name !== '');
+  if (asked === undefined) return undefined;
+  const known = keyPermissionsOf(deps).map((p) => p.name);
+  if (asked.length === 0) throw new UsageError(`--perm needs a permission: ${known.join(', ')}`);
+  const unknown = asked.find((name) => !known.includes(name));
+  if (unknown !== undefined) {
+    throw new UsageError(`--perm: "${escapeForTerminal(unknown)}" is not a permission here; the permissions are ${known.join(', ')}`);
+  }
+  return asked;
+}
+
+/** Permissions as people read them: the platform's display names (KEY_PERMISSIONS). */
+export function permissionNames(deps: CoreDeps, names: readonly string[]): string {
+  const displayName = new Map(keyPermissionsOf(deps).map((p) => [p.name, p.displayName]));
+  return names.map((name) => escapeForTerminal(displayName.get(name) ?? name)).join(', ');
 }

@@ -5,15 +5,17 @@ import type { SshCommand } from '../command.js';
 import type { SessionContext } from '../session-context.js';
 import { completionSlot, type Completions } from '../line-editor.js';
 import { tokenize } from '../tokenize.js';
+import { audit } from './audit.js';
 import { create } from './create.js';
 import { helpCommand } from './help.js';
 import { list } from './list.js';
 import { login } from './login.js';
 import { orgs } from './orgs.js';
 import { revoke } from './revoke.js';
+import { rotate } from './rotate.js';
 import { whoami } from './whoami.js';
 
-export const COMMANDS: SshCommand[] = [create, list, revoke, orgs, whoami, login, helpCommand(sshProgram)];
+export const COMMANDS: SshCommand[] = [create, list, revoke, rotate, audit, orgs, whoami, login, helpCommand(sshProgram)];
 
 /** What Tab completes at the prompt: command names, then the typed command's flags. */
 export const COMPLETIONS: Completions = {
@@ -33,15 +35,17 @@ const PLAIN_VALUE = /^[A-Za-z0-9._-]+$/;
 
 /**
  * A shell session's completions: COMPLETIONS, plus the session's own org names after `--org` and
- * key ids after `revoke`. The org names come with the identity (read before each line anyway);
+ * key ids after `revoke` and `rotate`. The org names come with the identity (read before each line anyway);
  * the key ids need a query, so the shell calls `prepare` before a Tab and waits for it only when
  * that Tab would offer them and none were read in the last 30 s; `changed` (after each command)
  * forgets them.
  */
 export function sessionCompletions(deps: CoreDeps, identityNow: () => Identity) {
   let keyIds: { ids: string[]; at: number } | null = null;
-  // `revoke <Tab>` (or after a flag: `revoke --json <Tab>`), not a second id.
-  const wantsKeyIds = (command: string, previous: string) => command === 'revoke' && (previous === 'revoke' || previous.startsWith('-'));
+  // `revoke <Tab>`, `rotate <Tab>` (or after a flag without a value: `revoke --json <Tab>`), not a second id.
+  const wantsKeyIds = (command: string, previous: string) =>
+    (command === 'revoke' || command === 'rotate') &&
+    (previous === command || (previous.startsWith('-') && COMMANDS.find((c) => c.name === command)?.options[previous.replace(/^-+/, '')]?.type !== 'string'));
   const completions: Completions = {
     ...COMPLETIONS,
     valuesOf(command, previous) {

@@ -9,10 +9,11 @@ export const list = accountCommand({
   usage: `list [--org ORG] [--wide] [--json]
 
   --org ORG  only this organization
-  --wide     every column (CREATED BY, VIA, REVOKED), nothing cut short
-  --json     machine-readable output, every value in full
+  --wide     every column (CREATED BY, VIA, REVOKED, PERMISSIONS), nothing cut short
+  --json     machine-readable output, every value in full (expiring_soon: true/false)
 
-STATE is active, expired or revoked. Secrets are never shown: they exist only in the output of "create".`,
+STATE is active, expiring (active, but expires within 7 days: "rotate" it), expired or
+revoked. Secrets are never shown: they exist only in the output of "create".`,
   options: { org: { type: 'string' }, wide: { type: 'boolean' } },
   positionals: { min: 0, max: 0, names: '' },
   async run(ctx, args) {

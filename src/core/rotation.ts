@@ -1,0 +1,231 @@
+import { sql } from 'kysely';
+import { z } from 'zod';
+import type { ApiKeyRow, User } from '../db/schema.js';
+import { orgsOfUser } from './accounts.js';
+import { API_KEY_REVOCATIONS_CHANNEL } from './api-key-cache.js';
+import {
+  assertBillingActive,
+  assertMayRevoke,
+  findKeyToRevoke,
+  forgetRevoked,
+  keyPermissionsFor,
+  MIN_KEY_TTL_MS,
+  revokeKeysIn,
+  type MintProof,
+} from './api-keys.js';
+import { insertWithAudit, recordAudit } from './audit.js';
+import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { parseDuration } from './duration.js';
+import { AppError } from './errors.js';
+import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
+
+/**
+ * Rotation: a new key that takes an old key's place (same org, label, permissions, SSH key and
+ * creator), while the old one keeps working for an overlap so that whoever uses it can switch
+ * without downtime. A key is rotated at most once (`replaced_by_id`): a leaked key cannot be used
+ * to fork a chain of fresh keys, only its successor can be rotated again.
+ */
+
+export const DEFAULT_ROTATION_OVERLAP_MS = 3_600_000;
+export const MAX_ROTATION_OVERLAP_MS = 7 * 86_400_000;
+
+/** An overlap as both doors take it: a duration such as `1h`, `15m`, `0` (at once), at most 7d. */
+export const RotationOverlapSchema = z.string().transform((text, ctx) => {
+  const ms = parseDuration(text);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: 'must be a duration such as 1h, 15m or 0 (at once)' });
+    return z.NEVER;
+  }
+  if (ms > MAX_ROTATION_OVERLAP_MS) {
+    ctx.addIssue({ code: 'custom', message: 'must be at most 7d' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+export type RotatedApiKey = {
+  api_key: string;
+  api_key_id: string;
+  /** The old key's id. */
+  replaces: string;
+  /** When the old key stops working: the end of the overlap, its own expiry if sooner, or now. */
+  old_key_expires_at: Date;
+  org_id: string;
+  org_name: string;
+  permissions: string[];
+  expires_at: Date | null;
+  label: string;
+};
+
+/** Who rotates: a user who may revoke the key (SSH), or whoever holds the key itself (HTTP). */
+type Rotator = { by: 'user'; actor: User } | { by: 'holder' };
+
+/**
+ * `rotate KEY_ID`: the key named by its id or an unambiguous start of it, which `actor` may
+ * revoke (its creator, or an owner/admin of its org); other keys read as not found.
+ */
+export async function rotateApiKey(
+  deps: CoreDeps,
+  input: { actor: User; keyId: string; overlapMs?: number | undefined; origin: RequestOrigin },
+): Promise<RotatedApiKey> {
+  const overlapMs = checkedOverlap(input.overlapMs);
+  const key = await findKeyToRevoke(deps, input.actor, input.keyId);
+  await assertMayRevoke(deps, input.actor, key);
+  return rotate(deps, key, { by: 'user', actor: input.actor }, overlapMs, input.origin);
+}
+
+/**
+ * Self-rotation: the holder of a key renews it with nothing but the key. A key that does not
+ * authenticate (malformed, unknown, wrong, revoked, expired) gets the same INVALID_API_KEY as
+ * GET /api/whoami, so this tells nothing more than whoami does.
+ */
+export async function rotateApiKeyAsHolder(
+  deps: CoreDeps,
+  input: { apiKey: string; overlapMs?: number | undefined; origin: RequestOrigin },
+): Promise<RotatedApiKey> {
+  const overlapMs = checkedOverlap(input.overlapMs);
+  const parsed = parseApiKey(input.apiKey);
+  if (!parsed) throw new AppError('INVALID_API_KEY');
+  const key = await deps.db.selectFrom('api_keys').selectAll().where('id', '=', parsed.id).executeTakeFirst();
+  if (!key || !digestsEqual(key.secret_hash, sha256Hex(input.apiKey))) throw new AppError('INVALID_API_KEY');
+  return rotate(deps, key, { by: 'holder' }, overlapMs, input.origin);
+}
+
+function checkedOverlap(overlapMs: number | undefined): number {
+  const ms = overlapMs ?? DEFAULT_ROTATION_OVERLAP_MS;
+  if (!Number.isFinite(ms) || ms < 0) throw new AppError('INVALID_REQUEST', { detail: 'overlap: must be a duration such as 1h, 15m or 0' });
+  if (ms > MAX_ROTATION_OVERLAP_MS) throw new AppError('ROTATION_OVERLAP_TOO_LONG');
+  return ms;
+}
+
+/** Why `key` cannot be rotated now, or null. A holder learns no more than whoami would tell. */
+function refusalFor(key: Pick<ApiKeyRow, 'revoked_at' | 'expires_at' | 'replaced_by_id'>, rotator: Rotator, now: Date): AppError | null {
+  const expired = key.expires_at !== null && new Date(key.expires_at).getTime() <= now.getTime();
+  if (key.revoked_at !== null) return new AppError(rotator.by === 'holder' ? 'INVALID_API_KEY' : 'API_KEY_ALREADY_REVOKED');
+  if (expired) return new AppError(rotator.by === 'holder' ? 'INVALID_API_KEY' : 'API_KEY_EXPIRED');
+  if (key.replaced_by_id !== null) return new AppError('API_KEY_ALREADY_ROTATED', { detail: key.replaced_by_id });
+  return null;
+}
+
+/**
+ * The new key's lifetime: the old key's (expires_at - created_at) again from now, within
+ * KEY_MAX_TTL and no shorter than the minimum; a key without an expiry gets KEY_MAX_TTL or none.
+ */
+function lifetimeAfter(deps: CoreDeps, old: Pick<ApiKeyRow, 'created_at' | 'expires_at'>): number | null {
+  const maxTtl = deps.settings.keyMaxTtlMs;
+  if (old.expires_at === null) return maxTtl;
+  const lifetime = Math.max(new Date(old.expires_at).getTime() - new Date(old.created_at).getTime(), MIN_KEY_TTL_MS);
+  return maxTtl === null ? lifetime : Math.min(lifetime, maxTtl);
+}
+
+async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overlapMs: number, origin: RequestOrigin): Promise<RotatedApiKey> {
+  const early = refusalFor(found, rotator, nowOf(deps));
+  if (early) throw early;
+  // The new key is its creator's, in its org: that person must still be a member of it.
+  const creator = await deps.db.selectFrom('users').selectAll().where('id', '=', found.created_by_user_id).executeTakeFirstOrThrow();
+  const org = (await orgsOfUser(deps.db, creator)).find((o) => o.org_id === found.org_id);
+  if (!org) throw new AppError('CREATOR_LEFT_ORG');
+  const known = keyPermissionsOf(deps).map((p) => p.name);
+  // Permissions the platform no longer has are dropped, never carried over.
+  const permissions = keyPermissionsFor(deps, found.permissions.filter((name) => known.includes(name)));
+  // Before the transaction: a slow billing service must not hold the key's row lock.
+  await assertBillingActive(deps, org);
+
+  const { id, apiKey, secretHash } = generateApiKey();
+  const actorUserId = rotator.by === 'user' ? rotator.actor.id : null;
+  const result = await deps.db.transaction().execute(async (trx) => {
+    const now = nowOf(deps);
+    // Locked, then judged again: of two rotations racing, the second sees the first's successor.
+    const old = await trx.selectFrom('api_keys').selectAll().where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
+    const refusal = refusalFor(old, rotator, now);
+    if (refusal) throw refusal;
+    // Shared locks on the creator's membership: a removal from the org (which revokes the
+    // member's keys) either finished before (refused here) or waits and then sees the new key.
+    const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
+    const stillMember = await trx.selectFrom('memberships').select('user_id').where('org_id', '=', old.org_id).where('user_id', 'in', holders).forShare().execute();
+    if (stillMember.length === 0) throw new AppError('CREATOR_LEFT_ORG');
+
+    const lifetime = lifetimeAfter(deps, old);
+    const expiresAt = lifetime === null ? null : new Date(now.getTime() + lifetime);
+    await insertWithAudit(
+      trx,
+      (query) =>
+        query
+          .insertInto('api_keys')
+          .values({
+            id,
+            org_id: old.org_id,
+            created_by_user_id: old.created_by_user_id,
+            ssh_key_id: old.ssh_key_id,
+            label: old.label,
+            secret_hash: secretHash,
+            permissions,
+            created_via: origin.channel,
+            created_at: now,
+            expires_at: expiresAt,
+            rotated_from_id: old.id,
+          })
+          .returning('id'),
+      origin,
+      {
+        action: 'api_key.created',
+        actorUserId,
+        orgId: old.org_id,
+        details: {
+          label: old.label,
+          ssh_key_id: old.ssh_key_id,
+          expires_at: expiresAt?.toISOString() ?? null,
+          permissions,
+          rotated_from: old.id,
+          proof: proofOf(rotator, origin),
+        },
+      },
+    );
+
+    let oldStopsAt: Date;
+    if (overlapMs === 0) {
+      await trx.updateTable('api_keys').set({ replaced_by_id: id }).where('id', '=', old.id).execute();
+      await revokeKeysIn(trx, deps, [old], { actorUserId, origin, reason: 'rotated', details: { replaced_by: id } });
+      oldStopsAt = now;
+    } else {
+      const overlapEnd = new Date(now.getTime() + overlapMs);
+      const current = old.expires_at === null ? null : new Date(old.expires_at);
+      oldStopsAt = current !== null && current.getTime() < overlapEnd.getTime() ? current : overlapEnd;
+      await trx.updateTable('api_keys').set({ replaced_by_id: id, expires_at: oldStopsAt }).where('id', '=', old.id).execute();
+      // Every instance's whoami cache holds the old expiry: drop it there, so the overlap is the limit.
+      await sql`SELECT pg_notify(${API_KEY_REVOCATIONS_CHANNEL}, ${old.id})`.execute(trx);
+    }
+    await recordAudit(trx, origin, {
+      action: 'api_key.rotated',
+      actorUserId,
+      orgId: old.org_id,
+      subjectId: old.id,
+      details: {
+        label: old.label,
+        replaced_by: id,
+        overlap_seconds: Math.round(overlapMs / 1000),
+        old_key_expires_at: oldStopsAt.toISOString(),
+        ...(rotator.by === 'holder' ? { by: 'holder' } : {}),
+      },
+    });
+    return { old, expiresAt, oldStopsAt };
+  });
+  forgetRevoked(deps, [found]);
+  eventsOf(deps).apiKeyMinted(origin.channel);
+  return {
+    api_key: apiKey,
+    api_key_id: id,
+    replaces: found.id,
+    old_key_expires_at: result.oldStopsAt,
+    org_id: org.org_id,
+    org_name: org.name,
+    permissions,
+    expires_at: result.expiresAt,
+    label: result.old.label,
+  };
+}
+
+function proofOf(rotator: Rotator, origin: RequestOrigin): MintProof | null {
+  if (rotator.by === 'holder') return 'api_key';
+  return origin.channel === 'ssh' ? 'ssh' : null;
+}
