@@ -2,10 +2,6 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
   allAuditEvents,
-  AUDIT_DEFAULT_LIMIT,
-  AUDIT_DEFAULT_SINCE_MS,
-  AuditLimitSchema,
-  AuditSinceSchema,
   createOrg,
   EmailSchema,
   listAllApiKeys,
@@ -21,7 +17,7 @@ import {
   type CoreDeps,
   type RequestOrigin,
 } from '../core/index.js';
-import { auditJson, auditLimitAdvice, auditTable } from '../text/audit-table.js';
+import { AUDIT_OPTIONS, AUDIT_WINDOW_USAGE, runAudit } from '../command/audit-command.js';
 import { keysJson, keysTable } from '../text/keys-table.js';
 import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
 import { optionalString, parseArgument, type Command, type Output, type Program } from '../command/framework.js';
@@ -151,25 +147,13 @@ of an org without owners, such as a personal one).`,
     usage: `audit [--org ORG] [--since 7d] [--limit 50] [--wide] [--json]
 
   --org ORG       only this organization's events
-  --since WINDOW  how far back: 12h, 7d, 2w… (default 7d, at most 365d)
-  --limit N       at most N events, 1 to 500 (default 50)
+${AUDIT_WINDOW_USAGE}
   --wide          every value whole and the ORG column, nothing cut
 
 The SSH door's audit table, over every event (also those of no org: logins, confirmations).`,
-    options: { org: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' }, wide: { type: 'boolean' } },
+    options: AUDIT_OPTIONS,
     positionals: { min: 0, max: 0, names: '' },
-    async run(ctx, args) {
-      const org = optionalString(args, 'org');
-      const since = optionalString(args, 'since');
-      const limit = optionalString(args, 'limit');
-      const query = {
-        orgName: org === undefined ? undefined : parseArgument(OrgNameLookupSchema, org, '--org'),
-        sinceMs: since === undefined ? AUDIT_DEFAULT_SINCE_MS : parseArgument(AuditSinceSchema, since, '--since'),
-        limit: limit === undefined ? AUDIT_DEFAULT_LIMIT : parseArgument(AuditLimitSchema, limit, '--limit'),
-      };
-      const entries = await allAuditEvents(ctx.deps, query);
-      return { data: auditJson(entries), text: `${auditTable(entries, nowOf(ctx.deps), query, { wide: args.values.wide === true })}\n`, advice: auditLimitAdvice(entries, query) };
-    },
+    run: (ctx, args) => runAudit(ctx.deps, args, (query) => allAuditEvents(ctx.deps, query)),
   },
   {
     name: 'keys revoke',

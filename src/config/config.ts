@@ -2,7 +2,8 @@ import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { parseDuration } from '../core/duration.js';
+import { MIN_KEY_TTL_MS } from '../core/api-keys.js';
+import { formatDuration, parseDuration } from '../core/duration.js';
 import { DEFAULT_KEY_PERMISSIONS, type KeyPermission } from '../core/context.js';
 import type { HttpTrustWindow } from '../core/index.js';
 import { parseAddressRange } from '../net/addresses.js';
@@ -181,7 +182,8 @@ const EnvSchema = z.object({
   HOST_KEYS_DIR: z.string().min(1).default('./host_keys'),
   HTTP_TRUST_WINDOW: trustWindow.prefault('15m'),
   HTTP_TRUST_MINTS: limit(1_000_000).prefault('1'),
-  KEY_MAX_TTL: positiveDuration.optional(),
+  // Below the shortest lifetime a key may have, every --expires-in would be refused.
+  KEY_MAX_TTL: positiveDuration.refine((ms) => ms >= MIN_KEY_TTL_MS, `must be at least ${formatDuration(MIN_KEY_TTL_MS)}, the shortest key lifetime`).optional(),
   KEY_PERMISSIONS: permissionList.optional(),
   KEY_EXPIRY_NOTICES: noticeThresholds.prefault('7d,1d'),
   SECRET_SCANNING_KEYS_FILE: z.string().min(1).optional(),

@@ -108,7 +108,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
   const now = nowOf(deps);
   const { id, apiKey, secretHash } = generateApiKey();
   const expiresAt = ttl === undefined ? null : new Date(now.getTime() + ttl);
-  const keyRow = {
+  const key: NewApiKey = {
     id,
     org_id: org.org_id,
     created_by_user_id: input.user.id,
@@ -119,29 +119,29 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
     created_via: input.origin.channel,
     created_at: now,
     expires_at: expiresAt,
+    rotated_from_id: null,
   };
-  const writeKey = (db: Kysely<Database>) =>
-    insertWithAudit(db, (query) => query.insertInto('api_keys').values(keyRow).returning('id'), input.origin, {
-      action: 'api_key.created',
-      actorUserId: input.user.id,
-      orgId: org.org_id,
-      details: {
-        label: input.label,
-        ssh_key_id: input.sshKeyId,
-        expires_at: expiresAt?.toISOString() ?? null,
-        permissions,
-        proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
-      },
-    });
+  const audit = {
+    actorUserId: input.user.id,
+    details: {
+      label: input.label,
+      ssh_key_id: input.sshKeyId,
+      expires_at: expiresAt?.toISOString() ?? null,
+      permissions,
+      proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
+    },
+  };
+  // Removed from the org since its list was read (billing in between): the answer a moment later.
+  const notAMember = () => new AppError('ORG_NOT_FOUND', { orgName: org.name });
   if (input.spendsHttpWindow) {
     // The window's use is checked under a row lock: a transaction.
     await deps.db.transaction().execute(async (trx) => {
       if (input.sshKeyId === null) throw new AppError('UNVERIFIED_KEY');
       await spendHttpWindow(trx, deps, input.sshKeyId, input.user.id);
-      await writeKey(trx);
+      if (!(await insertKey(trx, key, input.user, input.origin, audit))) throw notAMember();
     });
-  } else {
-    await writeKey(deps.db); // one statement: atomic without BEGIN/COMMIT round trips
+  } else if (!(await insertKey(deps.db, key, input.user, input.origin, audit))) {
+    throw notAMember();
   }
   eventsOf(deps).apiKeyMinted(input.origin.channel);
   return {
@@ -153,6 +153,71 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
     created_at: now,
     expires_at: expiresAt,
   };
+}
+
+/** A key row as minting and rotation write it. */
+export type NewApiKey = Pick<
+  ApiKeyRow,
+  'id' | 'org_id' | 'created_by_user_id' | 'ssh_key_id' | 'label' | 'secret_hash' | 'permissions' | 'created_via' | 'rotated_from_id'
+> & { created_at: Date; expires_at: Date | null };
+
+/** NewApiKey's columns with their SQL types: values selected rather than inserted need a cast to them. */
+const NEW_KEY_COLUMN_TYPES = {
+  id: 'uuid',
+  org_id: 'uuid',
+  created_by_user_id: 'uuid',
+  ssh_key_id: 'uuid',
+  label: 'text',
+  secret_hash: 'text',
+  permissions: 'text[]',
+  created_via: 'text',
+  created_at: 'timestamptz',
+  expires_at: 'timestamptz',
+  rotated_from_id: 'uuid',
+} as const satisfies Record<keyof NewApiKey, string>;
+const NEW_KEY_COLUMNS = Object.keys(NEW_KEY_COLUMN_TYPES) as Array<keyof NewApiKey>;
+
+/**
+ * Writes `key` and its `api_key.created` event in one statement, only while its creator (or the
+ * base account it acts through) is a member of the key's org: the statement takes FOR SHARE on
+ * that membership, so a removal from the org (`removeMember`, FOR UPDATE) either committed first
+ * and nothing is written (false), or waits for this key and then revokes it with the others.
+ */
+export async function insertKey(
+  db: Kysely<Database>,
+  key: NewApiKey,
+  creator: Pick<User, 'id' | 'base_user_id'>,
+  origin: RequestOrigin,
+  audit: { actorUserId: string | null; details: Record<string, unknown> },
+): Promise<boolean> {
+  const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
+  let written = 0n;
+  // insertWithAudit's statement answers nothing: the count of rows it wrote says whether the key was.
+  const counting = db.withPlugin({
+    transformQuery: ({ node }) => node,
+    transformResult: async ({ result }) => {
+      written += result.numAffectedRows ?? 0n;
+      return result;
+    },
+  });
+  await insertWithAudit(
+    counting,
+    (query) =>
+      query
+        .with('member', (q) => q.selectFrom('memberships').select('user_id').where('org_id', '=', key.org_id).where('user_id', 'in', holders).forShare())
+        .insertInto('api_keys')
+        .columns(NEW_KEY_COLUMNS)
+        .expression((eb) =>
+          eb
+            .selectFrom('member')
+            .select(NEW_KEY_COLUMNS.map((column) => sql`${key[column]}::${sql.raw(NEW_KEY_COLUMN_TYPES[column])}`.as(column)))
+            .limit(1),
+        )
+        .returning('id'),
+    origin,
+    { action: 'api_key.created', actorUserId: audit.actorUserId, orgId: key.org_id, details: audit.details },
+  );
+  return written > 0n;
 }
 
 /** POST /api/shell-auth/api-keys: the HTTP door may mint only inside the trust window. */
@@ -201,6 +266,8 @@ export type ApiKeySummary = {
   last_used_at: Date | null;
   expires_at: Date | null;
   revoked_at: Date | null;
+  /** The key that replaced this one by rotation (this one works until its overlap ends); null if none. */
+  replaced_by_id: string | null;
 };
 
 export type ApiKeyState = 'active' | 'expired' | 'revoked';
@@ -232,6 +299,7 @@ function summaryQuery(db: Kysely<Database>) {
       'api_keys.last_used_at',
       'api_keys.expires_at',
       'api_keys.revoked_at',
+      'api_keys.replaced_by_id',
     ])
     // The id breaks ties, so both programs' listings (and two runs of one) agree on the order.
     .orderBy('api_keys.created_at', 'asc')
@@ -243,7 +311,8 @@ function toSummary(row: Awaited<ReturnType<ReturnType<typeof summaryQuery>['exec
   return { ...rest, permissions: [...row.permissions] };
 }
 
-const MANAGES: ReadonlySet<Role> = new Set(['owner', 'admin']);
+/** The roles that manage an org: every key of it (list, revoke, rotate) and every event of it (audit). */
+export const MANAGES: ReadonlySet<Role> = new Set(['owner', 'admin']);
 
 /** Keys a user may see: all keys of orgs they own/administer, their own keys elsewhere. Never secrets. */
 export async function listApiKeys(deps: CoreDeps, user: User, orgName?: string): Promise<ApiKeySummary[]> {
@@ -394,6 +463,23 @@ export async function assertMayRevoke(deps: CoreDeps, actor: User, key: ApiKeyRo
   if (!isCreator && !MANAGES.has(org!.role)) throw new AppError('NOT_ALLOWED');
 }
 
+/** Whether `apiKey` is the key whose hash `row` stores: a constant-time comparison. */
+function isSecretOf(row: Pick<ApiKeyRow, 'secret_hash'>, apiKey: string): boolean {
+  return digestsEqual(row.secret_hash, sha256Hex(apiKey));
+}
+
+/**
+ * The key `apiKey` is, in whatever state (revoked, expired, rotated): parsed offline (a bad
+ * checksum never reaches the database), looked up by its id, its secret compared in constant
+ * time. Undefined for anything that is not wholly one of our keys. The caller judges the state.
+ */
+export async function findKeyBySecret(db: Kysely<Database>, apiKey: string): Promise<ApiKeyRow | undefined> {
+  const parsed = parseApiKey(apiKey);
+  if (!parsed) return undefined;
+  const row = await db.selectFrom('api_keys').selectAll().where('id', '=', parsed.id).executeTakeFirst();
+  return row && isSecretOf(row, apiKey) ? row : undefined;
+}
+
 export type AuthenticatedApiKey = {
   api_key_id: string;
   org_id: string;
@@ -418,7 +504,7 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
   const now = nowOf(deps);
   if (
     !row ||
-    !digestsEqual(row.secret_hash, sha256Hex(apiKey)) ||
+    !isSecretOf(row, apiKey) ||
     row.revoked_at !== null ||
     (row.expires_at !== null && new Date(row.expires_at).getTime() <= now.getTime())
   ) {

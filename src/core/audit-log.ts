@@ -2,7 +2,7 @@ import { sql, type SelectQueryBuilder } from 'kysely';
 import { z } from 'zod';
 import type { Channel, Database, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
-import { chooseOrg } from './api-keys.js';
+import { chooseOrg, MANAGES } from './api-keys.js';
 import { nowOf, type CoreDeps } from './context.js';
 import { parseDuration } from './duration.js';
 import { AppError } from './errors.js';
@@ -74,8 +74,6 @@ export type AuditEntry = {
   reason: string | null;
   details: Record<string, unknown>;
 };
-
-const MANAGES = new Set(['owner', 'admin']);
 
 type Scope = {
   /** Orgs whose every event is visible. */

@@ -45,10 +45,10 @@ export const ERRORS = {
   KEY_TAKEN: { status: 409, message: 'SSH key already registered to another account' }, // contract
   API_KEY_ALREADY_REVOKED: { status: 409, message: 'API key already revoked' },
   API_KEY_ALREADY_ROTATED: { status: 409, message: 'This API key was already rotated: rotate the key that replaced it' },
+  ROTATION_PERMISSIONS_GONE: { status: 409, message: "None of this API key's permissions exists on this server any more: create a new key instead" },
   API_KEY_EXPIRED: { status: 409, message: 'API key has expired: create a new one' },
   API_KEY_ID_AMBIGUOUS: { status: 409, message: 'More than one API key starts with that id: give more of it' },
   ORG_EXISTS: { status: 409, message: 'Organization already exists' },
-  LEAK_REPORT_REPLAYED: { status: 409, message: 'This report was already received (in the last 24 hours): a replay is not processed again' },
   VERIFICATION_LINK_USED: { status: 410, message: 'This verification link has already been used' },
   VERIFICATION_LINK_EXPIRED: { status: 410, message: 'This verification link has expired' },
   VERIFICATION_LINK_CANCELLED: { status: 410, message: 'This verification request was cancelled' },

@@ -39,6 +39,17 @@ type DueKey = {
 const thresholdRows = (seconds: number[]) => sql.join(seconds.map((s) => sql`(${s}::int)`));
 
 /**
+ * Whether key `k` is due a notice for threshold `t.s` at `now`: live, not rotated, the threshold
+ * passed, and minted with more time left than it. The scan reads with it and the insert re-checks
+ * with it, so a key revoked or rotated in between gets no notice.
+ */
+const dueCondition = (now: Date) => sql<boolean>`
+  k.revoked_at IS NULL AND k.replaced_by_id IS NULL AND k.expires_at IS NOT NULL
+  AND k.expires_at > ${now}::timestamptz
+  AND k.expires_at - make_interval(secs => t.s) <= ${now}::timestamptz
+  AND k.created_at < k.expires_at - make_interval(secs => t.s)`;
+
+/**
  * Live keys with a threshold passed and not yet noticed, soonest expiry first, at most `limit`.
  * A threshold counts only if the key was minted with more time left than it: a key minted for
  * an hour gets no "expires within a day" mail. A key already rotated needs no reminder.
@@ -52,10 +63,7 @@ async function dueKeys(deps: CoreDeps, seconds: number[], now: Date, limit: numb
     CROSS JOIN (VALUES ${thresholdRows(seconds)}) AS t(s)
     JOIN orgs o ON o.id = k.org_id
     JOIN users u ON u.id = k.created_by_user_id
-    WHERE k.revoked_at IS NULL AND k.expires_at IS NOT NULL AND k.replaced_by_id IS NULL
-      AND k.expires_at > ${now}::timestamptz AND k.expires_at <= ${horizon}::timestamptz
-      AND k.expires_at - make_interval(secs => t.s) <= ${now}::timestamptz
-      AND k.created_at < k.expires_at - make_interval(secs => t.s)
+    WHERE k.expires_at <= ${horizon}::timestamptz AND ${dueCondition(now)}
       AND NOT EXISTS (SELECT 1 FROM key_expiry_notices n WHERE n.api_key_id = k.id AND n.threshold_seconds = t.s)
     GROUP BY k.id, o.name, u.email
     ORDER BY k.expires_at, k.id
@@ -73,19 +81,27 @@ function parseIntArray(value: number[] | string): number[] {
  * Records every due threshold and queues the notices, in one transaction: a key whose rows this
  * transaction did not get (another instance's scan did) is left to that scan. Several keys of one
  * creator make one email; several thresholds of one key (the service was down) one line.
+ *
+ * The rows go in with INSERT … SELECT, which checks each key again as it records it: one revoked
+ * or rotated since the scan read it is left out. FOR SHARE makes that check hold until the notice
+ * commits (a rotation or revocation of the key waits for it); SKIP LOCKED leaves a key that such a
+ * change (or a last-used update) holds right now to the next scan, which sees it settled, rather
+ * than wait: waiting on rows that a revocation of many keys locks in its own order could deadlock.
  */
 async function noticeBatch(deps: CoreDeps, keys: DueKey[], now: Date): Promise<{ keys: number; notices: number }> {
-  const rows = keys
-    .flatMap((key) => key.due.map((threshold_seconds) => ({ api_key_id: key.id, threshold_seconds, created_at: now })))
-    // One order for every instance: two scans inserting the same rows wait for each other, never deadlock.
-    .sort((a, b) => (a.api_key_id < b.api_key_id ? -1 : a.api_key_id > b.api_key_id ? 1 : a.threshold_seconds - b.threshold_seconds));
+  const candidates = keys.flatMap((key) => key.due.map((threshold) => sql`(${key.id}::uuid, ${threshold}::int)`));
   return deps.db.transaction().execute(async (trx) => {
-    const recorded = await trx
-      .insertInto('key_expiry_notices')
-      .values(rows)
-      .onConflict((oc) => oc.doNothing())
-      .returning('api_key_id')
-      .execute();
+    const { rows: recorded } = await sql<{ api_key_id: string }>`
+      INSERT INTO key_expiry_notices (api_key_id, threshold_seconds, created_at)
+      SELECT k.id, t.s, ${now}::timestamptz
+      FROM (VALUES ${sql.join(candidates)}) AS t(id, s)
+      JOIN api_keys k ON k.id = t.id
+      WHERE ${dueCondition(now)}
+      -- One order for every instance: two scans inserting the same rows wait for each other, never deadlock.
+      ORDER BY t.id, t.s
+      FOR SHARE OF k SKIP LOCKED
+      ON CONFLICT DO NOTHING
+      RETURNING api_key_id`.execute(trx);
     const mine = new Set(recorded.map((r) => r.api_key_id));
     const byCreator = new Map<string, { email: string; keys: NoticeKey[] }>();
     for (const key of keys) {
@@ -114,12 +130,13 @@ export async function queueDueExpiryNotices(deps: CoreDeps, options: { batch?: n
   for (;;) {
     const now = nowOf(deps);
     const keys = await dueKeys(deps, seconds, now, batch);
-    if (keys.length > 0) {
-      const done = await noticeBatch(deps, keys, now);
-      total.keys += done.keys;
-      total.notices += done.notices;
-    }
-    if (keys.length < batch) break;
+    if (keys.length === 0) break;
+    const done = await noticeBatch(deps, keys, now);
+    total.keys += done.keys;
+    total.notices += done.notices;
+    // A full batch that recorded nothing was taken by another scan (which goes on) or held by
+    // changes under way (left to the next scan): reading it again now would only spin.
+    if (keys.length < batch || done.keys === 0) break;
   }
   if (total.notices > 0) wakeMailSender(deps);
   return total;
@@ -192,6 +209,32 @@ export function startExpiryNotices(deps: CoreDeps, options: { idleMs?: number } 
       wakeSleeper?.();
     },
   };
+}
+
+/** key_expiry_notices rows are kept this long after their key stops working (revoked or expired). */
+export const EXPIRY_NOTICES_KEPT_MS = 86_400_000;
+/** Keys whose rows one sweep deletes at most. */
+export const EXPIRY_NOTICES_SWEEP_BATCH = 1_000;
+
+/**
+ * Deletes the notice rows of keys that stopped working more than EXPIRY_NOTICES_KEPT_MS ago, for
+ * at most `batch` keys (the periodic sweeper calls it again): such a key is never due a notice
+ * again, so its rows guard nothing. The day's margin covers an instance whose clock lags, which
+ * could still see the key live. Returns how many rows went.
+ */
+export async function sweepExpiryNotices(deps: CoreDeps, options: { batch?: number } = {}): Promise<number> {
+  const before = new Date(nowOf(deps).getTime() - EXPIRY_NOTICES_KEPT_MS);
+  // Driven from key_expiry_notices (small: keys near a threshold), never from every dead key.
+  const result = await sql`
+    DELETE FROM key_expiry_notices
+    WHERE api_key_id IN (
+      SELECT DISTINCT n.api_key_id
+      FROM key_expiry_notices n
+      JOIN api_keys k ON k.id = n.api_key_id
+      WHERE least(k.revoked_at, k.expires_at) < ${before}::timestamptz
+      LIMIT ${options.batch ?? EXPIRY_NOTICES_SWEEP_BATCH}
+    )`.execute(deps.db);
+  return Number(result.numAffectedRows ?? 0);
 }
 
 /** How many live keys `userId` created expire within EXPIRING_SOON_MS (not counting keys already rotated): for the shell's greeting. */

@@ -17,7 +17,7 @@ export type {
   ApiKeyLookupSource,
 } from './context.js';
 export { queueNotice, wakeMailSender, sshCommandOf, NOTICE_GIVE_UP_MS, type Notice, type NoticeKey, type NoticeMail, type RevocationNoticeReason } from './notices.js';
-export { queueDueExpiryNotices, nextExpiryNoticeAt, startExpiryNotices, countKeysExpiringSoon, expiryThresholdsOf, EXPIRING_SOON_MS, EXPIRY_SCAN_BATCH, EXPIRY_IDLE_MS, type ExpiryNoticeLoop } from './expiry-notices.js';
+export { queueDueExpiryNotices, nextExpiryNoticeAt, startExpiryNotices, countKeysExpiringSoon, expiryThresholdsOf, EXPIRING_SOON_MS, EXPIRY_SCAN_BATCH, EXPIRY_IDLE_MS, sweepExpiryNotices, EXPIRY_NOTICES_KEPT_MS, type ExpiryNoticeLoop } from './expiry-notices.js';
 export { DEFAULT_KEY_PERMISSIONS, DEFAULT_KEY_EXPIRY_NOTICES_MS, keyPermissionsOf, type KeyPermission } from './context.js';
 export { PERMISSIONS, PERMISSION_NAMES, VERIFICATION_LINK_TTL_MS, NO_EVENTS, RATE_LIMIT_NAMES, BILLING_CHECK_RESULTS, API_KEY_LOOKUP_SOURCES, eventsOf, nowOf, addressGroupIn, CONFIRMATIONS_CHANNEL, type ConfirmationSignals } from './context.js';
 export { orgsOfUser, findUserByEmail, type OrgMembership } from './accounts.js';
@@ -60,9 +60,10 @@ export {
 export { recordSecurityKeyCounter } from './security-key-counter.js';
 export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revocableKeyIds, revokeApiKey, revokeKeysIn, forgetRevoked, type RevocationReason, authenticateApiKey, apiKeyState, SHORT_KEY_ID_LENGTH, type ApiKeySummary, type ApiKeyState } from './api-keys.js';
 export { keyPermissionsFor, MIN_KEY_TTL_MS, type MintProof } from './api-keys.js';
+export { findKeyBySecret, insertKey, type NewApiKey } from './api-keys.js';
 export { describeIssues } from './validation.js';
 export { revokeKeyAsHolder, reportLeakedKeys, LEAK_REPORT_MEMORY_MS, MAX_LEAK_MATCHES, type LeakMatch, type LeakLabel, type LeakReport } from './leaked-keys.js';
-export { rotateApiKey, rotateApiKeyAsHolder, RotationOverlapSchema, DEFAULT_ROTATION_OVERLAP_MS, MAX_ROTATION_OVERLAP_MS, type RotatedApiKey } from './rotation.js';
+export { rotateApiKey, rotateApiKeyAsHolder, undoUndeliveredRotation, RotationOverlapSchema, DEFAULT_ROTATION_OVERLAP_MS, MAX_ROTATION_OVERLAP_MS, type RotatedApiKey } from './rotation.js';
 export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { removeMember, type RemovedMember } from './orgs-admin.js';
 export { auditEventsOf, allAuditEvents, AuditSinceSchema, AuditLimitSchema, AUDIT_DEFAULT_SINCE_MS, AUDIT_MAX_SINCE_MS, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, type AuditEntry, type AuditQuery } from './audit-log.js';

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { authenticateApiKey, forgetRevoked, revokeKeysIn } from './api-keys.js';
 import { recordAudit } from './audit.js';
@@ -92,9 +92,9 @@ type KnownKey = {
 
 /**
  * A secret scanner's report (signature already checked by the door): each match that is one of
- * our live keys is revoked (reason `leaked`, with where it was found), its creator emailed, and
- * the report audited; a replay of a report seen in the last day is LEAK_REPORT_REPLAYED and changes
- * nothing. Returns each match's label, in the report's order.
+ * our live keys is revoked (reason `leaked`, with where it was found) with the keys made from it by
+ * self-rotation, its creator emailed, and the report audited; a report seen in the last day gets
+ * the same answer and changes nothing. Returns each match's label, in the report's order.
  */
 export async function reportLeakedKeys(deps: CoreDeps, report: LeakReport): Promise<LeakLabel[]> {
   if (report.matches.length > MAX_LEAK_MATCHES) throw new AppError('LEAK_REPORT_INVALID', { detail: `at most ${MAX_LEAK_MATCHES} matches per report` });
@@ -107,24 +107,25 @@ export async function reportLeakedKeys(deps: CoreDeps, report: LeakReport): Prom
   };
   const found = report.matches.map((match) => ({ match, key: keyOf(match) }));
   const now = nowOf(deps);
-  const live = found.filter((f): f is { match: LeakMatch; key: KnownKey } => {
-    const key = f.key;
-    return key !== null && key.revoked_at === null && (key.expires_at === null || new Date(key.expires_at).getTime() > now.getTime());
-  });
-
+  const labels = found.map((f): LeakLabel => (f.key ? 'true_positive' : 'false_positive'));
   const revoked = await deps.db.transaction().execute(async (trx) => {
-    await rememberReport(trx, deps, report);
-    const done: Array<{ key: KnownKey; where: Where }> = [];
-    for (const { match, key } of live) {
+    // A report seen in the last day (GitHub retrying after a lost answer, or someone replaying a
+    // captured one) is answered again and changes nothing.
+    if (!(await rememberReport(trx, deps, report))) return null;
+    const done: Array<{ key: KnownKey; where: Where; successors: KnownKey[] }> = [];
+    const seen = new Set<string>();
+    for (const { match, key } of found) {
+      if (key === null || seen.has(key.id)) continue; // a key twice in one report (two files): handled once
+      seen.add(key.id);
       const where = whereFound(match);
-      // A key twice in one report (two files) is revoked once, with where it was seen first.
-      const [hit] = await revokeKeysIn(trx, deps, [key], {
-        actorUserId: null,
-        origin: report.origin,
-        reason: 'leaked',
-        details: { url: where.url, source: where.source, type: where.type },
-      });
-      if (hit) done.push({ key, where });
+      const how = { actorUserId: null, origin: report.origin, reason: 'leaked' as const, details: { url: where.url, source: where.source, type: where.type } };
+      const [hit] = isLive(key, now) ? await revokeKeysIn(trx, deps, [key], how) : [];
+      // Whoever found the key could have renewed it with itself (POST /api/api-keys/rotate), even
+      // long before the report, and even if the key has expired since: those keys die with it.
+      const successors = await liveSelfRotatedSuccessors(trx, key.id, now);
+      const killed = await revokeKeysIn(trx, deps, successors, { ...how, details: { ...how.details, made_from: key.id } });
+      const successorsKilled = successors.filter((k) => killed.some((r) => r.id === k.id));
+      if (hit || successorsKilled.length > 0) done.push({ key, where, successors: successorsKilled });
     }
     for (const notice of noticesOf(done)) await queueNotice(trx, deps, notice);
     await recordAudit(trx, report.origin, {
@@ -134,14 +135,42 @@ export async function reportLeakedKeys(deps: CoreDeps, report: LeakReport): Prom
         key_identifier: escapeUnsafeChars(report.keyIdentifier),
         matches: report.matches.length,
         true_positives: found.filter((f) => f.key !== null).length,
-        revoked: done.map((d) => d.key.id),
+        revoked: done.flatMap((d) => [d.key.id, ...d.successors.map((k) => k.id)]),
       },
     });
-    return done.map((d) => d.key);
+    return done.flatMap((d) => [d.key, ...d.successors]);
   });
+  if (revoked === null) {
+    deps.log.info({ keyIdentifier: escapeUnsafeChars(report.keyIdentifier) }, 'secret scanning: a report received before came again; answered, nothing done');
+    return labels;
+  }
   forgetRevoked(deps, revoked);
   if (revoked.length > 0) wakeMailSender(deps);
-  return found.map((f) => (f.key ? 'true_positive' : 'false_positive'));
+  return labels;
+}
+
+function isLive(key: Pick<KnownKey, 'revoked_at' | 'expires_at'>, now: Date): boolean {
+  return key.revoked_at === null && (key.expires_at === null || new Date(key.expires_at).getTime() > now.getTime());
+}
+
+/**
+ * Live keys descending from `keyId` by self-rotation (HTTP rotation is always by the key's
+ * holder; a rotation over SSH was made by a person who proved who they are, and its line stops
+ * there).
+ */
+async function liveSelfRotatedSuccessors(trx: Kysely<Database>, keyId: string, now: Date): Promise<KnownKey[]> {
+  const { rows } = await sql<KnownKey>`
+    WITH RECURSIVE line AS (
+      SELECT id, 1 AS depth FROM api_keys WHERE rotated_from_id = ${keyId} AND created_via = 'http'
+      UNION ALL
+      SELECT k.id, line.depth + 1 FROM api_keys k JOIN line ON k.rotated_from_id = line.id
+      WHERE k.created_via = 'http' AND line.depth < 1000
+    )
+    SELECT k.id, k.secret_hash, k.org_id, o.name AS org_name, k.label, k.expires_at, k.revoked_at, u.email AS creator_email
+    FROM line JOIN api_keys k ON k.id = line.id JOIN orgs o ON o.id = k.org_id JOIN users u ON u.id = k.created_by_user_id
+    WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ${now})
+    ORDER BY line.depth`.execute(trx);
+  return rows;
 }
 
 /** Our keys among the matches' ids (tokens whose checksum fails never reach the database), with their creators. */
@@ -172,7 +201,7 @@ async function knownKeys(deps: CoreDeps, matches: readonly LeakMatch[]): Promise
  * arriving at once: the second waits for the first's transaction, then finds its row. Reports
  * older than the memory are forgotten here: they come rarely, so no sweeper is needed.
  */
-async function rememberReport(trx: Kysely<Database>, deps: CoreDeps, report: LeakReport): Promise<void> {
+async function rememberReport(trx: Kysely<Database>, deps: CoreDeps, report: LeakReport): Promise<boolean> {
   const now = nowOf(deps);
   await trx.deleteFrom('secret_scanning_reports').where('received_at', '<', new Date(now.getTime() - LEAK_REPORT_MEMORY_MS)).execute();
   const inserted = await trx
@@ -181,7 +210,7 @@ async function rememberReport(trx: Kysely<Database>, deps: CoreDeps, report: Lea
     .onConflict((oc) => oc.column('report_sha256').doNothing())
     .returning('report_sha256')
     .execute();
-  if (inserted.length === 0) throw new AppError('LEAK_REPORT_REPLAYED');
+  return inserted.length > 0;
 }
 
 /** Where a key was found, as the report says it; text from outside, made harmless for mail and audit. */
@@ -194,17 +223,19 @@ function whereFound(match: LeakMatch): Where {
 }
 
 /** One email per creator and place found: several keys leaked in one file are one notice. */
-function noticesOf(revoked: ReadonlyArray<{ key: KnownKey; where: Where }>) {
-  const byRecipient = new Map<string, { to: string; url: string | null; source: string | null; keys: NoticeKey[] }>();
-  for (const { key, where } of revoked) {
+function noticesOf(revoked: ReadonlyArray<{ key: KnownKey; where: Where; successors: KnownKey[] }>) {
+  const byRecipient = new Map<string, { to: string; url: string | null; source: string | null; keys: NoticeKey[]; successors: NoticeKey[] }>();
+  const named = (key: KnownKey): NoticeKey => ({ id: key.id, label: key.label, org_name: key.org_name, expires_at: isoOrNull(key.expires_at) });
+  for (const { key, where, successors } of revoked) {
     const group = JSON.stringify([key.creator_email, where.url, where.source]);
     let notice = byRecipient.get(group);
-    if (!notice) byRecipient.set(group, (notice = { to: key.creator_email, url: where.url, source: where.source, keys: [] }));
-    notice.keys.push({ id: key.id, label: key.label, org_name: key.org_name, expires_at: isoOrNull(key.expires_at) });
+    if (!notice) byRecipient.set(group, (notice = { to: key.creator_email, url: where.url, source: where.source, keys: [], successors: [] }));
+    notice.keys.push(named(key));
+    notice.successors.push(...successors.map(named));
   }
-  return [...byRecipient.values()].map(({ to, url, source, keys }) => ({
+  return [...byRecipient.values()].map(({ to, url, source, keys, successors }) => ({
     to,
-    notice: { kind: 'key_revoked' as const, reason: 'leaked' as const, keys, url, source },
+    notice: { kind: 'key_revoked' as const, reason: 'leaked' as const, keys, url, source, ...(successors.length ? { successors } : {}) },
   }));
 }
 

@@ -31,6 +31,8 @@ export type Notice =
       /** leaked: where the key was found, and by whom. */
       url?: string | null;
       source?: string | null;
+      /** leaked: keys made from a leaked one by self-rotation (the holder's door), revoked with it. */
+      successors?: NoticeKey[];
     };
 
 export type NoticeMail = { to: string; notice: Notice };

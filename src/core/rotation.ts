@@ -6,24 +6,27 @@ import { API_KEY_REVOCATIONS_CHANNEL } from './api-key-cache.js';
 import {
   assertBillingActive,
   assertMayRevoke,
+  findKeyBySecret,
   findKeyToRevoke,
   forgetRevoked,
+  insertKey,
   keyPermissionsFor,
   MIN_KEY_TTL_MS,
   revokeKeysIn,
   type MintProof,
 } from './api-keys.js';
-import { insertWithAudit, recordAudit } from './audit.js';
+import { recordAudit } from './audit.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { parseDuration } from './duration.js';
 import { AppError } from './errors.js';
-import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
+import { generateApiKey } from './secrets.js';
 
 /**
  * Rotation: a new key that takes an old key's place (same org, label, permissions, SSH key and
  * creator), while the old one keeps working for an overlap so that whoever uses it can switch
  * without downtime. A key is rotated at most once (`replaced_by_id`): a leaked key cannot be used
- * to fork a chain of fresh keys, only its successor can be rotated again.
+ * to fork a chain of fresh keys, only its successor can be rotated again. Rotating a key also ends
+ * its own predecessor's overlap: a chain has at most two live keys, whoever holds which.
  */
 
 export const DEFAULT_ROTATION_OVERLAP_MS = 3_600_000;
@@ -50,6 +53,8 @@ export type RotatedApiKey = {
   replaces: string;
   /** When the old key stops working: the end of the overlap, its own expiry if sooner, or now. */
   old_key_expires_at: Date;
+  /** The old key's expiry before the rotation: what `undoUndeliveredRotation` gives back. */
+  old_key_previous_expires_at: Date | null;
   org_id: string;
   org_name: string;
   permissions: string[];
@@ -84,10 +89,8 @@ export async function rotateApiKeyAsHolder(
   input: { apiKey: string; overlapMs?: number | undefined; origin: RequestOrigin },
 ): Promise<RotatedApiKey> {
   const overlapMs = checkedOverlap(input.overlapMs);
-  const parsed = parseApiKey(input.apiKey);
-  if (!parsed) throw new AppError('INVALID_API_KEY');
-  const key = await deps.db.selectFrom('api_keys').selectAll().where('id', '=', parsed.id).executeTakeFirst();
-  if (!key || !digestsEqual(key.secret_hash, sha256Hex(input.apiKey))) throw new AppError('INVALID_API_KEY');
+  const key = await findKeyBySecret(deps.db, input.apiKey);
+  if (!key) throw new AppError('INVALID_API_KEY');
   return rotate(deps, key, { by: 'holder' }, overlapMs, input.origin);
 }
 
@@ -118,6 +121,17 @@ function lifetimeAfter(deps: CoreDeps, old: Pick<ApiKeyRow, 'created_at' | 'expi
   return maxTtl === null ? lifetime : Math.min(lifetime, maxTtl);
 }
 
+/** The permissions a rotated key keeps: the old key's that the platform still has (KEY_PERMISSIONS). */
+function keptPermissions(deps: CoreDeps, old: Pick<ApiKeyRow, 'permissions'>): string[] {
+  const known = keyPermissionsOf(deps).map((p) => p.name);
+  const kept = old.permissions.filter((name) => known.includes(name));
+  // Every one dropped from the platform: a key with none is no renewal of this one.
+  if (kept.length === 0) {
+    throw new AppError('ROTATION_PERMISSIONS_GONE', { detail: `its permissions: ${old.permissions.join(', ')}; this server's: ${known.join(', ')}` });
+  }
+  return keyPermissionsFor(deps, kept);
+}
+
 async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overlapMs: number, origin: RequestOrigin): Promise<RotatedApiKey> {
   const early = refusalFor(found, rotator, nowOf(deps));
   if (early) throw early;
@@ -125,52 +139,67 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
   const creator = await deps.db.selectFrom('users').selectAll().where('id', '=', found.created_by_user_id).executeTakeFirstOrThrow();
   const org = (await orgsOfUser(deps.db, creator)).find((o) => o.org_id === found.org_id);
   if (!org) throw new AppError('CREATOR_LEFT_ORG');
-  const known = keyPermissionsOf(deps).map((p) => p.name);
-  // Permissions the platform no longer has are dropped, never carried over.
-  const permissions = keyPermissionsFor(deps, found.permissions.filter((name) => known.includes(name)));
+  const permissions = keptPermissions(deps, found);
   // Before the transaction: a slow billing service must not hold the key's row lock.
   await assertBillingActive(deps, org);
 
   const { id, apiKey, secretHash } = generateApiKey();
   const actorUserId = rotator.by === 'user' ? rotator.actor.id : null;
+  // Over HTTP no account acts: the events say the key's holder did.
+  const byHolder = rotator.by === 'holder' ? { by: 'holder' } : {};
   const result = await deps.db.transaction().execute(async (trx) => {
     const now = nowOf(deps);
+    // The membership before the key, in the order `removeMember` locks them (memberships, then
+    // keys): a removal either finished before (refused here) or waits, then revokes the new key.
+    const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
+    const stillMember = await trx.selectFrom('memberships').select('user_id').where('org_id', '=', found.org_id).where('user_id', 'in', holders).forShare().execute();
+    if (stillMember.length === 0) throw new AppError('CREATOR_LEFT_ORG');
     // Locked, then judged again: of two rotations racing, the second sees the first's successor.
     const old = await trx.selectFrom('api_keys').selectAll().where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
     const refusal = refusalFor(old, rotator, now);
     if (refusal) throw refusal;
-    // Shared locks on the creator's membership: a removal from the org (which revokes the
-    // member's keys) either finished before (refused here) or waits and then sees the new key.
-    const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
-    const stillMember = await trx.selectFrom('memberships').select('user_id').where('org_id', '=', old.org_id).where('user_id', 'in', holders).forShare().execute();
-    if (stillMember.length === 0) throw new AppError('CREATOR_LEFT_ORG');
+
+    // The key this one replaced, if still in its own overlap, stops now: whoever holds it (a
+    // leaked copy, say) had its chance to switch, and rotating again must not keep it alive.
+    const predecessors =
+      old.rotated_from_id === null
+        ? []
+        : await trx
+            .selectFrom('api_keys')
+            .select(['id', 'org_id', 'label'])
+            .where('id', '=', old.rotated_from_id)
+            .where('replaced_by_id', '=', old.id)
+            .where('revoked_at', 'is', null)
+            .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+            .execute();
+    const endedPredecessors = await revokeKeysIn(trx, deps, predecessors, {
+      actorUserId,
+      origin,
+      reason: 'rotated',
+      details: { replaced_by: old.id, successor_replaced_by: id, ...byHolder },
+    });
 
     const lifetime = lifetimeAfter(deps, old);
     const expiresAt = lifetime === null ? null : new Date(now.getTime() + lifetime);
-    await insertWithAudit(
+    const written = await insertKey(
       trx,
-      (query) =>
-        query
-          .insertInto('api_keys')
-          .values({
-            id,
-            org_id: old.org_id,
-            created_by_user_id: old.created_by_user_id,
-            ssh_key_id: old.ssh_key_id,
-            label: old.label,
-            secret_hash: secretHash,
-            permissions,
-            created_via: origin.channel,
-            created_at: now,
-            expires_at: expiresAt,
-            rotated_from_id: old.id,
-          })
-          .returning('id'),
+      {
+        id,
+        org_id: old.org_id,
+        created_by_user_id: old.created_by_user_id,
+        ssh_key_id: old.ssh_key_id,
+        label: old.label,
+        secret_hash: secretHash,
+        permissions,
+        created_via: origin.channel,
+        created_at: now,
+        expires_at: expiresAt,
+        rotated_from_id: old.id,
+      },
+      creator,
       origin,
       {
-        action: 'api_key.created',
         actorUserId,
-        orgId: old.org_id,
         details: {
           label: old.label,
           ssh_key_id: old.ssh_key_id,
@@ -178,14 +207,16 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
           permissions,
           rotated_from: old.id,
           proof: proofOf(rotator, origin),
+          ...byHolder,
         },
       },
     );
+    if (!written) throw new AppError('CREATOR_LEFT_ORG'); // not while the lock above holds
 
     let oldStopsAt: Date;
     if (overlapMs === 0) {
       await trx.updateTable('api_keys').set({ replaced_by_id: id }).where('id', '=', old.id).execute();
-      await revokeKeysIn(trx, deps, [old], { actorUserId, origin, reason: 'rotated', details: { replaced_by: id } });
+      await revokeKeysIn(trx, deps, [old], { actorUserId, origin, reason: 'rotated', details: { replaced_by: id, ...byHolder } });
       oldStopsAt = now;
     } else {
       const overlapEnd = new Date(now.getTime() + overlapMs);
@@ -205,24 +236,54 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
         replaced_by: id,
         overlap_seconds: Math.round(overlapMs / 1000),
         old_key_expires_at: oldStopsAt.toISOString(),
-        ...(rotator.by === 'holder' ? { by: 'holder' } : {}),
+        ...byHolder,
       },
     });
-    return { old, expiresAt, oldStopsAt };
+    return { old, expiresAt, oldStopsAt, endedPredecessors };
   });
-  forgetRevoked(deps, [found]);
+  forgetRevoked(deps, [found, ...result.endedPredecessors]);
   eventsOf(deps).apiKeyMinted(origin.channel);
   return {
     api_key: apiKey,
     api_key_id: id,
     replaces: found.id,
     old_key_expires_at: result.oldStopsAt,
+    old_key_previous_expires_at: result.old.expires_at === null ? null : new Date(result.old.expires_at),
     org_id: org.org_id,
     org_name: org.name,
     permissions,
     expires_at: result.expiresAt,
     label: result.old.label,
   };
+}
+
+/**
+ * A holder's rotation whose answer never reached them (the client left first): nobody has the new
+ * key, so it is revoked (`undelivered`), and the old key is given back as it was (not rotated,
+ * its own expiry), so its holder can rotate it again. An old key stopped at once (overlap 0) stays
+ * revoked, and a predecessor the rotation ended stays ended: a revocation is never undone.
+ */
+export async function undoUndeliveredRotation(deps: CoreDeps, rotated: RotatedApiKey, origin: RequestOrigin): Promise<{ oldKeyRestored: boolean }> {
+  const restored = await deps.db.transaction().execute(async (trx) => {
+    const old = await trx.selectFrom('api_keys').select(['id', 'replaced_by_id', 'revoked_at']).where('id', '=', rotated.replaces).forUpdate().executeTakeFirst();
+    const restorable = old !== undefined && old.replaced_by_id === rotated.api_key_id && old.revoked_at === null;
+    await revokeKeysIn(trx, deps, [{ id: rotated.api_key_id, org_id: rotated.org_id, label: rotated.label }], {
+      actorUserId: null,
+      origin,
+      reason: 'undelivered',
+      details: { by: 'holder', rotated_from: rotated.replaces, old_key_restored: restorable },
+    });
+    // The old key's one place for a successor is free again (api_keys_rotated_from_idx).
+    await trx.updateTable('api_keys').set({ rotated_from_id: null }).where('id', '=', rotated.api_key_id).execute();
+    if (restorable) {
+      await trx.updateTable('api_keys').set({ replaced_by_id: null, expires_at: rotated.old_key_previous_expires_at }).where('id', '=', rotated.replaces).execute();
+      // Caches hold the overlap's end as its expiry.
+      await sql`SELECT pg_notify(${API_KEY_REVOCATIONS_CHANNEL}, ${rotated.replaces})`.execute(trx);
+    }
+    return restorable;
+  });
+  forgetRevoked(deps, [{ id: rotated.api_key_id }, { id: rotated.replaces }]);
+  return { oldKeyRestored: restored };
 }
 
 function proofOf(rotator: Rotator, origin: RequestOrigin): MintProof | null {

@@ -36,6 +36,15 @@ export async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
+/**
+ * The API key of `Authorization: Bearer <api_key>` (the scheme in any case, one token); null when
+ * the header is missing or anything else, which every door answers as a wrong key would be.
+ */
+export function bearerKeyOf(req: IncomingMessage): string | null {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+  return match ? match[1]! : null;
+}
+
 export async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/x-www-form-urlencoded') return new URLSearchParams();

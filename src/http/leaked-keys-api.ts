@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { AppError, MAX_LEAK_MATCHES, parseInput, reportLeakedKeys, revokeKeyAsHolder } from '../core/index.js';
-import { readBody, readJson, sendJson } from './io.js';
+import { bearerKeyOf, readBody, readJson, sendJson } from './io.js';
 import type { Route, RouteContext } from './route.js';
 import { signatureHolds, type SecretScanningKeys } from './secret-scanning-keys.js';
 
@@ -34,13 +34,12 @@ export async function revokeAsHolder({ deps, req, res, origin }: RouteContext): 
   sendJson(res, 200, { success: true, revoked: true, api_key_id });
 }
 
-/** The Bearer token, as `/api/whoami` reads it; no header: undefined; any other header: the 401. */
+/** The Bearer token, as `/api/whoami` reads it; no header: undefined (the key may be in the body); any other header: the 401. */
 function bearerOf(req: IncomingMessage): string | undefined {
-  const header = req.headers.authorization;
-  if (header === undefined) return undefined;
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (!match) throw new AppError('INVALID_API_KEY');
-  return match[1]!;
+  if (req.headers.authorization === undefined) return undefined;
+  const key = bearerKeyOf(req);
+  if (key === null) throw new AppError('INVALID_API_KEY');
+  return key;
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -69,7 +68,7 @@ const LeakReport = z
 
 /** POST /api/secret-scanning/github, present only with SECRET_SCANNING_KEYS_FILE. */
 export function secretScanningRoute(keys: SecretScanningKeys): Route {
-  return { handler: (ctx) => receiveGithubReport(ctx, keys), json: false };
+  return { handler: (ctx) => receiveGithubReport(ctx, keys), json: false, budget: 'signed' };
 }
 
 async function receiveGithubReport({ deps, req, res, origin }: RouteContext, keys: SecretScanningKeys): Promise<void> {

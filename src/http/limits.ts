@@ -5,6 +5,9 @@ import type { RouteBudget } from './route.js';
 /** Answers that tell a prober something about accounts: counted against the lookup budget. */
 const ACCOUNT_REFUSALS: ReadonlySet<ErrorCode> = new Set(['KEY_TAKEN', 'BASE_ACCOUNT_MISSING', 'BASE_ACCOUNT_UNVERIFIED']);
 
+/** Failed authentications: what `failures` and `signed` count. */
+const AUTHENTICATION_FAILURES: ReadonlySet<ErrorCode> = new Set(['INVALID_API_KEY', 'LEAK_REPORT_UNSIGNED', 'LEAK_REPORT_KEY_UNKNOWN', 'LEAK_REPORT_SIGNATURE_INVALID']);
+
 /** A bound on the addresses remembered as over budget: forgetting one costs one budget write. */
 const MAX_REMEMBERED = 10_000;
 
@@ -35,15 +38,23 @@ export function createRequestLimits(deps: CoreDeps, { lookupsPerMinute }: { look
   async function waitBefore(budget: RouteBudget | undefined, group: string): Promise<number | null> {
     if (budget === 'each') return memory.takeOrWait(group) ?? (await takeFromBudget(deps, lookups, group));
     if (budget === 'refusals') return budgetSpent(deps, lookups, group);
+    if (budget === 'signed') return overBudgetUntil(group);
     // `failures` is judged after the answer: a valid key is answered whatever the address did.
+    return null;
+  }
+
+  /** Seconds left while this instance knows `group` to be over its failure budget; no I/O. */
+  function overBudgetUntil(group: string): number | null {
+    const until = failedTooOften.get(group);
+    const at = now();
+    if (until !== undefined && until > at) return Math.ceil((until - at) / 1000);
     return null;
   }
 
   /** After a failed authentication: counts it; once over budget, the seconds to wait. */
   async function failureOverBudget(group: string): Promise<number | null> {
-    const until = failedTooOften.get(group);
-    const at = now();
-    if (until !== undefined && until > at) return Math.ceil((until - at) / 1000);
+    const over = overBudgetUntil(group);
+    if (over !== null) return over;
     failedTooOften.delete(group);
     const wait = await takeFromBudget(deps, lookups, group).catch(() => null);
     if (wait === null) return null;
@@ -59,7 +70,7 @@ export function createRequestLimits(deps: CoreDeps, { lookupsPerMinute }: { look
     },
     async after(budget, group, failure) {
       if (budget === 'refusals' && ACCOUNT_REFUSALS.has(failure.code)) await takeFromBudget(deps, lookups, group).catch(() => null);
-      if (budget === 'failures' && failure.code === 'INVALID_API_KEY') {
+      if ((budget === 'failures' || budget === 'signed') && AUTHENTICATION_FAILURES.has(failure.code)) {
         const wait = await failureOverBudget(group);
         if (wait !== null) return rateLimited(wait);
       }

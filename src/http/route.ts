@@ -28,9 +28,11 @@ export type RouteContext = {
  * tell something about accounts (the contract's 409 and 403s), and is refused once spent;
  * `failures` counts only failed authentications, and once spent answers them 429; a valid key is
  * always answered (a platform checking its users' keys from one address must not be locked out by
- * some of them being revoked), and costs no budget write.
+ * some of them being revoked), and costs no budget write; `signed` counts failed signatures the
+ * same way, and an address over budget is refused before its body is read (a signed report is
+ * worth reading only from a sender that signs).
  */
-export type RouteBudget = 'each' | 'refusals' | 'failures';
+export type RouteBudget = 'each' | 'refusals' | 'failures' | 'signed';
 
 export type Route = {
   handler: (ctx: RouteContext) => Promise<void>;

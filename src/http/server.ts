@@ -24,7 +24,8 @@ const ROUTES: Record<string, Route> = {
   'POST /api/shell-auth/verify-public-key': { handler: verifyPublicKey, json: true, budget: 'each' },
   'POST /api/shell-auth/api-keys': { handler: createApiKey, json: true, budget: 'each' },
   'GET /api/whoami': { handler: whoami, json: false, budget: 'failures' },
-  'POST /api/api-keys/rotate': { handler: rotateOwnKey, json: false, budget: 'failures' },
+  // Every request counts, not only failures: each success mints a key (a chain of them, one by one).
+  'POST /api/api-keys/rotate': { handler: rotateOwnKey, json: false, budget: 'each' },
   'POST /api/api-keys/revoke': { handler: revokeAsHolder, json: false, budget: 'failures' },
   'GET /shell-auth/verify': { handler: showConfirmPage, json: false, page: true },
   'POST /shell-auth/verify': { handler: confirmFromPage, json: false, page: true },

@@ -20,7 +20,7 @@ import {
   type PublicKey,
 } from '../core/index.js';
 import type { HttpDoorSettings, RouteContext } from './route.js';
-import { sendJson } from './io.js';
+import { bearerKeyOf, sendJson } from './io.js';
 
 /** Optional proof of possession (POST /api/shell-auth/challenge, then `ssh-keygen -Y sign`). */
 const ProofFields = {
@@ -49,8 +49,13 @@ const CreateApiKeyRequest = z.object({
   // Clients may send "" or null for "my default org".
   org_name: OrgNameLookupSchema.nullish()
     .transform((name) => (name ? name : undefined)),
-  // Not the contract's: absent, the key gets every permission, as Vers's clients expect.
-  permissions: z.array(z.string().max(100, 'must be permission names')).min(1, 'must name at least one permission').max(32).optional(),
+  // Not the contract's: absent (or null, as clients send for "unset"), every permission, as Vers's clients expect.
+  permissions: z
+    .array(z.string().max(100, 'must be permission names'))
+    .min(1, 'must name at least one permission')
+    .max(32)
+    .nullish()
+    .transform((names) => names ?? undefined),
 });
 
 /**
@@ -187,9 +192,8 @@ export async function createApiKey({ deps, door, res, body, origin }: RouteConte
 
 /** GET /api/whoami — introspection for the platform: `Authorization: Bearer <api_key>`. */
 export async function whoami({ deps, res, req }: RouteContext): Promise<void> {
-  const header = req.headers.authorization ?? '';
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (!match) throw new AppError('INVALID_API_KEY');
-  const key = await authenticateApiKey(deps, match[1]!);
+  const apiKey = bearerKeyOf(req);
+  if (apiKey === null) throw new AppError('INVALID_API_KEY');
+  const key = await authenticateApiKey(deps, apiKey);
   sendJson(res, 200, { success: true, ...key });
 }

@@ -26,9 +26,17 @@ export function renderNoticeEmail(mail: NoticeMail, now: Date = new Date()): Ren
   } else {
     const them = notice.keys.length === 1 ? 'This API key you created has' : 'These API keys you created have';
     if (notice.reason === 'leaked') {
-      subject = `API key found in public and revoked: ${notice.keys.map((k) => k.label).join(', ')}`;
+      subject = `API key found in public and revoked: ${labelsOf(notice.keys)}`;
       before = [`${them} been found in public and revoked: it no longer works.`];
       after = [
+        ...(notice.successors?.length
+          ? [
+              '',
+              'Revoked with it, because whoever found it could have made them from it (POST /api/api-keys/rotate):',
+              ...notice.successors.map((k) => `  ${keyLine(k)}`),
+              '',
+            ]
+          : []),
         ...(notice.url ? [`Where it was found: ${notice.url}`] : []),
         // GitHub's secret scanning is the one reporter so far; `source` is its word for where (commit, issue_comment…).
         ...(notice.source ? [`Found in: ${notice.source} (reported by GitHub secret scanning)`] : []),
@@ -36,7 +44,7 @@ export function renderNoticeEmail(mail: NoticeMail, now: Date = new Date()): Ren
         'Remove it from where it was found, and mint a replacement with "create" if you still need one.',
       ];
     } else if (notice.reason === 'holder') {
-      subject = `API key revoked by someone holding it: ${notice.keys.map((k) => k.label).join(', ')}`;
+      subject = `API key revoked by someone holding it: ${labelsOf(notice.keys)}`;
       before = [`${them} been revoked by someone holding it${notice.address ? `, from ${notice.address}` : ''}: it no longer works.`];
       after = ['If that was not you or your automation, the key had leaked: the revocation has made it harmless.'];
     } else {
@@ -53,6 +61,11 @@ ${before.map((l) => `<p>${escapeHtml(l)}</p>`).join('\n')}
 <pre>${escapeHtml(after.join('\n'))}</pre>
 </body></html>`;
   return { to: mail.to, subject, text, html };
+}
+
+/** Labels for a subject line: one or two by name, more by count (a report may hold hundreds). */
+function labelsOf(keys: readonly NoticeKey[]): string {
+  return keys.length <= 2 ? keys.map((k) => `"${k.label}"`).join(', ') : `${keys.length} keys`;
 }
 
 function keyLine(key: NoticeKey): string {

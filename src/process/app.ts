@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { sshCommandHint, type Config } from '../config/config.js';
-import { startExpiryNotices, startMailSender, sweepBudgets, sweepChallenges, sweepOutbox, type CoreDeps, type Mailer } from '../core/index.js';
+import { startExpiryNotices, startMailSender, sweepBudgets, sweepChallenges, sweepExpiryNotices, sweepOutbox, type CoreDeps, type Mailer } from '../core/index.js';
 import { pendingMigrations, type OpenDatabase } from '../db/database.js';
 import { openCore } from './core-wiring.js';
 import { createHttpServer } from '../http/server.js';
@@ -221,10 +221,12 @@ function closeAtOnce(server: Server): Promise<void> {
 
 /** Clean-ups that run every few minutes while the app serves, until stop(). */
 function startSweepers(deps: CoreDeps, log: Logger): { stop(): void } {
-  // Budget windows older than an hour are never read again; sent mail is kept a day.
+  // Budget windows older than an hour are never read again; sent mail is kept a day, and so are
+  // the expiry-notice records of a key that stopped working.
   const sweeper = setInterval(() => {
     sweepBudgets(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old request budgets'));
     sweepOutbox(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep the mail outbox'));
+    sweepExpiryNotices(deps).catch((err) => log.warn({ err: errorFields(err) }, 'could not sweep old expiry-notice records'));
   }, 10 * 60_000);
   sweeper.unref();
   // Every minute: challenges asked for from many addresses (or for many keys) go minutes after they expire.

@@ -77,7 +77,7 @@ export function auditJson(entries: AuditEntry[]) {
 /** Said (to a person) when the listing stopped at the limit: older events of the window may exist. */
 export function auditLimitAdvice(entries: AuditEntry[], query: AuditQuery): string | undefined {
   if (entries.length < query.limit) return undefined;
-  return `(the newest ${query.limit} events; older ones of the last ${windowOf(query)} may exist: --limit shows up to ${AUDIT_MAX_LIMIT})\n`;
+  return `(${query.limit === 1 ? 'the newest event' : `the newest ${query.limit} events`}; older ones of the last ${windowOf(query)} may exist: --limit shows up to ${AUDIT_MAX_LIMIT})\n`;
 }
 
 const DAY_MS = 86_400_000;

@@ -6,7 +6,10 @@ import { formatTable } from './table.js';
  * fits 100 columns (ids by their first 8 characters, which `revoke` takes, like git's short
  * hashes; relative times; long labels and org names cut), every column in full with `wide`, and
  * one JSON shape for `--json`. An active key expiring within 7 days reads `expiring` in STATE,
- * so it stands out before it stops working (`--json` keeps `state` and adds `expiring_soon`).
+ * so it stands out before it stops working; a key replaced by rotation that still works (its
+ * overlap) reads `rotated`: there is nothing to do about it, its successor is the one to watch.
+ * `--json` keeps `state` (`active` for both, as scripts filter on it) and adds `expiring_soon`
+ * and `replaced_by`.
  */
 
 export const KEYS_TABLE_WIDTH = 100;
@@ -62,16 +65,30 @@ export function keysJson(keys: ApiKeySummary[], now: Date) {
     expires_at: k.expires_at,
     revoked: k.revoked_at !== null,
     revoked_at: k.revoked_at,
+    replaced_by: k.replaced_by_id,
   }));
 }
 
-/** Active, and expiring within EXPIRING_SOON_MS. */
-export function expiringSoon(key: Pick<ApiKeySummary, 'revoked_at' | 'expires_at'>, now: Date): boolean {
-  return apiKeyState(key, now) === 'active' && key.expires_at !== null && new Date(key.expires_at).getTime() - now.getTime() <= EXPIRING_SOON_MS;
+type KeyTimes = Pick<ApiKeySummary, 'revoked_at' | 'expires_at' | 'replaced_by_id'>;
+
+/** Replaced by rotation, and still working: in its overlap (its expiry is the overlap's end). */
+export function inRotationOverlap(key: KeyTimes, now: Date): boolean {
+  return key.replaced_by_id !== null && apiKeyState(key, now) === 'active';
 }
 
-/** STATE as tables show it: `expiring` for an active key expiring soon, else the key's state. */
+/** Active, not yet rotated, and expiring within EXPIRING_SOON_MS: as the shell's greeting counts. */
+export function expiringSoon(key: KeyTimes, now: Date): boolean {
+  return (
+    apiKeyState(key, now) === 'active' &&
+    key.replaced_by_id === null &&
+    key.expires_at !== null &&
+    new Date(key.expires_at).getTime() - now.getTime() <= EXPIRING_SOON_MS
+  );
+}
+
+/** STATE as tables show it: `rotated` in a rotation's overlap, `expiring` for an active key expiring soon, else the key's state. */
 function shownState(key: ApiKeySummary, now: Date): string {
+  if (inRotationOverlap(key, now)) return 'rotated';
   return expiringSoon(key, now) ? 'expiring' : apiKeyState(key, now);
 }
 

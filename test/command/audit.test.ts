@@ -291,6 +291,19 @@ describe('audit: an org with an owner and a member', () => {
 
       expect(await admin('audit', '--org', 'no-such-org-audit')).toEqual({ code: EXIT.FAILED, stdout: '', stderr: 'error: Organization not found\n' });
     });
+
+    it('reads --since and --limit as the SSH door does: the same defaults, help lines and advice', async () => {
+      const lines = (text: string) => text.split('\n').filter((line) => /^ {2}--(since|limit) /.test(line));
+      const sshHelp = (await ssh(owner, 'audit --help')).stdout;
+      const adminHelp = (await admin('audit', '--help')).stdout;
+      expect(lines(sshHelp)).toHaveLength(2);
+      expect(lines(adminHelp)).toEqual(lines(sshHelp));
+      // Both with the 7-day window and the 50-event limit by default, and the same word when the limit cut.
+      const operator = await admin('audit', '--org', team, '--limit', '2');
+      expect(operator.stderr).toBe((await ssh(owner, `audit --org ${team} --limit 2`)).stderr);
+      expect(operator.stderr).toBe('(the newest 2 events; older ones of the last 7d may exist: --limit shows up to 500)\n');
+      expect(events(await admin('audit', '--org', team, '--json')).length).toBe(Math.min(50, events(await admin('audit', '--org', team, '--limit', '500', '--json')).length));
+    });
   });
 });
 

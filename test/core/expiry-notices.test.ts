@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -7,11 +7,14 @@ import {
   mintApiKey,
   queueDueExpiryNotices,
   revokeApiKey,
+  rotateApiKey,
   startExpiryNotices,
+  sweepExpiryNotices,
   type CoreDeps,
   type NoticeMail,
 } from '../../src/core/index.js';
 import { openDatabase, type OpenDatabase } from '../../src/db/database.js';
+import type { Database } from '../../src/db/schema.js';
 import { renderNoticeEmail } from '../../src/mail/notice-email.js';
 import { startTestCore, type TestCore } from '../support/core.js';
 import { adminPostgresUrl, usingPostgres } from '../support/database.js';
@@ -52,6 +55,14 @@ async function scanAndDeliver(on: TestCore = core): Promise<NoticeMail[]> {
 }
 
 const keyIdsIn = (mails: NoticeMail[]) => mails.flatMap((m) => m.notice.keys.map((k) => k.id));
+
+/** Postgres: a second connection pool on the test's database, as another instance has. */
+async function secondPool(): Promise<OpenDatabase> {
+  const { rows } = await sql<{ name: string }>`SELECT current_database() AS name`.execute(core.deps.db);
+  const url = new URL(adminPostgresUrl());
+  url.pathname = `/${rows[0]!.name}`;
+  return openDatabase({ kind: 'postgres', url: url.toString() });
+}
 
 describe('expiry notices', () => {
   it('one at each threshold (7d, then 1d), naming the key, its org, its expiry and the rotate command; none before, none twice, none after expiry', async () => {
@@ -142,6 +153,84 @@ describe('expiry notices', () => {
     expect(keyIdsIn(await scanAndDeliver())).toEqual([]);
   });
 
+  it('a key revoked or rotated after the scan read it, before its notice was recorded, gets none (the insert checks again)', async () => {
+    const ivan = await newCreator();
+    const revoked = await ivan.mint('revoked-meanwhile', 10 * DAY);
+    const rotated = await ivan.mint('rotated-meanwhile', 10 * DAY);
+    const untouched = await ivan.mint('untouched', 10 * DAY);
+    core.clock.advance(3 * DAY + MINUTE);
+    // Between the two steps of the scan: once the read of due keys has its answer, and before
+    // the transaction that records the notices begins, another request revokes one key and
+    // rotates another. (No connection is held there, as PGlite's only one would be in a plugin.)
+    let meanwhile = 0;
+    let dueRead: string[] = [];
+    const db = core.deps.db.withPlugin({
+      transformQuery: (args) => args.node,
+      async transformResult(args) {
+        const rows = args.result.rows as Array<Record<string, unknown>>;
+        if (rows.length > 0 && 'due' in rows[0]!) dueRead = rows.map((r) => String(r.id));
+        return args.result;
+      },
+    });
+    const interleaved: CoreDeps = {
+      ...core.deps,
+      db: new Proxy(db, {
+        get(target, name) {
+          if (name === 'transaction') {
+            return () => ({
+              async execute<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+                if (meanwhile++ === 0) {
+                  expect(dueRead.sort()).toEqual([revoked, rotated, untouched].sort());
+                  await revokeApiKey(core.deps, ivan.user, revoked, origin);
+                  await rotateApiKey(core.deps, { actor: ivan.user, keyId: rotated, overlapMs: HOUR, origin });
+                }
+                return target.transaction().execute(work);
+              },
+            });
+          }
+          const value: unknown = Reflect.get(target, name, target);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      }),
+    };
+    const before = core.notices.length;
+    expect(await queueDueExpiryNotices(interleaved)).toEqual({ keys: 1, notices: 1 });
+    expect(meanwhile).toBe(1);
+    await core.deliverMail();
+    expect(keyIdsIn(core.notices.slice(before))).toEqual([untouched]);
+    const recorded = await core.deps.db.selectFrom('key_expiry_notices').select('api_key_id').where('api_key_id', 'in', [revoked, rotated, untouched]).execute();
+    expect(recorded.map((r) => r.api_key_id)).toEqual([untouched]);
+  });
+
+  it.runIf(usingPostgres)('a key that a rotation has locked but not committed is left to the next scan, without waiting for it', async () => {
+    const judy = await newCreator();
+    const held = await judy.mint('held-by-rotation', 10 * DAY);
+    const touched = await judy.mint('held-by-last-used', 10 * DAY + HOUR);
+    const successor = await judy.mint('its-successor', 30 * DAY);
+    core.clock.advance(3 * DAY + 2 * HOUR);
+    const second = await secondPool();
+    try {
+      const before = core.notices.length;
+      let midScan: { keys: number; notices: number } | null = null;
+      // Another instance mid-rotation (the key's row updated, not yet committed), and mid-touch.
+      await second.db.transaction().execute(async (trx) => {
+        await trx.updateTable('api_keys').set({ replaced_by_id: successor }).where('id', '=', held).execute();
+        await trx.updateTable('api_keys').set({ last_used_at: core.clock.now }).where('id', '=', touched).execute();
+        // A full batch of one, all of it held: the scan stops rather than read it again and again.
+        expect(await queueDueExpiryNotices(core.deps, { batch: 1 })).toEqual({ keys: 0, notices: 0 });
+        midScan = await queueDueExpiryNotices(core.deps);
+      });
+      // Neither key was noticed while held, and the scan did not wait for the rotation to commit.
+      expect(midScan).toEqual({ keys: 0, notices: 0 });
+      // The next scan sees them settled: the rotated key needs no notice, the touched one gets its own.
+      expect(await queueDueExpiryNotices(core.deps)).toEqual({ keys: 1, notices: 1 });
+      await core.deliverMail();
+      expect(keyIdsIn(core.notices.slice(before))).toEqual([touched]);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('a scan takes a bounded batch and goes on while batches come back full', async () => {
     const frank = await newCreator();
     const ids: string[] = [];
@@ -155,13 +244,7 @@ describe('expiry notices', () => {
 
   it('two instances scanning at once on one database: each (key, threshold) is noticed exactly once', async () => {
     // A second connection pool on the same database, as another instance has (PGlite: the same handle).
-    let second: OpenDatabase | null = null;
-    if (usingPostgres) {
-      const { rows } = await sql<{ name: string }>`SELECT current_database() AS name`.execute(core.deps.db);
-      const url = new URL(adminPostgresUrl());
-      url.pathname = `/${rows[0]!.name}`;
-      second = await openDatabase({ kind: 'postgres', url: url.toString() });
-    }
+    const second = usingPostgres ? await secondPool() : null;
     try {
       const other: CoreDeps = { ...core.deps, db: second?.db ?? core.deps.db };
       const creators = [await newCreator(), await newCreator(), await newCreator()];
@@ -183,6 +266,52 @@ describe('expiry notices', () => {
     } finally {
       await second?.close();
     }
+  });
+
+  it('the records of a key that stopped working (revoked or expired) go a day later; a live key keeps its own', async () => {
+    const kim = await newCreator();
+    const revoked = await kim.mint('revoked-later', 10 * DAY);
+    const expiring = await kim.mint('four-day-key', 4 * DAY);
+    const live = await kim.mint('still-live', 10 * DAY);
+    core.clock.advance(3 * DAY + MINUTE);
+    expect(keyIdsIn(await scanAndDeliver()).sort()).toEqual([revoked, expiring, live].sort());
+    const recordedKeys = async () =>
+      (await core.deps.db.selectFrom('key_expiry_notices').select('api_key_id').where('api_key_id', 'in', [revoked, expiring, live]).orderBy('api_key_id').execute()).map((r) => r.api_key_id);
+    await revokeApiKey(core.deps, kim.user, revoked, origin);
+    expect(await sweepExpiryNotices(core.deps)).toBe(0);
+
+    // A day less a minute after the revocation, its records are still there; a minute past the day, gone.
+    core.clock.advance(DAY - MINUTE);
+    expect(await sweepExpiryNotices(core.deps)).toBe(0);
+    core.clock.advance(2 * MINUTE);
+    expect(await sweepExpiryNotices(core.deps)).toBe(1);
+    expect(await recordedKeys()).toEqual([expiring, live].sort());
+
+    // The four-day key expired a day and a minute ago: its records go too.
+    core.clock.advance(DAY - 3 * MINUTE);
+    expect(await sweepExpiryNotices(core.deps)).toBe(0);
+    core.clock.advance(2 * MINUTE);
+    expect(await sweepExpiryNotices(core.deps)).toBe(1);
+    expect(await recordedKeys()).toEqual([live]);
+
+    // The live key's 7-day notice is not sent again; its 1-day notice comes as it should.
+    expect(await scanAndDeliver()).toEqual([]);
+    core.clock.advance(4 * DAY);
+    expect(keyIdsIn(await scanAndDeliver())).toEqual([live]);
+  });
+
+  it('a sweep deletes the records of a bounded number of keys; the next sweep goes on', async () => {
+    const lena = await newCreator();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(await lena.mint(`swept-${i}`, 10 * DAY));
+    core.clock.advance(3 * DAY + MINUTE);
+    expect(keyIdsIn(await scanAndDeliver()).sort()).toEqual([...ids].sort());
+    core.clock.advance(6 * DAY); // the 1-day notices too: two records a key
+    expect(keyIdsIn(await scanAndDeliver()).sort()).toEqual([...ids].sort());
+    core.clock.advance(2 * DAY);
+    expect(await sweepExpiryNotices(core.deps, { batch: 2 })).toBe(4);
+    expect(await sweepExpiryNotices(core.deps, { batch: 2 })).toBe(2);
+    expect(await sweepExpiryNotices(core.deps, { batch: 2 })).toBe(0);
   });
 
   it('KEY_EXPIRY_NOTICES=off: no notices, and no loop at all', async () => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { AppError, findUserByEmail, keyPermissionsFor, MIN_KEY_TTL_MS, mintApiKey, type CoreDeps } from '../../src/core/index.js';
 import { startTestCore, type TestCore } from '../support/core.js';
 
@@ -93,5 +94,15 @@ describe('lifetimes', () => {
     expect(short.code).toBe('TTL_TOO_SHORT');
     const minted = await mintApiKey(core.deps, { user, sshKeyId: null, label: 'five-minutes', expiresInMs: MIN_KEY_TTL_MS, origin });
     expect(minted.expires_at!.getTime() - core.clock.now.getTime()).toBe(MIN_KEY_TTL_MS);
+  });
+});
+
+describe('KEY_MAX_TTL', () => {
+  it('below the shortest lifetime (5m) the server does not start: every --expires-in would be refused', () => {
+    expect(() => loadConfig({ KEY_MAX_TTL: '4m' })).toThrow(new ConfigError('KEY_MAX_TTL="4m": must be at least 5m, the shortest key lifetime'));
+    expect(() => loadConfig({ KEY_MAX_TTL: '90s' })).toThrow(ConfigError);
+    expect(loadConfig({ KEY_MAX_TTL: '5m' }).keyMaxTtlMs).toBe(MIN_KEY_TTL_MS);
+    expect(loadConfig({ KEY_MAX_TTL: '30d' }).keyMaxTtlMs).toBe(30 * 86_400_000);
+    expect(loadConfig({}).keyMaxTtlMs).toBeNull();
   });
 });

@@ -59,7 +59,7 @@ describe('POST /api/api-keys/revoke', () => {
 
     const mails = await revocationMailsTo(owner.email);
     expect(mails).toHaveLength(1);
-    expect(mails[0]!.subject).toBe('API key revoked by someone holding it: holder-first');
+    expect(mails[0]!.subject).toBe('API key revoked by someone holding it: "holder-first"');
     expect(mails[0]!.text).toContain('been revoked by someone holding it, from 127.0.0.1: it no longer works.');
     expect(mails[0]!.text).toContain(owner.apiKeyId);
     expect(mails[0]!.text).not.toContain(owner.apiKey);

@@ -34,6 +34,16 @@ describe('permissions on POST /api/shell-auth/api-keys', () => {
     expect((await whoami(res.body.api_key)).body.permissions).toEqual(['clusters:view', 'clusters:create']);
   });
 
+  it('null, as clients send for "unset" (like org_name): as if absent, the contract\'s answer exactly, every permission', async () => {
+    const pair = await trustedPair();
+    const res = await t.post('/api/shell-auth/api-keys', { ...pair, label: 'null-permissions', org_name: null, permissions: null });
+    expect(res.status, res.text).toBe(200);
+    expect(res.text).toBe(
+      JSON.stringify({ success: true, api_key: res.body.api_key, api_key_id: res.body.api_key_id, org_id: res.body.org_id, org_name: res.body.org_name }),
+    );
+    expect((await whoami(res.body.api_key)).body.permissions).toEqual(['clusters:view', 'clusters:create']);
+  });
+
   it('["clusters:view"]: the key carries only that, said in the answer and on /api/whoami', async () => {
     const pair = await trustedPair();
     const res = await t.post('/api/shell-auth/api-keys', { ...pair, label: 'view-only-http', permissions: ['clusters:view', 'clusters:view'] });

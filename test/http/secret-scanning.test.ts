@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findUserByEmail, mintApiKey } from '../../src/core/index.js';
+import { findUserByEmail, mintApiKey, parseApiKey, rotateApiKey } from '../../src/core/index.js';
 import { checksumHex } from '../../src/core/secrets.js';
 import { startTestApp, type TestApp } from '../support/app.js';
 import { makeKey, uniqueEmail } from '../support/keys.js';
@@ -112,7 +112,7 @@ describe('POST /api/secret-scanning/github', () => {
 
     const mails = await revocationMailsTo(owner.email);
     expect(mails).toHaveLength(1);
-    expect(mails[0]!.subject).toBe(`API key found in public and revoked: leaked-first`);
+    expect(mails[0]!.subject).toBe(`API key found in public and revoked: "leaked-first"`);
     expect(mails[0]!.text).toContain(owner.apiKeyId);
     expect(mails[0]!.text).toContain('Where it was found: https://github.com/octo/app/blob/5f1e2b9/.env');
     expect(mails[0]!.text).toContain('Found in: commit (reported by GitHub secret scanning)');
@@ -150,10 +150,10 @@ describe('POST /api/secret-scanning/github', () => {
     expect(answer.body.map((r: { label: string }) => r.label)).toEqual(['true_positive', 'true_positive']);
     const mails = await revocationMailsTo(owner.email);
     expect(mails).toHaveLength(1);
-    expect(mails[0]!.subject).toBe('API key found in public and revoked: batch-first, batch-second');
+    expect(mails[0]!.subject).toBe('API key found in public and revoked: "batch-first", "batch-second"');
   });
 
-  it('a replayed report is refused (409) and changes nothing; the same body with its signature re-encoded (s to n - s) is the same replay; a later report of the key finds it revoked: true_positive, no second email', async () => {
+  it('a report received again (GitHub retrying, or a replay) gets the same answer and changes nothing; the same body with its signature re-encoded (s to n - s) too; a later report of the key finds it revoked: true_positive, no second email', async () => {
     const owner = await userWithKey('replay');
     const body = JSON.stringify([match(owner.apiKey)]);
     const signature = signatureOf(body, github);
@@ -161,14 +161,19 @@ describe('POST /api/secret-scanning/github', () => {
     expect(first.body).toEqual([{ token_raw: owner.apiKey, token_type: 'shell_auth_api_key', label: 'true_positive' }]);
 
     const replayed = await report(body, { signature });
-    expect(replayed.status).toBe(409);
-    expect(replayed.body).toEqual({ success: false, error: 'This report was already received (in the last 24 hours): a replay is not processed again' });
+    expect(replayed.status).toBe(200);
+    expect(replayed.body).toEqual(first.body);
+    const reports = await t.app.deps.db.selectFrom('audit_events').select('details').where('action', '=', 'secret_scanning.reported').execute();
+    // The replay was not processed: one report names the key.
+    expect(reports.filter((r) => JSON.stringify(r.details).includes(owner.apiKeyId))).toHaveLength(1);
 
     // ECDSA's malleability: (r, n - s) verifies as well as (r, s). The replay memory is the body's.
     const malleated = malleate(signature);
     expect(malleated).not.toBe(signature);
     expect(verify('sha256', Buffer.from(body), { key: github.publicPem, dsaEncoding: 'der' }, Buffer.from(malleated, 'base64'))).toBe(true);
-    expect((await report(body, { signature: malleated })).status).toBe(409);
+    const remalleated = await report(body, { signature: malleated });
+    expect(remalleated.status).toBe(200);
+    expect(remalleated.body).toEqual(first.body);
 
     // Another report (another place) of the same key: ours, already dead, nothing more to do.
     const again = await report(JSON.stringify([match(owner.apiKey, 'https://gist.github.com/octo/1', 'gist_content')]));
@@ -187,6 +192,41 @@ describe('POST /api/secret-scanning/github', () => {
     expect(await revocationMailsTo(owner.email)).toHaveLength(1);
     const revocations = await t.app.deps.db.selectFrom('audit_events').select('id').where('action', '=', 'api_key.revoked').where('subject_id', '=', owner.apiKeyId).execute();
     expect(revocations).toHaveLength(1);
+  });
+
+  it('keys made from a leaked key by self-rotation die with it, even after the leaked key expired; a rotation over SSH (a person who proved who they are) does not', async () => {
+    const owner = await userWithKey('lineage');
+    const rotateWith = async (apiKey: string) => {
+      const answer = await t.request('/api/api-keys/rotate', { method: 'POST', headers: { authorization: `Bearer ${apiKey}` } });
+      expect(answer.status, answer.text).toBe(200);
+      return answer.body as { api_key: string; api_key_id: string };
+    };
+    // The leaked key renewed itself twice (as whoever found it could have): a line of three.
+    const child = await rotateWith(owner.apiKey);
+    const grandchild = await rotateWith(child.api_key);
+    // Another key of the owner, rotated over SSH by the owner: its successor is the owner's own.
+    const other = await owner.another('lineage-other');
+    const user = (await findUserByEmail(t.app.deps.db, owner.email))!;
+    const bySsh = await rotateApiKey(t.app.deps, { actor: user, keyId: parseApiKey(other)!.id, overlapMs: 0, origin: { channel: 'ssh', ip: '127.0.0.1' } });
+
+    // The first key is reported once its overlap is long over: it is dead already, its line is not.
+    let offsetMs = 2 * 3_600_000;
+    t.app.deps.now = () => new Date(Date.now() + offsetMs);
+    try {
+      const answer = await report(JSON.stringify([match(owner.apiKey), match(other)]));
+      expect(answer.body.map((r: { label: string }) => r.label)).toEqual(['true_positive', 'true_positive']);
+      expect((await whoami(grandchild.api_key)).status).toBe(401);
+      expect((await whoami(bySsh.api_key)).status).toBe(200);
+    } finally {
+      offsetMs = 0;
+      delete t.app.deps.now;
+    }
+    const mails = await revocationMailsTo(owner.email);
+    expect(mails).toHaveLength(1);
+    expect(mails[0]!.text).toContain('Revoked with it, because whoever found it could have made them from it');
+    expect(mails[0]!.text).toContain(grandchild.api_key_id);
+    const row = await t.app.deps.db.selectFrom('api_keys').select(['revoked_reason']).where('id', '=', grandchild.api_key_id).executeTakeFirstOrThrow();
+    expect(row.revoked_reason).toBe('leaked');
   });
 
   it('refused with 401 and nothing done: a signature by another key, a body changed after signing, an unknown key identifier, missing headers, a signature that is not one', async () => {
@@ -310,3 +350,28 @@ function malleate(signatureBase64: string): string {
   const sequence = Buffer.concat([encode(r), encode(n - s)]);
   return Buffer.concat([Buffer.from([0x30, sequence.length]), sequence]).toString('base64');
 }
+
+describe('a sender that fails to sign', () => {
+  let limited: TestApp;
+  beforeAll(async () => {
+    limited = await startTestApp({ SECRET_SCANNING_KEYS_FILE: keysFile, HTTP_LOOKUPS_PER_MINUTE: '3' });
+  });
+  afterAll(async () => {
+    await limited?.close();
+  });
+
+  it('is answered 429 once its failures are over the lookup budget, before its body is read', async () => {
+    const body = JSON.stringify([match('not-a-key')]);
+    const send = (signature: string) =>
+      limited.request(ENDPOINT, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'github-public-key-identifier': github.identifier, 'github-public-key-signature': signature },
+        body,
+      });
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await send(signatureOf(`${body} `, github))).status);
+    expect(statuses).toEqual([401, 401, 401, 429, 429]);
+    // Refused before verifying: even a good signature waits for the window to pass.
+    expect((await send(signatureOf(body, github))).status).toBe(429);
+  });
+});

@@ -1,9 +1,12 @@
 import fs from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
 import { openDatabase } from '../../src/db/database.js';
+import { createHttpServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/observability/log.js';
 import { startApp } from '../../src/process/app.js';
 import { startTestApp, type HttpResult, type TestApp } from '../support/app.js';
@@ -169,5 +172,98 @@ describe('POST /api/api-keys/rotate', () => {
     } finally {
       await b.close();
     }
+  });
+});
+
+describe('POST /api/api-keys/rotate: limits', () => {
+  it('A -> B -> C: the second rotation ends A at once, inside its overlap; B (in its overlap) and C work', async () => {
+    const a = await mintedKey('chain-over-http');
+    const b = await rotate(a.api_key, { overlap: '7d' });
+    expect(b.status, b.text).toBe(200);
+    expect((await whoami(a.api_key)).status).toBe(200);
+    const c = await rotate(b.body.api_key, { overlap: '7d' });
+    expect(c.status, c.text).toBe(200);
+    expect((await whoami(a.api_key)).body).toEqual({ success: false, error: 'Invalid API key' });
+    expect((await whoami(b.body.api_key)).status).toBe(200);
+    expect((await whoami(c.body.api_key)).status).toBe(200);
+  });
+
+  it('every request counts against the address\'s lookup budget, not only failures: each success mints a key', async () => {
+    const LIMIT = 3;
+    const limited = createHttpServer(t.app.deps, {
+      trustProxy: ['127.0.0.1/32'],
+      log: t.app.deps.log,
+      lookupsPerMinute: LIMIT,
+      limits: { ...loadConfig({}).http, ipv6Prefix: 64 },
+      sshHint: t.app.sshHint,
+      readiness: t.app.readiness,
+    });
+    await new Promise<void>((resolve) => limited.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(limited.address() as AddressInfo).port}/api/api-keys/rotate`;
+      // An address of its own: budgets live in the database, shared with other test files.
+      const from = `198.18.19.${Math.floor(Math.random() * 250) + 1}`;
+      let apiKey = (await mintedKey('budgeted-chain')).api_key;
+      const statuses: number[] = [];
+      for (let i = 0; i <= LIMIT; i++) {
+        const res = await fetch(url, { method: 'POST', headers: { ...bearer(apiKey), 'x-forwarded-for': from } });
+        statuses.push(res.status);
+        if (res.status === 200) apiKey = ((await res.json()) as { api_key: string }).api_key;
+        else await res.body?.cancel();
+      }
+      expect(statuses).toEqual([200, 200, 200, 429]);
+    } finally {
+      limited.closeAllConnections();
+      await new Promise((resolve) => limited.close(resolve));
+    }
+  });
+});
+
+describe('POST /api/api-keys/rotate: a client that leaves before the answer', () => {
+  it('never gets the new key, so it is revoked (undelivered); the old key is as it was: working past the overlap, rotatable again', async () => {
+    const old = await mintedKey('left-mid-rotation');
+    const billing = t.app.deps.billing;
+    let release = () => {};
+    let checking = false;
+    t.app.deps.billing = {
+      isActive: () => {
+        checking = true;
+        return new Promise((resolve) => (release = () => resolve(true)));
+      },
+    };
+    // The server's side of this one request, to know when it has seen the client leave.
+    let answer: ServerResponse | undefined;
+    const spy = (req: IncomingMessage, res: ServerResponse) => {
+      if (req.url === '/api/api-keys/rotate' && req.headers.authorization === `Bearer ${old.api_key}`) answer = res;
+    };
+    t.app.http.on('request', spy);
+    try {
+      const request = http.request(`${t.app.httpUrl}/api/api-keys/rotate`, {
+        method: 'POST',
+        agent: false,
+        headers: { ...bearer(old.api_key), 'content-type': 'application/json' },
+      });
+      request.on('error', () => {}); // we hang up ourselves
+      request.end(JSON.stringify({ overlap: '10m' }));
+      await until(() => checking, 'the rotation at its billing check', () => t.logs.join('\n'), 10_000);
+      request.destroy();
+      await until(() => answer?.destroyed === true, 'the server seeing the client leave', () => '', 10_000);
+      release();
+      await until(() => t.logs.some((line) => line.includes('rotation answer not delivered')), 'the undelivered rotation undone', () => t.logs.join('\n'), 10_000);
+    } finally {
+      t.app.http.off('request', spy);
+      t.app.deps.billing = billing;
+      release();
+    }
+    const db = t.app.deps.db;
+    const successor = await db.selectFrom('api_keys').selectAll().where('label', '=', 'left-mid-rotation').where('id', '!=', old.api_key_id).executeTakeFirstOrThrow();
+    expect(successor).toMatchObject({ revoked_reason: 'undelivered', rotated_from_id: null });
+    expect(successor.revoked_at).not.toBeNull();
+    const restored = await db.selectFrom('api_keys').selectAll().where('id', '=', old.api_key_id).executeTakeFirstOrThrow();
+    expect(restored).toMatchObject({ replaced_by_id: null, expires_at: null, revoked_at: null });
+    await later(10 * 60_000 + 1_000, async () => expect((await whoami(old.api_key)).status).toBe(200));
+    const again = await rotate(old.api_key);
+    expect(again.status, again.text).toBe(200);
+    expect(again.body.replaces).toBe(old.api_key_id);
   });
 });

@@ -74,6 +74,51 @@ describe('list marks keys expiring within 7 days', () => {
   });
 });
 
+describe('list marks a key in its rotation overlap as rotated', () => {
+  it('STATE rotated (never expiring) while the replaced key still works, then expired; --json keeps state active and adds replaced_by', async () => {
+    const owner = await sshLinkedUser(t, 'rotating');
+    const old = await create(owner.key, 'three-days-rotated', '--expires-in', '3d');
+    const atOnce = await create(owner.key, 'rotated-at-once', '--expires-in', '3d');
+    const plain = await create(owner.key, 'not-rotated', '--expires-in', '3d');
+    const rotate = async (id: string, overlap: string) => {
+      const rotated = await ssh(owner.key, 'rotate', id, '--overlap', overlap, '--json');
+      expect(rotated.code, rotated.stderr).toBe(0);
+      return JSON.parse(rotated.stdout).api_key_id as string;
+    };
+    const successor = await rotate(old, '1h');
+    const atOnceSuccessor = await rotate(atOnce, '0');
+
+    const stateOf = async (...args: string[]) => {
+      const table = await ssh(owner.key, 'list', ...args);
+      expect(table.code, table.stderr).toBe(0);
+      const lines = table.stdout.trimEnd().split('\n');
+      const column = args.includes('--wide') ? 5 : 3;
+      return (id: string) => lines.find((l) => l.startsWith(args.includes('--wide') ? id : `${id.slice(0, 8)} `))!.split(/ {2,}/)[column];
+    };
+    const ids = [old, successor, atOnce, atOnceSuccessor, plain];
+    const shown = await stateOf();
+    // The old key works for an hour more, but there is nothing to do about it: its successor is the one to watch.
+    expect(ids.map(shown)).toEqual(['rotated', 'expiring', 'revoked', 'expiring', 'expiring']);
+    expect(ids.map(await stateOf('--wide'))).toEqual(ids.map(shown));
+    const adminTable = (await runAdmin(t.app.deps, 'keys', 'list', '--org', owner.org)).stdout.split('\n');
+    expect(ids.map((id) => adminTable.find((l) => l.startsWith(`${id.slice(0, 8)} `))!.split(/ {2,}/)[3])).toEqual(ids.map(shown));
+
+    const listed = JSON.parse((await ssh(owner.key, 'list', '--json')).stdout) as Array<{ id: string; state: string; expiring_soon: boolean; replaced_by: string | null }>;
+    const byId = new Map(listed.map((k) => [k.id, k]));
+    // `state` is what it was (it works: active); replaced_by says by which key.
+    expect(byId.get(old)).toMatchObject({ state: 'active', expiring_soon: false, replaced_by: successor });
+    expect(byId.get(successor)).toMatchObject({ state: 'active', expiring_soon: true, replaced_by: null });
+    expect(byId.get(atOnce)).toMatchObject({ state: 'revoked', expiring_soon: false, replaced_by: atOnceSuccessor });
+    expect(byId.get(plain)).toMatchObject({ state: 'active', expiring_soon: true, replaced_by: null });
+
+    // The overlap over (its end set in the past, as the hour would have): the old key reads expired.
+    await t.app.deps.db.updateTable('api_keys').set({ expires_at: new Date(Date.now() - 60_000) }).where('id', '=', old).execute();
+    expect((await stateOf())(old)).toBe('expired');
+
+    expect((await ssh(owner.key, 'list', '--help')).stdout).toContain('rotated (replaced\nby rotation, still working until its overlap ends)');
+  });
+});
+
 describe('the shell greeting', () => {
   it('counts your own live keys expiring within 7 days; says nothing when there are none; never in exec mode', async () => {
     const user = await sshLinkedUser(t, 'greeted');

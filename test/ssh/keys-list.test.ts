@@ -93,7 +93,7 @@ describe('list, over OpenSSH, and the admin CLI', () => {
     // --json: full values, ISO timestamps, and the state.
     const listed = JSON.parse((await ssh('list', '--json')).stdout) as Array<Record<string, unknown>>;
     const byId = new Map(listed.map((k) => [k.id, k]));
-    expect(byId.get(long)).toMatchObject({ label: longLabel, state: 'active', revoked: false, created_via: 'ssh', created_by: owner.email, security_key: false });
+    expect(byId.get(long)).toMatchObject({ label: longLabel, state: 'active', revoked: false, created_via: 'ssh', created_by: owner.email, security_key: false, replaced_by: null });
     expect(byId.get(expired)).toMatchObject({ state: 'expired', revoked: false, revoked_at: null });
     expect(byId.get(revoked)).toMatchObject({ state: 'revoked', revoked: true });
     expect(byId.get(active)!.last_used_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);

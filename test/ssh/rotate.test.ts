@@ -78,9 +78,9 @@ describe('create --perm and --expires-in', () => {
     expect(bad).toEqual({
       code: 2,
       stdout: '',
-      stderr: 'error: --perm: "clusters:delete" is not a permission here; the permissions are clusters:view, clusters:create\nusage: create --label LABEL [--org ORG] [--perm NAME]... [--expires-in DURATION] [--json]\n',
+      stderr: 'error: --perm: "clusters:delete" is not a permission on this server; its permissions: clusters:view, clusters:create\nusage: create --label LABEL [--org ORG] [--perm NAME]... [--expires-in DURATION] [--json]\n',
     });
-    expect((await ssh('create', '--label', 'empty-permission', '--perm', ',')).stderr).toMatch(/^error: --perm needs a permission: clusters:view, clusters:create\n/);
+    expect((await ssh('create', '--label', 'empty-permission', '--perm', ',')).stderr).toMatch(/^error: --perm needs a permission \(choose among: clusters:view, clusters:create\)\n/);
     expect(JSON.parse((await ssh('list', '--json')).stdout)).toEqual([]);
   });
 
@@ -187,7 +187,7 @@ describe('rotate', () => {
     expect((await ssh('rotate')).stderr).toMatch(/^error: missing KEY_ID\n/);
   });
 
-  it('a client that leaves mid-rotation never gets the new key: it is revoked (undelivered); the old key stops as rotated', async () => {
+  it('a client that leaves mid-rotation never gets the new key: it is revoked (undelivered), and the old key is as it was, to rotate again', async () => {
     const { key } = await sshLinkedUser(t, 'rotdrop');
     const ssh = sshAs(key);
     const old = JSON.parse((await ssh('create', '--label', 'dropped-rotation', '--json')).stdout);
@@ -201,10 +201,17 @@ describe('rotate', () => {
     } finally {
       billingDelayMs = 0;
     }
-    const successor = await t.app.deps.db.selectFrom('api_keys').selectAll().where('rotated_from_id', '=', old.api_key_id).executeTakeFirstOrThrow();
+    // Unlinked from the old key by the undo (rotated_from_id cleared): found by its label.
+    const successor = await t.app.deps.db.selectFrom('api_keys').selectAll().where('label', '=', 'dropped-rotation').where('id', '!=', old.api_key_id).executeTakeFirstOrThrow();
     expect(successor.revoked_reason).toBe('undelivered');
+    expect(successor.rotated_from_id).toBeNull();
     expect(successor.revoked_at).not.toBeNull();
-    expect((await whoami(old.api_key)).status).toBe(200); // until the end of the overlap
+    const restored = await t.app.deps.db.selectFrom('api_keys').selectAll().where('id', '=', old.api_key_id).executeTakeFirstOrThrow();
+    expect(restored).toMatchObject({ replaced_by_id: null, expires_at: null, revoked_at: null });
+    expect((await whoami(old.api_key)).status).toBe(200);
+    const again = await ssh('rotate', old.api_key_id, '--json');
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ replaces: old.api_key_id });
   });
 });
 

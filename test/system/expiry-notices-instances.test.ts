@@ -8,16 +8,24 @@ import { killSpawnedServices, listeningOf, spawnService, type SpawnedService } f
 import { startSmtpServer, type SmtpServer } from '../support/smtp.js';
 import { openssh } from '../support/ssh.js';
 
-// Expiry notices with two instances on one database, both scanning: the notice goes out once,
-// within seconds of its threshold, through the real outbox to a real SMTP server. The threshold
-// passes 45 s after the key is minted: by then each instance has looked (at most 30 s apart) and
-// sleeps until that very moment, so both scan for it at once.
+// Expiry notices with two real instances on one database, both scanning: together they send the
+// notice once, through the real outbox to a real SMTP server, within a minute of its threshold
+// (the issue's promise). The threshold passes 45 s after the key is minted, so by then each
+// instance has looked (they wake at least every 30 s) and has seen it coming.
+//
+// What this does not prove: that the two scans truly raced. On a loaded machine they may run one
+// after the other, and then one email is no feat. Exactly once under a real race (scans on two
+// connection pools at the same instant, a rotation holding the key meanwhile) is proven in
+// test/core/expiry-notices.test.ts. Nor does it hold the instances to "within seconds": their
+// timers are real, and a loaded CI may delay them; it holds them to the minute.
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
   killSpawnedServices();
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
+
+const MINUTE = 60_000;
 
 type Scan = { time: number; keys: number; notices: number; nextDueAt: string | null };
 
@@ -71,22 +79,22 @@ describe('expiry notices, two instances', () => {
     const expiresAt = rows[0]!.expires_at;
     const dueAt = expiresAt.getTime() - (5 * 60 + 15) * 1000;
 
-    const notice = await smtp.waitForMail(email, 90_000);
-    // Not before the threshold, and within seconds of it.
+    const notice = await smtp.waitForMail(email, 45_000 + 2 * MINUTE);
+    // Not before the threshold, and within a minute of it.
     expect(Date.now()).toBeGreaterThanOrEqual(dueAt);
-    expect(Date.now() - dueAt).toBeLessThan(10_000);
+    expect(Date.now() - dueAt).toBeLessThan(MINUTE);
     expect(notice.subject).toBe('Your API key "six-minute-key" expires soon');
     expect(notice.text).toContain(`${keyId}  "six-minute-key"  org ${rows[0]!.org}  (expires ${expiresAt.toISOString()}, in `);
     expect(notice.text).toMatch(/, in [45] minutes\)/);
     // The rotate command as the instance that queued it names its door.
     expect(notice.text).toMatch(new RegExp(`^  ssh -p (${first.sshPort}|${second.sshPort}) keys@localhost rotate ${keyId}$`, 'm'));
 
-    // Both instances scanned for it, each within seconds of the threshold (a scan that began
-    // before it still saw it coming, as nextDueAt); one of them queued the one email.
+    // Both instances scanned after the threshold, each within a minute of it (a scan that began
+    // before it still saw it coming, as nextDueAt), and the two together queued the one email.
     const dueIso = new Date(dueAt).toISOString();
     const firstScanAfterDue = (service: SpawnedService) => scansOf(service).find((scan) => scan.time >= dueAt && scan.nextDueAt !== dueIso);
-    await until(() => !!firstScanAfterDue(one) && !!firstScanAfterDue(two), 'a scan by each instance after the threshold', output, 45_000);
-    for (const service of [one, two]) expect(firstScanAfterDue(service)!.time - dueAt).toBeLessThan(10_000);
+    await until(() => !!firstScanAfterDue(one) && !!firstScanAfterDue(two), 'a scan by each instance after the threshold', output, 2 * MINUTE);
+    for (const service of [one, two]) expect(firstScanAfterDue(service)!.time - dueAt).toBeLessThan(MINUTE);
     const queuedBy = [one, two].map((service) => scansOf(service).reduce((sum, scan) => sum + scan.notices, 0));
     expect(queuedBy.sort()).toEqual([0, 1]);
     expect(smtp.mailsTo(email).map((m) => m.subject)).toEqual([verification.subject, notice.subject]);
@@ -94,5 +102,5 @@ describe('expiry notices, two instances', () => {
     expect(recorded.rows).toEqual([{ threshold_seconds: 315 }]);
     const outbox = await db.query("SELECT count(*)::int AS n FROM mail_outbox WHERE kind = 'notice' AND recipient = $1 AND sent_at IS NOT NULL", [email]);
     expect(outbox.rows[0].n).toBe(1);
-  }, 150_000);
+  }, 6 * MINUTE);
 });

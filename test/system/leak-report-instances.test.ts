@@ -101,7 +101,7 @@ describe('a leak reported to one instance', () => {
     expect(fromReport).toBeLessThan(1_000);
 
     const notice = await smtp.waitForMail(email);
-    expect(notice.subject).toBe('API key found in public and revoked: ci-deploy-key');
+    expect(notice.subject).toBe('API key found in public and revoked: "ci-deploy-key"');
     expect(notice.text).toContain(`Where it was found: ${url}`);
     expect(first.output() + second.output()).not.toContain(apiKey);
   });

@@ -1,5 +1,7 @@
 import {
+  AppError,
   formatDuration,
+  keyPermissionsFor,
   keyPermissionsOf,
   LabelSchema,
   MIN_KEY_TTL_MS,
@@ -94,17 +96,17 @@ function lifetimeOf(text: string, maxMs: number | null): number {
   return ms;
 }
 
-/** `--perm` values, checked here too (a usage error naming the unknown one); undefined: every permission. */
+/** `--perm` values as the core checks them, its refusal a usage error; undefined: every permission. */
 function permissionsOf(args: Parsed, deps: CoreDeps): string[] | undefined {
   const asked = optionalList(args, 'perm')?.filter((name) => name !== '');
   if (asked === undefined) return undefined;
-  const known = keyPermissionsOf(deps).map((p) => p.name);
-  if (asked.length === 0) throw new UsageError(`--perm needs a permission: ${known.join(', ')}`);
-  const unknown = asked.find((name) => !known.includes(name));
-  if (unknown !== undefined) {
-    throw new UsageError(`--perm: "${escapeForTerminal(unknown)}" is not a permission here; the permissions are ${known.join(', ')}`);
+  try {
+    return keyPermissionsFor(deps, asked);
+  } catch (err) {
+    if (!(err instanceof AppError)) throw err;
+    const detail = escapeForTerminal(err.detail ?? '');
+    throw new UsageError(err.code === 'PERMISSIONS_EMPTY' ? `--perm needs a permission (${detail})` : `--perm: ${detail}`);
   }
-  return asked;
 }
 
 /** Permissions as people read them: the platform's display names (KEY_PERMISSIONS). */

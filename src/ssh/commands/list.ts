@@ -10,10 +10,12 @@ export const list = accountCommand({
 
   --org ORG  only this organization
   --wide     every column (CREATED BY, VIA, REVOKED, PERMISSIONS), nothing cut short
-  --json     machine-readable output, every value in full (expiring_soon: true/false)
+  --json     machine-readable output, every value in full (expiring_soon: true/false,
+             replaced_by: the id of the key that replaced it by rotation, or null)
 
-STATE is active, expiring (active, but expires within 7 days: "rotate" it), expired or
-revoked. Secrets are never shown: they exist only in the output of "create".`,
+STATE is active, expiring (active, but expires within 7 days: "rotate" it), rotated (replaced
+by rotation, still working until its overlap ends), expired or revoked. Secrets are never
+shown: they exist only in the output of "create".`,
   options: { org: { type: 'string' }, wide: { type: 'boolean' } },
   positionals: { min: 0, max: 0, names: '' },
   async run(ctx, args) {

@@ -1,4 +1,4 @@
-import { nowOf, revokeApiKey, rotateApiKey, RotationOverlapSchema } from '../../core/index.js';
+import { nowOf, undoUndeliveredRotation, rotateApiKey, RotationOverlapSchema } from '../../core/index.js';
 import { failure, optionalString, parseArgument } from '../../command/framework.js';
 import { escapeForTerminal } from '../../text/table.js';
 import { accountCommand } from '../command.js';
@@ -33,12 +33,13 @@ Mints a key with the same org, label, permissions and lifetime, printed once, al
     // As with create: a key nobody received must not live. The old key stays as rotated (it
     // stops at the end of the overlap); its owner makes a fresh key with create.
     if (ctx.signal.aborted) {
-      await revokeApiKey(ctx.deps, ctx.identity.user, rotated.api_key_id, ctx.origin, 'undelivered');
-      ctx.deps.log.warn({ apiKeyId: rotated.api_key_id }, 'command interrupted before the key was delivered; key revoked');
-      return failure(
-        `Interrupted: API key ${rotated.api_key_id} (replacing ${rotated.replaces}) was created but never shown, so it has been revoked; ` +
-          `the old key still stops working at ${rotated.old_key_expires_at.toISOString()}.\n`,
-      );
+      // As over HTTP: the new key is revoked and the old one given back as it was, so it can be rotated again.
+      const { oldKeyRestored } = await undoUndeliveredRotation(ctx.deps, rotated, ctx.origin);
+      ctx.deps.log.warn({ apiKeyId: rotated.api_key_id, oldKeyRestored }, 'command interrupted before the key was delivered; key revoked');
+      const old = oldKeyRestored
+        ? `the old key ${rotated.replaces} is as it was before (rotate it again).`
+        : `the old key still stops working at ${rotated.old_key_expires_at.toISOString()}.`;
+      return failure(`Interrupted: API key ${rotated.api_key_id} (replacing ${rotated.replaces}) was created but never shown, so it has been revoked; ${old}\n`);
     }
 
     const now = nowOf(ctx.deps);
