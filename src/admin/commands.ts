@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
+  PolicySettingSchema,
+  readOrgPolicy,
   allAuditEvents,
   createOrg,
   EmailSchema,
@@ -20,7 +22,9 @@ import {
 import { AUDIT_OPTIONS, AUDIT_WINDOW_USAGE, runAudit } from '../command/audit-command.js';
 import { keysJson, keysTable } from '../text/keys-table.js';
 import { escapeForTerminal, formatTable, isoOrDash } from '../text/table.js';
-import { optionalString, parseArgument, type Command, type Output, type Program } from '../command/framework.js';
+import { optionalString, parseArgument, UsageError, type Command, type Output, type Program } from '../command/framework.js';
+import { POLICY_SETTINGS_USAGE, runPolicySet } from '../command/policy-command.js';
+import { policyJson, policySummary, policyTable, policyValues } from '../text/policy-table.js';
 
 /** The operator's commands (`npm run admin -- …`), on the same command model as the SSH door's. */
 export type AdminContext = Readonly<Output & { deps: CoreDeps }>;
@@ -106,12 +110,34 @@ of an org without owners, such as a personal one).`,
     async run(ctx) {
       const orgs = await listOrgs(ctx.deps);
       return {
-        data: orgs,
+        data: orgs.map(({ policy, ...org }) => ({ ...org, policy: policyValues(policy) })),
         text: `${formatTable(
-          ['NAME', 'ID', 'PLAN', 'STATUS', 'MEMBERS', 'CREATED'],
-          orgs.map((o) => [o.name, o.id, o.plan ?? '-', o.status ?? 'none', String(o.members), isoOrDash(o.created_at)]),
+          ['NAME', 'ID', 'PLAN', 'STATUS', 'MEMBERS', 'CREATED', 'POLICY'],
+          orgs.map((o) => [o.name, o.id, o.plan ?? '-', o.status ?? 'none', String(o.members), isoOrDash(o.created_at), policySummary(o.policy)]),
         )}\n`,
       };
+    },
+  },
+  {
+    name: 'org policy',
+    summary: "show an org's key policy, or change one setting",
+    usage: `org policy ORG [NAME VALUE] [--json]
+
+Without NAME VALUE: the policy, as the SSH door's "policy" shows it. With them: the change, as
+its owners and admins make it with "policy set" (audited as the operator's).
+
+${POLICY_SETTINGS_USAGE}`,
+    options: {},
+    positionals: { min: 1, max: 3, names: 'ORG [NAME VALUE]' },
+    async run(ctx, args) {
+      const orgName = parseArgument(OrgNameLookupSchema, args.positionals[0], 'ORG');
+      if (args.positionals.length === 1) {
+        const view = await readOrgPolicy(ctx.deps, null, orgName);
+        return { data: policyJson(view), text: policyTable(ctx.deps, view) };
+      }
+      if (args.positionals.length === 2) throw new UsageError('give a setting and its value: NAME VALUE');
+      const setting = parseArgument(PolicySettingSchema, args.positionals[1], 'NAME');
+      return runPolicySet(ctx.deps, { actor: null, orgName, setting, value: args.positionals[2]!, origin: ORIGIN });
     },
   },
   {

@@ -5,15 +5,24 @@ import { recordAudit } from './audit.js';
 import type { RequestOrigin } from './context.js';
 import { baseEmailOf, orgNameFromEmail } from './emails.js';
 import { AppError } from './errors.js';
+import { ORG_POLICY_COLUMNS, policyOfColumns, type OrgPolicy, type OrgPolicyColumns } from './org-policy.js';
 
 type Tx = Kysely<Database>;
 
 /**
  * `subscription`: the org's subscription status, read with the membership (the billing check's
  * input). `personal`: the org made for this account (an alias: for its base) at its first
- * confirmation.
+ * confirmation. `policy`: the org's key policy (org-policy.ts), read in the same query.
  */
-export type OrgMembership = { org_id: string; name: string; role: Role; joined_at: Date; subscription: SubscriptionStatus | null; personal: boolean };
+export type OrgMembership = {
+  org_id: string;
+  name: string;
+  role: Role;
+  joined_at: Date;
+  subscription: SubscriptionStatus | null;
+  personal: boolean;
+  policy: OrgPolicy;
+};
 
 const ROLE_RANK: Record<Role, number> = { owner: 3, admin: 2, member: 1 };
 
@@ -33,20 +42,30 @@ export function membershipsQuery(db: Tx) {
     .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
     .leftJoin('subscriptions', 'subscriptions.org_id', 'orgs.id')
     .select(['orgs.id as org_id', 'orgs.name', 'memberships.role', 'memberships.created_at as joined_at', 'subscriptions.status as subscription'])
+    .select(ORG_POLICY_COLUMNS)
     .select(sql<boolean>`coalesce(orgs.personal_user_id = memberships.user_id, false)`.as('personal'))
     .orderBy('memberships.created_at', 'asc')
     .orderBy('orgs.name', 'asc');
 }
 
-type MembershipRow = { org_id: string; name: string; role: Role; joined_at: Date | string; subscription: SubscriptionStatus | null; personal: boolean };
+type MembershipRow = OrgPolicyColumns & { org_id: string; name: string; role: Role; joined_at: Date | string; subscription: SubscriptionStatus | null; personal: boolean };
 
 /** One entry per org, in the rows' order; where an alias and its base both hold one, the stronger role counts. */
 export function mergeMemberships(rows: readonly MembershipRow[]): OrgMembership[] {
   const byOrg = new Map<string, OrgMembership>();
   for (const row of rows) {
     const seen = byOrg.get(row.org_id);
-    if (!seen) byOrg.set(row.org_id, { ...row, joined_at: new Date(row.joined_at) });
-    else {
+    if (!seen) {
+      byOrg.set(row.org_id, {
+        org_id: row.org_id,
+        name: row.name,
+        role: row.role,
+        joined_at: new Date(row.joined_at),
+        subscription: row.subscription,
+        personal: row.personal,
+        policy: policyOfColumns(row),
+      });
+    } else {
       if (ROLE_RANK[row.role] > ROLE_RANK[seen.role]) seen.role = row.role;
       seen.personal ||= row.personal;
     }

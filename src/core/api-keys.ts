@@ -9,6 +9,7 @@ import { AppError } from './errors.js';
 import { digestsEqual, generateApiKey, parseApiKey, sha256Hex } from './secrets.js';
 import type { PublicKey } from './ssh-public-key.js';
 import { httpKeyStatus, spendHttpWindow } from './identity.js';
+import { assertPolicyAllows, defaultPermissionsIn, maxTtlIn } from './org-policy.js';
 
 export type MintedApiKey = {
   api_key: string;
@@ -32,8 +33,10 @@ export type MintInput = {
   label: string;
   orgName?: string | undefined;
   expiresInMs?: number | undefined;
-  /** Names among the platform's (KEY_PERMISSIONS); absent: all of them (Vers compatibility). */
+  /** Names among the platform's (KEY_PERMISSIONS); absent: all the org's policy allows (all of them: Vers compatibility). */
   permissions?: readonly string[] | undefined;
+  /** The type of the SSH key that proved the mint (the SSH session's, a signed request's), for require-security-key. */
+  keyType?: string | null;
   origin: RequestOrigin;
 };
 
@@ -91,69 +94,90 @@ export function defaultOrg(orgs: OrgMembership[]): OrgMembership | undefined {
   return orgs.find((o) => o.personal) ?? orgs[0];
 }
 
-/** The one key-creation service both doors call. Billing is checked first; nothing is written on failure. */
+/**
+ * The one key-creation service both doors call. Billing is checked first, then the org's key
+ * policy (org-policy.ts); nothing is written on failure. The policy is judged as read with the
+ * identity, and the key is written only while that is still the org's policy (its version): a
+ * change in between is judged again, so no key is ever made under a policy its org had left.
+ */
 export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<MintedApiKey> {
-  const permissions = keyPermissionsFor(deps, input.permissions);
-  const org = chooseOrg(input.orgs ?? (await orgsOfUser(deps.db, input.user)), input.orgName);
-  const maxTtl = deps.settings.keyMaxTtlMs;
-  if (input.expiresInMs !== undefined && maxTtl !== null && input.expiresInMs > maxTtl) {
+  const asked = input.permissions === undefined ? undefined : keyPermissionsFor(deps, input.permissions);
+  let org = chooseOrg(input.orgs ?? (await orgsOfUser(deps.db, input.user)), input.orgName);
+  const operatorMax = deps.settings.keyMaxTtlMs;
+  if (input.expiresInMs !== undefined && operatorMax !== null && input.expiresInMs > operatorMax) {
     throw new AppError('TTL_TOO_LONG');
   }
   if (input.expiresInMs !== undefined && input.expiresInMs < MIN_KEY_TTL_MS) throw new AppError('TTL_TOO_SHORT');
-  // With an operator maximum, a key without an explicit expiry gets the maximum.
-  const ttl = input.expiresInMs ?? maxTtl ?? undefined;
 
   await assertBillingActive(deps, org);
 
-  const now = nowOf(deps);
+  const proof = input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null);
   const { id, apiKey, secretHash } = generateApiKey();
-  const expiresAt = ttl === undefined ? null : new Date(now.getTime() + ttl);
-  const key: NewApiKey = {
-    id,
-    org_id: org.org_id,
-    created_by_user_id: input.user.id,
-    ssh_key_id: input.sshKeyId,
-    label: input.label,
-    secret_hash: secretHash,
-    permissions,
-    created_via: input.origin.channel,
-    created_at: now,
-    expires_at: expiresAt,
-    rotated_from_id: null,
-  };
-  const audit = {
-    actorUserId: input.user.id,
-    details: {
-      label: input.label,
-      ssh_key_id: input.sshKeyId,
-      expires_at: expiresAt?.toISOString() ?? null,
+  for (let attempt = 1; ; attempt++) {
+    const permissions = asked ?? defaultPermissionsIn(deps, org);
+    await assertPolicyAllows(deps, org, {
+      role: org.role,
+      channel: input.origin.channel,
+      proof,
+      keyType: input.keyType ?? null,
       permissions,
-      proof: input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null),
-    },
-  };
-  // Removed from the org since its list was read (billing in between): the answer a moment later.
-  const notAMember = () => new AppError('ORG_NOT_FOUND', { orgName: org.name });
-  if (input.spendsHttpWindow) {
-    // The window's use is checked under a row lock: a transaction.
-    await deps.db.transaction().execute(async (trx) => {
-      if (input.sshKeyId === null) throw new AppError('UNVERIFIED_KEY');
-      await spendHttpWindow(trx, deps, input.sshKeyId, input.user.id);
-      if (!(await insertKey(trx, key, input.user, input.origin, audit))) throw notAMember();
+      permissionsAsked: asked !== undefined,
+      expiresInMs: input.expiresInMs,
     });
-  } else if (!(await insertKey(deps.db, key, input.user, input.origin, audit))) {
-    throw notAMember();
+    // With a maximum (the operator's, the org's), a key without an explicit expiry gets it.
+    const ttl = input.expiresInMs ?? maxTtlIn(deps, org.policy) ?? undefined;
+    const now = nowOf(deps);
+    const expiresAt = ttl === undefined ? null : new Date(now.getTime() + ttl);
+    const key: NewApiKey = {
+      id,
+      org_id: org.org_id,
+      created_by_user_id: input.user.id,
+      ssh_key_id: input.sshKeyId,
+      label: input.label,
+      secret_hash: secretHash,
+      permissions,
+      created_via: input.origin.channel,
+      created_at: now,
+      expires_at: expiresAt,
+      rotated_from_id: null,
+    };
+    const audit = {
+      actorUserId: input.user.id,
+      details: { label: input.label, ssh_key_id: input.sshKeyId, expires_at: expiresAt?.toISOString() ?? null, permissions, proof },
+    };
+    const insert = { policyVersion: org.policy.version };
+    let written: boolean;
+    if (input.spendsHttpWindow) {
+      // The window's use is checked under a row lock: a transaction.
+      written = await deps.db.transaction().execute(async (trx) => {
+        if (input.sshKeyId === null) throw new AppError('UNVERIFIED_KEY');
+        await spendHttpWindow(trx, deps, input.sshKeyId, input.user.id);
+        if (await insertKey(trx, key, input.user, input.origin, audit, insert)) return true;
+        // Not written: nor is the window's use spent (the transaction rolls back).
+        throw new MintNotWritten();
+      }).catch((err: unknown) => {
+        if (err instanceof MintNotWritten) return false;
+        throw err;
+      });
+    } else {
+      written = await insertKey(deps.db, key, input.user, input.origin, audit, insert);
+    }
+    if (written) {
+      eventsOf(deps).apiKeyMinted(input.origin.channel);
+      return { api_key: apiKey, api_key_id: id, org_id: org.org_id, org_name: org.name, permissions: [...permissions], created_at: now, expires_at: expiresAt };
+    }
+    // Removed from the org since its list was read (billing in between), or its policy changed:
+    // read again, and either answer as a moment later or judge the new policy.
+    const fresh = (await orgsOfUser(deps.db, input.user)).find((o) => o.org_id === org.org_id);
+    if (!fresh) throw new AppError('ORG_NOT_FOUND', { orgName: org.name });
+    // Three changes of one org's policy within one mint: a storm, not a mint to retry forever.
+    if (attempt >= 3) throw new AppError('UNAVAILABLE');
+    org = fresh;
   }
-  eventsOf(deps).apiKeyMinted(input.origin.channel);
-  return {
-    api_key: apiKey,
-    api_key_id: id,
-    org_id: org.org_id,
-    org_name: org.name,
-    permissions: [...permissions],
-    created_at: now,
-    expires_at: expiresAt,
-  };
 }
+
+/** A mint's write that found the org (its membership or policy) changed since it was read. */
+class MintNotWritten extends Error {}
 
 /** A key row as minting and rotation write it. */
 export type NewApiKey = Pick<
@@ -182,6 +206,8 @@ const NEW_KEY_COLUMNS = Object.keys(NEW_KEY_COLUMN_TYPES) as Array<keyof NewApiK
  * base account it acts through) is a member of the key's org: the statement takes FOR SHARE on
  * that membership, so a removal from the org (`removeMember`, FOR UPDATE) either committed first
  * and nothing is written (false), or waits for this key and then revokes it with the others.
+ * With `policyVersion`, also only while the org's policy is the one judged: FOR SHARE on the
+ * org's row, which `setOrgPolicy` locks FOR UPDATE; a change committed first writes nothing.
  */
 export async function insertKey(
   db: Kysely<Database>,
@@ -189,6 +215,7 @@ export async function insertKey(
   creator: Pick<User, 'id' | 'base_user_id'>,
   origin: RequestOrigin,
   audit: { actorUserId: string | null; details: Record<string, unknown> },
+  options: { policyVersion?: number } = {},
 ): Promise<boolean> {
   const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
   let written = 0n;
@@ -204,7 +231,14 @@ export async function insertKey(
     counting,
     (query) =>
       query
-        .with('member', (q) => q.selectFrom('memberships').select('user_id').where('org_id', '=', key.org_id).where('user_id', 'in', holders).forShare())
+        .with('member', (q) => {
+          const member = q.selectFrom('memberships').select('memberships.user_id').where('memberships.org_id', '=', key.org_id).where('memberships.user_id', 'in', holders);
+          if (options.policyVersion === undefined) return member.forShare();
+          return member
+            .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
+            .where('orgs.policy_version', '=', options.policyVersion)
+            .forShare(['memberships', 'orgs']);
+        })
         .insertInto('api_keys')
         .columns(NEW_KEY_COLUMNS)
         .expression((eb) =>
@@ -245,6 +279,8 @@ export async function mintApiKeyOverHttp(
     // A signed request is as strong as the SSH door: the email-confirmation window is not spent.
     spendsHttpWindow: !signed,
     proof: signed ? 'sshsig' : 'email',
+    // Only a signature proves the key is at hand; the email window proves an inbox.
+    keyType: signed ? input.key.type : null,
     label: input.label,
     orgName: input.orgName,
     permissions: input.permissions,

@@ -131,7 +131,12 @@ async function readEvents(deps: CoreDeps, query: AuditQuery, scope: Scope | null
     if (own) branches.push(newest((q) => (own.orgId ? q.where('org_id', '=', own.orgId) : q).where('actor_user_id', '=', own.userId)));
     if (member.length && userId) {
       const theirKeys = db.selectFrom('api_keys').select(sql<string>`id::text`.as('id')).where('created_by_user_id', '=', userId).where('org_id', 'in', member);
-      branches.push(newest((q) => q.where('org_id', 'in', member).where((eb) => eb.or([eb('subject_id', 'in', theirKeys), eb('subject_id', '=', userId)]))));
+      // And the org's key policy changes: they decide how members may mint.
+      branches.push(
+        newest((q) =>
+          q.where('org_id', 'in', member).where((eb) => eb.or([eb('subject_id', 'in', theirKeys), eb('subject_id', '=', userId), eb('action', '=', 'org.policy_changed')])),
+        ),
+      );
     }
   }
   if (branches.length === 0) return [];
@@ -194,7 +199,7 @@ function toEntry(row: EventRow): AuditEntry {
   const details = withoutSecrets(typeof row.details === 'string' ? (JSON.parse(row.details) as Record<string, unknown>) : (row.details ?? {}));
   const text = (value: unknown) => (typeof value === 'string' && value !== '' ? value : null);
   const aboutKey = row.action.startsWith('api_key.');
-  const reason = text(details.reason) ?? (row.action === 'api_key.revoked' ? row.key_revoked_reason : null);
+  const reason = text(details.reason) ?? (row.action === 'api_key.revoked' ? row.key_revoked_reason : null) ?? policyChangeOf(row.action, details);
   return {
     id: row.id,
     created_at: new Date(row.created_at),
@@ -213,6 +218,12 @@ function toEntry(row: EventRow): AuditEntry {
     reason,
     details,
   };
+}
+
+/** A policy change in a word or three (`max-ttl none -> 30d`), shown where a revocation shows its reason. */
+function policyChangeOf(action: string, details: Record<string, unknown>): string | null {
+  if (action !== 'org.policy_changed') return null;
+  return `${String(details.setting)} ${String(details.old)} -> ${String(details.new)}`;
 }
 
 /** An event with no user behind it: the operator, whoever held a key, or a leak report. */

@@ -39,3 +39,9 @@ export function formatDuration(ms: number): string {
   }
   return out || '0s';
 }
+
+/** A lifetime as people set them: whole days as days (30d, not 4w2d), anything else as formatDuration. */
+export function formatLifetime(ms: number): string {
+  const day = UNIT_MS.d!;
+  return ms > 0 && ms % day === 0 ? `${ms / day}d` : formatDuration(ms);
+}

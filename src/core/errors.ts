@@ -34,6 +34,8 @@ export const ERRORS = {
   BASE_ACCOUNT_MISSING: { status: 403, message: 'Base account does not exist' }, // contract
   BASE_ACCOUNT_UNVERIFIED: { status: 403, message: 'Base account is not verified' }, // contract
   NOT_ALLOWED: { status: 403, message: 'You are not allowed to do that' },
+  ORG_POLICY: { status: 403, message: "Refused by the organization's key policy" },
+  POLICY_CHANGE_NOT_ALLOWED: { status: 403, message: 'Only owners and admins of an organization can change its key policy' },
   CREATOR_LEFT_ORG: { status: 403, message: "This API key's creator is no longer a member of its org: it cannot be rotated" },
   NOT_FOUND: { status: 404, message: 'Not found' },
   ORG_NOT_FOUND: { status: 404, message: 'Organization not found' }, // contract
@@ -64,7 +66,8 @@ export class AppError extends Error {
   constructor(
     readonly code: ErrorCode,
     /** `orgName`: the org a failure is about when the caller did not name it (the default org), for wording. */
-    readonly extra: { detail?: string; retryAfterSeconds?: number; orgName?: string } = {},
+    /** `policySetting`: the org policy setting that refused (ORG_POLICY). */
+    readonly extra: { detail?: string; retryAfterSeconds?: number; orgName?: string; policySetting?: string } = {},
   ) {
     super(ERRORS[code].message);
     this.name = 'AppError';

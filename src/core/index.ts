@@ -69,8 +69,21 @@ export { removeMember, type RemovedMember } from './orgs-admin.js';
 export { auditEventsOf, allAuditEvents, AuditSinceSchema, AuditLimitSchema, AUDIT_DEFAULT_SINCE_MS, AUDIT_MAX_SINCE_MS, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, type AuditEntry, type AuditQuery } from './audit-log.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
 export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type ApiKeyRecord, type RevocationSignals } from './api-key-cache.js';
-export { parseDuration, formatDuration } from './duration.js';
+export { parseDuration, formatDuration, formatLifetime } from './duration.js';
 export { EmailSchema } from './emails.js';
 export { PublicKeyLineSchema, LabelSchema, OrgNameSchema, OrgNameLookupSchema, NoteSchema, parseInput } from './validation.js';
 export { parsePublicKeyLine, parsePublicKeyBlob, fingerprintOf, formatPublicKey, describeKeyType, isSecurityKeyType, type PublicKey } from './ssh-public-key.js';
 export { parseApiKey, generateApiKey } from './secrets.js';
+export {
+  readOrgPolicy,
+  setOrgPolicy,
+  settingText,
+  maxTtlIn,
+  POLICY_SETTINGS,
+  PolicySettingSchema,
+  DEFAULT_ORG_POLICY,
+  type OrgPolicy,
+  type OrgPolicyView,
+  type PolicySetting,
+  type PolicyChangeResult,
+} from './org-policy.js';

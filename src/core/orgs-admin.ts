@@ -5,6 +5,7 @@ import { recordAudit } from './audit.js';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import { queueNotice, wakeMailSender, type NoticeKey } from './notices.js';
+import { ORG_POLICY_COLUMNS, policyOfColumns } from './org-policy.js';
 
 /** Operator actions (the admin CLI). They skip the alias "base must be verified" rule on purpose. */
 
@@ -45,11 +46,14 @@ export async function listOrgs(deps: CoreDeps) {
       'orgs.created_at',
       'subscriptions.plan',
       'subscriptions.status',
+      ...ORG_POLICY_COLUMNS,
       eb.selectFrom('memberships').whereRef('memberships.org_id', '=', 'orgs.id').select(eb.fn.countAll<number>().as('n')).as('members'),
     ])
     .orderBy('orgs.created_at', 'asc')
     .execute()
-    .then((rows) => rows.map((row) => ({ ...row, members: Number(row.members) })));
+    .then((rows) =>
+      rows.map((row) => ({ id: row.id, name: row.name, created_at: row.created_at, plan: row.plan, status: row.status, members: Number(row.members), policy: policyOfColumns(row) })),
+    );
 }
 
 export async function setBilling(deps: CoreDeps, orgName: string, status: SubscriptionStatus, origin: RequestOrigin) {

@@ -19,6 +19,7 @@ import { recordAudit } from './audit.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { parseDuration } from './duration.js';
 import { AppError } from './errors.js';
+import { assertPolicyAllows, maxTtlIn, ORG_POLICY_COLUMNS, policyOfColumns, type MintAttempt, type OrgPolicy } from './org-policy.js';
 import { generateApiKey } from './secrets.js';
 
 /**
@@ -62,8 +63,11 @@ export type RotatedApiKey = {
   label: string;
 };
 
-/** Who rotates: a user who may revoke the key (SSH), or whoever holds the key itself (HTTP). */
-type Rotator = { by: 'user'; actor: User } | { by: 'holder' };
+/**
+ * Who rotates: a user who may revoke the key (SSH; `keyType`: the SSH key they signed in with),
+ * or whoever holds the key itself (HTTP).
+ */
+type Rotator = { by: 'user'; actor: User; keyType: string | null } | { by: 'holder' };
 
 /**
  * `rotate KEY_ID`: the key named by its id or an unambiguous start of it, which `actor` may
@@ -71,12 +75,12 @@ type Rotator = { by: 'user'; actor: User } | { by: 'holder' };
  */
 export async function rotateApiKey(
   deps: CoreDeps,
-  input: { actor: User; keyId: string; overlapMs?: number | undefined; origin: RequestOrigin },
+  input: { actor: User; keyId: string; overlapMs?: number | undefined; origin: RequestOrigin; keyType?: string | null },
 ): Promise<RotatedApiKey> {
   const overlapMs = checkedOverlap(input.overlapMs);
   const key = await findKeyToRevoke(deps, input.actor, input.keyId);
   await assertMayRevoke(deps, input.actor, key);
-  return rotate(deps, key, { by: 'user', actor: input.actor }, overlapMs, input.origin);
+  return rotate(deps, key, { by: 'user', actor: input.actor, keyType: input.keyType ?? null }, overlapMs, input.origin);
 }
 
 /**
@@ -112,10 +116,11 @@ function refusalFor(key: Pick<ApiKeyRow, 'revoked_at' | 'expires_at' | 'replaced
 
 /**
  * The new key's lifetime: the old key's (expires_at - created_at) again from now, within
- * KEY_MAX_TTL and no shorter than the minimum; a key without an expiry gets KEY_MAX_TTL or none.
+ * KEY_MAX_TTL and the org's max-ttl and no shorter than the minimum; a key without an expiry
+ * gets that maximum, or none.
  */
-function lifetimeAfter(deps: CoreDeps, old: Pick<ApiKeyRow, 'created_at' | 'expires_at'>): number | null {
-  const maxTtl = deps.settings.keyMaxTtlMs;
+function lifetimeAfter(deps: CoreDeps, old: Pick<ApiKeyRow, 'created_at' | 'expires_at'>, policy: OrgPolicy): number | null {
+  const maxTtl = maxTtlIn(deps, policy);
   if (old.expires_at === null) return maxTtl;
   const lifetime = Math.max(new Date(old.expires_at).getTime() - new Date(old.created_at).getTime(), MIN_KEY_TTL_MS);
   return maxTtl === null ? lifetime : Math.min(lifetime, maxTtl);
@@ -142,6 +147,19 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
   const permissions = keptPermissions(deps, found);
   // Before the transaction: a slow billing service must not hold the key's row lock.
   await assertBillingActive(deps, org);
+  // The org's policy judges a rotation as a mint: by the rotating account's role (a holder's: the
+  // creator's), over its door, proven as it was; the new key keeps the old one's permissions.
+  const role = rotator.by === 'user' && rotator.actor.id !== creator.id ? ((await orgsOfUser(deps.db, rotator.actor)).find((o) => o.org_id === org.org_id)?.role ?? org.role) : org.role;
+  const attempt: MintAttempt = {
+    role,
+    channel: origin.channel,
+    proof: proofOf(rotator, origin),
+    keyType: rotator.by === 'user' ? rotator.keyType : null,
+    permissions,
+    permissionsAsked: false,
+    expiresInMs: undefined,
+  };
+  await assertPolicyAllows(deps, org, attempt);
 
   const { id, apiKey, secretHash } = generateApiKey();
   const actorUserId = rotator.by === 'user' ? rotator.actor.id : null;
@@ -152,8 +170,18 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
     // The membership before the key, in the order `removeMember` locks them (memberships, then
     // keys): a removal either finished before (refused here) or waits, then revokes the new key.
     const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
-    const stillMember = await trx.selectFrom('memberships').select('user_id').where('org_id', '=', found.org_id).where('user_id', 'in', holders).forShare().execute();
-    if (stillMember.length === 0) throw new AppError('CREATOR_LEFT_ORG');
+    // The org's row too, which a policy change locks: the policy judged is the one the key is made under.
+    const [stillMember] = await trx
+      .selectFrom('memberships')
+      .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
+      .select(ORG_POLICY_COLUMNS)
+      .where('memberships.org_id', '=', found.org_id)
+      .where('memberships.user_id', 'in', holders)
+      .forShare(['memberships', 'orgs'])
+      .execute();
+    if (!stillMember) throw new AppError('CREATOR_LEFT_ORG');
+    const policy = policyOfColumns(stillMember);
+    if (policy.version !== org.policy.version) await assertPolicyAllows({ db: trx, settings: deps.settings }, { ...org, policy }, attempt);
     // Locked, then judged again: of two rotations racing, the second sees the first's successor.
     const old = await trx.selectFrom('api_keys').selectAll().where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
     const refusal = refusalFor(old, rotator, now);
@@ -179,7 +207,7 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
       details: { replaced_by: old.id, successor_replaced_by: id, ...byHolder },
     });
 
-    const lifetime = lifetimeAfter(deps, old);
+    const lifetime = lifetimeAfter(deps, old, policy);
     const expiresAt = lifetime === null ? null : new Date(now.getTime() + lifetime);
     const written = await insertKey(
       trx,

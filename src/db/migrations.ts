@@ -11,6 +11,7 @@ import * as requestAddressGroup from '../../migrations/0008_request_address_grou
 import * as personalOrgs from '../../migrations/0009_personal_orgs.js';
 import * as keyLifecycle from '../../migrations/0010_key_lifecycle.js';
 import * as secretScanningReports from '../../migrations/0011_secret_scanning_reports.js';
+import * as orgPolicy from '../../migrations/0012_org_policy.js';
 import type { Db, OpenDatabase } from './types.js';
 import type { Database } from './schema.js';
 
@@ -27,6 +28,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0009_personal_orgs': personalOrgs,
   '0010_key_lifecycle': keyLifecycle,
   '0011_secret_scanning_reports': secretScanningReports,
+  '0012_org_policy': orgPolicy,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -20,8 +20,20 @@ export interface OrgsTable {
   name: string;
   /** The account this org was made for at its first confirmation (0009): its default org. */
   personal_user_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The org's key policy (0012; core/org-policy.ts). NULL: no maximum of the org's own. */
+  policy_max_ttl_seconds: ColumnType<number | null, number | null | undefined, number | null>;
+  /** NULL: every permission of the platform. */
+  policy_permissions: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
+  policy_require_security_key: Generated<boolean>;
+  policy_http_minting: ColumnType<HttpMinting, HttpMinting | undefined, HttpMinting>;
+  policy_members_mint: Generated<boolean>;
+  /** Grows with each change: a mint writes its key only under the version it judged. */
+  policy_version: Generated<number>;
   created_at: CreatedAt;
 }
+
+/** Over HTTP an org's keys may be minted in the email trust window and by signed requests, by signed requests only, or not at all. */
+export type HttpMinting = 'window' | 'signed' | 'off';
 
 export interface MembershipsTable {
   org_id: string;

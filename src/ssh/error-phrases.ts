@@ -24,5 +24,8 @@ export const SSH_ERROR_PHRASES: ErrorPhrases = {
     err.extra.retryAfterSeconds ? `too many requests: try again in ${err.extra.retryAfterSeconds} s` : 'too many requests: try again later',
   BASE_ACCOUNT_MISSING: () => 'this +alias has no base account yet: log in with the address without the +part first',
   BASE_ACCOUNT_UNVERIFIED: () => 'the base account of this +alias is not verified yet: confirm its email first',
+  // The detail says it all: which org, which setting, who can change it and how.
+  ORG_POLICY: (_args, err) => escapeForTerminal(err.detail ?? err.message),
+  POLICY_CHANGE_NOT_ALLOWED: (_args, err) => `only owners and admins can change an org's key policy: ${escapeForTerminal(err.detail ?? '')}`,
   UNAVAILABLE: () => 'the service is unavailable for a moment: try again shortly',
 };

@@ -161,7 +161,8 @@ describe('on a real core', () => {
     it('every SSH command prints JSON with --json', async () => {
       const created = jsonOf(await ssh(account, 'create --label framework-json --json')) as { api_key_id: string };
       const orgs = jsonOf(await ssh(account, 'orgs --json'));
-      expect(orgs).toEqual([{ org_id: expect.any(String), name: expect.any(String), role: expect.any(String) }]);
+      const defaults = { max_ttl_seconds: null, permissions: null, require_security_key: false, http_minting: 'window', members_mint: true };
+      expect(orgs).toEqual([{ org_id: expect.any(String), name: expect.any(String), role: expect.any(String), policy: defaults }]);
       const checks: Array<[string, (result: Captured) => void]> = [
         ['list --json', (r) => expect(jsonOf(r)).toEqual([expect.objectContaining({ id: created.api_key_id, state: 'active' })])],
         [`rotate ${created.api_key_id} --json`, (r) => expect(jsonOf(r)).toMatchObject({ success: true, replaces: created.api_key_id })],
@@ -171,9 +172,11 @@ describe('on a real core', () => {
         [`login ${email} --json`, (r) => expect(jsonOf(r)).toEqual({ email, fingerprint: account.key.fingerprint, verified: true, orgs })],
         ['help --json', (r) => expect(jsonOf(r)).toEqual(COMMANDS.map((c) => ({ name: c.name, summary: c.summary })))],
         ['help create --json', (r) => expect(jsonOf(r)).toMatchObject({ name: 'create', usage: expect.stringMatching(/^create --label LABEL/) })],
+        ['policy --json', (r) => expect(jsonOf(r)).toEqual({ org_id: expect.any(String), org_name: expect.any(String), ...defaults, managers: [email], role: 'admin' })],
+        ['policy set max-ttl 30d --json', (r) => expect(jsonOf(r)).toMatchObject({ setting: 'max-ttl', old: 'none', new: '30d', changed: true, max_ttl_seconds: 30 * 86_400 })],
       ];
       for (const [line, check] of checks) check(await ssh(account, line));
-      const covered = ['create', 'orgs', ...checks.map(([line]) => line.split(' ')[0])];
+      const covered = ['create', 'orgs', ...checks.map(([line]) => commandNameOfLine(line))];
       expect(COMMANDS.map((c) => c.name).filter((name) => !covered.includes(name))).toEqual([]);
     });
 
@@ -204,6 +207,8 @@ describe('on a real core', () => {
         [['org', 'add-member', org, member, '--role', 'member'], (r) => expect(jsonOf(r)).toMatchObject({ org_name: org, email: member, role: 'member' })],
         [['org', 'remove-member', org, member], (r) => expect(jsonOf(r)).toMatchObject({ org_name: org, email: member, keys_revoked: 0 })],
         [['org', 'list'], (r) => expect(jsonOf(r)).toEqual(expect.arrayContaining([expect.objectContaining({ name: org, members: 1 })]))],
+        [['org', 'policy', org], (r) => expect(jsonOf(r)).toMatchObject({ org_name: org, http_minting: 'window', members_mint: true })],
+        [['org', 'policy', org, 'members-mint', 'false'], (r) => expect(jsonOf(r)).toMatchObject({ org_name: org, setting: 'members-mint', old: 'true', new: 'false', members_mint: false })],
         [['billing', 'set', org, 'suspended'], (r) => expect(jsonOf(r)).toMatchObject({ name: org, status: 'suspended' })],
         [['keys', 'list', '--org', minted.org_name], (r) => expect(jsonOf(r)).toEqual(expect.arrayContaining([expect.objectContaining({ id: minted.api_key_id })]))],
         [['keys', 'revoke', minted.api_key_id], (r) => expect(jsonOf(r)).toMatchObject({ id: minted.api_key_id })],

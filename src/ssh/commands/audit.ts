@@ -13,10 +13,12 @@ ${AUDIT_WINDOW_USAGE}
   --json          machine-readable output, every value in full (ISO times, whole ids, details)
 
 Owners and admins see every event of their orgs; everyone sees their own actions and, in their
-orgs, events about their keys (revoked by an admin, by whoever held the key, by a leak report).
+orgs, events about their keys (revoked by an admin, by whoever held the key, by a leak report)
+and changes to the org's key policy.
 Columns: TIME, ACTOR (an email; "operator" for the admin CLI, "holder" for whoever held the key,
 "github" for a leak report), ACTION, KEY and LABEL, DOOR (ssh, http, admin), ADDRESS, PROOF (how the
-actor proved it: ssh, email, sshsig) and REASON (why a key was revoked).`,
+actor proved it: ssh, email, sshsig) and REASON (why a key was revoked; for a policy change,
+what changed: "max-ttl none -> 30d").`,
   options: AUDIT_OPTIONS,
   positionals: { min: 0, max: 0, names: '' },
   run: (ctx, args) => runAudit(ctx.deps, args, (query) => auditEventsOf(ctx.deps, ctx.identity.user, query, ctx.identity.orgs)),

@@ -1,6 +1,7 @@
 import {
   AppError,
   formatDuration,
+  formatLifetime,
   keyPermissionsFor,
   keyPermissionsOf,
   LabelSchema,
@@ -52,6 +53,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
       orgName,
       expiresInMs,
       permissions,
+      keyType: ctx.identity.key.type,
       origin: ctx.origin,
     });
     // The client left while we were minting: nobody can ever see this key, so it must not live.
@@ -79,12 +81,10 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
   },
 });
 
-const DAY_MS = 86_400_000;
-
 /** `--expires-in` as milliseconds, or a usage error that says what would be accepted. */
 function lifetimeOf(text: string, maxMs: number | null): number {
   const shown = escapeForTerminal(text);
-  const most = maxMs === null ? '' : `; at most ${maxMs % DAY_MS === 0 ? `${maxMs / DAY_MS}d` : formatDuration(maxMs)} on this server`;
+  const most = maxMs === null ? '' : `; at most ${formatLifetime(maxMs)} on this server`;
   const ms = parseDuration(text);
   if (ms === null) {
     // Shaped like one (digits and units) but unparseable: only a size can be wrong with it.

@@ -11,11 +11,12 @@ import { helpCommand } from './help.js';
 import { list } from './list.js';
 import { login } from './login.js';
 import { orgs } from './orgs.js';
+import { policy, policySet } from './policy.js';
 import { revoke } from './revoke.js';
 import { rotate } from './rotate.js';
 import { whoami } from './whoami.js';
 
-export const COMMANDS: SshCommand[] = [create, list, revoke, rotate, audit, orgs, whoami, login, helpCommand(sshProgram)];
+export const COMMANDS: SshCommand[] = [create, list, revoke, rotate, audit, orgs, policySet, policy, whoami, login, helpCommand(sshProgram)];
 
 /** What Tab completes at the prompt: command names, then the typed command's flags. */
 export const COMPLETIONS: Completions = {

@@ -1,10 +1,11 @@
 import { orgsOfUser, type OrgMembership } from '../../core/index.js';
+import { policySummary, policyValues } from '../../text/policy-table.js';
 import { formatTable } from '../../text/table.js';
 import { accountCommand } from '../command.js';
 
 export const orgs = accountCommand({
   name: 'orgs',
-  summary: 'list your organizations and roles',
+  summary: 'list your organizations, your roles, and their key policies in short',
   usage: 'orgs [--json]',
   options: {},
   positionals: { min: 0, max: 0, names: '' },
@@ -15,9 +16,9 @@ export const orgs = accountCommand({
 });
 
 export function orgsJson(memberships: OrgMembership[]) {
-  return memberships.map((o) => ({ org_id: o.org_id, name: o.name, role: o.role }));
+  return memberships.map((o) => ({ org_id: o.org_id, name: o.name, role: o.role, policy: policyValues(o.policy) }));
 }
 
 export function orgsTable(memberships: OrgMembership[]): string {
-  return `${formatTable(['NAME', 'ROLE', 'ID'], memberships.map((o) => [o.name, o.role, o.org_id]))}\n`;
+  return `${formatTable(['NAME', 'ROLE', 'ID', 'POLICY'], memberships.map((o) => [o.name, o.role, o.org_id, policySummary(o.policy)]))}\n`;
 }

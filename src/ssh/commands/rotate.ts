@@ -29,6 +29,7 @@ Mints a key with the same org, label, permissions and lifetime, printed once, al
       keyId: args.positionals[0] ?? '',
       overlapMs,
       origin: ctx.origin,
+      keyType: ctx.identity.key.type,
     });
     // As with create: a key nobody received must not live. The old key stays as rotated (it
     // stops at the end of the overlap); its owner makes a fresh key with create.

@@ -1,0 +1,326 @@
+import { z } from 'zod';
+import type { Channel, HttpMinting, Role, User } from '../db/schema.js';
+import { orgsOfUser, type OrgMembership } from './accounts.js';
+import { recordAudit } from './audit.js';
+import { keyPermissionsOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { formatDuration, formatLifetime, parseDuration } from './duration.js';
+import { AppError } from './errors.js';
+import { sshCommandOf } from './notices.js';
+import { isSecurityKeyType } from './ssh-public-key.js';
+
+/**
+ * An org's key policy: the switches its owners and admins hold over how the org's keys are made
+ * (issue 20). Judged here, by the one key-creation service (mint and rotation, both doors), after
+ * billing; stored on the org's row (migration 0012) and read with the memberships, so a mint
+ * costs no extra round trip. Every default is the behaviour of an org that never set anything.
+ */
+
+export type OrgPolicy = {
+  /** No key of the org lives longer; a key minted without a lifetime gets it. null: none of the org's own. */
+  maxTtlMs: number | null;
+  /** The permissions the org's keys may carry. null: every permission of the platform. */
+  permissions: readonly string[] | null;
+  /** Keys are minted only by a security-key SSH key (sk-…): over SSH, or by an SSHSIG proof made with one. */
+  requireSecurityKey: boolean;
+  httpMinting: HttpMinting;
+  /** Whether plain members may mint, or only owners and admins. */
+  membersMint: boolean;
+  /** Grows with each change: a mint writes its key only under the version it judged. */
+  version: number;
+};
+
+export const DEFAULT_ORG_POLICY: OrgPolicy = Object.freeze({
+  maxTtlMs: null,
+  permissions: null,
+  requireSecurityKey: false,
+  httpMinting: 'window',
+  membersMint: true,
+  version: 0,
+});
+
+/** The settings as people type them, in the order `policy` shows them. */
+export const POLICY_SETTINGS = ['max-ttl', 'permissions', 'require-security-key', 'http-minting', 'members-mint'] as const;
+export type PolicySetting = (typeof POLICY_SETTINGS)[number];
+
+export const PolicySettingSchema = z.enum(POLICY_SETTINGS);
+
+/** The org row's policy columns, as the memberships query reads them. */
+export type OrgPolicyColumns = {
+  policy_max_ttl_seconds: number | null;
+  policy_permissions: string[] | null;
+  policy_require_security_key: boolean;
+  policy_http_minting: HttpMinting;
+  policy_members_mint: boolean;
+  policy_version: number;
+};
+
+export const ORG_POLICY_COLUMNS = [
+  'orgs.policy_max_ttl_seconds',
+  'orgs.policy_permissions',
+  'orgs.policy_require_security_key',
+  'orgs.policy_http_minting',
+  'orgs.policy_members_mint',
+  'orgs.policy_version',
+] as const;
+
+export function policyOfColumns(row: OrgPolicyColumns): OrgPolicy {
+  return {
+    maxTtlMs: row.policy_max_ttl_seconds === null ? null : Number(row.policy_max_ttl_seconds) * 1000,
+    permissions: row.policy_permissions === null ? null : [...row.policy_permissions],
+    requireSecurityKey: row.policy_require_security_key,
+    httpMinting: row.policy_http_minting,
+    membersMint: row.policy_members_mint,
+    version: Number(row.policy_version),
+  };
+}
+
+/** One setting's value as `policy` shows it and `policy set` takes it. */
+export function settingText(policy: OrgPolicy, setting: PolicySetting): string {
+  switch (setting) {
+    case 'max-ttl':
+      return policy.maxTtlMs === null ? 'none' : formatLifetime(policy.maxTtlMs);
+    case 'permissions':
+      return policy.permissions === null ? 'all' : policy.permissions.join(',');
+    case 'require-security-key':
+      return String(policy.requireSecurityKey);
+    case 'http-minting':
+      return policy.httpMinting;
+    case 'members-mint':
+      return String(policy.membersMint);
+  }
+}
+
+/** The shortest and longest `max-ttl` an org may set (the column holds seconds). */
+export const MIN_POLICY_TTL_MS = 5 * 60_000;
+export const MAX_POLICY_TTL_MS = 3650 * 86_400_000;
+
+/** What a mint is, for the policy to judge: who makes it, over which door, proven how. */
+export type MintAttempt = {
+  /** The minting account's role in the org (for rotation by a key's holder: its creator's). */
+  role: Role;
+  channel: Channel;
+  /** ssh: signed in over SSH; sshsig: a signed HTTP request; email: the HTTP trust window; api_key: a key renewing itself. */
+  proof: 'ssh' | 'sshsig' | 'email' | 'api_key' | null;
+  /** The SSH key that signed (proof ssh or sshsig), else null. */
+  keyType: string | null;
+  /** The permissions the key would carry. */
+  permissions: readonly string[];
+  /** Whether they were asked for (--perm, `permissions`), rather than the defaults. */
+  permissionsAsked: boolean;
+  /** The lifetime asked for, if one was. */
+  expiresInMs: number | undefined;
+};
+
+/** A policy's refusal: the setting that refused, and why in words (without who can change it). */
+export type PolicyRefusal = { setting: PolicySetting; reason: string };
+
+/**
+ * Whether `org`'s policy lets `attempt` mint, or the first setting that refuses it. The checks
+ * run in the order a person would fix them: who may mint, how, then what the key may be.
+ */
+export function policyRefusal(org: Pick<OrgMembership, 'name' | 'policy'>, attempt: MintAttempt): PolicyRefusal | null {
+  const { policy } = org;
+  const name = `"${org.name}"`;
+  if (!policy.membersMint && attempt.role === 'member') {
+    return { setting: 'members-mint', reason: `org ${name} lets only its owners and admins mint keys (members-mint false)` };
+  }
+  if (attempt.channel === 'http') {
+    if (policy.httpMinting === 'off') {
+      return { setting: 'http-minting', reason: `org ${name} does not let its keys be made over HTTP (http-minting off): use the SSH door` };
+    }
+    if (policy.httpMinting === 'signed' && attempt.proof !== 'sshsig') {
+      const how = attempt.proof === 'api_key' ? 'a key cannot renew itself there' : 'the email trust window does not count';
+      return { setting: 'http-minting', reason: `org ${name} lets its keys be made over HTTP only by signed requests (http-minting signed): ${how}` };
+    }
+  }
+  if (policy.requireSecurityKey && !(attempt.keyType !== null && isSecurityKeyType(attempt.keyType) && (attempt.proof === 'ssh' || attempt.proof === 'sshsig'))) {
+    const used =
+      attempt.proof === 'api_key'
+        ? 'a key cannot renew itself there'
+        : attempt.proof === 'email'
+          ? 'the email trust window proves no key: sign the request with a security key'
+          : `this is ${attempt.keyType ?? 'no SSH key'}`;
+    return { setting: 'require-security-key', reason: `org ${name} lets its keys be made only with a security key (sk-ssh-ed25519, sk-ecdsa) (require-security-key true): ${used}` };
+  }
+  if (policy.permissions !== null) {
+    const beyond = attempt.permissions.filter((p) => !policy.permissions!.includes(p));
+    if (beyond.length > 0) {
+      return {
+        setting: 'permissions',
+        reason: `org ${name} lets its keys carry only ${policy.permissions.join(', ')} (permissions ${policy.permissions.join(',')}): ${beyond.join(', ')} ${attempt.permissionsAsked ? 'was asked for' : "is among the key's permissions"}`,
+      };
+    }
+  }
+  if (policy.maxTtlMs !== null && attempt.expiresInMs !== undefined && attempt.expiresInMs > policy.maxTtlMs) {
+    const max = formatLifetime(policy.maxTtlMs);
+    return { setting: 'max-ttl', reason: `org ${name} lets its keys live at most ${max} (max-ttl ${max}): ${formatLifetime(attempt.expiresInMs)} was asked for` };
+  }
+  return null;
+}
+
+/** The longest a key of `org` may live: the operator's KEY_MAX_TTL and the org's max-ttl, the shorter; null: no limit. */
+export function maxTtlIn(deps: Pick<CoreDeps, 'settings'>, policy: OrgPolicy): number | null {
+  const operator = deps.settings.keyMaxTtlMs;
+  if (policy.maxTtlMs === null) return operator;
+  return operator === null ? policy.maxTtlMs : Math.min(operator, policy.maxTtlMs);
+}
+
+/**
+ * The permissions a key gets when none are asked for: every permission of the platform the org
+ * allows. Refused when the org's list names none the platform still has (KEY_PERMISSIONS changed).
+ */
+export function defaultPermissionsIn(deps: Pick<CoreDeps, 'settings'>, org: Pick<OrgMembership, 'name' | 'policy'>): string[] {
+  const known = keyPermissionsOf(deps).map((p) => p.name);
+  const allowed = org.policy.permissions;
+  if (allowed === null) return known;
+  const granted = known.filter((name) => allowed.includes(name));
+  if (granted.length === 0) {
+    throw policyError(deps, org.name, {
+      setting: 'permissions',
+      reason: `org "${org.name}" lets its keys carry only ${allowed.join(', ')} (permissions ${allowed.join(',')}), none of which this server has any more`,
+    }, []);
+  }
+  return granted;
+}
+
+/** How many owners and admins a refusal names. */
+const MANAGERS_NAMED = 3;
+
+/** The refusal as the doors report it: 403, the reason, and who can change the setting, and how. */
+export function policyError(deps: Pick<CoreDeps, 'settings'>, orgName: string, refusal: PolicyRefusal, managers: readonly string[]): AppError {
+  const named = managers.slice(0, MANAGERS_NAMED).join(', ');
+  const more = managers.length > MANAGERS_NAMED ? ` and ${managers.length - MANAGERS_NAMED} more` : '';
+  const who = `Its owners and admins${named ? ` (${named}${more})` : ''} can change that: ${sshCommandOf(deps)} policy set --org ${orgName} ${refusal.setting} VALUE`;
+  return new AppError('ORG_POLICY', { detail: `${refusal.reason}. ${who}`, orgName, policySetting: refusal.setting });
+}
+
+/** The emails of an org's owners and admins, owners first: whom a refusal names. */
+export async function policyManagers(deps: Pick<CoreDeps, 'db'>, orgId: string): Promise<string[]> {
+  const rows = await deps.db
+    .selectFrom('memberships')
+    .innerJoin('users', 'users.id', 'memberships.user_id')
+    .select(['users.email', 'memberships.role'])
+    .where('memberships.org_id', '=', orgId)
+    .where('memberships.role', 'in', ['owner', 'admin'])
+    .orderBy('memberships.role', 'desc')
+    .orderBy('memberships.created_at', 'asc')
+    .limit(50)
+    .execute();
+  // 'owner' > 'admin' as text: owners come first.
+  return rows.map((r) => r.email);
+}
+
+/** Throws the org's refusal of `attempt`, naming who can change it (a query, on refusal only). */
+export async function assertPolicyAllows(deps: Pick<CoreDeps, 'db' | 'settings'>, org: Pick<OrgMembership, 'org_id' | 'name' | 'policy'>, attempt: MintAttempt): Promise<void> {
+  const refusal = policyRefusal(org, attempt);
+  if (refusal) throw policyError(deps, org.name, refusal, await policyManagers(deps, org.org_id));
+}
+
+/** A change as the columns take it, with its value as shown before and after. */
+type PolicyChange = { setting: PolicySetting; patch: Partial<OrgPolicyColumns>; shown: string };
+
+const BOOLEAN = z.enum(['true', 'false']);
+const HTTP_MINTING = z.enum(['window', 'signed', 'off']);
+
+/** `policy set NAME VALUE`'s value, checked; a bad one is INVALID_REQUEST saying what would do. */
+export function parsePolicyValue(deps: Pick<CoreDeps, 'settings'>, setting: PolicySetting, value: string): PolicyChange {
+  const bad = (detail: string) => new AppError('INVALID_REQUEST', { detail: `${setting}: ${detail}` });
+  const text = value.trim();
+  switch (setting) {
+    case 'max-ttl': {
+      if (text === 'none') return { setting, patch: { policy_max_ttl_seconds: null }, shown: 'none' };
+      const ms = parseDuration(text);
+      if (ms === null || ms === 0) throw bad('a duration such as 30d, 12h or 2w, or none');
+      if (ms < MIN_POLICY_TTL_MS) throw bad(`at least ${formatDuration(MIN_POLICY_TTL_MS)} (the shortest lifetime a key may have)`);
+      if (ms > MAX_POLICY_TTL_MS) throw bad('at most 3650d; "none" for no maximum');
+      const seconds = Math.floor(ms / 1000);
+      return { setting, patch: { policy_max_ttl_seconds: seconds }, shown: formatLifetime(seconds * 1000) };
+    }
+    case 'permissions': {
+      if (text === 'all') return { setting, patch: { policy_permissions: null }, shown: 'all' };
+      const known = keyPermissionsOf(deps).map((p) => p.name);
+      const asked = text.split(',').map((name) => name.trim()).filter((name) => name !== '');
+      if (asked.length === 0) throw bad(`a comma-separated list among ${known.join(', ')}, or all`);
+      const unknown = asked.find((name) => !known.includes(name));
+      if (unknown !== undefined) throw bad(`"${unknown.slice(0, 100)}" is not a permission on this server; its permissions: ${known.join(', ')}`);
+      const list = known.filter((name) => asked.includes(name));
+      return { setting, patch: { policy_permissions: list }, shown: list.join(',') };
+    }
+    case 'require-security-key':
+    case 'members-mint': {
+      const parsed = BOOLEAN.safeParse(text);
+      if (!parsed.success) throw bad(`true or false, not "${text.slice(0, 100)}"`);
+      const on = parsed.data === 'true';
+      return { setting, patch: setting === 'members-mint' ? { policy_members_mint: on } : { policy_require_security_key: on }, shown: parsed.data };
+    }
+    case 'http-minting': {
+      const parsed = HTTP_MINTING.safeParse(text);
+      if (!parsed.success) throw bad(`window, signed or off, not "${text.slice(0, 100)}"`);
+      return { setting, patch: { policy_http_minting: parsed.data }, shown: parsed.data };
+    }
+  }
+}
+
+export type OrgPolicyView = { org_id: string; org_name: string; policy: OrgPolicy; managers: string[] };
+
+/** The org's policy: any member may read it (a user's default org unless named); the operator (actor null) any org. */
+export async function readOrgPolicy(deps: CoreDeps, actor: User | null, orgName: string | undefined): Promise<OrgPolicyView & { role: Role | null }> {
+  const org = await policyOrgFor(deps, actor, orgName);
+  return { org_id: org.org_id, org_name: org.name, policy: org.policy, role: org.role, managers: await policyManagers(deps, org.org_id) };
+}
+
+async function policyOrgFor(deps: CoreDeps, actor: User | null, orgName: string | undefined): Promise<Pick<OrgMembership, 'org_id' | 'name' | 'policy'> & { role: Role | null }> {
+  if (actor) {
+    const orgs = await orgsOfUser(deps.db, actor);
+    const org = orgName === undefined ? (orgs.find((o) => o.personal) ?? orgs[0]) : orgs.find((o) => o.name === orgName);
+    if (!org) throw new AppError(orgName === undefined ? 'NO_ORGANIZATIONS' : 'ORG_NOT_FOUND');
+    return org;
+  }
+  if (orgName === undefined) throw new AppError('ORG_NOT_FOUND');
+  const row = await deps.db.selectFrom('orgs').select(['id', 'name', ...ORG_POLICY_COLUMNS]).where('name', '=', orgName).executeTakeFirst();
+  if (!row) throw new AppError('ORG_NOT_FOUND');
+  return { org_id: row.id, name: row.name, policy: policyOfColumns(row), role: null };
+}
+
+export type PolicyChangeResult = OrgPolicyView & { setting: PolicySetting; old: string; new: string; changed: boolean };
+
+/**
+ * `policy set`: owners and admins of the org (the operator: any org) change one setting. The
+ * org's row is locked while it changes, so a mint judging the old policy either wrote its key
+ * before, or finds the version moved and judges again (api-keys.ts). Audited with the old and
+ * new values; setting a value it already has changes nothing and writes nothing.
+ */
+export async function setOrgPolicy(
+  deps: CoreDeps,
+  input: { actor: User | null; orgName: string | undefined; setting: PolicySetting; value: string; origin: RequestOrigin },
+): Promise<PolicyChangeResult> {
+  const change = parsePolicyValue(deps, input.setting, input.value);
+  const target = await policyOrgFor(deps, input.actor, input.orgName);
+  const managers = await policyManagers(deps, target.org_id);
+  if (input.actor && (target.role === null || !['owner', 'admin'].includes(target.role))) {
+    const named = managers.slice(0, MANAGERS_NAMED).join(', ');
+    throw new AppError('POLICY_CHANGE_NOT_ALLOWED', { detail: `you are a ${target.role ?? 'non-member'} of "${target.name}"${named ? `; its owners and admins: ${named}` : ''}`, orgName: target.name });
+  }
+  return deps.db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom('orgs').select(['id', 'name', ...ORG_POLICY_COLUMNS]).where('id', '=', target.org_id).forUpdate().executeTakeFirst();
+    if (!row) throw new AppError('ORG_NOT_FOUND');
+    const before = policyOfColumns(row);
+    const old = settingText(before, input.setting);
+    const view = { org_id: row.id, org_name: row.name, managers };
+    if (old === change.shown) return { ...view, policy: before, setting: input.setting, old, new: change.shown, changed: false };
+    const updated = await trx
+      .updateTable('orgs')
+      .set({ ...change.patch, policy_version: before.version + 1 })
+      .where('id', '=', row.id)
+      .returning(['id', 'name', ...ORG_POLICY_COLUMNS])
+      .executeTakeFirstOrThrow();
+    await recordAudit(trx, input.origin, {
+      action: 'org.policy_changed',
+      actorUserId: input.actor?.id ?? null,
+      orgId: row.id,
+      subjectId: row.id,
+      details: { setting: input.setting, old, new: change.shown },
+    });
+    return { ...view, policy: policyOfColumns(updated), setting: input.setting, old, new: change.shown, changed: true };
+  });
+}
