@@ -352,3 +352,43 @@ describe('README, Key lifecycle: audit', () => {
     expect(lines.slice(table.length)).toEqual([`${leaked.api_key_id} holder holder 127.0.0.1`, `${revokedHere.api_key_id} - auditor@example.com 127.0.0.1`]);
   });
 });
+
+describe('README, Org policy', () => {
+  it('any member reads the policy; an admin narrows it; a key made then gets the narrowing, one asking for more is refused', async () => {
+    const home = newHome('policy');
+    const login = await runAsWritten(home, 'ssh -p 2222 keys@auth.example.com login policy@example.com');
+    expect(login.code, login.stderr).toBe(0);
+    const [block] = shBlocksUnder('Org policy');
+    expect(block).toContain('policy set max-ttl 30d');
+    const started = Date.now();
+    const run = await runAsWritten(home, block!);
+    expect(run.code, run.stderr).toBe(0);
+    const lines = run.stdout.trimEnd().split('\n');
+    // The policy as it was (the defaults), then the two changes, the key, the refusal.
+    expect(lines[0]).toMatch(/^Key policy of org policy \(owners and admins: policy@example\.com\)$/);
+    const table = lines.slice(2, 8);
+    expect(table[0]).toMatch(/^SETTING +VALUE +MEANING$/);
+    expect(table.slice(1).map((l) => l.split(/ {2,}/).slice(0, 2))).toEqual([
+      ['max-ttl', 'none'],
+      ['permissions', 'all'],
+      ['require-security-key', 'false'],
+      ['http-minting', 'window'],
+      ['members-mint', 'true'],
+    ]);
+    expect(lines.slice(8, 10)).toEqual(['max-ttl of org policy: none -> 30d', 'permissions of org policy: all -> clusters:view']);
+    const key = JSON.parse(lines[10]!) as { permissions: string[]; expires_at: string };
+    expect(key.permissions).toEqual(['clusters:view']);
+    const lifetime = new Date(key.expires_at).getTime() - started;
+    expect(lifetime).toBeGreaterThan(30 * 86_400_000 - 60_000);
+    expect(lifetime).toBeLessThanOrEqual(30 * 86_400_000 + 60_000);
+    expect(lines.slice(11)).toEqual(['refused: exit 1']);
+    // The service names itself as its SSH hint does (localhost here).
+    expect(run.stderr).toMatch(
+      new RegExp(
+        '^error: org "policy" lets its keys carry only clusters:view \\(permissions clusters:view\\): clusters:create was asked for\\. ' +
+          `Its owners and admins \\(policy@example\\.com\\) can change that: ssh -p ${sshPort} keys@\\S+ policy set --org policy permissions VALUE$`,
+        'm',
+      ),
+    );
+  });
+});
