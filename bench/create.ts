@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import ssh2 from 'ssh2';
-import { confirmVerificationLink, deliverNextMail, parsePublicKeyLine, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
+import { confirmVerificationLink, deliverNextMail, findUserByEmail, orgsOfUser, parsePublicKeyLine, setOrgPolicy, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
 import { benchIdleSessions } from './idle-sessions.js';
 import { around, percentile, table } from './measure.js';
@@ -176,6 +176,11 @@ async function verifiedKeys(url: string, dir: string, count: number): Promise<Bu
     await startVerification(deps, { email: `bench${i}@example.com`, key: parsed.key, note: null, keyProven: true, origin });
     while ((await deliverNextMail(deps)) !== 'idle');
     await confirmVerificationLink(deps, new URL(lastLink).searchParams.get('token')!, origin);
+    // Each org has a key policy of its own (not the defaults): every create is judged under it,
+    // so statements/op shows what the policy costs (it is read with the identity: nothing).
+    const user = (await findUserByEmail(database.db, `bench${i}@example.com`))!;
+    const [org] = await orgsOfUser(database.db, user);
+    await setOrgPolicy(deps, { actor: null, orgName: org!.name, setting: 'max-ttl', value: '365d', origin: { channel: 'admin', ip: null } });
     keys.push(fs.readFileSync(file));
   }
   await database.close();
