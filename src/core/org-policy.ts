@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Channel, HttpMinting, Role, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
+import { chooseOrg } from './api-keys.js';
 import { recordAudit } from './audit.js';
 import { keyPermissionsOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { formatDuration, formatLifetime, parseDuration } from './duration.js';
@@ -271,10 +272,8 @@ export async function readOrgPolicy(deps: CoreDeps, actor: User | null, orgName:
 
 async function policyOrgFor(deps: CoreDeps, actor: User | null, orgName: string | undefined): Promise<Pick<OrgMembership, 'org_id' | 'name' | 'policy'> & { role: Role | null }> {
   if (actor) {
-    const orgs = await orgsOfUser(deps.db, actor);
-    const org = orgName === undefined ? (orgs.find((o) => o.personal) ?? orgs[0]) : orgs.find((o) => o.name === orgName);
-    if (!org) throw new AppError(orgName === undefined ? 'NO_ORGANIZATIONS' : 'ORG_NOT_FOUND');
-    return org;
+    // The org `create` would use: the named one among the actor's, or their default.
+    return chooseOrg(await orgsOfUser(deps.db, actor), orgName);
   }
   if (orgName === undefined) throw new AppError('ORG_NOT_FOUND');
   const row = await deps.db.selectFrom('orgs').select(['id', 'name', ...ORG_POLICY_COLUMNS]).where('name', '=', orgName).executeTakeFirst();
