@@ -31,8 +31,13 @@ export async function findUserByEmail(db: Tx, email: string): Promise<User | und
 }
 
 /** The accounts whose memberships a user acts with: its own, and its base account's for an alias. */
-function membershipHolders(user: Pick<User, 'id' | 'base_user_id'>): string[] {
+export function membershipHolders(user: Pick<User, 'id' | 'base_user_id'>): string[] {
   return user.base_user_id ? [user.id, user.base_user_id] : [user.id];
+}
+
+/** The strongest of the roles an account holds in one org through itself and its base account; null: none. */
+export function strongestRole(roles: readonly Role[]): Role | null {
+  return roles.reduce<Role | null>((best, role) => (best === null || ROLE_RANK[role] > ROLE_RANK[best] ? role : best), null);
 }
 
 /** Memberships with their org and its subscription, oldest first: for `orgsOfUser` and the SSH identity's one query. */

@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
-import { orgsOfUser, type OrgMembership } from './accounts.js';
+import { membershipHolders, orgsOfUser, type OrgMembership } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
 import { insertWithAudit, recordAudit } from './audit.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
@@ -114,7 +114,7 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
   const proof = input.proof ?? (input.origin.channel === 'ssh' ? 'ssh' : input.spendsHttpWindow ? 'email' : null);
   const { id, apiKey, secretHash } = generateApiKey();
   for (let attempt = 1; ; attempt++) {
-    const permissions = asked ?? defaultPermissionsIn(deps, org);
+    const permissions = asked ?? defaultPermissionsIn(deps, org.policy);
     await assertPolicyAllows(deps, org, {
       role: org.role,
       channel: input.origin.channel,
@@ -145,7 +145,8 @@ export async function mintApiKey(deps: CoreDeps, input: MintInput): Promise<Mint
       actorUserId: input.user.id,
       details: { label: input.label, ssh_key_id: input.sshKeyId, expires_at: expiresAt?.toISOString() ?? null, permissions, proof },
     };
-    const insert = { policyVersion: org.policy.version };
+    // Under members-mint false, also only while the minting account still manages the org.
+    const insert = { policyVersion: org.policy.version, managersOnly: !org.policy.membersMint };
     let written: boolean;
     if (input.spendsHttpWindow) {
       // The window's use is checked under a row lock: a transaction.
@@ -208,6 +209,8 @@ const NEW_KEY_COLUMNS = Object.keys(NEW_KEY_COLUMN_TYPES) as Array<keyof NewApiK
  * and nothing is written (false), or waits for this key and then revokes it with the others.
  * With `policyVersion`, also only while the org's policy is the one judged: FOR SHARE on the
  * org's row, which `setOrgPolicy` locks FOR UPDATE; a change committed first writes nothing.
+ * With `managersOnly`, only through an owner's or admin's membership (a demotion in between:
+ * nothing written, and the mint judges again).
  */
 export async function insertKey(
   db: Kysely<Database>,
@@ -215,9 +218,9 @@ export async function insertKey(
   creator: Pick<User, 'id' | 'base_user_id'>,
   origin: RequestOrigin,
   audit: { actorUserId: string | null; details: Record<string, unknown> },
-  options: { policyVersion?: number } = {},
+  options: { policyVersion?: number; managersOnly?: boolean } = {},
 ): Promise<boolean> {
-  const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
+  const holders = membershipHolders(creator);
   let written = 0n;
   // insertWithAudit's statement answers nothing: the count of rows it wrote says whether the key was.
   const counting = db.withPlugin({
@@ -232,7 +235,8 @@ export async function insertKey(
     (query) =>
       query
         .with('member', (q) => {
-          const member = q.selectFrom('memberships').select('memberships.user_id').where('memberships.org_id', '=', key.org_id).where('memberships.user_id', 'in', holders);
+          let member = q.selectFrom('memberships').select('memberships.user_id').where('memberships.org_id', '=', key.org_id).where('memberships.user_id', 'in', holders);
+          if (options.managersOnly) member = member.where('memberships.role', 'in', ['owner', 'admin']);
           if (options.policyVersion === undefined) return member.forShare();
           return member
             .innerJoin('orgs', 'orgs.id', 'memberships.org_id')

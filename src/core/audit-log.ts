@@ -220,10 +220,13 @@ function toEntry(row: EventRow): AuditEntry {
   };
 }
 
-/** A policy change in a word or three (`max-ttl none -> 30d`), shown where a revocation shows its reason. */
+/**
+ * A policy change in a few words (`max-ttl 30d (was none)`), shown where a revocation shows its
+ * reason: the new value first, so that a table cut to 100 columns still shows it.
+ */
 function policyChangeOf(action: string, details: Record<string, unknown>): string | null {
   if (action !== 'org.policy_changed') return null;
-  return `${String(details.setting)} ${String(details.old)} -> ${String(details.new)}`;
+  return `${String(details.setting)} ${String(details.new)} (was ${String(details.old)})`;
 }
 
 /** An event with no user behind it: the operator, whoever held a key, or a leak report. */

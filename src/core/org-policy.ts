@@ -123,7 +123,7 @@ export function policyRefusal(org: Pick<OrgMembership, 'name' | 'policy'>, attem
   const { policy } = org;
   const name = `"${org.name}"`;
   if (!policy.membersMint && attempt.role === 'member') {
-    return { setting: 'members-mint', reason: `org ${name} lets only its owners and admins mint keys (members-mint false)` };
+    return { setting: 'members-mint', reason: `org ${name} lets only its owners and admins make keys, by create or rotate (members-mint false)` };
   }
   if (attempt.channel === 'http') {
     if (policy.httpMinting === 'off') {
@@ -140,8 +140,18 @@ export function policyRefusal(org: Pick<OrgMembership, 'name' | 'policy'>, attem
         ? 'a key cannot renew itself there'
         : attempt.proof === 'email'
           ? 'the email trust window proves no key: sign the request with a security key'
-          : `this is ${attempt.keyType ?? 'no SSH key'}`;
-    return { setting: 'require-security-key', reason: `org ${name} lets its keys be made only with a security key (sk-ssh-ed25519, sk-ecdsa) (require-security-key true): ${used}` };
+          : attempt.proof === 'sshsig'
+            ? `the request was signed with an ${attempt.keyType ?? 'unknown'} key`
+            : attempt.keyType !== null
+              ? `you signed in with an ${attempt.keyType} key`
+              : 'no SSH key proved this';
+    return { setting: 'require-security-key', reason: `org ${name} lets its keys be made only with a security key such as sk-ssh-ed25519 (require-security-key true): ${used}` };
+  }
+  if (attempt.permissions.length === 0 && policy.permissions !== null) {
+    return {
+      setting: 'permissions',
+      reason: `org ${name} lets its keys carry only ${policy.permissions.join(', ')} (permissions ${policy.permissions.join(',')}), none of which this server has any more`,
+    };
   }
   if (policy.permissions !== null) {
     const beyond = attempt.permissions.filter((p) => !policy.permissions!.includes(p));
@@ -168,20 +178,12 @@ export function maxTtlIn(deps: Pick<CoreDeps, 'settings'>, policy: OrgPolicy): n
 
 /**
  * The permissions a key gets when none are asked for: every permission of the platform the org
- * allows. Refused when the org's list names none the platform still has (KEY_PERMISSIONS changed).
+ * allows (none, when the org's list names none the platform still has: the policy refuses that).
  */
-export function defaultPermissionsIn(deps: Pick<CoreDeps, 'settings'>, org: Pick<OrgMembership, 'name' | 'policy'>): string[] {
+export function defaultPermissionsIn(deps: Pick<CoreDeps, 'settings'>, policy: OrgPolicy): string[] {
   const known = keyPermissionsOf(deps).map((p) => p.name);
-  const allowed = org.policy.permissions;
-  if (allowed === null) return known;
-  const granted = known.filter((name) => allowed.includes(name));
-  if (granted.length === 0) {
-    throw policyError(deps, org.name, {
-      setting: 'permissions',
-      reason: `org "${org.name}" lets its keys carry only ${allowed.join(', ')} (permissions ${allowed.join(',')}), none of which this server has any more`,
-    }, []);
-  }
-  return granted;
+  const allowed = policy.permissions;
+  return allowed === null ? known : known.filter((name) => allowed.includes(name));
 }
 
 /** How many owners and admins a refusal names. */

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
 import type { ApiKeyRow, User } from '../db/schema.js';
-import { orgsOfUser } from './accounts.js';
+import { membershipHolders, orgsOfUser, strongestRole } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL } from './api-key-cache.js';
 import {
   assertBillingActive,
@@ -169,19 +169,24 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
     const now = nowOf(deps);
     // The membership before the key, in the order `removeMember` locks them (memberships, then
     // keys): a removal either finished before (refused here) or waits, then revokes the new key.
-    const holders = creator.base_user_id === null ? [creator.id] : [creator.id, creator.base_user_id];
-    // The org's row too, which a policy change locks: the policy judged is the one the key is made under.
-    const [stillMember] = await trx
+    const holders = membershipHolders(creator);
+    // And the rotating account's (its role is judged), and the org's row, which a policy change
+    // locks: the policy and role judged are those the key is made under, or it is judged again.
+    const minter = rotator.by === 'user' ? membershipHolders(rotator.actor) : holders;
+    const locked = await trx
       .selectFrom('memberships')
       .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
-      .select(ORG_POLICY_COLUMNS)
+      .select(['memberships.user_id', 'memberships.role', ...ORG_POLICY_COLUMNS])
       .where('memberships.org_id', '=', found.org_id)
-      .where('memberships.user_id', 'in', holders)
+      .where('memberships.user_id', 'in', [...new Set([...holders, ...minter])])
       .forShare(['memberships', 'orgs'])
       .execute();
-    if (!stillMember) throw new AppError('CREATOR_LEFT_ORG');
-    const policy = policyOfColumns(stillMember);
-    if (policy.version !== org.policy.version) await assertPolicyAllows({ db: trx, settings: deps.settings }, { ...org, policy }, attempt);
+    if (!locked.some((m) => holders.includes(m.user_id))) throw new AppError('CREATOR_LEFT_ORG');
+    const policy = policyOfColumns(locked[0]!);
+    const roleNow = strongestRole(locked.filter((m) => minter.includes(m.user_id)).map((m) => m.role));
+    if (policy.version !== org.policy.version || roleNow !== attempt.role) {
+      await assertPolicyAllows({ db: trx, settings: deps.settings }, { ...org, policy }, { ...attempt, role: roleNow ?? 'member' });
+    }
     // Locked, then judged again: of two rotations racing, the second sees the first's successor.
     const old = await trx.selectFrom('api_keys').selectAll().where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
     const refusal = refusalFor(old, rotator, now);

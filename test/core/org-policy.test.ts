@@ -157,7 +157,7 @@ describe('a policy change while a mint is between judging and writing (during it
     const refused = await refusal(mintApiKey({ ...deps, db: counting.db }, { user: member.user, orgs, sshKeyId: member.sshKeyId, label: 'policy-members-race', orgName: name, origin }));
     expect([refused.code, refused.status, refused.extra.policySetting, refused.extra.orgName]).toEqual(['ORG_POLICY', 403, 'members-mint', name]);
     expect(refused.detail).toBe(
-      `org "${name}" lets only its owners and admins mint keys (members-mint false). Its owners and admins (${owner.email}) can change that: ssh keys@shell-auth.test policy set --org ${name} members-mint VALUE`,
+      `org "${name}" lets only its owners and admins make keys, by create or rotate (members-mint false). Its owners and admins (${owner.email}) can change that: ssh keys@shell-auth.test policy set --org ${name} members-mint VALUE`,
     );
     // The write (nothing written: the version moved), the org read again, who can change it.
     expect(counting.statements).toEqual(['InsertQueryNode', 'SelectQueryNode', 'SelectQueryNode']);
@@ -219,7 +219,7 @@ describe('a policy change while a mint is between judging and writing (during it
       mintApiKey(deps, { user: member.user, sshKeyId: member.sshKeyId, label: 'policy-sk-race', orgName: name, keyType: 'ssh-ed25519', origin }),
     );
     expect([refused.code, refused.extra.policySetting]).toEqual(['ORG_POLICY', 'require-security-key']);
-    expect(refused.detail).toContain('this is ssh-ed25519');
+    expect(refused.detail).toContain('you signed in with an ssh-ed25519 key');
     expect(await keysLabelled('policy-sk-race')).toEqual([]);
   });
 
@@ -264,6 +264,37 @@ describe('a policy change while a mint is between judging and writing (during it
     expect(refused.code).toBe('UNAVAILABLE');
     expect(reads).toBe(3);
     expect(await keysLabelled('policy-storm-one')).toEqual([]);
+  });
+});
+
+describe('a role change while a mint or rotation is at its billing check (members-mint false)', () => {
+  it('an admin demoted to member during billing: the mint writes nothing and is refused, judged again as a member', async () => {
+    const { owner, member: admin, name } = await teamWithMember('policy-demoted');
+    await setMember(core.deps, name, admin.email, 'admin', adminOrigin);
+    await setPolicy(owner, name, 'members-mint', 'false');
+    const orgs = await orgsOfUser(core.deps.db, admin.user);
+    expect(orgs.find((o) => o.name === name)?.role).toBe('admin');
+    const { deps } = billingDuring(() => setMember(core.deps, name, admin.email, 'member', adminOrigin));
+    const refused = await refusal(mintApiKey(deps, { user: admin.user, orgs, sshKeyId: admin.sshKeyId, label: 'policy-demoted-mint', orgName: name, origin }));
+    expect([refused.code, refused.extra.policySetting]).toEqual(['ORG_POLICY', 'members-mint']);
+    expect(await keysLabelled('policy-demoted-mint')).toEqual([]);
+
+    // Promoted again, the same mint with no change during billing is written.
+    await setMember(core.deps, name, admin.email, 'admin', adminOrigin);
+    const minted = await mintApiKey(core.deps, { user: admin.user, sshKeyId: admin.sshKeyId, label: 'policy-promoted-mint', orgName: name, origin });
+    expect((await keysLabelled('policy-promoted-mint')).map((k) => k.id)).toEqual([minted.api_key_id]);
+  });
+
+  it('an admin demoted during billing: their rotation is refused, the old key untouched', async () => {
+    const { owner, member: admin, name } = await teamWithMember('policy-demoted-rot');
+    await setMember(core.deps, name, admin.email, 'admin', adminOrigin);
+    await setPolicy(owner, name, 'members-mint', 'false');
+    const key = await mintApiKey(core.deps, { user: admin.user, sshKeyId: admin.sshKeyId, label: 'policy-demoted-rot', orgName: name, origin });
+    const { deps } = billingDuring(() => setMember(core.deps, name, admin.email, 'member', adminOrigin));
+    const refused = await refusal(rotateApiKey(deps, { actor: admin.user, keyId: key.api_key_id, origin }));
+    expect([refused.code, refused.extra.policySetting]).toEqual(['ORG_POLICY', 'members-mint']);
+    const row = await core.deps.db.selectFrom('api_keys').selectAll().where('id', '=', key.api_key_id).executeTakeFirstOrThrow();
+    expect([row.replaced_by_id, row.revoked_at]).toEqual([null, null]);
   });
 });
 
@@ -500,7 +531,7 @@ describe('setOrgPolicy', () => {
 });
 
 describe('policy changes in the audit viewer', () => {
-  it("a plain member sees their org's changes (REASON `max-ttl none -> 30d`, who made them) and no other org's", async () => {
+  it("a plain member sees their org's changes (REASON `max-ttl 30d (was none)`, who made them) and no other org's", async () => {
     const { owner, member, name, org } = await teamWithMember('policy-audit');
     const other = await team('policy-audit-other');
     const colleague = await account();
@@ -514,8 +545,8 @@ describe('policy changes in the audit viewer', () => {
     const events = await auditEventsOf(core.deps, member.user, query);
     const changes = events.filter((e) => e.action === 'org.policy_changed');
     expect(changes.map((e) => ({ org: e.org_name, actor: e.actor, reason: e.reason, details: e.details, subject: e.subject_id }))).toEqual([
-      { org: name, actor: 'operator', reason: 'http-minting window -> signed', details: { setting: 'http-minting', old: 'window', new: 'signed' }, subject: org.id },
-      { org: name, actor: owner.email, reason: 'max-ttl none -> 30d', details: { setting: 'max-ttl', old: 'none', new: '30d' }, subject: org.id },
+      { org: name, actor: 'operator', reason: 'http-minting signed (was window)', details: { setting: 'http-minting', old: 'window', new: 'signed' }, subject: org.id },
+      { org: name, actor: owner.email, reason: 'max-ttl 30d (was none)', details: { setting: 'max-ttl', old: 'none', new: '30d' }, subject: org.id },
     ]);
     expect(events.filter((e) => e.org_id === other.org.id)).toEqual([]);
     // A colleague's key is still not theirs to see.

@@ -152,13 +152,13 @@ describe('org policy on the HTTP door', () => {
     const alice = await account('polsk');
     await setPolicy(alice.org, 'require-security-key', 'true');
     const reason = (why: string) =>
-      `org "${alice.org}" lets its keys be made only with a security key (sk-ssh-ed25519, sk-ecdsa) (require-security-key true): ${why}`;
+      `org "${alice.org}" lets its keys be made only with a security key such as sk-ssh-ed25519 (require-security-key true): ${why}`;
     expectRefusal(
       await windowMint(alice, 'sk-required-window'),
       refusalDetail(alice.org, 'require-security-key', reason('the email trust window proves no key: sign the request with a security key'), [alice.email]),
     );
     const signed = await signedMint(alice, 'sk-required-ed25519');
-    expectRefusal(signed, refusalDetail(alice.org, 'require-security-key', reason('this is ssh-ed25519'), [alice.email]));
+    expectRefusal(signed, refusalDetail(alice.org, 'require-security-key', reason('the request was signed with an ssh-ed25519 key'), [alice.email]));
     expect(signed.body.detail).toContain('require-security-key true');
     expect(await keysLabelled('sk-required-window')).toBe(0);
     expect(await keysLabelled('sk-required-ed25519')).toBe(0);
@@ -186,7 +186,7 @@ describe('org policy on the HTTP door', () => {
     const refused = await windowMint(member, 'member-into-team', { org_name: team });
     expectRefusal(
       refused,
-      refusalDetail(team, 'members-mint', `org "${team}" lets only its owners and admins mint keys (members-mint false)`, [owner.email]),
+      refusalDetail(team, 'members-mint', `org "${team}" lets only its owners and admins make keys, by create or rotate (members-mint false)`, [owner.email]),
     );
     expect(await keysLabelled('member-into-team')).toBe(0);
     // The refusal spent nothing: the member's one mint still goes into their own org.
@@ -290,7 +290,7 @@ describe('org policy on the HTTP door', () => {
       refusalDetail(
         alice.org,
         'require-security-key',
-        `org "${alice.org}" lets its keys be made only with a security key (sk-ssh-ed25519, sk-ecdsa) (require-security-key true): a key cannot renew itself there`,
+        `org "${alice.org}" lets its keys be made only with a security key such as sk-ssh-ed25519 (require-security-key true): a key cannot renew itself there`,
         [alice.email],
       ),
     );

@@ -171,7 +171,7 @@ describe('policy and policy set over OpenSSH', () => {
     await setPolicy(owner, team, 'members-mint', 'false');
 
     // Owners first, then admins.
-    const refusal = `error: org "${team}" lets only its owners and admins mint keys (members-mint false). Its owners and admins (${owner.email}, ${admin.email}) can change that: ${sshCommandOf(t.app.deps)} policy set --org ${team} members-mint VALUE\n`;
+    const refusal = `error: org "${team}" lets only its owners and admins make keys, by create or rotate (members-mint false). Its owners and admins (${owner.email}, ${admin.email}) can change that: ${sshCommandOf(t.app.deps)} policy set --org ${team} members-mint VALUE\n`;
     expect(await member.ssh('create', '--org', team, '--label', 'after-the-policy')).toEqual({ code: 1, stdout: '', stderr: refusal });
     expect(await member.ssh('rotate', earlierKey.api_key_id)).toEqual({ code: 1, stdout: '', stderr: refusal });
     expect((await whoami(earlierKey.api_key)).status).toBe(200); // the refused rotation left it as it was
@@ -266,15 +266,15 @@ describe('the policy in audit and orgs', () => {
       // Newest first. Within 100 columns long emails and reasons are cut: --wide has them whole.
       const changes = lines.filter((line) => line.includes(' org.policy_changed '));
       expect(changes, who.email).toHaveLength(2);
-      expect(changes[0]).toMatch(/ org\.policy_changed +- +- +ssh +127\.0\.0\.1 +- +permissions/);
-      expect(changes[1]).toMatch(/ org\.policy_changed +- +- +ssh +127\.0\.0\.1 +- +max-ttl/);
+      expect(changes[0]).toMatch(/ org\.policy_changed +- +- +ssh +127\.0\.0\.1 +- +permissions c/);
+      expect(changes[1]).toMatch(/ org\.policy_changed +- +- +ssh +127\.0\.0\.1 +- +max-ttl 30d/);
 
       const wide = await who.ssh(...args, '--wide');
       expect(wide.code, wide.stderr).toBe(0);
       const wideChanges = wide.stdout.split('\n').filter((line) => line.includes(' org.policy_changed ')).map((line) => line.split(/ {2,}/).slice(1));
       expect(wideChanges, who.email).toEqual([
-        [owner.email, 'org.policy_changed', '-', '-', team, 'ssh', '127.0.0.1', '-', 'permissions all -> clusters:view'],
-        [owner.email, 'org.policy_changed', '-', '-', team, 'ssh', '127.0.0.1', '-', 'max-ttl none -> 30d'],
+        [owner.email, 'org.policy_changed', '-', '-', team, 'ssh', '127.0.0.1', '-', 'permissions clusters:view (was all)'],
+        [owner.email, 'org.policy_changed', '-', '-', team, 'ssh', '127.0.0.1', '-', 'max-ttl 30d (was none)'],
       ]);
     }
 
@@ -283,8 +283,8 @@ describe('the policy in audit and orgs', () => {
       expect(json.code, json.stderr).toBe(0);
       const events = (JSON.parse(json.stdout) as Array<Record<string, unknown>>).filter((e) => e.action === 'org.policy_changed');
       expect(events.map((e) => [e.actor, e.actor_email, e.reason, e.door, e.ip, e.org_name])).toEqual([
-        [owner.email, owner.email, 'permissions all -> clusters:view', 'ssh', '127.0.0.1', team],
-        [owner.email, owner.email, 'max-ttl none -> 30d', 'ssh', '127.0.0.1', team],
+        [owner.email, owner.email, 'permissions clusters:view (was all)', 'ssh', '127.0.0.1', team],
+        [owner.email, owner.email, 'max-ttl 30d (was none)', 'ssh', '127.0.0.1', team],
       ]);
     }
   });
@@ -319,7 +319,7 @@ describe.runIf(SK_DUMMY)(`require-security-key with OpenSSH and sk-dummy.so${SK_
     expect(refused.code).toBe(1);
     expect(refused.stdout).toBe('');
     expect(refused.stderr).toBe(
-      `error: org "${team}" lets its keys be made only with a security key (sk-ssh-ed25519, sk-ecdsa) (require-security-key true): this is ssh-ed25519. ` +
+      `error: org "${team}" lets its keys be made only with a security key such as sk-ssh-ed25519 (require-security-key true): you signed in with an ssh-ed25519 key. ` +
         `Its owners and admins (${owner.email}) can change that: ${sshCommandOf(t.app.deps)} policy set --org ${team} require-security-key VALUE\n`,
     );
 

@@ -18,7 +18,7 @@ and changes to the org's key policy.
 Columns: TIME, ACTOR (an email; "operator" for the admin CLI, "holder" for whoever held the key,
 "github" for a leak report), ACTION, KEY and LABEL, DOOR (ssh, http, admin), ADDRESS, PROOF (how the
 actor proved it: ssh, email, sshsig) and REASON (why a key was revoked; for a policy change,
-what changed: "max-ttl none -> 30d").`,
+what changed: "max-ttl 30d (was none)").`,
   options: AUDIT_OPTIONS,
   positionals: { min: 0, max: 0, names: '' },
   run: (ctx, args) => runAudit(ctx.deps, args, (query) => auditEventsOf(ctx.deps, ctx.identity.user, query, ctx.identity.orgs)),
