@@ -33,10 +33,23 @@ export async function runPolicySet(
     throw err;
   });
   const org = escapeForTerminal(changed.org_name);
+  const count = changed.nonconforming ?? 0;
   return {
-    data: { ...policyJson(changed), setting: changed.setting, old: changed.old, new: changed.new, changed: changed.changed },
+    data: {
+      ...policyJson(changed),
+      setting: changed.setting,
+      old: changed.old,
+      new: changed.new,
+      changed: changed.changed,
+      nonconforming_keys: changed.nonconforming,
+    },
     text: changed.changed
       ? `${changed.setting} of org ${org}: ${escapeForTerminal(changed.old)} -> ${escapeForTerminal(changed.new)}\n`
       : `${changed.setting} of org ${org} is already ${escapeForTerminal(changed.new)}: nothing changed\n`,
+    // Keys made before a change keep working: say so, and how to find them.
+    advice:
+      count > 0
+        ? `${count === 1 ? '1 live key' : `${count} live keys`} of org ${org}, made before, would not be allowed now; ${count === 1 ? 'it keeps' : 'they keep'} working until rotated, revoked or expired ("list --org ${org}").\n`
+        : undefined,
   };
 }

@@ -5,7 +5,7 @@ import { recordAudit } from './audit.js';
 import type { RequestOrigin } from './context.js';
 import { baseEmailOf, orgNameFromEmail } from './emails.js';
 import { AppError } from './errors.js';
-import { ORG_POLICY_COLUMNS, policyOfColumns, type OrgPolicy, type OrgPolicyColumns } from './org-policy.js';
+import { ORG_POLICY_COLUMNS, policyOfColumns, type OrgPolicy, type OrgPolicyColumns } from './org-policy-row.js';
 
 type Tx = Kysely<Database>;
 
@@ -25,6 +25,9 @@ export type OrgMembership = {
 };
 
 const ROLE_RANK: Record<Role, number> = { owner: 3, admin: 2, member: 1 };
+
+/** The roles that manage an org: every key of it (list, revoke, rotate), every event of it (audit), its key policy. */
+export const MANAGES: ReadonlySet<Role> = new Set(['owner', 'admin']);
 
 export async function findUserByEmail(db: Tx, email: string): Promise<User | undefined> {
   return db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
@@ -71,7 +74,7 @@ export function mergeMemberships(rows: readonly MembershipRow[]): OrgMembership[
         policy: policyOfColumns(row),
       });
     } else {
-      if (ROLE_RANK[row.role] > ROLE_RANK[seen.role]) seen.role = row.role;
+      seen.role = strongestRole([seen.role, row.role])!;
       seen.personal ||= row.personal;
     }
   }
@@ -84,6 +87,27 @@ export function mergeMemberships(rows: readonly MembershipRow[]): OrgMembership[
  */
 export async function orgsOfUser(db: Tx, user: Pick<User, 'id' | 'base_user_id'>): Promise<OrgMembership[]> {
   return mergeMemberships(await membershipsQuery(db).where('memberships.user_id', 'in', membershipHolders(user)).execute());
+}
+
+/** Picks the org by name among the user's orgs, or the default one (see `defaultOrg`). */
+export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): OrgMembership {
+  if (orgName !== undefined) {
+    const org = orgs.find((o) => o.name === orgName);
+    if (!org) throw new AppError('ORG_NOT_FOUND');
+    return org;
+  }
+  const chosen = defaultOrg(orgs);
+  if (!chosen) throw new AppError('NO_ORGANIZATIONS');
+  return chosen;
+}
+
+/**
+ * Where a key goes when no org is named: the account's own (personal) org, else its oldest
+ * membership. Not simply the oldest: an operator may have added the account to a team org (even
+ * a suspended one) before its first login made the personal one.
+ */
+export function defaultOrg(orgs: OrgMembership[]): OrgMembership | undefined {
+  return orgs.find((o) => o.personal) ?? orgs[0];
 }
 
 /**

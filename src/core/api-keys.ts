@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
-import { membershipHolders, orgsOfUser, type OrgMembership } from './accounts.js';
+import { chooseOrg, MANAGES, membershipHolders, orgsOfUser, type OrgMembership } from './accounts.js';
+export { chooseOrg, defaultOrg, MANAGES } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
 import { insertWithAudit, recordAudit } from './audit.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
@@ -71,27 +72,6 @@ export async function assertBillingActive(deps: CoreDeps, org: Pick<OrgMembershi
     deps.log.warn({ err: (err as Error).message, orgId: org.org_id }, 'billing check failed');
   }
   if (!active) throw new AppError('BILLING_NOT_VERIFIED', { orgName: org.name });
-}
-
-/** Picks the org by name among the user's orgs, or the default one (see `defaultOrg`). */
-export function chooseOrg(orgs: OrgMembership[], orgName: string | undefined): OrgMembership {
-  if (orgName !== undefined) {
-    const org = orgs.find((o) => o.name === orgName);
-    if (!org) throw new AppError('ORG_NOT_FOUND');
-    return org;
-  }
-  const chosen = defaultOrg(orgs);
-  if (!chosen) throw new AppError('NO_ORGANIZATIONS');
-  return chosen;
-}
-
-/**
- * Where a key goes when no org is named: the account's own (personal) org, else its oldest
- * membership. Not simply the oldest: an operator may have added the account to a team org (even
- * a suspended one) before its first login made the personal one.
- */
-export function defaultOrg(orgs: OrgMembership[]): OrgMembership | undefined {
-  return orgs.find((o) => o.personal) ?? orgs[0];
 }
 
 /**
@@ -207,7 +187,7 @@ const NEW_KEY_COLUMNS = Object.keys(NEW_KEY_COLUMN_TYPES) as Array<keyof NewApiK
  * base account it acts through) is a member of the key's org: the statement takes FOR SHARE on
  * that membership, so a removal from the org (`removeMember`, FOR UPDATE) either committed first
  * and nothing is written (false), or waits for this key and then revokes it with the others.
- * With `policyVersion`, also only while the org's policy is the one judged: FOR SHARE on the
+ * With `policyVersion`, also only while the org's policy is the one judged: FOR KEY SHARE on the
  * org's row, which `setOrgPolicy` locks FOR UPDATE; a change committed first writes nothing.
  * With `managersOnly`, only through an owner's or admin's membership (a demotion in between:
  * nothing written, and the mint judges again).
@@ -241,7 +221,9 @@ export async function insertKey(
           return member
             .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
             .where('orgs.policy_version', '=', options.policyVersion)
-            .forShare(['memberships', 'orgs']);
+            // KEY SHARE: the lock the key's foreign key takes anyway; only setOrgPolicy's FOR UPDATE waits for it.
+            .forShare('memberships')
+            .forKeyShare('orgs');
         })
         .insertInto('api_keys')
         .columns(NEW_KEY_COLUMNS)
@@ -351,8 +333,6 @@ function toSummary(row: Awaited<ReturnType<ReturnType<typeof summaryQuery>['exec
   return { ...rest, permissions: [...row.permissions] };
 }
 
-/** The roles that manage an org: every key of it (list, revoke, rotate) and every event of it (audit). */
-export const MANAGES: ReadonlySet<Role> = new Set(['owner', 'admin']);
 
 /** Keys a user may see: all keys of orgs they own/administer, their own keys elsewhere. Never secrets. */
 export async function listApiKeys(deps: CoreDeps, user: User, orgName?: string): Promise<ApiKeySummary[]> {

@@ -2,7 +2,7 @@ import { sql, type SelectQueryBuilder } from 'kysely';
 import { z } from 'zod';
 import type { Channel, Database, User } from '../db/schema.js';
 import { orgsOfUser, type OrgMembership } from './accounts.js';
-import { chooseOrg, MANAGES } from './api-keys.js';
+import { chooseOrg, MANAGES } from './accounts.js';
 import { nowOf, type CoreDeps } from './context.js';
 import { parseDuration } from './duration.js';
 import { AppError } from './errors.js';

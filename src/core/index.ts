@@ -81,9 +81,8 @@ export {
   maxTtlIn,
   POLICY_SETTINGS,
   PolicySettingSchema,
-  DEFAULT_ORG_POLICY,
-  type OrgPolicy,
   type OrgPolicyView,
   type PolicySetting,
   type PolicyChangeResult,
 } from './org-policy.js';
+export { DEFAULT_ORG_POLICY, type OrgPolicy } from './org-policy-row.js';

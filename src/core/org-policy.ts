@@ -1,9 +1,10 @@
+import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
-import type { Channel, HttpMinting, Role, User } from '../db/schema.js';
-import { orgsOfUser, type OrgMembership } from './accounts.js';
-import { chooseOrg } from './api-keys.js';
+import type { Channel, Database, Role, User } from '../db/schema.js';
+import { chooseOrg, MANAGES, membershipHolders, orgsOfUser, strongestRole, type OrgMembership } from './accounts.js';
+import { ORG_POLICY_COLUMNS, policyOfColumns, type OrgPolicy, type OrgPolicyColumns } from './org-policy-row.js';
 import { recordAudit } from './audit.js';
-import { keyPermissionsOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { formatDuration, formatLifetime, parseDuration } from './duration.js';
 import { AppError } from './errors.js';
 import { sshCommandOf } from './notices.js';
@@ -16,64 +17,11 @@ import { isSecurityKeyType } from './ssh-public-key.js';
  * costs no extra round trip. Every default is the behaviour of an org that never set anything.
  */
 
-export type OrgPolicy = {
-  /** No key of the org lives longer; a key minted without a lifetime gets it. null: none of the org's own. */
-  maxTtlMs: number | null;
-  /** The permissions the org's keys may carry. null: every permission of the platform. */
-  permissions: readonly string[] | null;
-  /** Keys are minted only by a security-key SSH key (sk-…): over SSH, or by an SSHSIG proof made with one. */
-  requireSecurityKey: boolean;
-  httpMinting: HttpMinting;
-  /** Whether plain members may mint, or only owners and admins. */
-  membersMint: boolean;
-  /** Grows with each change: a mint writes its key only under the version it judged. */
-  version: number;
-};
-
-export const DEFAULT_ORG_POLICY: OrgPolicy = Object.freeze({
-  maxTtlMs: null,
-  permissions: null,
-  requireSecurityKey: false,
-  httpMinting: 'window',
-  membersMint: true,
-  version: 0,
-});
-
 /** The settings as people type them, in the order `policy` shows them. */
 export const POLICY_SETTINGS = ['max-ttl', 'permissions', 'require-security-key', 'http-minting', 'members-mint'] as const;
 export type PolicySetting = (typeof POLICY_SETTINGS)[number];
 
 export const PolicySettingSchema = z.enum(POLICY_SETTINGS);
-
-/** The org row's policy columns, as the memberships query reads them. */
-export type OrgPolicyColumns = {
-  policy_max_ttl_seconds: number | null;
-  policy_permissions: string[] | null;
-  policy_require_security_key: boolean;
-  policy_http_minting: HttpMinting;
-  policy_members_mint: boolean;
-  policy_version: number;
-};
-
-export const ORG_POLICY_COLUMNS = [
-  'orgs.policy_max_ttl_seconds',
-  'orgs.policy_permissions',
-  'orgs.policy_require_security_key',
-  'orgs.policy_http_minting',
-  'orgs.policy_members_mint',
-  'orgs.policy_version',
-] as const;
-
-export function policyOfColumns(row: OrgPolicyColumns): OrgPolicy {
-  return {
-    maxTtlMs: row.policy_max_ttl_seconds === null ? null : Number(row.policy_max_ttl_seconds) * 1000,
-    permissions: row.policy_permissions === null ? null : [...row.policy_permissions],
-    requireSecurityKey: row.policy_require_security_key,
-    httpMinting: row.policy_http_minting,
-    membersMint: row.policy_members_mint,
-    version: Number(row.policy_version),
-  };
-}
 
 /** One setting's value as `policy` shows it and `policy set` takes it. */
 export function settingText(policy: OrgPolicy, setting: PolicySetting): string {
@@ -130,14 +78,14 @@ export function policyRefusal(org: Pick<OrgMembership, 'name' | 'policy'>, attem
       return { setting: 'http-minting', reason: `org ${name} does not let its keys be made over HTTP (http-minting off): use the SSH door` };
     }
     if (policy.httpMinting === 'signed' && attempt.proof !== 'sshsig') {
-      const how = attempt.proof === 'api_key' ? 'a key cannot renew itself there' : 'the email trust window does not count';
+      const how = attempt.proof === 'api_key' ? 'a key cannot renew itself in this org' : 'the email trust window does not count';
       return { setting: 'http-minting', reason: `org ${name} lets its keys be made over HTTP only by signed requests (http-minting signed): ${how}` };
     }
   }
   if (policy.requireSecurityKey && !(attempt.keyType !== null && isSecurityKeyType(attempt.keyType) && (attempt.proof === 'ssh' || attempt.proof === 'sshsig'))) {
     const used =
       attempt.proof === 'api_key'
-        ? 'a key cannot renew itself there'
+        ? 'a key cannot renew itself in this org'
         : attempt.proof === 'email'
           ? 'the email trust window proves no key: sign the request with a security key'
           : attempt.proof === 'sshsig'
@@ -191,10 +139,15 @@ const MANAGERS_NAMED = 3;
 
 /** The refusal as the doors report it: 403, the reason, and who can change the setting, and how. */
 export function policyError(deps: Pick<CoreDeps, 'settings'>, orgName: string, refusal: PolicyRefusal, managers: readonly string[]): AppError {
-  const named = managers.slice(0, MANAGERS_NAMED).join(', ');
-  const more = managers.length > MANAGERS_NAMED ? ` and ${managers.length - MANAGERS_NAMED} more` : '';
-  const who = `Its owners and admins${named ? ` (${named}${more})` : ''} can change that: ${sshCommandOf(deps)} policy set --org ${orgName} ${refusal.setting} VALUE`;
+  const named = namedManagers(managers);
+  const who = `Its owners and admins${named ? ` (${named})` : ''} can change that: ${sshCommandOf(deps)} policy set --org ${orgName} ${refusal.setting} VALUE`;
   return new AppError('ORG_POLICY', { detail: `${refusal.reason}. ${who}`, orgName, policySetting: refusal.setting });
+}
+
+/** Up to three emails, and how many more: `a@x, b@x and 2 more`; empty for none. */
+function namedManagers(managers: readonly string[]): string {
+  const more = managers.length > MANAGERS_NAMED ? ` and ${managers.length - MANAGERS_NAMED} more` : '';
+  return `${managers.slice(0, MANAGERS_NAMED).join(', ')}${more}`;
 }
 
 /** The emails of an org's owners and admins, owners first: whom a refusal names. */
@@ -216,7 +169,10 @@ export async function policyManagers(deps: Pick<CoreDeps, 'db'>, orgId: string):
 /** Throws the org's refusal of `attempt`, naming who can change it (a query, on refusal only). */
 export async function assertPolicyAllows(deps: Pick<CoreDeps, 'db' | 'settings'>, org: Pick<OrgMembership, 'org_id' | 'name' | 'policy'>, attempt: MintAttempt): Promise<void> {
   const refusal = policyRefusal(org, attempt);
-  if (refusal) throw policyError(deps, org.name, refusal, await policyManagers(deps, org.org_id));
+  if (!refusal) return;
+  // Whoever holds a key (self-rotation) learns no one's email: a leaked key must not name people to phish.
+  const managers = attempt.proof === 'api_key' ? [] : await policyManagers(deps, org.org_id);
+  throw policyError(deps, org.name, refusal, managers);
 }
 
 /** A change as the columns take it, with its value as shown before and after. */
@@ -283,32 +239,57 @@ async function policyOrgFor(deps: CoreDeps, actor: User | null, orgName: string 
   return { org_id: row.id, name: row.name, policy: policyOfColumns(row), role: null };
 }
 
-export type PolicyChangeResult = OrgPolicyView & { setting: PolicySetting; old: string; new: string; changed: boolean };
+export type PolicyChangeResult = OrgPolicyView & {
+  setting: PolicySetting;
+  old: string;
+  new: string;
+  changed: boolean;
+  /** Live keys of the org made before the change that the new value would not allow; null: the setting is not about keys' properties. */
+  nonconforming: number | null;
+};
 
 /**
  * `policy set`: owners and admins of the org (the operator: any org) change one setting. The
- * org's row is locked while it changes, so a mint judging the old policy either wrote its key
- * before, or finds the version moved and judges again (api-keys.ts). Audited with the old and
- * new values; setting a value it already has changes nothing and writes nothing.
+ * actor's membership is locked first (as a mint locks it, so a removal or demotion either came
+ * before, and the change is refused, or waits), then the org's row FOR UPDATE, which a mint's
+ * write waits for: a mint judging the old policy either wrote its key before, or finds the
+ * version moved and judges again (api-keys.ts). Audited with the old and new values; setting a
+ * value it already has changes nothing and writes nothing. Keys made before keep working: the
+ * answer counts those the new value would not allow.
  */
 export async function setOrgPolicy(
   deps: CoreDeps,
   input: { actor: User | null; orgName: string | undefined; setting: PolicySetting; value: string; origin: RequestOrigin },
 ): Promise<PolicyChangeResult> {
-  const change = parsePolicyValue(deps, input.setting, input.value);
   const target = await policyOrgFor(deps, input.actor, input.orgName);
   const managers = await policyManagers(deps, target.org_id);
-  if (input.actor && (target.role === null || !['owner', 'admin'].includes(target.role))) {
-    const named = managers.slice(0, MANAGERS_NAMED).join(', ');
-    throw new AppError('POLICY_CHANGE_NOT_ALLOWED', { detail: `you are a ${target.role ?? 'non-member'} of "${target.name}"${named ? `; its owners and admins: ${named}` : ''}`, orgName: target.name });
-  }
+  const refuse = (role: Role | null) =>
+    new AppError('POLICY_CHANGE_NOT_ALLOWED', {
+      detail: `you are ${role === null ? 'not a member' : `a ${role}`} of "${target.name}"; its owners and admins: ${namedManagers(managers) || 'none'}`,
+      orgName: target.name,
+    });
+  if (input.actor && (target.role === null || !MANAGES.has(target.role))) throw refuse(target.role);
+  // Only someone who may change it learns what the values may be.
+  const change = parsePolicyValue(deps, input.setting, input.value);
   return deps.db.transaction().execute(async (trx) => {
+    if (input.actor) {
+      const held = await trx
+        .selectFrom('memberships')
+        .select('role')
+        .where('org_id', '=', target.org_id)
+        .where('user_id', 'in', membershipHolders(input.actor))
+        .orderBy('user_id')
+        .forShare()
+        .execute();
+      const role = strongestRole(held.map((m) => m.role));
+      if (role === null || !MANAGES.has(role)) throw refuse(role);
+    }
     const row = await trx.selectFrom('orgs').select(['id', 'name', ...ORG_POLICY_COLUMNS]).where('id', '=', target.org_id).forUpdate().executeTakeFirst();
     if (!row) throw new AppError('ORG_NOT_FOUND');
     const before = policyOfColumns(row);
     const old = settingText(before, input.setting);
-    const view = { org_id: row.id, org_name: row.name, managers };
-    if (old === change.shown) return { ...view, policy: before, setting: input.setting, old, new: change.shown, changed: false };
+    const view = { org_id: row.id, org_name: row.name, managers, setting: input.setting, old, new: change.shown };
+    if (old === change.shown) return { ...view, policy: before, changed: false, nonconforming: null };
     const updated = await trx
       .updateTable('orgs')
       .set({ ...change.patch, policy_version: before.version + 1 })
@@ -322,6 +303,36 @@ export async function setOrgPolicy(
       subjectId: row.id,
       details: { setting: input.setting, old, new: change.shown },
     });
-    return { ...view, policy: policyOfColumns(updated), setting: input.setting, old, new: change.shown, changed: true };
+    const policy = policyOfColumns(updated);
+    return { ...view, policy, changed: true, nonconforming: await countNonconforming(trx, deps, row.id, input.setting, policy) };
   });
+}
+
+/**
+ * Live keys of the org that `policy` would not let be made now, for the settings about a key's
+ * own properties (lifetime, permissions, the SSH key that made it); null for the others.
+ */
+async function countNonconforming(db: Kysely<Database>, deps: CoreDeps, orgId: string, setting: PolicySetting, policy: OrgPolicy): Promise<number | null> {
+  const now = nowOf(deps);
+  let query = db
+    .selectFrom('api_keys')
+    .leftJoin('ssh_keys', 'ssh_keys.id', 'api_keys.ssh_key_id')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('api_keys.org_id', '=', orgId)
+    .where('api_keys.revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('api_keys.expires_at', 'is', null), eb('api_keys.expires_at', '>', now)]));
+  if (setting === 'max-ttl') {
+    if (policy.maxTtlMs === null) return 0;
+    const latest = new Date(now.getTime() + policy.maxTtlMs);
+    query = query.where((eb) => eb.or([eb('api_keys.expires_at', 'is', null), eb('api_keys.expires_at', '>', latest)]));
+  } else if (setting === 'permissions') {
+    if (policy.permissions === null) return 0;
+    query = query.where(sql<boolean>`NOT (api_keys.permissions <@ ${sql.val(policy.permissions)}::text[])`);
+  } else if (setting === 'require-security-key') {
+    if (!policy.requireSecurityKey) return 0;
+    query = query.where((eb) => eb.or([eb('ssh_keys.key_type', 'is', null), eb('ssh_keys.key_type', 'not like', 'sk-%')]));
+  } else {
+    return null;
+  }
+  return Number((await query.executeTakeFirstOrThrow()).n);
 }

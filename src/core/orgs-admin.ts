@@ -5,7 +5,7 @@ import { recordAudit } from './audit.js';
 import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import { queueNotice, wakeMailSender, type NoticeKey } from './notices.js';
-import { ORG_POLICY_COLUMNS, policyOfColumns } from './org-policy.js';
+import { ORG_POLICY_COLUMNS, policyOfColumns } from './org-policy-row.js';
 
 /** Operator actions (the admin CLI). They skip the alias "base must be verified" rule on purpose. */
 

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
 import type { ApiKeyRow, User } from '../db/schema.js';
-import { membershipHolders, orgsOfUser, strongestRole } from './accounts.js';
+import { MANAGES, membershipHolders, orgsOfUser, strongestRole } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL } from './api-key-cache.js';
 import {
   assertBillingActive,
@@ -19,7 +19,8 @@ import { recordAudit } from './audit.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { parseDuration } from './duration.js';
 import { AppError } from './errors.js';
-import { assertPolicyAllows, maxTtlIn, ORG_POLICY_COLUMNS, policyOfColumns, type MintAttempt, type OrgPolicy } from './org-policy.js';
+import { assertPolicyAllows, maxTtlIn, type MintAttempt } from './org-policy.js';
+import { ORG_POLICY_COLUMNS, policyOfColumns, type OrgPolicy } from './org-policy-row.js';
 import { generateApiKey } from './secrets.js';
 
 /**
@@ -179,11 +180,18 @@ async function rotate(deps: CoreDeps, found: ApiKeyRow, rotator: Rotator, overla
       .select(['memberships.user_id', 'memberships.role', ...ORG_POLICY_COLUMNS])
       .where('memberships.org_id', '=', found.org_id)
       .where('memberships.user_id', 'in', [...new Set([...holders, ...minter])])
-      .forShare(['memberships', 'orgs'])
+      // In removeMember's order (by user), so two of them never wait on each other.
+      .orderBy('memberships.user_id')
+      .forShare('memberships')
+      .forKeyShare('orgs')
       .execute();
     if (!locked.some((m) => holders.includes(m.user_id))) throw new AppError('CREATOR_LEFT_ORG');
     const policy = policyOfColumns(locked[0]!);
     const roleNow = strongestRole(locked.filter((m) => minter.includes(m.user_id)).map((m) => m.role));
+    // Someone rotating another's key must still manage the org (removed or demoted meanwhile: no).
+    if (rotator.by === 'user' && rotator.actor.id !== creator.id && (roleNow === null || !MANAGES.has(roleNow))) {
+      throw new AppError(roleNow === null ? 'API_KEY_NOT_FOUND' : 'NOT_ALLOWED');
+    }
     if (policy.version !== org.policy.version || roleNow !== attempt.role) {
       await assertPolicyAllows({ db: trx, settings: deps.settings }, { ...org, policy }, { ...attempt, role: roleNow ?? 'member' });
     }

@@ -285,6 +285,20 @@ describe('a role change while a mint or rotation is at its billing check (member
     expect((await keysLabelled('policy-promoted-mint')).map((k) => k.id)).toEqual([minted.api_key_id]);
   });
 
+  it("an admin demoted or removed during billing cannot rotate a member's key (members-mint true, the default)", async () => {
+    const { member, name } = await teamWithMember('policy-demoted-other');
+    const admin = await account();
+    await setMember(core.deps, name, admin.email, 'admin', adminOrigin);
+    const key = await mintApiKey(core.deps, { user: member.user, sshKeyId: member.sshKeyId, label: 'policy-demoted-other', orgName: name, origin });
+    const demoted = billingDuring(() => setMember(core.deps, name, admin.email, 'member', adminOrigin));
+    expect((await refusal(rotateApiKey(demoted.deps, { actor: admin.user, keyId: key.api_key_id, origin }))).code).toBe('NOT_ALLOWED');
+    await setMember(core.deps, name, admin.email, 'admin', adminOrigin);
+    const removed = billingDuring(() => removeMember(core.deps, name, admin.email, adminOrigin));
+    expect((await refusal(rotateApiKey(removed.deps, { actor: admin.user, keyId: key.api_key_id, origin }))).code).toBe('API_KEY_NOT_FOUND');
+    const row = await core.deps.db.selectFrom('api_keys').selectAll().where('id', '=', key.api_key_id).executeTakeFirstOrThrow();
+    expect([row.replaced_by_id, row.revoked_at]).toEqual([null, null]);
+  });
+
   it('an admin demoted during billing: their rotation is refused, the old key untouched', async () => {
     const { owner, member: admin, name } = await teamWithMember('policy-demoted-rot');
     await setMember(core.deps, name, admin.email, 'admin', adminOrigin);
@@ -342,7 +356,7 @@ describe('a policy change while a rotation is at its billing check', () => {
     const { deps } = billingDuring(() => setPolicy(owner, name, 'http-minting', 'signed'));
     const refused = await refusal(rotateApiKeyAsHolder(deps, { apiKey: key.api_key, origin: httpOrigin }));
     expect([refused.code, refused.extra.policySetting]).toEqual(['ORG_POLICY', 'http-minting']);
-    expect(refused.detail).toContain('a key cannot renew itself there');
+    expect(refused.detail).toContain('a key cannot renew itself in this org');
     expect((await authenticateApiKey(core.deps, key.api_key)).api_key_id).toBe(key.api_key_id);
     expect(await core.deps.db.selectFrom('api_keys').select('id').where('rotated_from_id', '=', key.api_key_id).execute()).toEqual([]);
   });

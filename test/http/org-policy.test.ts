@@ -83,8 +83,10 @@ function expectContractAnswer(res: HttpResult, org: string): void {
 }
 
 /** The refusal's `detail` exactly: the setting's reason, then who can change it and how. */
+/** The refusal's detail; `managers` empty: none named (a key's holder learns no one's email). */
 function refusalDetail(org: string, setting: string, reason: string, managers: string[]): string {
-  return `${reason}. Its owners and admins (${managers.join(', ')}) can change that: ${sshCommandOf(t.app.deps)} policy set --org ${org} ${setting} VALUE`;
+  const named = managers.length ? ` (${managers.join(', ')})` : '';
+  return `${reason}. Its owners and admins${named} can change that: ${sshCommandOf(t.app.deps)} policy set --org ${org} ${setting} VALUE`;
 }
 
 function expectRefusal(res: HttpResult, detail: string): void {
@@ -277,8 +279,9 @@ describe('org policy on the HTTP door', () => {
       refusalDetail(
         alice.org,
         'http-minting',
-        `org "${alice.org}" lets its keys be made over HTTP only by signed requests (http-minting signed): a key cannot renew itself there`,
-        [alice.email],
+        `org "${alice.org}" lets its keys be made over HTTP only by signed requests (http-minting signed): a key cannot renew itself in this org`,
+        // Whoever holds the key is told the rule, not the people behind it.
+        [],
       ),
     );
     await untouched();
@@ -290,8 +293,9 @@ describe('org policy on the HTTP door', () => {
       refusalDetail(
         alice.org,
         'require-security-key',
-        `org "${alice.org}" lets its keys be made only with a security key such as sk-ssh-ed25519 (require-security-key true): a key cannot renew itself there`,
-        [alice.email],
+        `org "${alice.org}" lets its keys be made only with a security key such as sk-ssh-ed25519 (require-security-key true): a key cannot renew itself in this org`,
+        // Whoever holds the key is told the rule, not the people behind it.
+        [],
       ),
     );
     await untouched();

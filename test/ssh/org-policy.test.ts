@@ -109,6 +109,31 @@ describe('policy and policy set over OpenSSH', () => {
     expect(await policyEvents(team)).toEqual([]);
   });
 
+  it('a member typing a bad value is told they may not change it, not what the values may be', async () => {
+    const { team, member } = await teamOrg('denybad');
+    const refused = await member.ssh('policy', 'set', '--org', team, 'max-ttl', 'forever');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^error: only owners and admins can change an org's key policy: you are a member of /);
+  });
+
+  it('tightening says how many live keys made before would not be allowed now, and they keep working', async () => {
+    const { team, owner } = await teamOrg('tight');
+    const forever = await owner.ssh('create', '--org', team, '--label', 'no-expiry-key', '--json');
+    expect(forever.code, forever.stderr).toBe(0);
+    const short = await owner.ssh('create', '--org', team, '--label', 'short-lived', '--expires-in', '1d', '--perm', 'clusters:view');
+    expect(short.code, short.stderr).toBe(0);
+
+    const ttl = await setPolicy(owner, team, 'max-ttl', '7d');
+    expect(ttl.stderr).toBe(`1 live key of org ${team}, made before, would not be allowed now; it keeps working until rotated, revoked or expired ("list --org ${team}").\n`);
+    const perms = await owner.ssh('policy', 'set', '--org', team, 'permissions', 'clusters:view', '--json');
+    expect(JSON.parse(perms.stdout)).toMatchObject({ setting: 'permissions', changed: true, nonconforming_keys: 1 });
+    const members = await owner.ssh('policy', 'set', '--org', team, 'members-mint', 'false', '--json');
+    expect(JSON.parse(members.stdout)).toMatchObject({ setting: 'members-mint', nonconforming_keys: null });
+    expect(members.stderr).toBe('');
+
+    expect((await whoami(JSON.parse(forever.stdout).api_key)).status).toBe(200);
+  });
+
   it('max-ttl 30d: create without --expires-in gets 30d; 60d is refused naming max-ttl and who can change it; 7d works', async () => {
     const { team, owner } = await teamOrg('ttl');
     const set = await setPolicy(owner, team, 'max-ttl', '30d');

@@ -24,9 +24,11 @@ export const create = accountCommand({
   --label LABEL          what the key is for (at least 5 characters)
   --org ORG              the organization (default: your personal org, else your oldest; see "orgs")
   --perm NAME            only these permissions: repeat it, or separate with commas
-                         (--perm clusters:view); default: every permission
+                         (--perm clusters:view); default: every permission the org's
+                         policy allows (see "policy")
   --expires-in DURATION  lifetime such as 15m, 12h, 30d, 2w; at least 5m
-                         (default: no expiry, or the server's maximum)
+                         (default: no expiry, or the shorter of the server's and the org's
+                         maximum)
   --json                 print {"api_key", "api_key_id", "org_id", "org_name", "permissions", "expires_at"}
 
 The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST create --label ci-runner)`,
