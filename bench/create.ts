@@ -13,7 +13,10 @@
  *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
- * BENCH_PARTS (create,whoami,idle), BENCH_IDLE_SESSIONS (1000).
+ * BENCH_PARTS (create,whoami,idle,rig), BENCH_IDLE_SESSIONS (1000).
+ * `rig` (bench/rig.ts) runs the side-by-side rig when it is installed (PERF_DIR): shell-auth vs
+ * Go x/crypto/ssh on the committed HEAD, BENCH_RIG_LEVELS (8), BENCH_RIG_SECONDS (10),
+ * BENCH_RIG_REPS (3), and prints the ratios.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,6 +28,7 @@ import ssh2 from 'ssh2';
 import { confirmVerificationLink, deliverNextMail, findUserByEmail, orgsOfUser, parsePublicKeyLine, setOrgPolicy, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
 import { benchIdleSessions } from './idle-sessions.js';
+import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
 import { around, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
@@ -34,13 +38,13 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const levels = (process.env.BENCH_LEVELS ?? '1,8,32').split(',').map(Number);
 const workerCounts = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
 /** Which parts run: `create` (per WORKERS value), `whoami` and `idle` (WORKERS=1). */
-const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle').split(','));
+const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle,rig').split(','));
 const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(n) ? '-' : n.toFixed(digits));
 
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
   try {
-    await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
+    if (['create', 'whoami', 'idle'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
       // Before any server runs: its mail sender would take the links this setup reads.
       const maxClients = Math.max(...levels);
       const keys = await verifiedKeys(dbUrl, work, maxClients);
@@ -61,6 +65,27 @@ async function main() {
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+  if (parts.has('rig')) await benchRig();
+}
+
+/** The rig's comparison with the Go server, when the rig is installed; a line saying how to get it otherwise. */
+async function benchRig() {
+  if (!rigScript()) {
+    console.log('\nrig: not installed (bash ../shared/perf-rig/setup.sh): no comparison with the Go server');
+    return;
+  }
+  const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+  const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  console.log(`\nrig: shell-auth ${head}${dirty ? ' (committed HEAD: uncommitted changes are not measured)' : ''} vs Go x/crypto/ssh, one run`);
+  const rows = await runRig(ROOT, {
+    levels: process.env.BENCH_RIG_LEVELS ?? '8',
+    seconds: Number(process.env.BENCH_RIG_SECONDS ?? 10),
+    reps: Number(process.env.BENCH_RIG_REPS ?? 3),
+  });
+  console.log('\nshell-auth / Go (server CPU per SSH create; Postgres CPU per create)');
+  console.log(rigRatios(rows));
+  for (const [level, median] of medianRatios(rows)) console.log(`c=${level}: median server CPU ratio ${median.toFixed(2)}`);
+  console.log(`\n${JSON.stringify(rows)}`);
 }
 
 /**
