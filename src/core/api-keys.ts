@@ -3,7 +3,8 @@ import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { chooseOrg, MANAGES, membershipHolders, orgsOfUser, type OrgMembership } from './accounts.js';
 export { chooseOrg, defaultOrg, MANAGES } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
-import { insertWithAudit, recordAudit } from './audit.js';
+import { auditValues, insertWithAudit, recordAudit, type AuditValues } from './audit.js';
+import { compiledFromTemplate } from '../db/statement-templates.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { dueForTouch } from './touch.js';
 import { AppError } from './errors.js';
@@ -201,43 +202,53 @@ export async function insertKey(
   options: { policyVersion?: number; managersOnly?: boolean } = {},
 ): Promise<boolean> {
   const holders = membershipHolders(creator);
-  let written = 0n;
-  // insertWithAudit's statement answers nothing: the count of rows it wrote says whether the key was.
-  const counting = db.withPlugin({
-    transformQuery: ({ node }) => node,
-    transformResult: async ({ result }) => {
-      written += result.numAffectedRows ?? 0n;
-      return result;
-    },
+  const event = auditValues(origin, { action: 'api_key.created', actorUserId: audit.actorUserId, orgId: key.org_id, details: audit.details });
+  // Built and compiled once per shape (the SSH door's hot statement): every value is a parameter.
+  const shape = `insertKey:${holders.length}:${options.managersOnly ? 'managers' : 'members'}:${options.policyVersion === undefined ? 'any' : 'version'}`;
+  const flat: Record<string, unknown> = {
+    ...Object.fromEntries(NEW_KEY_COLUMNS.map((column) => [`key_${column}`, key[column]])),
+    ...Object.fromEntries(Object.entries(event).map(([column, value]) => [`event_${column}`, value])),
+    ...Object.fromEntries(holders.map((holder, i) => [`holder_${i}`, holder])),
+    policy_version: options.policyVersion ?? 0,
+  };
+  const compiled = compiledFromTemplate(db, shape, flat, (slot) => {
+    const slotKey = Object.fromEntries(NEW_KEY_COLUMNS.map((column) => [column, slot[`key_${column}`]])) as NewApiKey;
+    const slotEvent = Object.fromEntries(Object.keys(event).map((column) => [column, slot[`event_${column}`]])) as AuditValues;
+    const slotHolders = holders.map((_, i) => slot[`holder_${i}`] as string);
+    return insertWithAudit(
+      db,
+      (query) =>
+        query
+          .with('member', (q) => {
+            let member = q
+              .selectFrom('memberships')
+              .select('memberships.user_id')
+              .where('memberships.org_id', '=', slotKey.org_id)
+              .where('memberships.user_id', 'in', slotHolders);
+            if (options.managersOnly) member = member.where('memberships.role', 'in', ['owner', 'admin']);
+            if (options.policyVersion === undefined) return member.forShare();
+            return member
+              .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
+              .where('orgs.policy_version', '=', slot.policy_version as number)
+              // KEY SHARE: the lock the key's foreign key takes anyway; only setOrgPolicy's FOR UPDATE waits for it.
+              .forShare('memberships')
+              .forKeyShare('orgs');
+          })
+          .insertInto('api_keys')
+          .columns(NEW_KEY_COLUMNS)
+          .expression((eb) =>
+            eb
+              .selectFrom('member')
+              .select(NEW_KEY_COLUMNS.map((column) => sql`${slotKey[column]}::${sql.raw(NEW_KEY_COLUMN_TYPES[column])}`.as(column)))
+              .limit(1),
+          )
+          .returning('id'),
+      slotEvent,
+    );
   });
-  await insertWithAudit(
-    counting,
-    (query) =>
-      query
-        .with('member', (q) => {
-          let member = q.selectFrom('memberships').select('memberships.user_id').where('memberships.org_id', '=', key.org_id).where('memberships.user_id', 'in', holders);
-          if (options.managersOnly) member = member.where('memberships.role', 'in', ['owner', 'admin']);
-          if (options.policyVersion === undefined) return member.forShare();
-          return member
-            .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
-            .where('orgs.policy_version', '=', options.policyVersion)
-            // KEY SHARE: the lock the key's foreign key takes anyway; only setOrgPolicy's FOR UPDATE waits for it.
-            .forShare('memberships')
-            .forKeyShare('orgs');
-        })
-        .insertInto('api_keys')
-        .columns(NEW_KEY_COLUMNS)
-        .expression((eb) =>
-          eb
-            .selectFrom('member')
-            .select(NEW_KEY_COLUMNS.map((column) => sql`${key[column]}::${sql.raw(NEW_KEY_COLUMN_TYPES[column])}`.as(column)))
-            .limit(1),
-        )
-        .returning('id'),
-    origin,
-    { action: 'api_key.created', actorUserId: audit.actorUserId, orgId: key.org_id, details: audit.details },
-  );
-  return written > 0n;
+  // The statement answers nothing: the count of events it wrote (one with the key) says whether the key was.
+  const result = await db.executeQuery(compiled);
+  return (result.numAffectedRows ?? 0n) > 0n;
 }
 
 /** POST /api/shell-auth/api-keys: the HTTP door may mint only inside the trust window. */

@@ -45,24 +45,30 @@ export async function recordAudit(trx: Kysely<Database>, origin: RequestOrigin, 
   await trx.insertInto('audit_events').values(auditRow(origin, event)).execute();
 }
 
+/** An event's values as `insertWithAudit` writes it (its subject is the row written with it). */
+export type AuditValues = Omit<ReturnType<typeof auditRow>, 'subject_id'>;
+
+export function auditValues(origin: RequestOrigin, event: Omit<AuditInput, 'subjectId'>): AuditValues {
+  const { subject_id: _none, ...values } = auditRow(origin, event);
+  return values;
+}
+
 /**
  * A row and the audit event about it (the row's id as its subject) in one statement: atomic on
  * its own, no BEGIN/COMMIT round trips. The event is selected from what `insert` returned, so it
- * is written exactly when the row is.
+ * is written exactly when the row is. Returned unexecuted: the caller may compile it once as a
+ * template (db/statement-templates.ts), every value of `audit` being a parameter.
  */
-export async function insertWithAudit<Table extends keyof Database>(
+export function insertWithAudit<Table extends keyof Database>(
   db: Kysely<Database>,
   insert: (query: QueryCreator<Database>) => InsertQueryBuilder<Database, Table, { id: string }>,
-  origin: RequestOrigin,
-  event: Omit<AuditInput, 'subjectId'>,
-): Promise<void> {
-  const audit = auditRow(origin, event);
+  audit: AuditValues,
+) {
   const valueOf = (column: AuditColumn) =>
     column === 'subject_id' ? sql<string>`written.id::text` : sql<unknown>`${audit[column]}::${sql.raw(AUDIT_COLUMN_TYPES[column])}`;
-  await db
+  return db
     .with('written', insert)
     .insertInto('audit_events')
     .columns(AUDIT_COLUMNS)
-    .expression((query) => query.selectFrom('written').select(AUDIT_COLUMNS.map((column) => valueOf(column).as(column))))
-    .execute();
+    .expression((query) => query.selectFrom('written').select(AUDIT_COLUMNS.map((column) => valueOf(column).as(column))));
 }

@@ -1,6 +1,7 @@
-import { sql } from 'kysely';
+import { sql, type InferResult } from 'kysely';
 import { jsonArrayFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.js';
+import { compiledFromTemplate } from '../db/statement-templates.js';
 import type { User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
 import { membershipsQuery, mergeMemberships, orgsOfUser, type OrgMembership } from './accounts.js';
@@ -31,26 +32,29 @@ export type Identity = AnonymousIdentity | AccountIdentity;
 
 /** The SSH door's identity for a key that signed, with its account's orgs: one round trip. */
 export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
-  const row = await deps.db
-    .selectFrom('ssh_keys')
-    .innerJoin('users', 'users.id', 'ssh_keys.user_id')
-    .select([
-      'ssh_keys.id as ssh_key_id',
-      'ssh_keys.user_id',
-      'ssh_keys.proven_at',
-      'ssh_keys.http_confirmed_at',
-      'ssh_keys.http_mints',
-      'users.email',
-      'users.base_user_id',
-      'users.is_active',
-      'users.verified_at',
-      'users.created_at',
-    ])
-    // Correlated with the outer row: the account's memberships and its base account's (an alias).
-    // Built without plugins: the outer query's plugins transform the whole tree once.
-    .select(jsonArrayFrom(membershipsQuery(deps.db.withoutPlugins()).where(sql<boolean>`memberships.user_id in (users.id, users.base_user_id)`)).as('memberships'))
-    .where('ssh_keys.key_blob', '=', key.blob)
-    .executeTakeFirst();
+  // Built and compiled once (every SSH login runs it): the key's blob is its one parameter.
+  const identityQuery = (db: Db, blob: string) =>
+    db
+      .selectFrom('ssh_keys')
+      .innerJoin('users', 'users.id', 'ssh_keys.user_id')
+      .select([
+        'ssh_keys.id as ssh_key_id',
+        'ssh_keys.user_id',
+        'ssh_keys.proven_at',
+        'ssh_keys.http_confirmed_at',
+        'ssh_keys.http_mints',
+        'users.email',
+        'users.base_user_id',
+        'users.is_active',
+        'users.verified_at',
+        'users.created_at',
+      ])
+      // Correlated with the outer row: the account's memberships and its base account's (an alias).
+      // Built without plugins: the outer query's plugins transform the whole tree once.
+      .select(jsonArrayFrom(membershipsQuery(db.withoutPlugins()).where(sql<boolean>`memberships.user_id in (users.id, users.base_user_id)`)).as('memberships'))
+      .where('ssh_keys.key_blob', '=', blob);
+  const compiled = compiledFromTemplate(deps.db, 'resolveSshIdentity', { blob: key.blob }, (slot) => identityQuery(deps.db, slot.blob));
+  const row = (await deps.db.executeQuery<InferResult<ReturnType<typeof identityQuery>>[number]>(compiled)).rows[0];
   const userId = sshAccountOf(bindingOf(row));
   if (!row) return { kind: 'anonymous', key };
   if (userId === null) return { kind: 'anonymous', key, linkedOverHttp: row.is_active && row.proven_at === null };
