@@ -13,7 +13,9 @@
  *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
- * BENCH_PARTS (create,whoami,idle,rig), BENCH_IDLE_SESSIONS (1000).
+ * BENCH_PARTS (create,whoami,idle,rig,floor), BENCH_IDLE_SESSIONS (1000).
+ * `floor` (bench/floor.ts): a bare ssh2 server (as shipped and with our tuning) vs a bare Go
+ * x/crypto/ssh server, no database, FLOOR_LEVELS/FLOOR_SECONDS/FLOOR_REPS: what the library costs.
  * `rig` (bench/rig.ts) runs the side-by-side rig when it is installed (PERF_DIR): shell-auth vs
  * Go x/crypto/ssh on the committed HEAD, BENCH_RIG_LEVELS (8), BENCH_RIG_SECONDS (10),
  * BENCH_RIG_REPS (3), and prints the ratios.
@@ -27,6 +29,7 @@ import pino from 'pino';
 import ssh2 from 'ssh2';
 import { confirmVerificationLink, deliverNextMail, findUserByEmail, orgsOfUser, parsePublicKeyLine, setOrgPolicy, startVerification, subscriptionBilling, type CoreDeps, type VerificationMail } from '../src/core/index.js';
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
+import { benchFloor, floorTable } from './floor.js';
 import { benchIdleSessions } from './idle-sessions.js';
 import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
 import { around, percentile, table } from './measure.js';
@@ -38,7 +41,7 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const levels = (process.env.BENCH_LEVELS ?? '1,8,32').split(',').map(Number);
 const workerCounts = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
 /** Which parts run: `create` (per WORKERS value), `whoami` and `idle` (WORKERS=1). */
-const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle,rig').split(','));
+const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle,rig,floor').split(','));
 const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(n) ? '-' : n.toFixed(digits));
 
 async function main() {
@@ -66,6 +69,22 @@ async function main() {
     fs.rmSync(work, { recursive: true, force: true });
   }
   if (parts.has('rig')) await benchRig();
+  if (parts.has('floor')) await benchFloorPart();
+}
+
+/** The library's floor beside Go's, when the rig's load generator is installed. */
+async function benchFloorPart() {
+  if (!rigScript()) {
+    console.log('\nfloor: the rig is not installed (bash ../shared/perf-rig/setup.sh): no floor measurement');
+    return;
+  }
+  console.log('\nfloor: bare ssh2 (plain, tuned) vs bare Go x/crypto/ssh, no database');
+  const rows = await benchFloor({
+    levels: (process.env.FLOOR_LEVELS ?? '8').split(',').map(Number),
+    seconds: Number(process.env.FLOOR_SECONDS ?? 10),
+    reps: Number(process.env.FLOOR_REPS ?? 3),
+  });
+  console.log(floorTable(rows));
 }
 
 /** The rig's comparison with the Go server, when the rig is installed; a line saying how to get it otherwise. */
