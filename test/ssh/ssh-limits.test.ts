@@ -158,7 +158,10 @@ describe('a flooded shell stays bounded', () => {
       clearInterval(sampler);
       service.stop();
     }
-    expect(peak - before).toBeLessThan(30);
+    // Unbounded, 50 KB grew the server by ~200 MB (512 KB here would be ~2 GB). Bounded, it grows by
+    // what V8's young generation takes under a burst of allocation (up to 3 x 16 MB semi-spaces),
+    // plus what survives while the host is busy: 18-22 MB alone, 32 MB once under a full CI run.
+    expect(peak - before).toBeLessThan(64);
   }, 90_000);
 
   it('lines typed far ahead of a running command are dropped, with one notice', async () => {
