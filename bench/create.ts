@@ -13,7 +13,9 @@
  *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
- * BENCH_PARTS (create,whoami,idle,rig,floor), BENCH_IDLE_SESSIONS (1000).
+ * BENCH_PARTS (create,whoami,idle,pgshape,rig,floor), BENCH_IDLE_SESSIONS (1000).
+ * `pgshape` (bench/postgres-shape.ts): Postgres CPU per create for the real statements and for
+ * variants without their row locks, audit row and foreign keys, beside the Go server's shape.
  * `floor` (bench/floor.ts): a bare ssh2 server (as shipped and with our tuning) vs a bare Go
  * x/crypto/ssh server, no database, FLOOR_LEVELS/FLOOR_SECONDS/FLOOR_REPS: what the library costs.
  * `rig` (bench/rig.ts) runs the side-by-side rig when it is installed (PERF_DIR): shell-auth vs
@@ -31,6 +33,7 @@ import { confirmVerificationLink, deliverNextMail, findUserByEmail, orgsOfUser, 
 import { migrateToLatest, openDatabase } from '../src/db/database.js';
 import { benchFloor, floorTable } from './floor.js';
 import { benchIdleSessions } from './idle-sessions.js';
+import { benchPostgresShape } from './postgres-shape.js';
 import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
 import { around, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
@@ -41,13 +44,13 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const levels = (process.env.BENCH_LEVELS ?? '1,8,32').split(',').map(Number);
 const workerCounts = (process.env.BENCH_WORKERS ?? '1,2').split(',').map(Number);
 /** Which parts run: `create` (per WORKERS value), `whoami` and `idle` (WORKERS=1). */
-const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle,rig,floor').split(','));
+const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle,pgshape,rig,floor').split(','));
 const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(n) ? '-' : n.toFixed(digits));
 
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
   try {
-    if (['create', 'whoami', 'idle'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
+    if (['create', 'whoami', 'idle', 'pgshape'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
       // Before any server runs: its mail sender would take the links this setup reads.
       const maxClients = Math.max(...levels);
       const keys = await verifiedKeys(dbUrl, work, maxClients);
@@ -63,6 +66,10 @@ async function main() {
         } finally {
           await server.stop();
         }
+      }
+      if (parts.has('pgshape')) {
+        console.log(`\npgshape: Postgres CPU per SSH create, piece by piece (${process.env.PGSHAPE_CLIENTS ?? 4} connections, prepared statements)`);
+        console.log(await benchPostgresShape(dbUrl, 'bench0@example.com', fs.readFileSync(path.join(work, 'client0.pub'), 'utf8')));
       }
     });
   } finally {
