@@ -14,7 +14,8 @@ import { openssh } from '../support/ssh.js';
  * README, "Patches to ssh2"). This file fails when the patch is not in node_modules (an install
  * that skipped scripts, a lost postinstall, an ssh2 upgrade that left the patch behind), and checks
  * that what the patch changes still works on the wire: curve25519 key exchange between ssh2 peers,
- * with OpenSSH, and a client public key of the wrong length refused cleanly.
+ * with OpenSSH, and a client public key of the wrong length refused cleanly; packet padding drawn
+ * from a pool (every packet of every test here is padded from it).
  */
 
 const requireFromHere = createRequire(import.meta.url);
@@ -35,16 +36,50 @@ describe('the ssh2 patch in node_modules', () => {
     expect(patches, `installed ssh2 is ${SSH2_VERSION}`).toEqual([path.basename(patchFile)]);
   });
 
-  it('is applied: every line it adds is in kex.js', () => {
-    const added = fs
-      .readFileSync(patchFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.startsWith('+') && !l.startsWith('+++') && l.trim() !== '+')
-      .map((l) => l.slice(1));
-    expect(added.length).toBeGreaterThan(10);
-    const kex = fs.readFileSync(KEX_JS, 'utf8');
-    const missing = added.filter((l) => !kex.includes(l));
-    expect(missing, 'run `npm ci` (its postinstall runs patch-package)').toEqual([]);
+  it('is applied: every line it adds is in the file it patches', () => {
+    // One section per file: `diff --git a/node_modules/ssh2/lib/... b/...`.
+    const sections = fs.readFileSync(patchFile, 'utf8').split(/^diff --git a\/node_modules\/ssh2\/(\S+) .*$/m).slice(1);
+    const files = new Map<string, string[]>();
+    for (let i = 0; i < sections.length; i += 2) {
+      const added = sections[i + 1]!
+        .split('\n')
+        .filter((l) => l.startsWith('+') && !l.startsWith('+++') && l.trim() !== '+')
+        .map((l) => l.slice(1));
+      files.set(sections[i]!, added);
+    }
+    expect([...files.keys()].sort()).toEqual(['lib/protocol/crypto.js', 'lib/protocol/kex.js']);
+    for (const [file, added] of files) {
+      expect(added.length, file).toBeGreaterThan(10);
+      const text = fs.readFileSync(path.join(SSH2_DIR, file), 'utf8');
+      const missing = added.filter((l) => !text.includes(l));
+      expect(missing, `${file}: run \`npm ci\` (its postinstall runs patch-package)`).toEqual([]);
+    }
+  });
+
+  it('draws packet padding from a pool: one call into OpenSSL per 4 KiB, not one per packet, and no byte used twice', () => {
+    // In a process of its own, so that ssh2 loads after randomFillSync is counted.
+    const script = `
+      const crypto = require('node:crypto');
+      const original = crypto.randomFillSync;
+      let calls = 0;
+      crypto.randomFillSync = (...args) => { calls++; return original(...args); };
+      const { NullCipher } = require('ssh2/lib/protocol/crypto.js');
+      const cipher = new NullCipher(0, () => {});
+      const paddings = new Set();
+      for (let i = 0; i < 1000; i++) {
+        const payloadLen = 10 + (i % 50);
+        const packet = cipher.allocPacket(payloadLen);
+        paddings.add(packet.subarray(5 + payloadLen, 5 + payloadLen + packet[4]).toString('hex'));
+      }
+      console.log(JSON.stringify({ calls, distinct: paddings.size }));
+    `;
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const { calls, distinct } = JSON.parse(run.stdout) as { calls: number; distinct: number };
+    // 1,000 packets of 4-11 padding bytes: at most 11,000 bytes, three pool refills.
+    expect(calls).toBeLessThanOrEqual(3);
+    expect(calls).toBeGreaterThanOrEqual(1);
+    expect(distinct).toBe(1000);
   });
 
   it('makes Curve25519Exchange use raw keys through JWK, not SPKI DER', () => {
