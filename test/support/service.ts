@@ -64,6 +64,20 @@ export async function listeningOf(service: SpawnedService, timeoutMs = 45_000): 
   }
 }
 
+/**
+ * Waits until the service's output matches `pattern` (a line logged at start-up after the
+ * listening lines, such as "metrics listening"); the match.
+ */
+export async function outputMatching(service: SpawnedService, pattern: RegExp, timeoutMs = 45_000): Promise<RegExpExecArray> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const match = pattern.exec(service.output());
+    if (match) return match;
+    if (service.child.exitCode !== null || Date.now() > deadline) throw new Error(`no ${pattern} in the service's output:\n${service.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 export function killSpawnedServices(): void {
   for (const pid of groups.splice(0)) {
     try {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { confirmForm, tokenOf } from '../support/app.js';
 import { freshPostgresUrl } from '../support/database.js';
 import { makeKey, uniqueEmail } from '../support/keys.js';
-import { killSpawnedServices, listeningOf, spawnService } from '../support/service.js';
+import { killSpawnedServices, listeningOf, outputMatching, spawnService } from '../support/service.js';
 import { startSmtpServer, type SmtpServer } from '../support/smtp.js';
 
 // A leak reported to one instance reaches every instance's whoami cache at once (NOTIFY on the
@@ -49,7 +49,8 @@ describe('a leak reported to one instance', () => {
   it('is a 401 on the other instance within a second (its whoami cache told by NOTIFY), and the owner is emailed where it was found', async () => {
     const [first, second] = [spawnService(serviceEnv()), spawnService(serviceEnv({ METRICS_PORT: '0' }))];
     const [one, two] = await Promise.all([listeningOf(first), listeningOf(second)]);
-    const metricsUrl = /"url":"(http:\/\/[^"]+)".*"msg":"metrics listening"/.exec(second.output())![1]!;
+    // Logged after the listening lines: wait for it too.
+    const metricsUrl = (await outputMatching(second, /"url":"(http:\/\/[^"]+)".*"msg":"metrics listening"/))[1]!;
     const cacheHits = async () => {
       const text = await (await fetch(metricsUrl)).text();
       return Number(/^shell_auth_api_key_lookups_total\{source="cache"\} (\d+)$/m.exec(text)![1]);
