@@ -10,6 +10,22 @@ import { childrenOf, count, getFresh, until } from '../support/processes.js';
 afterAll(killSpawnedServices);
 
 
+/** Sends GET /healthz on an open socket and reads the status line of the answer ('' if none in 5 s). */
+function firstStatusLine(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let received = '';
+    const timer = setTimeout(() => resolve(received.split('\r\n')[0] ?? ''), 5_000);
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      if (received.includes('\r\n')) {
+        clearTimeout(timer);
+        resolve(received.split('\r\n')[0]!);
+      }
+    });
+    socket.write('GET /healthz HTTP/1.1\r\nHost: workers-test\r\n\r\n');
+  });
+}
+
 describe('WORKERS', () => {
   it(
     'two workers share both ports and the metrics; a killed worker is replaced; SIGTERM drains all and exits 0',
@@ -90,8 +106,14 @@ describe('WORKERS', () => {
           });
         }),
       );
-      // Two workers hold 3 each; every other connection is closed, not parked in the primary.
-      expect(closed.filter(Boolean).length).toBe(10);
+      // The primary deals connections to whichever worker is free, not strictly in turn: a busy worker
+      // may get fewer than 3. Each worker holds at most 3 and closes the rest at once...
+      const held = sockets.filter((_, i) => !closed[i]);
+      expect(held.length).toBeGreaterThanOrEqual(1);
+      expect(held.length).toBeLessThanOrEqual(6);
+      // ...and every connection still open is a worker's, not parked in the primary: each one answers.
+      const answers = await Promise.all(held.map((socket) => firstStatusLine(socket)));
+      expect(answers).toEqual(held.map(() => 'HTTP/1.1 200 OK'));
     } finally {
       for (const socket of sockets) socket.destroy();
     }
