@@ -54,14 +54,9 @@ export function spawnService(env: Record<string, string>): SpawnedService {
 /** Waits for the service's "listening" lines; its HTTP URL and SSH port. */
 export async function listeningOf(service: SpawnedService, timeoutMs = 45_000): Promise<{ httpUrl: string; sshPort: number }> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const output = service.output();
-    const httpUrl = /"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/.exec(output)?.[1];
-    const sshPort = Number(/"port":(\d+),"user":"keys".*"msg":"SSH door listening"/.exec(output)?.[1]);
-    if (httpUrl && sshPort) return { httpUrl, sshPort };
-    if (service.child.exitCode !== null || Date.now() > deadline) throw new Error(`service did not start:\n${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  const http = await outputMatching(service, /"url":"(http:\/\/[^"]+)".*"msg":"HTTP API listening"/, timeoutMs);
+  const ssh = await outputMatching(service, /"port":(\d+),"user":"keys".*"msg":"SSH door listening"/, Math.max(0, deadline - Date.now()));
+  return { httpUrl: http[1]!, sshPort: Number(ssh[1]) };
 }
 
 /**
