@@ -60,8 +60,8 @@ export async function listeningOf(service: SpawnedService, timeoutMs = 45_000): 
 }
 
 /**
- * Waits until the service's output matches `pattern` (a line logged at start-up after the
- * listening lines, such as "metrics listening"); the match.
+ * Waits until the service's output matches `pattern` (a listening line, or one logged after them
+ * such as "metrics listening"); the match. Throws if the service exits first or the time runs out.
  */
 export async function outputMatching(service: SpawnedService, pattern: RegExp, timeoutMs = 45_000): Promise<RegExpExecArray> {
   const deadline = Date.now() + timeoutMs;

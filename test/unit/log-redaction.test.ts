@@ -46,6 +46,8 @@ describe('stdout once per turn', () => {
     execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `import { createLogger } from './src/observability/log.ts';\n${body}`], {
       cwd: path.resolve(import.meta.dirname, '../..'),
       encoding: 'utf8',
+      // A synchronous call: vitest's timeout cannot interrupt it, so it has its own (the child is killed).
+      timeout: 20_000,
     });
 
   it('writes every line logged just before process.exit, whole and in order', () => {
