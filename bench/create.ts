@@ -191,6 +191,8 @@ async function startServer(dbUrl: string, work: string, workers: number) {
       // The load generator is one address: lift the per-address rates it would hit.
       SSH_AUTH_PER_MINUTE: '1000000',
       SSH_CONNECTIONS_PER_SECOND: '100000',
+      // The idle part holds BENCH_IDLE_SESSIONS shells from four addresses: 250 each, over the default 64.
+      SSH_MAX_SESSIONS_PER_IP: '1000',
     },
   });
   return {
