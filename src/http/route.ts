@@ -17,7 +17,8 @@ export type RouteContext = {
   door: HttpDoorSettings;
   req: IncomingMessage;
   res: ServerResponse;
-  url: URL;
+  /** The request's URL, parsed when asked for (most routes need only the path). */
+  url(): URL;
   /** Parsed JSON body, for JSON routes. */
   body: unknown;
   origin: RequestOrigin & { channel: 'http' };

@@ -33,6 +33,26 @@ const ROUTES: Record<string, Route> = {
   'GET /readyz': { handler: ready, json: false },
 };
 
+/**
+ * A request target that routes as written: parsing it as a URL would change nothing (no dot
+ * segments, escapes, query or "//"), so the common request skips that (~3% of a whoami's CPU).
+ */
+const PLAIN_PATH = /^(?:\/[\w-]+)*\/?$/;
+const BASE_URL = 'http://localhost';
+
+/** The path a request target routes by (trailing slashes dropped), and its URL where one was parsed; null: malformed. */
+export function routingOf(target: string): { path: string; url: URL | undefined } | null {
+  let url: URL | undefined;
+  if (!PLAIN_PATH.test(target)) {
+    try {
+      url = new URL(target, BASE_URL);
+    } catch {
+      return null;
+    }
+  }
+  return { path: (url ? url.pathname : target).replace(/\/+$/, '') || '/', url };
+}
+
 /** Health checks: logged only at debug when they pass. */
 const PROBES: ReadonlySet<string> = new Set(['GET /healthz', 'GET /readyz']);
 
@@ -76,14 +96,15 @@ export function createHttpServer(
     connectionsCheckingInterval: 1_000,
   }, (req, res) => {
     const started = process.hrtime.bigint();
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://localhost');
-    } catch {
+    const target = req.url ?? '/';
+    const routed = routingOf(target);
+    if (!routed) {
       sendJson(res, 400, { success: false, error: 'Malformed request URL' });
       return;
     }
-    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const { path } = routed;
+    let url = routed.url;
+    const urlOf = () => (url ??= new URL(target, BASE_URL));
     const routeKey = `${req.method} ${path}`;
     const route = routes[routeKey];
     // Log the path only: a verification link's query string is a secret.
@@ -96,14 +117,14 @@ export function createHttpServer(
       // The route table's key, never the raw path or method: those are the client's to choose.
       metrics.httpRequest(route ? routeKey : 'unknown', res.statusCode, ms / 1000);
     });
-    void handle(route, path, req, res, url).catch((err) => {
+    void handle(route, path, req, res, urlOf).catch((err) => {
       log.error({ err: errorFields(err) }, 'unhandled error in HTTP handler');
       if (!res.headersSent) sendError(res, new AppError('INTERNAL'));
       else res.destroy();
     });
   });
 
-  async function handle(route: Route | undefined, path: string, req: IncomingMessage, res: ServerResponse, url: URL) {
+  async function handle(route: Route | undefined, path: string, req: IncomingMessage, res: ServerResponse, urlOf: () => URL) {
     if (!route) {
       const known = Object.keys(routes).some((key) => key.endsWith(` ${path}`));
       sendJson(res, known ? 405 : 404, { success: false, error: known ? 'Method not allowed' : 'Not found' });
@@ -117,7 +138,7 @@ export function createHttpServer(
       const refusal = await requestLimits.before(route.budget, addressGroup);
       if (refusal) throw refusal;
       const body = route.json ? await readJson(req) : undefined;
-      await route.handler({ deps, door, req, res, url, body, origin });
+      await route.handler({ deps, door, req, res, url: urlOf, body, origin });
     } catch (err) {
       const appError = await requestLimits.after(route.budget, addressGroup, toAppError(err));
       // An outage (the database away, no file descriptors left) in one line; a 500 is a bug: its stack.

@@ -73,7 +73,7 @@ function notPendingPage(deps: CoreDeps, link: Exclude<LinkState, { state: 'pendi
  * fetch links with GET, so GET never consumes the token; only the form's POST does.
  */
 export async function showConfirmPage({ deps, res, url, origin }: RouteContext): Promise<void> {
-  const token = url.searchParams.get('token') ?? '';
+  const token = url().searchParams.get('token') ?? '';
   const link = await inspectVerificationLink(deps, token);
   if (link.state !== 'pending') {
     const shown = notPendingPage(deps, link);
