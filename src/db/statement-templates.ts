@@ -47,6 +47,14 @@ export function compiledFromTemplate<V extends Record<string, unknown>>(
     query: template.query,
     queryId: createQueryId(),
     sql: template.sql,
-    parameters: template.parameters.map((p) => (p instanceof Slot ? values[p.name] : p.constant)),
+    parameters: template.parameters.map((p) => (p instanceof Slot ? parameterOf(values[p.name]) : p.constant)),
   };
+}
+
+/**
+ * A Date as ISO text: pg would format it in local time field by field (its dateToString, 0.3% of
+ * the server's CPU per SSH create); both are the same instant to Postgres.
+ */
+function parameterOf(value: unknown): unknown {
+  return value instanceof Date ? value.toISOString() : value;
 }
