@@ -56,7 +56,9 @@ export async function startCompiledService(options: {
   /** Told the child at once, before it listens: to kill it whatever happens to the bench. */
   spawned?: (child: ChildProcess) => void;
 }): Promise<CompiledService> {
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), 'dist/src/main.js'], {
+  // BENCH_NODE_ARGS: flags for every server the bench starts (e.g. --perf-basic-prof-only-functions for `perf`).
+  const fromEnv = process.env.BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...fromEnv, ...(options.nodeArgs ?? []), 'dist/src/main.js'], {
     cwd: options.root,
     env: {
       PATH: process.env.PATH,
