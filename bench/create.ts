@@ -13,7 +13,8 @@
  *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
- * BENCH_PARTS (create,whoami,idle,pgshape,rig,floor), BENCH_IDLE_SESSIONS (1000).
+ * BENCH_PARTS (create,whoami,idle,pgshape,rig,floor; and whoami-ab, only when named: bench/whoami-ab.ts,
+ * with BENCH_AB_OTHER), BENCH_IDLE_SESSIONS (1000).
  * `pgshape` (bench/postgres-shape.ts): Postgres CPU per create for the real statements and for
  * variants without their row locks, audit row and foreign keys, beside the Go server's shape.
  * `floor` (bench/floor.ts): a bare ssh2 server (as shipped and with our tuning) vs a bare Go
@@ -38,6 +39,7 @@ import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
 import { around, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
+import { benchWhoamiAb } from './whoami-ab.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -50,17 +52,23 @@ const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
   try {
-    if (['create', 'whoami', 'idle', 'pgshape'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
+    if (['create', 'whoami', 'whoami-ab', 'idle', 'pgshape'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
       // Before any server runs: its mail sender would take the links this setup reads.
       const maxClients = Math.max(...levels);
       const keys = await verifiedKeys(dbUrl, work, maxClients);
       if (parts.has('create')) await benchCreate(dbUrl, work, keys);
-      if (parts.has('whoami') || parts.has('idle')) {
+      if (parts.has('whoami') || parts.has('whoami-ab') || parts.has('idle')) {
         const server = await startServer(dbUrl, work, 1);
         try {
           if (parts.has('whoami')) {
             const apiKey = await createOnce(server.sshPort, keys[0]!, 'bench-whoami');
             await benchWhoami({ httpUrl: server.httpUrl, metricsUrl: server.metricsUrl, serverPid: server.pid, databaseUrl: dbUrl, apiKey, seconds });
+          }
+          if (parts.has('whoami-ab')) {
+            const other = process.env.BENCH_AB_OTHER;
+            if (!other) throw new Error('BENCH_PARTS=whoami-ab needs BENCH_AB_OTHER: the other checkout (built) to compare with');
+            const apiKey = await createOnce(server.sshPort, keys[0]!, 'bench-whoami-ab');
+            await benchWhoamiAb({ databaseUrl: dbUrl, work, apiKey, other });
           }
           if (parts.has('idle')) await benchIdleSessions({ sshPort: server.sshPort, serverPid: server.pid, privateKey: keys[0]! });
         } finally {

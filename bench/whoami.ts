@@ -168,7 +168,7 @@ export async function benchWhoami(options: {
 }
 
 /** The same key with its 8 checksum hex changed (each digit + 1): well-formed, checksum wrong. */
-function withBadChecksum(apiKey: string): string {
+export function withBadChecksum(apiKey: string): string {
   const body = apiKey.slice(0, -8);
   const sum = apiKey.slice(-8).replace(/[0-9a-f]/g, (d) => ((parseInt(d, 16) + 1) % 16).toString(16));
   const bad = body + sum;
@@ -222,7 +222,7 @@ function reapedChildrenCpuMs(): number {
 }
 
 /** `wrk -t2 -c32 -d Ns --latency`, in its own process; `script`: the status-counting Lua. */
-async function runWrk(httpUrl: string, key: string, seconds: number, script: string | null): Promise<WrkResult> {
+export async function runWrk(httpUrl: string, key: string, seconds: number, script: string | null): Promise<WrkResult> {
   const args = [`-t${WRK_THREADS}`, `-c${CONCURRENCY}`, `-d${seconds}s`, '--latency', '-H', `Authorization: Bearer ${key}`];
   if (script) args.push('-s', script);
   args.push(`${httpUrl}/api/whoami`);
