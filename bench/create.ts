@@ -13,8 +13,8 @@
  *
  * Env: BENCH_PROFILE=DIR writes a V8 CPU profile of the server there. BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test: a database is created
  * beside it and dropped afterwards), BENCH_SECONDS per level (default 10), BENCH_LEVELS (1,8,32),
- * BENCH_PARTS (create,whoami,idle,pgshape,rig,floor; and whoami-ab, only when named: bench/whoami-ab.ts,
- * with BENCH_AB_OTHER), BENCH_IDLE_SESSIONS (1000).
+ * BENCH_PARTS (create,whoami,idle,pgshape,rig,floor; and create-ab, whoami-ab, only when named:
+ * bench/ab.ts, with BENCH_AB_OTHER), BENCH_IDLE_SESSIONS (1000).
  * `pgshape` (bench/postgres-shape.ts): Postgres CPU per create for the real statements and for
  * variants without their row locks, audit row and foreign keys, beside the Go server's shape.
  * `floor` (bench/floor.ts): a bare ssh2 server (as shipped and with our tuning) vs a bare Go
@@ -36,7 +36,8 @@ import { benchFloor, floorTable } from './floor.js';
 import { benchIdleSessions } from './idle-sessions.js';
 import { benchPostgresShape } from './postgres-shape.js';
 import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
-import { around, percentile, table } from './measure.js';
+import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout } from './ab.js';
+import { around, cpuMsOfTree, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
 import { benchWhoamiAb } from './whoami-ab.js';
@@ -52,11 +53,12 @@ const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(
 async function main() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
   try {
-    if (['create', 'whoami', 'whoami-ab', 'idle', 'pgshape'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
+    if (['create', 'create-ab', 'whoami', 'whoami-ab', 'idle', 'pgshape'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {
       // Before any server runs: its mail sender would take the links this setup reads.
       const maxClients = Math.max(...levels);
       const keys = await verifiedKeys(dbUrl, work, maxClients);
       if (parts.has('create')) await benchCreate(dbUrl, work, keys);
+      if (parts.has('create-ab')) await benchCreateAb(dbUrl, work, keys);
       if (parts.has('whoami') || parts.has('whoami-ab') || parts.has('idle')) {
         const server = await startServer(dbUrl, work, 1);
         try {
@@ -65,10 +67,8 @@ async function main() {
             await benchWhoami({ httpUrl: server.httpUrl, metricsUrl: server.metricsUrl, serverPid: server.pid, databaseUrl: dbUrl, apiKey, seconds });
           }
           if (parts.has('whoami-ab')) {
-            const other = process.env.BENCH_AB_OTHER;
-            if (!other) throw new Error('BENCH_PARTS=whoami-ab needs BENCH_AB_OTHER: the other checkout (built) to compare with');
             const apiKey = await createOnce(server.sshPort, keys[0]!, 'bench-whoami-ab');
-            await benchWhoamiAb({ databaseUrl: dbUrl, work, apiKey, other });
+            await benchWhoamiAb({ databaseUrl: dbUrl, work, apiKey });
           }
           if (parts.has('idle')) await benchIdleSessions({ sshPort: server.sshPort, serverPid: server.pid, privateKey: keys[0]! });
         } finally {
@@ -182,11 +182,44 @@ async function benchCreate(dbUrl: string, work: string, keys: Buffer[]) {
   console.log(`\n${JSON.stringify(results)}\n`);
 }
 
-/** The service with its metrics, as operators run it (`npm run bench` builds it first). */
-async function startServer(dbUrl: string, work: string, workers: number) {
+/**
+ * `create-ab` (bench/ab.ts says why alternating): SSH create at c=8 (fewer with fewer keys) against
+ * this checkout's service and the other's, side by side, BENCH_AB_SECONDS bursts in turn; server
+ * CPU per create. The ssh2 load generator shares the cores, alike for both sides.
+ */
+async function benchCreateAb(dbUrl: string, work: string, keys: Buffer[]) {
+  const roots = { this: ROOT, other: otherCheckout() };
+  const concurrency = Math.min(8, keys.length);
+  const servers: Array<Awaited<ReturnType<typeof startServer>>> = [];
+  try {
+    const bySide = {} as Record<keyof typeof roots, Awaited<ReturnType<typeof startServer>>>;
+    for (const side of ['this', 'other'] as const) {
+      const dir = path.join(work, `create-ab-${side}`);
+      fs.mkdirSync(dir, { recursive: true });
+      bySide[side] = await startServer(dbUrl, dir, 1, roots[side]);
+      servers.push(bySide[side]);
+      await runLevel(bySide[side].sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
+    }
+    const values = await alternating(AB_ROUNDS, [`create, c=${concurrency}`], async (side) => {
+      const server = bySide[side];
+      const before = cpuMsOfTree(server.pid);
+      const { latencies, failures } = await runLevel(server.sshPort, keys.slice(0, concurrency), concurrency, AB_SECONDS);
+      if (failures > 0 || latencies.length === 0) throw new Error(`${side}: ${failures} creates failed of ${failures + latencies.length}`);
+      return (cpuMsOfTree(server.pid) - before) / latencies.length;
+    });
+    console.log(`
+SSH create A/B: this checkout vs ${roots.other}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts, alternating`);
+    console.log(abTable('server CPU ms/create', values));
+  } finally {
+    for (const server of servers) await server.stop();
+  }
+}
+
+/** The service with its metrics, as operators run it (`npm run bench` builds it first); `root`: another checkout's (create-ab). */
+async function startServer(dbUrl: string, work: string, workers: number, root = ROOT) {
   const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const server = await startCompiledService({
-    root: ROOT,
+    root,
     databaseUrl: dbUrl,
     work,
     nodeArgs: profile,
