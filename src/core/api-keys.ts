@@ -515,14 +515,31 @@ export async function findKeyBySecret(db: Kysely<Database>, apiKey: string): Pro
   return row && isSecretOf(row, apiKey) ? row : undefined;
 }
 
-export type AuthenticatedApiKey = {
+export type AuthenticatedApiKey = Readonly<{
   api_key_id: string;
   org_id: string;
   org_name: string;
   label: string;
-  permissions: string[];
+  permissions: readonly string[];
   expires_at: Date | null;
-};
+}>;
+
+/**
+ * A cached row's answer, built once: the row stays one object while it is cached (a revocation
+ * or expiry drops it), so its answer does too, and a door can keep its rendering beside it.
+ */
+const answers = new WeakMap<ApiKeyRecord, AuthenticatedApiKey>();
+
+function answerOf(row: ApiKeyRecord): AuthenticatedApiKey {
+  return Object.freeze({
+    api_key_id: row.id,
+    org_id: row.org_id,
+    org_name: row.org_name,
+    label: row.label,
+    permissions: Object.freeze([...row.permissions]),
+    expires_at: row.expires_at,
+  });
+}
 
 /**
  * `Authorization: Bearer <api_key>` for the platform. The same error for malformed, unknown,
@@ -557,14 +574,10 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
       .execute()
       .catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'could not record last_used_at'));
   }
-  return {
-    api_key_id: row.id,
-    org_id: row.org_id,
-    org_name: row.org_name,
-    label: row.label,
-    permissions: [...row.permissions],
-    expires_at: row.expires_at,
-  };
+  if (!cache) return answerOf(row);
+  let answer = answers.get(row);
+  if (answer === undefined) answers.set(row, (answer = answerOf(row)));
+  return answer;
 }
 
 async function lookUpApiKey(db: Kysely<Database>, id: string): Promise<ApiKeyRecord | undefined> {

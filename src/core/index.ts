@@ -58,7 +58,7 @@ export {
   type SkFlagsPolicy,
 } from './security-keys.js';
 export { recordSecurityKeyCounter } from './security-key-counter.js';
-export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revocableKeyIds, revokeApiKey, revokeKeysIn, forgetRevoked, type RevocationReason, authenticateApiKey, apiKeyState, SHORT_KEY_ID_LENGTH, type ApiKeySummary, type ApiKeyState } from './api-keys.js';
+export { mintApiKey, mintApiKeyOverHttp, listApiKeys, listAllApiKeys, revocableKeyIds, revokeApiKey, revokeKeysIn, forgetRevoked, type RevocationReason, authenticateApiKey, type AuthenticatedApiKey, apiKeyState, SHORT_KEY_ID_LENGTH, type ApiKeySummary, type ApiKeyState } from './api-keys.js';
 export { keyPermissionsFor, MIN_KEY_TTL_MS, type MintProof } from './api-keys.js';
 export { findKeyBySecret, insertKey, type NewApiKey } from './api-keys.js';
 export { describeIssues } from './validation.js';

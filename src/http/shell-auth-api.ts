@@ -3,6 +3,7 @@ import { z } from 'zod';
 import {
   AppError,
   authenticateApiKey,
+  type AuthenticatedApiKey,
   EmailSchema,
   findTrustedHolder,
   httpKeyStatus,
@@ -20,7 +21,7 @@ import {
   type PublicKey,
 } from '../core/index.js';
 import type { HttpDoorSettings, RouteContext } from './route.js';
-import { bearerKeyOf, sendJson } from './io.js';
+import { bearerKeyOf, sendJson, sendJsonText } from './io.js';
 
 /** Optional proof of possession (POST /api/shell-auth/challenge, then `ssh-keygen -Y sign`). */
 const ProofFields = {
@@ -195,5 +196,10 @@ export async function whoami({ deps, res, req }: RouteContext): Promise<void> {
   const apiKey = bearerKeyOf(req);
   if (apiKey === null) throw new AppError('INVALID_API_KEY');
   const key = await authenticateApiKey(deps, apiKey);
-  sendJson(res, 200, { success: true, ...key });
+  let body = whoamiBodies.get(key);
+  if (body === undefined) whoamiBodies.set(key, (body = JSON.stringify({ success: true, ...key })));
+  sendJsonText(res, 200, body);
 }
+
+/** A cached key's answer is one object while it is cached (core/api-keys.ts): its body is kept beside it. */
+const whoamiBodies = new WeakMap<AuthenticatedApiKey, string>();
