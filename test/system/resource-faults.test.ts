@@ -4,7 +4,7 @@ import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { toAppError } from '../../src/core/errors.js';
 import { freshPostgresUrl } from '../support/database.js';
-import { killSpawnedServices, listeningOf, spawnService } from '../support/service.js';
+import { killSpawnedServices, listeningOf, outputMatching, spawnService } from '../support/service.js';
 
 // The machine out of something (file descriptors, memory, disk) is an outage of the moment, like
 // a lost database: 503 "Service temporarily unavailable", never 500 with a stack trace.
@@ -86,7 +86,9 @@ describe('local resource faults', () => {
       const refused = answers.filter((a) => a.status === 503);
       expect(refused.length, statuses.join(',')).toBeGreaterThan(0);
       for (const answer of refused) expect(answer.body).toBe(UNAVAILABLE_BODY);
-      expect(service.output()).toContain('"code":"EMFILE"');
+      // Log lines go out once per event-loop turn (src/observability/log.ts), so the line may
+      // follow the 503s that it describes by a moment: wait for it rather than race it.
+      await outputMatching(service, /"code":"EMFILE"/, 10_000);
 
       // Descriptors back: the same process answers again.
       expect(service.child.exitCode).toBeNull();
