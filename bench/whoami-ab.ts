@@ -11,7 +11,7 @@ import path from 'node:path';
 import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout } from './ab.js';
 import { cpuMsOf } from './measure.js';
 import { startCompiledService, type CompiledService } from './service.js';
-import { runWrk, withBadChecksum } from './whoami.js';
+import { killGroup, runWrk, withBadChecksum } from './whoami.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -47,12 +47,6 @@ export async function benchWhoamiAb(options: { databaseUrl: string; work: string
     console.log(`\nwhoami A/B: this checkout vs ${roots.other}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts (wrk -t2 -c32), alternating`);
     console.log(abTable('server CPU ms/request', values));
   } finally {
-    for (const child of spawned) {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    for (const child of spawned) if (child.pid) killGroup(child.pid, 'SIGKILL');
   }
 }

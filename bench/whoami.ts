@@ -298,7 +298,7 @@ async function startUncached(databaseUrl: string, work: string): Promise<Compile
   }
 }
 
-function killGroup(pid: number, signal: NodeJS.Signals): void {
+export function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch {
