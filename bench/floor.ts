@@ -26,6 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLK_TCK, descendants, table } from './measure.js';
+import { killGroup } from './service.js';
 
 export type FloorServer = 'ssh2-plain' | 'ssh2-tuned' | 'go';
 
@@ -81,26 +82,23 @@ function start(name: string, command: string, args: string[], options: { cwd?: s
   return { name, child, stderr: () => err };
 }
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+/** Only while it runs: once it has exited its group id may be another's. */
+function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // already gone
-  }
+  killGroup(child.pid, signal);
 }
 
 /** TERM to every group this module started, KILL after 2 s to any that is left. */
 async function stopAll(): Promise<void> {
   const children = [...running];
-  for (const child of children) killGroup(child, 'SIGTERM');
+  for (const child of children) signalChild(child, 'SIGTERM');
   const deadline = Date.now() + 2000;
   while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) await sleep(50);
-  for (const child of children) killGroup(child, 'SIGKILL');
+  for (const child of children) signalChild(child, 'SIGKILL');
 }
 
 function stopAllNow(): void {
-  for (const child of running) killGroup(child, 'SIGKILL');
+  for (const child of running) signalChild(child, 'SIGKILL');
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -204,7 +202,7 @@ function lsshload(port: number, conc: number, secs: number): Promise<LoadResult>
   // Like the rig's `timeout SECS+45`: every blocking step in lsshload has a 30 s timeout anyway.
   const timer = setTimeout(() => {
     timedOut = true;
-    killGroup(load.child, 'SIGKILL');
+    signalChild(load.child, 'SIGKILL');
   }, (secs + 45) * 1000);
   return new Promise((resolve, reject) => {
     load.child.once('error', (err) => {

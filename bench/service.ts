@@ -25,6 +25,15 @@ export async function withFreshDatabase<T>(prefix: string, use: (url: string) =>
   }
 }
 
+/** A signal to a process group (a service spawned `detached`, with whatever it started); quiet if it is gone. */
+export function killGroup(group: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-group, signal);
+  } catch {
+    // already gone
+  }
+}
+
 /** Lines the service has logged: all, at level error or above, and naming EMFILE. */
 export type LogCounts = { lines: number; errors: number; emfile: number };
 

@@ -20,7 +20,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { parseApiKey } from '../src/core/secrets.js';
 import { CLK_TCK, around, percentile, table } from './measure.js';
-import { startCompiledService, type CompiledService } from './service.js';
+import { killGroup, startCompiledService, type CompiledService } from './service.js';
 
 const CONCURRENCY = 32;
 const WRK_THREADS = 2;
@@ -295,14 +295,6 @@ async function startUncached(databaseUrl: string, work: string): Promise<Compile
   } catch (err) {
     if (spawned?.pid) killGroup(spawned.pid, 'SIGKILL');
     throw err;
-  }
-}
-
-export function killGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
   }
 }
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { descendants } from '../measure.js';
-import { startCompiledService, type LogCounts } from '../service.js';
+import { killGroup, startCompiledService, type LogCounts } from '../service.js';
 
 /** The service checkout under test (BENCH_ROOT), default this one. */
 export const ROOT = path.resolve(process.env.BENCH_ROOT || path.resolve(import.meta.dirname, '../..'));
@@ -14,14 +14,6 @@ export type Service = { child: ChildProcess; group: number; pid: number; sshPort
 const groups = new Set<number>();
 /** Attacker child processes (C, D): not in the service's group, killed by pid. */
 export const attackerPids = new Set<number>();
-
-function killGroup(group: number, signal: NodeJS.Signals) {
-  try {
-    process.kill(-group, signal);
-  } catch {
-    // already gone
-  }
-}
 
 function groupAlive(group: number): boolean {
   try {
