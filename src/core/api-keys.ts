@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type InferResult, type Kysely } from 'kysely';
 import type { ApiKeyRow, Database, Role, User } from '../db/schema.js';
 import { chooseOrg, MANAGES, membershipHolders, orgsOfUser, type OrgMembership } from './accounts.js';
 export { chooseOrg, defaultOrg, MANAGES } from './accounts.js';
@@ -580,8 +580,9 @@ export async function authenticateApiKey(deps: CoreDeps, apiKey: string): Promis
   return answer;
 }
 
-async function lookUpApiKey(db: Kysely<Database>, id: string): Promise<ApiKeyRecord | undefined> {
-  const row = await db
+/** whoami's lookup by the key's id (one parameter): built and compiled once, like the SSH door's statements. */
+const apiKeyLookup = (db: Kysely<Database>, id: string) =>
+  db
     .selectFrom('api_keys')
     .innerJoin('orgs', 'orgs.id', 'api_keys.org_id')
     .select([
@@ -594,7 +595,10 @@ async function lookUpApiKey(db: Kysely<Database>, id: string): Promise<ApiKeyRec
       'api_keys.expires_at',
       'api_keys.revoked_at',
     ])
-    .where('api_keys.id', '=', id)
-    .executeTakeFirst();
+    .where('api_keys.id', '=', id);
+
+async function lookUpApiKey(db: Kysely<Database>, id: string): Promise<ApiKeyRecord | undefined> {
+  const compiled = compiledFromTemplate(db, 'lookUpApiKey', { id }, (slot) => apiKeyLookup(db, slot.id));
+  const row = (await db.executeQuery<InferResult<ReturnType<typeof apiKeyLookup>>[number]>(compiled)).rows[0];
   return row && { ...row, permissions: [...row.permissions] };
 }
