@@ -19,6 +19,7 @@ const [
   { createLogger, errorFields, logFormatFor },
   { checkConnectionBudget, ConnectionBudgetError },
   { databaseSetupProblem, StartupError },
+  { applyHeapGrowingPercent },
 ] = await Promise.all([
   import('./process/app.js'),
   import('./process/cluster.js'),
@@ -28,6 +29,7 @@ const [
   import('./observability/log.js'),
   import('./process/core-wiring.js'),
   import('./process/startup-errors.js'),
+  import('./process/heap.js'),
 ]);
 
 let config;
@@ -40,6 +42,9 @@ try {
   }
   throw err;
 }
+
+// Every process (a cluster's primary and each worker) runs this line.
+applyHeapGrowingPercent(config.heapGrowingPercent);
 
 const baseLog = createLogger(config.logLevel, undefined, logFormatFor(config.logFormat, process.stdout.isTTY));
 const worker = isClusterWorker();

@@ -225,6 +225,7 @@ const EnvSchema = z.object({
   WORKERS: z
     .union([z.literal('auto'), wholeNumber(1, 256)], { error: 'must be a number of processes (1-256) or "auto"' })
     .prefault('1'),
+  HEAP_GROWING_PERCENT: wholeNumber(0, 1000, ' (0: V8 chooses)').prefault('25'),
 });
 
 const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
@@ -291,6 +292,8 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   metricsPort: e.METRICS_PORT ?? null,
   /** On SIGTERM, how long running commands and requests get to finish before they are cut. */
   shutdownGraceMs: e.SHUTDOWN_GRACE,
+  /** How far V8 lets the old generation grow past what its last full collection kept (process/heap.ts); 0: V8's own. */
+  heapGrowingPercent: e.HEAP_GROWING_PERCENT,
   /** Worker processes sharing the ports (node:cluster); 'auto' is one per CPU. 1: no cluster. */
   workers: e.WORKERS === 'auto' ? Math.max(1, os.availableParallelism()) : e.WORKERS,
   http: {
