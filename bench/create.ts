@@ -190,18 +190,16 @@ async function benchCreate(dbUrl: string, work: string, keys: Buffer[]) {
 async function benchCreateAb(dbUrl: string, work: string, keys: Buffer[]) {
   const roots = { this: ROOT, other: otherCheckout() };
   const concurrency = Math.min(8, keys.length);
-  const servers: Array<Awaited<ReturnType<typeof startServer>>> = [];
+  const bySide: Partial<Record<keyof typeof roots, Awaited<ReturnType<typeof startServer>>>> = {};
   try {
-    const bySide = {} as Record<keyof typeof roots, Awaited<ReturnType<typeof startServer>>>;
     for (const side of ['this', 'other'] as const) {
       const dir = path.join(work, `create-ab-${side}`);
       fs.mkdirSync(dir, { recursive: true });
-      bySide[side] = await startServer(dbUrl, dir, 1, roots[side]);
-      servers.push(bySide[side]);
-      await runLevel(bySide[side].sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
+      const server = (bySide[side] = await startServer(dbUrl, dir, 1, roots[side]));
+      await runLevel(server.sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
     }
     const values = await alternating(AB_ROUNDS, [`create, c=${concurrency}`], async (side) => {
-      const server = bySide[side];
+      const server = bySide[side]!;
       const before = cpuMsOfTree(server.pid);
       const { latencies, failures } = await runLevel(server.sshPort, keys.slice(0, concurrency), concurrency, AB_SECONDS);
       if (failures > 0 || latencies.length === 0) throw new Error(`${side}: ${failures} creates failed of ${failures + latencies.length}`);
@@ -211,7 +209,7 @@ async function benchCreateAb(dbUrl: string, work: string, keys: Buffer[]) {
 SSH create A/B: this checkout vs ${roots.other}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts, alternating`);
     console.log(abTable('server CPU ms/create', values));
   } finally {
-    for (const server of servers) await server.stop();
+    for (const server of Object.values(bySide)) await server.stop();
   }
 }
 

@@ -9,7 +9,7 @@ import v8 from 'node:v8';
  *
  * Set at start-up, not on the command line, so that every way of starting the service (`npm
  * start`, `node dist/src/main.js`, a cluster's workers) gets it. V8 reads this flag each time it
- * sets the next limit, so setting it after start-up takes effect (test/unit/heap-growth.test.ts
+ * sets the next limit, so setting it after start-up takes effect (test/system/heap-growth.test.ts
  * checks that it does). A `--heap-growing-percent` given to node itself wins.
  */
 export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): 'set' | 'command line' | 'V8 default' {

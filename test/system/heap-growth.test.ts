@@ -25,7 +25,7 @@ describe('HEAP_GROWING_PERCENT (process/heap.ts)', () => {
     // Measured: 25% peaks at 1.6-1.8x the live set (the space's pages, not only its objects);
     // V8's own choice for a heap this small at 4.5-4.7x. Without the flag taking effect, this fails.
     expect(bounded.peakOldSpaceMb / bounded.liveMb, JSON.stringify({ bounded, v8Default })).toBeLessThan(2.5);
-    expect(v8Default.liveMb).toBeGreaterThan(20); // the same live set in both runs
+    expect(v8Default.liveMb).toBeGreaterThan(20); // the V8-default run kept its live set too: its ratio is comparable
     console.log(`old space peak / live set: HEAP_GROWING_PERCENT=25 ${(bounded.peakOldSpaceMb / bounded.liveMb).toFixed(2)}, V8's own ${(v8Default.peakOldSpaceMb / v8Default.liveMb).toFixed(2)}`);
   });
 
