@@ -15,7 +15,8 @@ import { openssh } from '../support/ssh.js';
  * that skipped scripts, a lost postinstall, an ssh2 upgrade that left the patch behind), and checks
  * that what the patch changes still works on the wire: curve25519 key exchange between ssh2 peers,
  * with OpenSSH, and a client public key of the wrong length refused cleanly; packet padding drawn
- * from a pool (every packet of every test here is padded from it).
+ * from a pool (every packet of every test here is padded from it); the WebAssembly poly1305 left
+ * unloaded beside the native binding.
  */
 
 const requireFromHere = createRequire(import.meta.url);
@@ -96,6 +97,34 @@ describe('the ssh2 patch in node_modules', () => {
     expect(curve25519).not.toContain('Ber.Writer');
     // The export that can deadlock on Node 20.20 (see the comment in the patch) is not used.
     expect(curve25519).not.toContain('this._keys.publicKey.export(');
+  });
+
+  it('leaves the WebAssembly poly1305 unloaded when the native binding does chacha20-poly1305', () => {
+    // In a process of its own: what loading ssh2 costs, and the JavaScript fallback's answer.
+    const script = `
+      const { createCipher, createDecipher, init, bindingAvailable } = require('ssh2/lib/protocol/crypto.js');
+      const key = Buffer.alloc(64, 1);
+      const attempt = (make) => { try { make(); return 'made'; } catch (err) { return err.message; } };
+      init.then(() => {
+        const forced = {
+          cipher: attempt(() => createCipher({ outbound: { cipherInfo: { sslName: 'chacha20', keyLen: 64, ivLen: 0, authLen: 16, blockLen: 8, discardLen: 0, isGCM: false }, cipherKey: key, seqno: 0, onWrite() {}, forceNative: true } })),
+          decipher: attempt(() => createDecipher({ inbound: { decipherInfo: { sslName: 'chacha20', keyLen: 64, ivLen: 0, authLen: 16, blockLen: 8, discardLen: 0, isGCM: false }, decipherKey: key, seqno: 0, onPayload() {}, forceNative: true } })),
+        };
+        const loaded = Object.keys(require.cache).some((file) => file.endsWith('poly1305.js'));
+        console.log(JSON.stringify({ bindingAvailable, loaded, externalMiB: process.memoryUsage().external / 1048576, forced }));
+      });
+    `;
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { bindingAvailable: boolean; loaded: boolean; externalMiB: number; forced: { cipher: string; decipher: string } };
+    // The service's machines build the binding (npm ci); without it ssh2 loads the module as before.
+    expect(result.bindingAvailable).toBe(true);
+    expect(result.loaded).toBe(false);
+    // Loaded, the module's linear memory alone is 16 MiB of external memory.
+    expect(result.externalMiB).toBeLessThan(8);
+    // Asking for the JavaScript chacha20-poly1305 anyway gets a clear error, not a crash later.
+    expect(result.forced.cipher).toMatch(/needs the WebAssembly poly1305, which is not loaded/);
+    expect(result.forced.decipher).toMatch(/needs the WebAssembly poly1305, which is not loaded/);
   });
 });
 
