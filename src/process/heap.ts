@@ -4,13 +4,15 @@ import v8 from 'node:v8';
  * After a full collection V8 lets the old generation grow to a multiple of what survived it
  * before collecting again. For a heap as small as ours (20-35 MB live) its own choice is a large
  * multiple, so under load the old generation swells to 60-70 MB of mostly garbage, and RSS peaks
- * at 160-200 MB. `HEAP_GROWING_PERCENT` (25) makes it 1.25 times: peak ~125 MB under the same
- * load, and no more CPU per SSH create in the perf rig's runs (README "Memory").
+ * at 160-200 MB. `HEAP_GROWING_PERCENT` (25) makes it 1.25 times: peak ~125 MB in most runs of
+ * the same load (160-165 MB in a few, when one full collection was slow: README "Memory"), and no
+ * more CPU per SSH create in the perf rig's runs.
  *
  * Set at start-up, not on the command line, so that every way of starting the service (`npm
  * start`, `node dist/src/main.js`, a cluster's workers) gets it. V8 reads this flag each time it
  * sets the next limit, so setting it after start-up takes effect (test/system/heap-growth.test.ts
- * checks that it does). A `--heap-growing-percent` given to node itself wins.
+ * checks that it does). A `--heap-growing-percent` on node's command line wins; NODE_OPTIONS is
+ * not in execArgv, so one given there is replaced.
  */
 export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): 'set' | 'command line' | 'V8 default' {
   if (execArgv.some((arg) => /^--heap[-_]growing[-_]percent\b/.test(arg))) return 'command line';
