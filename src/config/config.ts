@@ -188,6 +188,7 @@ const EnvSchema = z.object({
   KEY_EXPIRY_NOTICES: noticeThresholds.prefault('7d,1d'),
   SECRET_SCANNING_KEYS_FILE: z.string().min(1).optional(),
   API_KEY_CACHE_TTL: durationOrOff.prefault('30s'),
+  SSH_IDENTITY_CACHE_TTL: durationOrOff.prefault('30s'),
   SK_REQUIRE_USER_VERIFICATION: flag,
   SK_STRICT_COUNTER: flag,
   BILLING_URL: urlOf(/^https?$/, 'https://billing.internal/check').optional(),
@@ -274,6 +275,8 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   secretScanningKeysFile: e.SECRET_SCANNING_KEYS_FILE ? path.resolve(e.SECRET_SCANNING_KEYS_FILE) : null,
   /** 0: off. */
   apiKeyCacheTtlMs: e.API_KEY_CACHE_TTL,
+  /** 0: off. */
+  sshIdentityCacheTtlMs: e.SSH_IDENTITY_CACHE_TTL,
   securityKeys: { requireUserVerification: e.SK_REQUIRE_USER_VERIFICATION, strictCounter: e.SK_STRICT_COUNTER },
   billingUrl: e.BILLING_URL ?? null,
   billingTimeoutMs: e.BILLING_TIMEOUT_MS,

@@ -40,6 +40,8 @@ export type ApiKeyCache<Entry> = {
   put(ticket: number, id: string, entry: Entry): void;
   /** This instance's own revocation: gone at once, before the notification comes back. */
   forget(id: string): void;
+  /** Every entry gone, and no lookup that started before this is stored. */
+  clear(): void;
   size(): number;
   close(): void;
 };
@@ -82,6 +84,10 @@ export function createApiKeyCache<Entry>(
     forget(id) {
       epoch++;
       entries.delete(id);
+    },
+    clear() {
+      epoch++;
+      entries.clear();
     },
     size: () => entries.size,
     close() {

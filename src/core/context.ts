@@ -3,6 +3,8 @@ import { addressGroupOf } from '../net/addresses.js';
 import type { Db } from '../db/database.js';
 import type { Channel, SubscriptionStatus } from '../db/schema.js';
 import type { ApiKeyCache, ApiKeyRecord } from './api-key-cache.js';
+import type { SshIdentityRow } from './identity.js';
+import type { SshIdentityCache } from './ssh-identity-cache.js';
 import type { NoticeMail } from './notices.js';
 import type { HttpTrustPolicy } from './trust.js';
 
@@ -105,6 +107,8 @@ export interface CoreEvents {
   billingChecked(result: BillingCheckResult): void;
   /** An API key authenticated from the cache or looked up in the database. */
   apiKeyLookup(source: ApiKeyLookupSource): void;
+  /** An SSH login's identity from the cache or looked up in the database. */
+  sshIdentityLookup(source: ApiKeyLookupSource): void;
   /** A request refused by a rate limit. */
   rateLimited(limit: RateLimitName): void;
 }
@@ -118,6 +122,7 @@ export const NO_EVENTS: CoreEvents = {
   mailPending() {},
   billingChecked() {},
   apiKeyLookup() {},
+  sshIdentityLookup() {},
   rateLimited() {},
 };
 
@@ -147,6 +152,8 @@ export type CoreDeps = {
   events?: CoreEvents;
   /** Verified API keys for a short while (api-key-cache.ts); absent: every check asks the database. */
   apiKeyCache?: ApiKeyCache<ApiKeyRecord>;
+  /** SSH identities for a short while (ssh-identity-cache.ts); absent: every login asks the database. */
+  sshIdentityCache?: SshIdentityCache<SshIdentityRow>;
 };
 
 /** Where a request came from, for audit events and the confirmation page. */

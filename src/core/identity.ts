@@ -5,7 +5,7 @@ import { compiledFromTemplate } from '../db/statement-templates.js';
 import type { User } from '../db/schema.js';
 import { recordAudit } from './audit.js';
 import { membershipsQuery, mergeMemberships, orgsOfUser, type OrgMembership } from './accounts.js';
-import { nowOf, type CoreDeps, type RequestOrigin } from './context.js';
+import { eventsOf, nowOf, type CoreDeps, type RequestOrigin } from './context.js';
 import { AppError } from './errors.js';
 import type { PublicKey } from './ssh-public-key.js';
 import { dueForTouch } from './touch.js';
@@ -30,34 +30,51 @@ export type AnonymousIdentity = { kind: 'anonymous'; key: PublicKey; linkedOverH
 export type AccountIdentity = { kind: 'account'; key: PublicKey; user: User; sshKeyId: string; orgs: OrgMembership[] };
 export type Identity = AnonymousIdentity | AccountIdentity;
 
-/** The SSH door's identity for a key that signed, with its account's orgs: one round trip. */
+// Built and compiled once (every SSH login that misses the cache runs it): the key's blob is its one parameter.
+const identityQuery = (db: Db, blob: string) =>
+  db
+    .selectFrom('ssh_keys')
+    .innerJoin('users', 'users.id', 'ssh_keys.user_id')
+    .select([
+      'ssh_keys.id as ssh_key_id',
+      'ssh_keys.user_id',
+      'ssh_keys.proven_at',
+      'ssh_keys.http_confirmed_at',
+      'ssh_keys.http_mints',
+      'users.email',
+      'users.base_user_id',
+      'users.is_active',
+      'users.verified_at',
+      'users.created_at',
+    ])
+    // Correlated with the outer row: the account's memberships and its base account's (an alias).
+    // Built without plugins: the outer query's plugins transform the whole tree once.
+    .select(jsonArrayFrom(membershipsQuery(db.withoutPlugins()).where(sql<boolean>`memberships.user_id in (users.id, users.base_user_id)`)).as('memberships'))
+    .where('ssh_keys.key_blob', '=', blob);
+
+/** What the SSH identity is made of, as one query reads it; kept by the identity cache (ssh-identity-cache.ts). */
+export type SshIdentityRow = InferResult<ReturnType<typeof identityQuery>>[number];
+
+/**
+ * The SSH door's identity for a key that signed, with its account's orgs: one round trip, or
+ * none while the cache holds the key's row. The identity is made afresh from the row each time
+ * (callers may change what they receive).
+ */
 export async function resolveSshIdentity(deps: CoreDeps, key: PublicKey): Promise<Identity> {
-  // Built and compiled once (every SSH login runs it): the key's blob is its one parameter.
-  const identityQuery = (db: Db, blob: string) =>
-    db
-      .selectFrom('ssh_keys')
-      .innerJoin('users', 'users.id', 'ssh_keys.user_id')
-      .select([
-        'ssh_keys.id as ssh_key_id',
-        'ssh_keys.user_id',
-        'ssh_keys.proven_at',
-        'ssh_keys.http_confirmed_at',
-        'ssh_keys.http_mints',
-        'users.email',
-        'users.base_user_id',
-        'users.is_active',
-        'users.verified_at',
-        'users.created_at',
-      ])
-      // Correlated with the outer row: the account's memberships and its base account's (an alias).
-      // Built without plugins: the outer query's plugins transform the whole tree once.
-      .select(jsonArrayFrom(membershipsQuery(db.withoutPlugins()).where(sql<boolean>`memberships.user_id in (users.id, users.base_user_id)`)).as('memberships'))
-      .where('ssh_keys.key_blob', '=', blob);
-  const compiled = compiledFromTemplate(deps.db, 'resolveSshIdentity', { blob: key.blob }, (slot) => identityQuery(deps.db, slot.blob));
-  const row = (await deps.db.executeQuery<InferResult<ReturnType<typeof identityQuery>>[number]>(compiled)).rows[0];
+  const cache = deps.sshIdentityCache;
+  const cached = cache?.get(key.blob);
+  eventsOf(deps).sshIdentityLookup(cached ? 'cache' : 'database');
+  const ticket = cache?.ticket() ?? 0;
+  let row = cached;
+  if (!row) {
+    const compiled = compiledFromTemplate(deps.db, 'resolveSshIdentity', { blob: key.blob }, (slot) => identityQuery(deps.db, slot.blob));
+    row = (await deps.db.executeQuery<SshIdentityRow>(compiled)).rows[0];
+  }
   const userId = sshAccountOf(bindingOf(row));
   if (!row) return { kind: 'anonymous', key };
   if (userId === null) return { kind: 'anonymous', key, linkedOverHttp: row.is_active && row.proven_at === null };
+  // Only accounts are kept: a key being linked must be seen the moment its link is proven.
+  if (!cached) cache?.put(ticket, key.blob, row);
   return { kind: 'account', key, user: userOf(userId, row), sshKeyId: row.ssh_key_id, orgs: mergeMemberships(row.memberships) };
 }
 

@@ -42,6 +42,7 @@ export {
   type Identity,
   type AccountIdentity,
   type AnonymousIdentity,
+  type SshIdentityRow,
 } from './identity.js';
 export type { HttpTrustWindow, HttpTrustPolicy } from './trust.js';
 export { takeFromBudget, budgetSpent, sweepBudgets, type Budget } from './budgets.js';
@@ -68,6 +69,7 @@ export { createOrg, setMember, listOrgs, setBilling } from './orgs-admin.js';
 export { removeMember, type RemovedMember } from './orgs-admin.js';
 export { auditEventsOf, allAuditEvents, AuditSinceSchema, AuditLimitSchema, AUDIT_DEFAULT_SINCE_MS, AUDIT_MAX_SINCE_MS, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, type AuditEntry, type AuditQuery } from './audit-log.js';
 export { subscriptionBilling, httpBilling } from './billing.js';
+export { createSshIdentityCache, SSH_IDENTITY_CHANGED, watchIdentityWrites, writesIdentityTable, type SshIdentityCache } from './ssh-identity-cache.js';
 export { API_KEY_REVOCATIONS_CHANNEL, createApiKeyCache, type ApiKeyCache, type ApiKeyRecord, type RevocationSignals } from './api-key-cache.js';
 export { parseDuration, formatDuration, formatLifetime } from './duration.js';
 export { EmailSchema } from './emails.js';

@@ -12,6 +12,7 @@ import * as personalOrgs from '../../migrations/0009_personal_orgs.js';
 import * as keyLifecycle from '../../migrations/0010_key_lifecycle.js';
 import * as secretScanningReports from '../../migrations/0011_secret_scanning_reports.js';
 import * as orgPolicy from '../../migrations/0012_org_policy.js';
+import * as sshIdentityChanges from '../../migrations/0013_ssh_identity_changes.js';
 import type { Db, OpenDatabase } from './types.js';
 import type { Database } from './schema.js';
 
@@ -29,6 +30,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0010_key_lifecycle': keyLifecycle,
   '0011_secret_scanning_reports': secretScanningReports,
   '0012_org_policy': orgPolicy,
+  '0013_ssh_identity_changes': sshIdentityChanges,
 };
 
 const staticProvider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

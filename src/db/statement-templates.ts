@@ -8,6 +8,13 @@ class Slot {
 
 type Template = { query: CompiledQuery['query']; sql: string; parameters: ReadonlyArray<Slot | { constant: unknown }> };
 
+/**
+ * Marks a kysely plugin that only watches statements and changes nothing (core/ssh-identity-cache.ts's
+ * write watcher): templates keep their compiled text with it present, and it does not see their
+ * statements. No template may write what such a watcher is for (today's write only api_keys and audit_events).
+ */
+export const WATCH_ONLY = Symbol('watch-only kysely plugin');
+
 /** Shapes are fixed by the code (a few per statement); past this, something generates them: compile as before. */
 const MAX_TEMPLATES = 64;
 const templates = new Map<string, Template>();
@@ -20,8 +27,9 @@ const templates = new Map<string, Template>();
  * `shape` names everything `build` branches on (which clauses, how many list items); `values`
  * holds everything that varies per call. `build` receives stand-ins for the values and must use
  * them only as values (not inspect them): each becomes one `$n` parameter. Both dialects compile
- * Postgres SQL, so one cache serves them. `db` is the one `build` builds on: with plugins (which
- * kysely applies while compiling: tests counting statements), it compiles every time.
+ * Postgres SQL, so one cache serves them. `db` is the one `build` builds on: with plugins that
+ * may transform (kysely applies them while compiling: tests counting statements), it compiles
+ * every time; WATCH_ONLY plugins are skipped.
  */
 export function compiledFromTemplate<V extends Record<string, unknown>>(
   db: Kysely<Database>,
@@ -29,7 +37,7 @@ export function compiledFromTemplate<V extends Record<string, unknown>>(
   values: V,
   build: (slots: V) => Compilable<unknown>,
 ): CompiledQuery {
-  if (db.getExecutor().plugins.length > 0) return build(values).compile();
+  if (db.getExecutor().plugins.some((plugin) => !(WATCH_ONLY in plugin))) return build(values).compile();
   let template = templates.get(shape);
   if (!template) {
     if (templates.size >= MAX_TEMPLATES) return build(values).compile();

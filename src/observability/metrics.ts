@@ -176,10 +176,19 @@ function coreEventMetrics(registers: Registers): CoreEvents {
     labelNames: ['source'] as const,
     registers,
   });
+  const sshIdentityLookups = new Counter({
+    name: 'shell_auth_ssh_identity_lookups_total',
+    help: "SSH logins' identities (a key's account, orgs and policies), by where they were found: the short-lived cache or the database.",
+    labelNames: ['source'] as const,
+    registers,
+  });
   for (const limit of RATE_LIMIT_NAMES) rateLimited.inc({ limit }, 0);
   for (const door of MINTING_DOORS) minted.inc({ door }, 0);
   for (const result of BILLING_CHECK_RESULTS) billing.inc({ result }, 0);
-  for (const source of API_KEY_LOOKUP_SOURCES) apiKeyLookups.inc({ source }, 0);
+  for (const source of API_KEY_LOOKUP_SOURCES) {
+    apiKeyLookups.inc({ source }, 0);
+    sshIdentityLookups.inc({ source }, 0);
+  }
   return {
     apiKeyMinted: (door) => minted.inc({ door }),
     mailQueued: () => mailsQueued.inc(),
@@ -189,6 +198,7 @@ function coreEventMetrics(registers: Registers): CoreEvents {
     mailPending: (count) => mailsPending.set(count),
     billingChecked: (result) => billing.inc({ result }),
     apiKeyLookup: (source) => apiKeyLookups.inc({ source }),
+    sshIdentityLookup: (source) => sshIdentityLookups.inc({ source }),
     rateLimited: (limit) => rateLimited.inc({ limit }),
   };
 }

@@ -1,7 +1,19 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import { API_KEY_REVOCATIONS_CHANNEL, CONFIRMATIONS_CHANNEL, createApiKeyCache, httpBilling, subscriptionBilling, type CoreDeps, type CoreEvents, type Mailer } from '../core/index.js';
+import {
+  API_KEY_REVOCATIONS_CHANNEL,
+  CONFIRMATIONS_CHANNEL,
+  createApiKeyCache,
+  createSshIdentityCache,
+  httpBilling,
+  subscriptionBilling,
+  watchIdentityWrites,
+  type CoreDeps,
+  type CoreEvents,
+  type Mailer,
+  type SshIdentityRow,
+} from '../core/index.js';
 import { migrateOpenDatabase, openDatabase, postgresConnectionRoom, type DatabaseTarget, type OpenDatabase } from '../db/database.js';
 import { outboxMailer, smtpMailer } from '../mail/mailer.js';
 
@@ -11,9 +23,14 @@ export function databaseTarget(config: Config): DatabaseTarget {
     : { kind: 'pglite', dataDir: config.dataDir };
 }
 
-/** LISTEN connections a serving process holds besides its pool: confirmations, and revocations when the whoami cache is on. */
-export function listenersPerProcess(config: Pick<Config, 'apiKeyCacheTtlMs'>): number {
-  return config.apiKeyCacheTtlMs === 0 ? 1 : 2;
+/** Whether a cache needs the invalidations listener (API keys' revocations, SSH identities' changes). */
+function cachesOn(config: Pick<Config, 'apiKeyCacheTtlMs' | 'sshIdentityCacheTtlMs'>): boolean {
+  return config.apiKeyCacheTtlMs !== 0 || config.sshIdentityCacheTtlMs !== 0;
+}
+
+/** LISTEN connections a serving process holds besides its pool: confirmations, and invalidations when a cache is on. */
+export function listenersPerProcess(config: Pick<Config, 'apiKeyCacheTtlMs' | 'sshIdentityCacheTtlMs'>): number {
+  return cachesOn(config) ? 2 : 1;
 }
 
 /** The service would need more Postgres connections than the server allows it: the operator's to fix, in one line. */
@@ -59,6 +76,8 @@ export async function checkConnectionBudget(config: Config, log: Logger): Promis
 
 /** At ~300 bytes an entry, a few MB at most. */
 const API_KEY_CACHE_ENTRIES = 10_000;
+/** An identity row with a few orgs is ~1-2 KB: ~10 MB at most. */
+const SSH_IDENTITY_CACHE_ENTRIES = 5_000;
 
 export type Core = { deps: CoreDeps; database: OpenDatabase; close(): Promise<void> };
 
@@ -105,16 +124,25 @@ export async function openCore(
   // Only a process that serves `login` waits for confirmations (not the admin CLI).
   const notifications = overrides.listen === false ? undefined : database.listen?.(CONFIRMATIONS_CHANNEL, log);
   if (notifications) deps.confirmations = notifications;
-  // The cache is safe only where revocations are heard: no listener, no cache.
-  const revocations =
-    overrides.listen === false || config.apiKeyCacheTtlMs === 0 ? undefined : database.listen?.(API_KEY_REVOCATIONS_CHANNEL, log);
-  if (revocations) deps.apiKeyCache = createApiKeyCache(revocations, { ttlMs: config.apiKeyCacheTtlMs, maxEntries: API_KEY_CACHE_ENTRIES });
+  // A cache is safe only where its invalidations are heard: no listener, no cache. One channel
+  // (and connection) carries both: revoked API keys' ids, and SSH identity changes.
+  const revocations = overrides.listen === false || !cachesOn(config) ? undefined : database.listen?.(API_KEY_REVOCATIONS_CHANNEL, log);
+  if (revocations && config.apiKeyCacheTtlMs !== 0) {
+    deps.apiKeyCache = createApiKeyCache(revocations, { ttlMs: config.apiKeyCacheTtlMs, maxEntries: API_KEY_CACHE_ENTRIES });
+  }
+  if (revocations && config.sshIdentityCacheTtlMs !== 0) {
+    const cache = createSshIdentityCache<SshIdentityRow>(revocations, { ttlMs: config.sshIdentityCacheTtlMs, maxEntries: SSH_IDENTITY_CACHE_ENTRIES });
+    deps.sshIdentityCache = cache;
+    // This process's own changes empty it at once, before their notification comes back.
+    deps.db = deps.db.withPlugin(watchIdentityWrites(() => cache.clear()));
+  }
   return {
     deps,
     database,
     async close() {
       closeMailer();
       deps.apiKeyCache?.close();
+      deps.sshIdentityCache?.close();
       await revocations?.close();
       await notifications?.close();
       await database.close();

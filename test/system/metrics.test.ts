@@ -109,6 +109,7 @@ const OUR_METRICS: Array<[string, string]> = [
   ['shell_auth_rate_limited_total', 'counter'],
   ['shell_auth_billing_checks_total', 'counter'],
   ['shell_auth_api_key_lookups_total', 'counter'],
+  ['shell_auth_ssh_identity_lookups_total', 'counter'],
 ];
 /** The Postgres pool's, read at each scrape: PGlite has none. */
 const POOL_METRICS: Array<[string, string]> = [

@@ -44,15 +44,19 @@ describe('Postgres connections', () => {
     );
   });
 
-  it('a single process is checked too, and counts one listener fewer without the whoami cache', async () => {
+  it('a single process is checked too, and counts one listener fewer with both caches off (whoami keys, SSH identities)', async () => {
     const url = await freshPostgresUrl();
     // allowed - 1 + 2 = one over.
     const over = spawnService({ DB_POOL_SIZE: String(allowed - 1), DATABASE_URL: url });
     expect(await exitOf(over)).toBe(1);
     expect(over.output()).toContain(`shell-auth: could not start: WORKERS=1 x (DB_POOL_SIZE=${allowed - 1} + 2 LISTEN) = ${allowed + 1} Postgres connections`);
     expect(over.output().trim().split('\n')).toHaveLength(1);
+    // One cache still on: its invalidations listener still counts.
+    const stillOver = spawnService({ DB_POOL_SIZE: String(allowed - 1), API_KEY_CACHE_TTL: '0', DATABASE_URL: url });
+    expect(await exitOf(stillOver)).toBe(1);
+    expect(stillOver.output()).toContain(`(DB_POOL_SIZE=${allowed - 1} + 2 LISTEN)`);
     // allowed - 1 + 1: exactly what the server allows.
-    const fits = spawnService({ DB_POOL_SIZE: String(allowed - 1), API_KEY_CACHE_TTL: '0', DATABASE_URL: url });
+    const fits = spawnService({ DB_POOL_SIZE: String(allowed - 1), API_KEY_CACHE_TTL: '0', SSH_IDENTITY_CACHE_TTL: '0', DATABASE_URL: url });
     await listeningOf(fits);
     fits.child.kill('SIGTERM');
     expect(await fits.exited).toBe(0);

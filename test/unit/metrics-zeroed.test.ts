@@ -13,6 +13,7 @@ const LABELLED: [metric: string, label: string, values: readonly string[]][] = [
   ['shell_auth_api_keys_minted_total', 'door', ['http', 'ssh']],
   ['shell_auth_billing_checks_total', 'result', BILLING_CHECK_RESULTS],
   ['shell_auth_api_key_lookups_total', 'source', API_KEY_LOOKUP_SOURCES],
+  ['shell_auth_ssh_identity_lookups_total', 'source', API_KEY_LOOKUP_SOURCES],
 ];
 
 it.each(LABELLED)('%s: every %s at 0 from the start, and nothing else', async (metric, label, values) => {
