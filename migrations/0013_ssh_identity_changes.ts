@@ -16,8 +16,8 @@ const CHANNEL = 'shell_auth_api_key_revocations';
 const PAYLOAD = 'ssh-identity';
 
 const WATCHED: Array<{ table: string; events: string }> = [
-  { table: 'ssh_keys', events: 'UPDATE OF user_id, key_blob, proven_at OR DELETE OR TRUNCATE' },
-  { table: 'users', events: 'UPDATE OF email, base_user_id, is_active, verified_at, created_at OR DELETE OR TRUNCATE' },
+  { table: 'ssh_keys', events: 'UPDATE OF id, user_id, key_blob, proven_at OR DELETE OR TRUNCATE' },
+  { table: 'users', events: 'UPDATE OF id, email, base_user_id, is_active, verified_at, created_at OR DELETE OR TRUNCATE' },
   { table: 'memberships', events: 'INSERT OR UPDATE OR DELETE OR TRUNCATE' },
   { table: 'orgs', events: 'INSERT OR UPDATE OR DELETE OR TRUNCATE' },
   { table: 'subscriptions', events: 'INSERT OR UPDATE OR DELETE OR TRUNCATE' },

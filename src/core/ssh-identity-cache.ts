@@ -11,9 +11,10 @@ import { createApiKeyCache, type ApiKeyCache, type RevocationSignals } from './a
  *   orgs, their subscriptions) is announced on commit by triggers (migration 0013), from any
  *   writer, and each instance's listener then empties its cache: an identity is as fresh as the
  *   notification is fast, as with the API key cache;
- * - this process's own writes to those tables empty it at once, before the notification comes
- *   back (`watchIdentityWrites`): a change followed by a login on the same instance never sees
- *   the old row;
+ * - this process's own writes to those tables empty it at once and keep it from storing until
+ *   their notification comes back, i.e. after their commit (`watchIdentityWrites`, `changedHere`):
+ *   a change followed by a login in the same process never sees the old row (another worker of
+ *   the same instance is another process: it waits for the notification);
  * - entries are used only while the LISTEN connection is up; a reconnect empties the cache, and a
  *   lookup that raced a change is not stored;
  * - only accounts are kept (an unknown or unproven key is looked up each time), each at most
@@ -29,28 +30,57 @@ export const SSH_IDENTITY_CHANGED = 'ssh-identity';
  * login's last_seen_at, the HTTP window's use do not); null: every write counts.
  */
 const IDENTITY_TABLES = new Map<string, ReadonlySet<string> | null>([
-  ['ssh_keys', new Set(['user_id', 'key_blob', 'proven_at'])],
-  ['users', new Set(['email', 'base_user_id', 'is_active', 'verified_at', 'created_at'])],
+  ['ssh_keys', new Set(['id', 'user_id', 'key_blob', 'proven_at'])],
+  ['users', new Set(['id', 'email', 'base_user_id', 'is_active', 'verified_at', 'created_at'])],
   ['memberships', null],
   ['orgs', null],
   ['subscriptions', null],
 ]);
 
-export type SshIdentityCache<Row> = Pick<ApiKeyCache<Row>, 'get' | 'ticket' | 'put' | 'clear' | 'size' | 'close'>;
+export type SshIdentityCache<Row> = Pick<ApiKeyCache<Row>, 'get' | 'ticket' | 'put' | 'clear' | 'size' | 'close'> & {
+  /**
+   * This process wrote what identities are made of: empties the cache, and stores nothing until
+   * the change's notification arrives (at most `LOCAL_WRITE_HOLD_MS`). Until its transaction
+   * commits, a lookup still reads the old row, rightly, but must not keep it past the commit.
+   */
+  changedHere(): void;
+};
+
+/** Longer than any transaction of ours that writes identity tables; past it, a rolled-back change stops holding the cache. */
+const LOCAL_WRITE_HOLD_MS = 10_000;
 
 export function createSshIdentityCache<Row>(signals: RevocationSignals, options: { ttlMs: number; maxEntries: number; now?: () => number }): SshIdentityCache<Row> {
+  const now = options.now ?? (() => performance.now());
+  let heldUntil = 0;
   // The channel also carries revoked API keys' ids: only our payload (or a reconnect) empties this cache.
   const identityChanges: RevocationSignals = {
     listening: () => signals.listening(),
     subscribe: (listener) =>
       signals.subscribe({
         message: (payload) => {
-          if (payload === SSH_IDENTITY_CHANGED) listener.recheck();
+          if (payload !== SSH_IDENTITY_CHANGED) return;
+          heldUntil = 0;
+          listener.recheck();
         },
         recheck: () => listener.recheck(),
       }),
   };
-  return createApiKeyCache<Row>(identityChanges, options);
+  const cache = createApiKeyCache<Row>(identityChanges, { ...options, now });
+  return {
+    get: cache.get,
+    ticket: cache.ticket,
+    put(ticket, id, entry) {
+      if (now() < heldUntil) return;
+      cache.put(ticket, id, entry);
+    },
+    clear: cache.clear,
+    changedHere() {
+      heldUntil = now() + LOCAL_WRITE_HOLD_MS;
+      cache.clear();
+    },
+    size: cache.size,
+    close: cache.close,
+  };
 }
 
 type Named = { kind: string; table?: { identifier?: { name?: string } }; node?: Named };
@@ -64,7 +94,10 @@ function tableName(target: Named | undefined): string | undefined {
 
 /** Whether a write to `target` (set: the columns an update sets) changes what identities are made of. */
 function changesIdentity(target: Named | undefined, set: string[] | null): boolean {
-  const name = tableName(target);
+  return changesIdentityOf(tableName(target), set);
+}
+
+function changesIdentityOf(name: string | undefined, set: string[] | null): boolean {
   if (name === undefined || !IDENTITY_TABLES.has(name)) return false;
   const watched = IDENTITY_TABLES.get(name);
   return !watched || set === null || set.some((column) => watched.has(column));
@@ -80,10 +113,29 @@ const WRITE_CHECKS: Record<string, (node: Record<string, unknown>) => boolean> =
     return changesIdentity(node.table as Named | undefined, set);
   },
   DeleteQueryNode: (node) => ((node.from as { froms?: Named[] } | undefined)?.froms ?? []).some((from) => changesIdentity(from, null)),
+  MergeQueryNode: (node) => changesIdentity(node.into as Named | undefined, null),
 };
 
-/** Raw SQL that may write an identity table (quoted or not); a false positive only empties the cache. */
-const RAW_WRITE = /\b(?:insert\s+into|update|delete\s+from|truncate(?:\s+table)?)\s+"?(ssh_keys|users|memberships|orgs|subscriptions)\b/i;
+const TABLE = String.raw`(?:only\s+)?(?:"?public"?\s*\.\s*)?"?(ssh_keys|users|memberships|orgs|subscriptions)\b"?`;
+const RAW_WRITE = new RegExp(String.raw`\b(?:insert\s+into|delete\s+from|truncate(?:\s+table)?|merge\s+into)\s+${TABLE}`, 'i');
+/** An UPDATE's table and its SET list (up to FROM, WHERE or RETURNING). */
+const RAW_UPDATE = new RegExp(String.raw`\bupdate\s+${TABLE}\s+(?:(?:as\s+)?(?!set\b)\w+\s+)?set\b([\s\S]*?)(?=\bfrom\b|\bwhere\b|\breturning\b|$)`, 'gi');
+/** The columns a SET list assigns: a name right after its start or a comma, then `=`. */
+const ASSIGNED = /(?:^|,)\s*"?(\w+)"?\s*=(?!=)/g;
+
+/**
+ * Whether raw SQL may change what identities are made of. An UPDATE counts by the columns it
+ * sets (the security-key counter's, at every such login, does not); unsure counts as yes: a false
+ * positive only empties the cache.
+ */
+function rawChangesIdentity(text: string): boolean {
+  if (RAW_WRITE.test(text)) return true;
+  for (const match of text.matchAll(RAW_UPDATE)) {
+    const assigned = [...match[2]!.matchAll(ASSIGNED)].map((column) => column[1]!.toLowerCase());
+    if (changesIdentityOf(match[1]!.toLowerCase(), assigned.length > 0 ? assigned : null)) return true;
+  }
+  return false;
+}
 
 /** Whether the statement writes what identities are made of, anywhere in it (a data-modifying CTE too). */
 export function writesIdentityTable(root: RootOperationNode): boolean {
@@ -97,7 +149,7 @@ export function writesIdentityTable(root: RootOperationNode): boolean {
     }
     if (node === null || typeof node !== 'object') continue;
     const kind = (node as { kind?: unknown }).kind;
-    if (kind === 'RawNode' && RAW_WRITE.test((node as { sqlFragments: readonly string[] }).sqlFragments.join(' '))) return true;
+    if (kind === 'RawNode' && rawChangesIdentity((node as { sqlFragments: readonly string[] }).sqlFragments.join(' '))) return true;
     const check = typeof kind === 'string' ? WRITE_CHECKS[kind] : undefined;
     if (check?.(node as Record<string, unknown>)) return true;
     for (const value of Object.values(node)) if (value !== null && typeof value === 'object') pending.push(value);
@@ -106,9 +158,8 @@ export function writesIdentityTable(root: RootOperationNode): boolean {
 }
 
 /**
- * A plugin for the service's database handle: `changed` runs when a statement that writes an
- * identity table is compiled and again when it has run (a lookup in between may have read the
- * old row; the ticket keeps it from being stored, and the commit's notification follows).
+ * A plugin for the service's database handle: `changed` (the cache's `changedHere`) runs when a
+ * statement that changes what identities are made of is compiled, and again when it has run.
  */
 export function watchIdentityWrites(changed: () => void): KyselyPlugin & { [WATCH_ONLY]: true } {
   const writes = new WeakSet<object>();

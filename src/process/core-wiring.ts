@@ -134,7 +134,7 @@ export async function openCore(
     const cache = createSshIdentityCache<SshIdentityRow>(revocations, { ttlMs: config.sshIdentityCacheTtlMs, maxEntries: SSH_IDENTITY_CACHE_ENTRIES });
     deps.sshIdentityCache = cache;
     // This process's own changes empty it at once, before their notification comes back.
-    deps.db = deps.db.withPlugin(watchIdentityWrites(() => cache.clear()));
+    deps.db = deps.db.withPlugin(watchIdentityWrites(() => cache.changedHere()));
   }
   return {
     deps,

@@ -54,6 +54,14 @@ describe('which statements empty the cache', () => {
     expect(writesIdentityTable(sql`UPDATE users SET is_active = false`.toOperationNode() as never)).toBe(true);
     expect(writesIdentityTable(sql`truncate table "memberships" cascade`.toOperationNode() as never)).toBe(true);
     expect(writesIdentityTable(sql`update api_keys set label = 'users'`.toOperationNode() as never)).toBe(false);
+    expect(writesIdentityTable(sql`UPDATE ONLY public.users SET is_active = false`.toOperationNode() as never)).toBe(true);
+    expect(writesIdentityTable(sql`update "users" as u set "email" = ${'x'} where u.id = ${id}`.toOperationNode() as never)).toBe(true);
+    // The security-key counter's write, at every security-key login (linked or not): not an identity change.
+    const counter = sql`WITH before AS (SELECT id, sk_counter FROM ssh_keys WHERE key_blob = ${'b'} FOR UPDATE)
+      UPDATE ssh_keys SET sk_counter = GREATEST(COALESCE(before.sk_counter, 0), ${1})
+      FROM before WHERE ssh_keys.id = before.id RETURNING ssh_keys.id`;
+    expect(writesIdentityTable(counter.toOperationNode() as never)).toBe(false);
+    expect(writesIdentityTable(sql`UPDATE ssh_keys SET sk_counter = 1, proven_at = now()`.toOperationNode() as never)).toBe(true);
   });
 
   it("empties on the identity payload and on a reconnect; an API key's id on the same channel leaves it", () => {
@@ -79,6 +87,30 @@ describe('which statements empty the cache', () => {
     cache.clear();
     cache.put(before, 'blob', 'stale');
     expect(cache.get('blob')).toBeUndefined();
+  });
+
+  it("after this process's own write it stores nothing until that write's notification arrives (its commit), or 10 s", () => {
+    const listeners = new Set<{ message(payload: string): void; recheck(): void }>();
+    const signals: RevocationSignals = { listening: () => true, subscribe: (l) => (listeners.add(l), () => void listeners.delete(l)) };
+    let clock = 0;
+    const cache = createSshIdentityCache<string>(signals, { ttlMs: 60_000, maxEntries: 10, now: () => clock });
+    cache.put(cache.ticket(), 'blob', 'row');
+    cache.changedHere();
+    expect(cache.get('blob')).toBeUndefined();
+    // A login while the writing transaction is open reads the old (still committed) row: not kept.
+    cache.put(cache.ticket(), 'blob', 'old row');
+    expect(cache.get('blob')).toBeUndefined();
+    listeners.forEach((l) => l.message(SSH_IDENTITY_CHANGED)); // committed
+    cache.put(cache.ticket(), 'blob', 'new row');
+    expect(cache.get('blob')).toBe('new row');
+    // A write whose transaction rolled back sends nothing: the hold ends on its own.
+    cache.changedHere();
+    clock = 9_999;
+    cache.put(cache.ticket(), 'blob', 'row');
+    expect(cache.get('blob')).toBeUndefined();
+    clock = 10_000;
+    cache.put(cache.ticket(), 'blob', 'row');
+    expect(cache.get('blob')).toBe('row');
   });
 });
 
@@ -133,6 +165,12 @@ describe('the real service', () => {
       await trx.updateTable('users').set({ email: renamed }).where('email', '=', user.email).execute();
       // Before the commit, so before any notification can exist: the write itself emptied it.
       expect(cache.size()).toBe(0);
+      // A login meanwhile sees the committed (old) row and does not keep it. (PGlite has one
+      // connection, which this transaction holds: a login would wait for it.)
+      if (usingPostgres) {
+        expect((await whoami(user.key.privateKeyPath)).email).toBe(user.email);
+        expect(cache.size()).toBe(0);
+      }
     });
     expect((await whoami(user.key.privateKeyPath)).email).toBe(renamed);
   });
