@@ -11,8 +11,8 @@ import v8 from 'node:v8';
  * Set at start-up, not on the command line, so that every way of starting the service (`npm
  * start`, `node dist/src/main.js`, a cluster's workers) gets it. V8 reads this flag each time it
  * sets the next limit, so setting it after start-up takes effect (test/system/heap-growth.test.ts
- * checks that it does). A `--heap-growing-percent` on node's command line wins; NODE_OPTIONS is
- * not in execArgv, so one given there is replaced.
+ * checks that it does). A `--heap-growing-percent` on node's command line wins. NODE_OPTIONS
+ * cannot carry one: node refuses to start with it there ("not allowed in NODE_OPTIONS", exit 9).
  */
 export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): 'set' | 'command line' | 'V8 default' {
   if (execArgv.some((arg) => /^--heap[-_]growing[-_]percent\b/.test(arg))) return 'command line';
