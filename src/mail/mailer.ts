@@ -1,11 +1,31 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import type { Logger } from 'pino';
 import type { Mailer, NoticeMail, VerificationMail } from '../core/index.js';
 import { renderNoticeEmail } from './notice-email.js';
 import { renderVerificationEmail, type RenderedMail } from './verification-email.js';
+
+/**
+ * nodemailer (about 3 MB of heap, loaded) is imported at a process's first message, not at start:
+ * a process that sends none (most, under WORKERS or behind a balancer) never holds it. A failed
+ * import is not kept, so the outbox's next attempt tries again.
+ */
+function lazyTransport(options: Parameters<typeof import('nodemailer').createTransport>[0]): { get(): Promise<Transporter>; close(): void } {
+  let transport: Promise<Transporter> | undefined;
+  return {
+    get: () =>
+      (transport ??= import('nodemailer').then(
+        (nodemailer) => nodemailer.default.createTransport(options),
+        (err: unknown) => {
+          transport = undefined;
+          throw err;
+        },
+      )),
+    close: () => void transport?.then((t) => t.close(), () => undefined),
+  };
+}
 
 /**
  * Real mail over SMTP. Short timeouts: a dead mail server fails the attempt (the outbox retries it)
@@ -16,11 +36,13 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
   url.searchParams.set('connectionTimeout', '10000');
   url.searchParams.set('greetingTimeout', '10000');
   url.searchParams.set('socketTimeout', '20000');
-  const transport = nodemailer.createTransport(url.toString());
+  const transport = lazyTransport(url.toString());
   const send = async (rendered: RenderedMail, options: { signal?: AbortSignal }) => {
     try {
       // Aborting closes this message's SMTP connection: a send the outbox gave up on is ended.
-      await transport.sendMail({ from, ...rendered, ...(options.signal ? { signal: options.signal } : {}) });
+      const ready = await transport.get();
+      options.signal?.throwIfAborted(); // given up on while nodemailer loaded
+      await ready.sendMail({ from, ...rendered, ...(options.signal ? { signal: options.signal } : {}) });
     } catch (err) {
       // 5xx is the server's final word on this message (RFC 5321 4.2.1); 4xx and network errors are worth a retry.
       const code = (err as { responseCode?: unknown }).responseCode;
@@ -42,9 +64,9 @@ export function smtpMailer(smtpUrl: string, from: string): Mailer & { close(): v
  * flow without a mail server.
  */
 export function outboxMailer(outboxDir: string, from: string, log: Logger): Mailer {
-  const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' });
+  const transport = lazyTransport({ streamTransport: true, buffer: true, newline: 'unix' });
   const writeEml = async (rendered: RenderedMail) => {
-    const info = await transport.sendMail({ from, ...rendered });
+    const info = await (await transport.get()).sendMail({ from, ...rendered });
     await fs.mkdir(outboxDir, { recursive: true, mode: 0o700 });
     const file = path.join(outboxDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(3).toString('hex')}.eml`);
     await fs.writeFile(file, info.message as Buffer, { mode: 0o600 });
