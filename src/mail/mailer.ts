@@ -8,7 +8,7 @@ import { renderNoticeEmail } from './notice-email.js';
 import { renderVerificationEmail, type RenderedMail } from './verification-email.js';
 
 /**
- * nodemailer (about 3 MB of heap, loaded) is imported at a process's first message, not at start:
+ * nodemailer (~2 MB of the idle service's live heap) is imported at a process's first message, not at start:
  * a process that sends none (most, under WORKERS or behind a balancer) never holds it. A failed
  * import is not kept, so the outbox's next attempt tries again.
  */
