@@ -37,7 +37,7 @@ import { benchIdleSessions } from './idle-sessions.js';
 import { benchPostgresShape } from './postgres-shape.js';
 import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
 import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout } from './ab.js';
-import { around, cpuMsOfTree, percentile, table } from './measure.js';
+import { around, cpuMsOfTree, machineLine, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
 import { benchWhoamiAb } from './whoami-ab.js';
@@ -51,6 +51,7 @@ const parts = new Set((process.env.BENCH_PARTS ?? 'create,whoami,idle,pgshape,ri
 const fixed = (n: number | null, digits: number) => (n === null || Number.isNaN(n) ? '-' : n.toFixed(digits));
 
 async function main() {
+  console.log(machineLine());
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-bench-'));
   try {
     if (['create', 'create-ab', 'whoami', 'whoami-ab', 'idle', 'pgshape'].some((part) => parts.has(part))) await withFreshDatabase('shell_auth_bench', async (dbUrl) => {

@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 
 /** Clock ticks a second, the unit of /proc CPU times. */
 export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
@@ -140,6 +141,24 @@ export async function around<T>(
   };
   if (metricsUrl && statementsBefore !== null) out.statements_per_op = per((await scrapeValue(metricsUrl, 'shell_auth_db_statements_total')) - statementsBefore);
   return out;
+}
+
+/**
+ * The machine a run's figures belong to: the same build's ratio to the Go server moved by a fifth
+ * between two machines, and OpenSSL picks its code by CPU feature while Go's x/crypto ChaCha20
+ * does not, so a figure is quoted with the CPU it was read on.
+ */
+export function machineLine(): string {
+  const cpus = os.cpus();
+  let flags: string[] = [];
+  try {
+    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    flags = /^flags\s*:\s*(.*)$/m.exec(info)?.[1]?.split(' ') ?? [];
+  } catch {
+    // not Linux: the model alone
+  }
+  const features = ['avx2', 'avx512f', 'adx', 'bmi2', 'sha_ni'].filter((flag) => flags.includes(flag));
+  return `machine: ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} CPUs${flags.length ? `, ${features.length ? features.join(' ') : 'none of avx2 avx512f adx bmi2 sha_ni'}` : ''}; node ${process.version}`;
 }
 
 /** A right-aligned text table. */
