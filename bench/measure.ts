@@ -157,8 +157,11 @@ export function machineLine(): string {
   } catch {
     // not Linux: the model alone
   }
-  const features = ['avx2', 'avx512f', 'adx', 'bmi2', 'sha_ni'].filter((flag) => flags.includes(flag));
-  return `machine: ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} CPUs${flags.length ? `, ${features.length ? features.join(' ') : 'none of avx2 avx512f adx bmi2 sha_ni'}` : ''}; node ${process.version}`;
+  const wanted = ['avx2', 'avx512f', 'adx', 'bmi2', 'sha_ni'];
+  const present = wanted.filter((flag) => flags.includes(flag));
+  let features = '';
+  if (flags.length > 0) features = present.length > 0 ? `, ${present.join(' ')}` : `, none of ${wanted.join(' ')}`;
+  return `machine: ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} CPUs${features}; node ${process.version}`;
 }
 
 /** A right-aligned text table. */
