@@ -1,5 +1,9 @@
 import cluster from 'node:cluster';
 import type { App } from './process/app.js';
+import { applyHeapGrowingPercent, turnOffPretenuring } from './process/heap.js';
+
+// Before the service's code loads and V8 sees its allocations (process/heap.ts says why).
+turnOffPretenuring();
 
 // Before anything else loads (the imports below take a few hundred ms): a SIGTERM meanwhile
 // must not kill the process by signal: a cluster's primary, draining workers that are still
@@ -19,7 +23,6 @@ const [
   { createLogger, errorFields, logFormatFor },
   { checkConnectionBudget, ConnectionBudgetError },
   { databaseSetupProblem, StartupError },
-  { applyHeapGrowingPercent },
 ] = await Promise.all([
   import('./process/app.js'),
   import('./process/cluster.js'),
@@ -29,7 +32,6 @@ const [
   import('./observability/log.js'),
   import('./process/core-wiring.js'),
   import('./process/startup-errors.js'),
-  import('./process/heap.js'),
 ]);
 
 let config;

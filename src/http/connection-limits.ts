@@ -30,7 +30,7 @@ export function limitConnections(server: http.Server, limits: HttpLimits, metric
       socket.destroy();
       return;
     }
-    open.add(group, socket);
-    socket.once('close', () => open.delete(group, socket));
+    const leave = open.add(group, socket);
+    socket.once('close', () => leave());
   });
 }

@@ -16,7 +16,8 @@ import { FairShares } from '../limits/fair-shares.js';
  */
 export type Admitted = { ip: string; group: string; authenticated(): void; access: ConnectionRecord };
 
-type Entry = { access: ConnectionRecord; release(): void };
+/** What the caps hold for a connection (not the socket: nothing here is looked up by socket, see FairShares). */
+type Entry = { socket: net.Socket; access: ConnectionRecord; release(): void; stopGraceTimer(): void };
 
 /**
  * The listener's gate, before any SSH byte is read. Per address: caps on unauthenticated and on
@@ -30,17 +31,14 @@ type Entry = { access: ConnectionRecord; release(): void };
  */
 export function createAdmission(limits: SshLimits, log: Logger, repeated: RepeatedLines, metrics: DoorMetrics = NO_METRICS) {
   const newConnections = new TokenBuckets(limits.connectionsPerSecond, limits.connectionBurst);
-  const unauthenticated = new FairShares<net.Socket>();
-  const open = new FairShares<net.Socket>();
-  const sockets = new Map<net.Socket, Entry>();
-  const graceTimers = new Set<NodeJS.Timeout>();
+  const unauthenticated = new FairShares<Entry>();
+  const open = new FairShares<Entry>();
 
   /** Drops a connection to make room: counted out now (its close event comes later). */
-  function evict(victim: net.Socket): void {
-    const entry = sockets.get(victim);
-    entry?.access.ended('evicted');
-    entry?.release();
-    victim.destroy();
+  function evict(victim: Entry): void {
+    victim.access.ended('evicted');
+    victim.release();
+    victim.socket.destroy();
   }
 
   function capReached(outcome: 'evicted' | 'refused'): void {
@@ -72,31 +70,32 @@ export function createAdmission(limits: SshLimits, log: Logger, repeated: Repeat
       }
 
       const access = new ConnectionRecord(socket, ip, group, log, metrics, repeated);
-      unauthenticated.add(group, socket);
-      open.add(group, socket);
       const grace = setTimeout(() => {
         repeated.info(group, { ip }, 'ssh: login grace time over, dropping connection');
         access.ended('login_timeout');
         socket.destroy();
       }, limits.loginGraceMs);
-      graceTimers.add(grace);
       const authenticated = () => {
-        if (!unauthenticated.delete(group, socket)) return;
-        clearTimeout(grace);
-        graceTimers.delete(grace);
+        if (leaveUnauthenticated()) clearTimeout(grace);
       };
-      const release = () => {
-        authenticated();
-        if (open.delete(group, socket)) sockets.delete(socket);
+      const entry: Entry = {
+        socket,
+        access,
+        release: () => {
+          authenticated();
+          leaveOpen();
+        },
+        stopGraceTimer: () => clearTimeout(grace),
       };
-      sockets.set(socket, { access, release });
-      socket.once('close', release);
+      const leaveUnauthenticated = unauthenticated.add(group, entry);
+      const leaveOpen = open.add(group, entry);
+      socket.once('close', () => entry.release());
       return { ip, group, authenticated, access };
     },
     /** Drops the connections that have not authenticated (drain: they have nothing to finish). */
     closeUnauthenticated(): void {
-      for (const socket of unauthenticated.all()) {
-        sockets.get(socket)?.access.ended('server_shutdown');
+      for (const { access, socket } of unauthenticated.all()) {
+        access.ended('server_shutdown');
         socket.destroy();
       }
     },
@@ -106,9 +105,8 @@ export function createAdmission(limits: SshLimits, log: Logger, repeated: Repeat
     },
     /** Drops every connection (shutdown). */
     closeAll(): void {
-      for (const timer of graceTimers) clearTimeout(timer);
-      graceTimers.clear();
-      for (const [socket, { access }] of sockets) {
+      for (const { access, socket, stopGraceTimer } of open.all()) {
+        stopGraceTimer();
         access.ended('server_shutdown');
         socket.destroy();
       }
@@ -147,9 +145,8 @@ export function sessionSlots(max: number, maxPerGroup: number, metrics: DoorMetr
         metrics.events.rateLimited(refusal);
         return null;
       }
-      const slot = { evict };
-      open.add(group, slot);
-      return () => void open.delete(group, slot);
+      const leave = open.add(group, { evict });
+      return () => void leave();
     },
   };
 }

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
-import { applyHeapGrowingPercent } from '../../src/process/heap.js';
+import { applyHeapGrowingPercent, turnOffPretenuring } from '../../src/process/heap.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
@@ -42,5 +42,31 @@ describe('HEAP_GROWING_PERCENT (process/heap.ts)', () => {
       expect(() => loadConfig({ HEAP_GROWING_PERCENT: bad })).toThrow(ConfigError);
       expect(() => loadConfig({ HEAP_GROWING_PERCENT: bad })).toThrow(/HEAP_GROWING_PERCENT.*must be a whole number from 0 to 1000 \(0: V8 chooses\)/);
     }
+  });
+});
+
+/** test/fixtures/pretenuring-probe.mjs in a process of its own: is an object of a long-lived site born young? */
+function bornYoung(mode: 'off' | 'V8 default'): boolean {
+  const run = spawnSync(process.execPath, ['--allow-natives-syntax', path.join('test', 'fixtures', 'pretenuring-probe.mjs'), mode], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
+    killSignal: 'SIGKILL',
+  });
+  expect(run.status, run.stderr).toBe(0);
+  return (JSON.parse(run.stdout) as { young: boolean }).young;
+}
+
+describe('allocation-site pretenuring off (process/heap.ts)', () => {
+  it('set after start-up, it keeps objects of a site whose objects survive in the young generation', () => {
+    // The V8-default run shows the probe can tell: there the site is pretenured, its object born old.
+    expect(bornYoung('V8 default')).toBe(false);
+    expect(bornYoung('off')).toBe(true);
+  });
+
+  it('yields to either form of the flag on the command line', () => {
+    expect(turnOffPretenuring(['--allocation-site-pretenuring'])).toBe('command line');
+    expect(turnOffPretenuring(['--no-allocation_site_pretenuring'])).toBe('command line');
+    expect(turnOffPretenuring(['--max-semi-space-size=8'])).toBe('set');
   });
 });
