@@ -8,9 +8,9 @@
  * a lookup: no Map or Set holds the members. Every connection goes through here, and a Map that
  * members enter and leave all day kept closed connections alive past V8's young collections: a
  * long-lived Map's table is in the old generation, and the tables it outgrows (left to the next
- * full collection) still point at the members they held. Under the perf rig's load that promoted
- * most of every closed connection's objects (README "Memory"). A node that leaves is unlinked and
- * emptied, so that it points at nothing either.
+ * full collection) still point at the members they held. Under the perf rig's load that, with
+ * V8's pretenuring (process/heap.ts), promoted most of every closed connection's objects (README
+ * "Memory"). A node that leaves is unlinked and emptied, so that it points at nothing either.
  */
 type Node<T> = { member: T | undefined; since: number; previous: Node<T> | null; next: Node<T> | null };
 type Group<T> = { oldest: Node<T> | null; newest: Node<T> | null; size: number };

@@ -23,13 +23,11 @@ export function applyHeapGrowingPercent(percent: number, execArgv: readonly stri
 
 /**
  * V8 "pretenures" an allocation site (allocates its objects straight in the old generation)
- * once most objects from it have survived a young collection. Under SSH load some of ssh2's and
- * the socket's sites get there (the connections in flight at a collection survive it), and from
- * then on every connection's objects from those sites are born old: when the connection closes
- * they are dead but stay until a full collection, and until then they keep everything young
- * they point to alive too, copied and then promoted by each young collection. Measured on a bare
- * ssh2 server under the perf rig's load: 1.7 MB survive each young collection with pretenuring,
- * 0.3 MB without. So the service turns it off, in every process at start-up (V8 consults the flag
+ * once most objects from it have survived young collections. Under SSH load that happens to
+ * objects every connection makes: born old, they outlive their connection until a full
+ * collection, and until then they keep everything young they point to alive too, copied and
+ * then promoted by each young collection. Measured on a bare ssh2 server under the perf rig's
+ * load: 1.7 MB survive each young collection with pretenuring, 0.3 MB without. So the service turns it off, in every process at start-up (V8 consults the flag
  * at each collection and when it compiles an allocation, so setting it before the service's code
  * loads is enough; test/system/heap-growth.test.ts checks that it takes effect). An
  * `--allocation-site-pretenuring` (or its `--no-` form) on node's command line wins.
