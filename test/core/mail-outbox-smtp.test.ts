@@ -62,12 +62,17 @@ describe('a mail server that stalls past the send timeout', () => {
     core = await startTestCore();
     cleanups.push(() => core.close());
     smtp = await startStallingSmtpServer();
+    // The mailer loads nodemailer at its first send: loaded here, not inside a send's timeout
+    // (on a loaded machine the import alone took longer than one).
+    await import('nodemailer');
     const mailer = smtpMailer(smtp.url, 'shell-auth@example.com');
     cleanups.push(async () => mailer.close());
     deps = { ...core.deps, mailer };
   });
 
-  const SEND_TIMEOUT_MS = 300;
+  // Long enough for a whole message over loopback on a busy machine; the stall is well past it.
+  const SEND_TIMEOUT_MS = 1_000;
+  const STALL_MS = 3_000;
   const outboxRowOf = (requestId: string) => core.deps.db.selectFrom('mail_outbox').selectAll().where('request_id', '=', requestId).executeTakeFirstOrThrow();
 
   it('has its send ended at the timeout, is not tried again before the lease, and gets the mail exactly once', async () => {
@@ -76,12 +81,13 @@ describe('a mail server that stalls past the send timeout', () => {
     const requestId = started.nonce ?? '';
     const claimedAt = core.clock.now.getTime();
 
-    smtp.state.stallMs = 1_500;
+    smtp.state.stallMs = STALL_MS;
     expect(await deliverNextMail(deps, { sendTimeoutMs: SEND_TIMEOUT_MS })).toBe('retry');
     expect(smtp.state.received).toEqual([email]); // the whole message was sent; no answer yet
-    // The send is ended: its connection closes now, not when the server answers 1.2 s later.
+    // The send is ended: its connection closes now, not when the server answers seconds later.
     for (let i = 0; i < 50 && smtp.closed() === 0; i++) await sleep(10);
     expect(smtp.closed()).toBe(1);
+    expect(smtp.state.endedByClient).toEqual([]); // the server has not answered yet
     const failed = await outboxRowOf(requestId);
     expect(failed.last_error).toBe(`no answer from the mail transport within ${SEND_TIMEOUT_MS / 1000} s`);
     expect(new Date(failed.next_attempt_at).getTime()).toBe(claimedAt + SEND_LEASE_MS);
@@ -89,7 +95,8 @@ describe('a mail server that stalls past the send timeout', () => {
     // Well past the first retry delay, still inside the lease: no second attempt.
     core.clock.advance(MAX_RETRY_MS);
     expect(await deliverNextMail(deps, { sendTimeoutMs: SEND_TIMEOUT_MS })).toBe('idle');
-    await sleep(1_500);
+    // The server's late answer (STALL_MS after the message) finds nobody.
+    for (let i = 0; i < 100 && smtp.state.endedByClient.length === 0; i++) await sleep(50);
     expect(smtp.state.received).toEqual([email]);
     expect(smtp.state.endedByClient).toEqual([email]); // the server's late answer found nobody
     expect(smtp.state.delivered).toEqual([]);
@@ -116,9 +123,13 @@ describe('a mail server that stalls past the send timeout', () => {
     };
     const lateDeps = { ...deps, mailer: unstoppable };
     expect(await deliverNextMail(lateDeps, { sendTimeoutMs: 100 })).toBe('retry');
-    await sleep(600);
+    // The send finishes 300 ms later and records itself: waited for, not timed.
+    let row = await outboxRowOf(started.nonce ?? '');
+    for (let i = 0; i < 100 && row.sent_at === null; i++) {
+      await sleep(50);
+      row = await outboxRowOf(started.nonce ?? '');
+    }
     expect(sent).toEqual([email]);
-    const row = await outboxRowOf(started.nonce ?? '');
     expect(row.sent_at).not.toBeNull();
     expect(row.token).toBeNull();
     core.clock.advance(SEND_LEASE_MS);
