@@ -27,9 +27,9 @@ export function applyHeapGrowingPercent(percent: number, execArgv: readonly stri
  * objects every connection makes: born old, they outlive their connection until a full
  * collection, and until then they keep everything young they point to alive too, copied and
  * then promoted by each young collection. Measured on a bare ssh2 server under the perf rig's
- * load: 1.7 MB survive each young collection with pretenuring, 0.3 MB without. So the service turns it off, in every process at start-up (V8 consults the flag
- * at each collection and when it compiles an allocation, so setting it before the service's code
- * loads is enough; test/system/heap-growth.test.ts checks that it takes effect). An
+ * load: 1.7 MB survive each young collection with pretenuring, 0.3 MB without. So the service
+ * turns it off in every process, first thing at start-up: set then, after V8 has started, it
+ * takes effect (test/system/heap-growth.test.ts checks that it does). An
  * `--allocation-site-pretenuring` (or its `--no-` form) on node's command line wins.
  */
 export function turnOffPretenuring(execArgv: readonly string[] = process.execArgv): 'set' | 'command line' {
