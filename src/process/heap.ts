@@ -1,5 +1,8 @@
 import v8 from 'node:v8';
 
+/** Whether node's command line sets this V8 flag (V8 takes `-` and `_` alike): then it wins. */
+const onCommandLine = (flag: RegExp, execArgv: readonly string[]) => execArgv.some((arg) => flag.test(arg));
+
 /**
  * After a full collection V8 lets the old generation grow to a multiple of what survived it
  * before collecting again. For a heap as small as ours (20-35 MB live) its own choice is a large
@@ -15,7 +18,7 @@ import v8 from 'node:v8';
  * cannot carry one: node refuses to start with it there ("not allowed in NODE_OPTIONS", exit 9).
  */
 export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): 'set' | 'command line' | 'V8 default' {
-  if (execArgv.some((arg) => /^--heap[-_]growing[-_]percent\b/.test(arg))) return 'command line';
+  if (onCommandLine(/^--heap[-_]growing[-_]percent\b/, execArgv)) return 'command line';
   if (percent === 0) return 'V8 default';
   v8.setFlagsFromString(`--heap-growing-percent=${percent}`);
   return 'set';
@@ -33,7 +36,7 @@ export function applyHeapGrowingPercent(percent: number, execArgv: readonly stri
  * `--allocation-site-pretenuring` (or its `--no-` form) on node's command line wins.
  */
 export function turnOffPretenuring(execArgv: readonly string[] = process.execArgv): 'set' | 'command line' {
-  if (execArgv.some((arg) => /^--(no-)?allocation[-_]site[-_]pretenuring\b/.test(arg))) return 'command line';
+  if (onCommandLine(/^--(no-)?allocation[-_]site[-_]pretenuring\b/, execArgv)) return 'command line';
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
   return 'set';
 }

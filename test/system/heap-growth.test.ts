@@ -6,16 +6,16 @@ import { applyHeapGrowingPercent, turnOffPretenuring } from '../../src/process/h
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
-/** test/fixtures/heap-churn.ts in a process of its own: its old space's peak and live set (MB). */
-function churn(percent: number): { peakOldSpaceMb: number; liveMb: number } {
-  const run = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', path.join('test', 'fixtures', 'heap-churn.ts'), String(percent)], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 60_000,
-    killSignal: 'SIGKILL',
-  });
+/** A fixture in a process of its own (killed after a minute): what it printed, as JSON. */
+function runFixture<T>(args: string[]): T {
+  const run = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
   expect(run.status, run.stderr).toBe(0);
-  return JSON.parse(run.stdout) as { peakOldSpaceMb: number; liveMb: number };
+  return JSON.parse(run.stdout) as T;
+}
+
+/** test/fixtures/heap-churn.ts: its old space's peak and live set (MB). */
+function churn(percent: number): { peakOldSpaceMb: number; liveMb: number } {
+  return runFixture(['--expose-gc', '--import', 'tsx', path.join('test', 'fixtures', 'heap-churn.ts'), String(percent)]);
 }
 
 describe('HEAP_GROWING_PERCENT (process/heap.ts)', () => {
@@ -45,16 +45,9 @@ describe('HEAP_GROWING_PERCENT (process/heap.ts)', () => {
   });
 });
 
-/** test/fixtures/pretenuring-probe.mjs in a process of its own: is an object of a long-lived site born young? */
+/** test/fixtures/pretenuring-probe.mjs: is an object of a long-lived site born young? */
 function bornYoung(mode: 'off' | 'V8 default'): boolean {
-  const run = spawnSync(process.execPath, ['--allow-natives-syntax', path.join('test', 'fixtures', 'pretenuring-probe.mjs'), mode], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 60_000,
-    killSignal: 'SIGKILL',
-  });
-  expect(run.status, run.stderr).toBe(0);
-  return (JSON.parse(run.stdout) as { young: boolean }).young;
+  return runFixture<{ young: boolean }>(['--allow-natives-syntax', path.join('test', 'fixtures', 'pretenuring-probe.mjs'), mode]).young;
 }
 
 describe('allocation-site pretenuring off (process/heap.ts)', () => {
