@@ -17,7 +17,8 @@
  *   plain  ssh2 as shipped: the host key as a PEM, each client key parsed for each signature check
  *   tuned  with src/ssh/ssh2-tuning.ts as shell-auth applies it: withDecodedKeys on the host key,
  *          DecodedKeyCache for client keys, coalesceWrites on each socket; and V8's allocation-site
- *          pretenuring off, as shell-auth starts (src/process/heap.ts)
+ *          pretenuring off and the semi-spaces capped at 8 MB, as shell-auth starts by default
+ *          (src/process/heap.ts)
  * The mode may also come from FLOOR_SSH2_MODE, the port from FLOOR_PORT (default: any free one).
  * The host key is generated at start unless a file is given. Prints `listening PORT` when ready.
  */
@@ -25,7 +26,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import ssh2, { type AuthContext, type ParsedKey } from 'ssh2';
-import { turnOffPretenuring } from '../../src/process/heap.js';
+import { holdSemiSpaces, turnOffPretenuring } from '../../src/process/heap.js';
 import { coalesceWrites, decodedKeysApplied, DecodedKeyCache, withDecodedKeys } from '../../src/ssh/ssh2-tuning.js';
 
 const SSH_USER = 'keys';
@@ -35,7 +36,10 @@ if (mode !== 'plain' && mode !== 'tuned') {
   process.exit(2);
 }
 const tuned = mode === 'tuned';
-if (tuned) turnOffPretenuring();
+if (tuned) {
+  turnOffPretenuring();
+  holdSemiSpaces()(8); // MAX_SEMI_SPACE_MB's default
+}
 
 function parsed(key: Buffer | string, what: string): ParsedKey {
   const result = ssh2.utils.parseKey(key);

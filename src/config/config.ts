@@ -227,6 +227,13 @@ const EnvSchema = z.object({
     .union([z.literal('auto'), wholeNumber(1, 256)], { error: 'must be a number of processes (1-256) or "auto"' })
     .prefault('1'),
   HEAP_GROWING_PERCENT: wholeNumber(0, 1000, ' (0: V8 chooses)').prefault('25'),
+  // V8 sizes its semi-spaces in powers of two (1, 2, 4 ... MB): any other cap would be one of those.
+  MAX_SEMI_SPACE_MB: z
+    .string()
+    .trim()
+    .regex(/^(0|1|2|4|8|16|32|64)$/, 'must be 0 (V8 chooses) or a power of two from 1 to 64 (megabytes)')
+    .transform(Number)
+    .prefault('8'),
 });
 
 const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
@@ -297,6 +304,7 @@ const ConfigSchema = EnvSchema.superRefine((e, ctx) => {
   shutdownGraceMs: e.SHUTDOWN_GRACE,
   /** How far V8 lets the old generation grow past what its last full collection kept (process/heap.ts); 0: V8's own. */
   heapGrowingPercent: e.HEAP_GROWING_PERCENT,
+  maxSemiSpaceMb: e.MAX_SEMI_SPACE_MB,
   /** Worker processes sharing the ports (node:cluster); 'auto' is one per CPU. 1: no cluster. */
   workers: e.WORKERS === 'auto' ? Math.max(1, os.availableParallelism()) : e.WORKERS,
   http: {

@@ -1,4 +1,5 @@
 import v8 from 'node:v8';
+import { PerformanceObserver } from 'node:perf_hooks';
 
 /** Whether node's command line sets this V8 flag (V8 takes `-` and `_` alike): then it wins. */
 const onCommandLine = (flag: RegExp, execArgv: readonly string[]) => execArgv.some((arg) => flag.test(arg));
@@ -39,4 +40,55 @@ export function turnOffPretenuring(execArgv: readonly string[] = process.execArg
   if (onCommandLine(/^--(no-)?allocation[-_]site[-_]pretenuring\b/, execArgv)) return 'command line';
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
   return 'set';
+}
+
+const MiB = 1024 * 1024;
+/** V8's own `--semi-space-growth-factor`: each growth doubles the semi-spaces. */
+const V8_GROWTH_FACTOR = 2;
+
+/** What a heap setting came to: ours, node's command line's, or V8's own. */
+export type HeapSetting = 'set' | 'command line' | 'V8 default';
+
+/**
+ * V8 grows the young generation's two semi-spaces, doubling them, up to 16 MB each under any
+ * sustained load: 32 MB of the service's RSS. Its own cap (`--max-semi-space-size`) is read only
+ * when the process starts, from the command line; `--semi-space-growth-factor` is read each time
+ * V8 grows them. So the service steers that factor: held at 1 (no growth) from the first line,
+ * before its modules load (loading them alone would grow the semi-spaces to 16 MB), then, once
+ * the cap is known, after each collection 2 while twice their size stays within the cap and 1
+ * past it. V8 still shrinks them when allocation slows; they grow again under the next load.
+ * Collections are observed between turns of the event loop, so a single synchronous stretch of
+ * work that keeps more than the cap alive could grow them once past it.
+ *
+ * Returns the function that sets the cap (in MB, a power of two, as semi-spaces are; 0: V8's own
+ * from then on). A `--max-semi-space-size` or `--semi-space-growth-factor` on node's command line
+ * wins, and nothing is held.
+ */
+export function holdSemiSpaces(execArgv: readonly string[] = process.execArgv): (maxMb: number) => HeapSetting {
+  if (onCommandLine(/^--(max[-_]semi[-_]space[-_]size|semi[-_]space[-_]growth[-_]factor)\b/, execArgv)) return () => 'command line';
+  let factor = 0;
+  const growBy = (next: number) => {
+    if (next === factor) return;
+    factor = next;
+    v8.setFlagsFromString(`--semi-space-growth-factor=${next}`);
+  };
+  growBy(1);
+  let capMb = 0;
+  const steer = () => {
+    const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
+    if (newSpace) growBy((newSpace.space_size / 2 / MiB) * 2 <= capMb ? V8_GROWTH_FACTOR : 1);
+  };
+  // Every collection, young or full: either may have grown or shrunk them.
+  const observer = new PerformanceObserver(steer);
+  return (maxMb) => {
+    capMb = maxMb;
+    if (maxMb === 0) {
+      observer.disconnect();
+      growBy(V8_GROWTH_FACTOR);
+      return 'V8 default';
+    }
+    observer.observe({ entryTypes: ['gc'] });
+    steer();
+    return 'set';
+  };
 }

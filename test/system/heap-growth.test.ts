@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
-import { applyHeapGrowingPercent, turnOffPretenuring } from '../../src/process/heap.js';
+import { applyHeapGrowingPercent, holdSemiSpaces, turnOffPretenuring } from '../../src/process/heap.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 
@@ -61,5 +61,44 @@ describe('allocation-site pretenuring off (process/heap.ts)', () => {
     expect(turnOffPretenuring(['--allocation-site-pretenuring'])).toBe('command line');
     expect(turnOffPretenuring(['--no-allocation_site_pretenuring'])).toBe('command line');
     expect(turnOffPretenuring(['--max-semi-space-size=8'])).toBe('set');
+  });
+});
+
+/** test/fixtures/semi-space-churn.ts: the semi-space before and after a load (MB), and the largest under allocation after. */
+function semiSpaces(mode: number | 'unheld'): { atHoldMb: number; afterLoadMb: number; peakSemiSpaceMb: number } {
+  return runFixture(['--import', 'tsx', path.join('test', 'fixtures', 'semi-space-churn.ts'), String(mode)]);
+}
+
+describe('MAX_SEMI_SPACE_MB (process/heap.ts)', () => {
+  it('held from the start and capped after, the semi-spaces stay within the cap where V8 grows them further', () => {
+    // The unheld run shows both parts grow them past the cap: without the hold and the cap taking effect, this fails.
+    const unheld = semiSpaces('unheld');
+    const v8Own = semiSpaces(0);
+    const capped = semiSpaces(2);
+    const all = JSON.stringify({ unheld, v8Own, capped });
+    expect(unheld.afterLoadMb, all).toBeGreaterThan(unheld.atHoldMb);
+    expect(unheld.peakSemiSpaceMb, all).toBeGreaterThanOrEqual(8);
+    expect(capped.afterLoadMb, all).toBe(capped.atHoldMb);
+    expect(capped.peakSemiSpaceMb, all).toBeLessThanOrEqual(2);
+    // 0: held while loading, then V8's own growth.
+    expect(v8Own.afterLoadMb, all).toBe(v8Own.atHoldMb);
+    expect(v8Own.peakSemiSpaceMb, all).toBeGreaterThanOrEqual(8);
+    console.log(`semi-space after loading / largest: unheld ${unheld.afterLoadMb} / ${unheld.peakSemiSpaceMb} MB, 0 ${v8Own.afterLoadMb} / ${v8Own.peakSemiSpaceMb}, 2 ${capped.afterLoadMb} / ${capped.peakSemiSpaceMb}`);
+  });
+
+  it("leaves V8 alone at 0, and yields to V8's own flags on the command line", () => {
+    expect(holdSemiSpaces(['--max-semi-space-size=4'])(8)).toBe('command line');
+    expect(holdSemiSpaces(['--max_semi_space_size=4'])(8)).toBe('command line');
+    expect(holdSemiSpaces(['--semi-space-growth-factor=3'])(8)).toBe('command line');
+    expect(holdSemiSpaces([])(0)).toBe('V8 default'); // and lets V8 grow them again in this process
+  });
+
+  it('defaults to 8 and takes 0 or a power of two up to 64', () => {
+    expect(loadConfig({}).maxSemiSpaceMb).toBe(8);
+    expect(loadConfig({ MAX_SEMI_SPACE_MB: '0' }).maxSemiSpaceMb).toBe(0);
+    expect(loadConfig({ MAX_SEMI_SPACE_MB: '64' }).maxSemiSpaceMb).toBe(64);
+    for (const bad of ['3', '128', '-8', '8.0', 'lots']) {
+      expect(() => loadConfig({ MAX_SEMI_SPACE_MB: bad })).toThrow(/MAX_SEMI_SPACE_MB.*must be 0 \(V8 chooses\) or a power of two from 1 to 64 \(megabytes\)/);
+    }
   });
 });

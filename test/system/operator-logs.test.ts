@@ -22,7 +22,7 @@ describe('the operator\'s log', () => {
     await until(() => /SSH door listening[\s\S]*?port"?:\s*\d+/.test(output()) && output().includes('HTTP API listening'), 'listening', output);
     const sshPort = Number(/SSH door listening[\s\S]*?port"?:\s*(\d+)/.exec(output())![1]);
     const startup = output().trim().split('\n');
-    expect(startup.length, output()).toBeLessThanOrEqual(6); // migrated, no SMTP, host key, two listening lines
+    expect(startup.length, output()).toBeLessThanOrEqual(7); // heap settings, migrated, no SMTP, host key, two listening lines
 
     const key = makeKey();
     const before = output().length;
@@ -67,6 +67,7 @@ describe('the operator\'s log', () => {
     for (const msg of [
       'database migrated',
       'SMTP_URL is not set: emails are written to the outbox and their links logged (development only)',
+      'V8 heap settings',
       'SSH host key',
       'SSH door listening',
       'HTTP API listening',
@@ -75,6 +76,7 @@ describe('the operator\'s log', () => {
       expect(count(output(), `"msg":"${msg}"`), `${msg}:\n${output()}`).toBe(1);
     }
     expect(output()).toMatch(/"port":\d+,"user":"keys","try":"ssh -p \d+ [^"]+","workers":2,"msg":"SSH door listening"/);
+    expect(output()).toContain('"allocationSitePretenuring":"off","heapGrowingPercent":25,"maxSemiSpaceMb":8,"msg":"V8 heap settings"');
     // Nothing from the workers themselves at info while starting.
     expect(output().split('\n').filter((line) => line.includes('"worker":') && !line.includes('"level":20')), output()).toEqual([]);
 
