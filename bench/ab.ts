@@ -24,6 +24,29 @@ export function otherCheckout(): string {
   return root;
 }
 
+/**
+ * What the other side starts with besides its checkout: node flags (BENCH_AB_OTHER_NODE_ARGS) and
+ * settings (BENCH_AB_OTHER_ENV, `NAME=value` pairs), space-separated. With BENCH_AB_OTHER=. this
+ * compares one build under two settings.
+ */
+export function otherSideStart(): { nodeArgs: string[]; env: Record<string, string> } {
+  const words = (name: string) => process.env[name]?.split(/\s+/).filter(Boolean) ?? [];
+  const env: Record<string, string> = {};
+  for (const pair of words('BENCH_AB_OTHER_ENV')) {
+    const match = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair);
+    if (!match) throw new Error(`BENCH_AB_OTHER_ENV: ${pair} is not NAME=value`);
+    env[match[1]!] = match[2]!;
+  }
+  return { nodeArgs: words('BENCH_AB_OTHER_NODE_ARGS'), env };
+}
+
+/** Says what the other side is, for the table's heading. */
+export function otherSideName(root: string): string {
+  const { nodeArgs, env } = otherSideStart();
+  const extra = [...nodeArgs, ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
+  return extra.length ? `${root} (${extra.join(' ')})` : root;
+}
+
 /** `measure(side, kind)` for every kind and both sides, `rounds` times, the sides' order flipped each round. */
 export async function alternating<Kind extends string>(
   rounds: number,

@@ -36,7 +36,7 @@ import { benchFloor, floorTable } from './floor.js';
 import { benchIdleSessions } from './idle-sessions.js';
 import { benchPostgresShape } from './postgres-shape.js';
 import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
-import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout } from './ab.js';
+import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout, otherSideName, otherSideStart } from './ab.js';
 import { around, cpuMsOfTree, machineLine, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
@@ -196,7 +196,7 @@ async function benchCreateAb(dbUrl: string, work: string, keys: Buffer[]) {
     for (const side of ['this', 'other'] as const) {
       const dir = path.join(work, `create-ab-${side}`);
       fs.mkdirSync(dir, { recursive: true });
-      const server = (bySide[side] = await startServer(dbUrl, dir, 1, roots[side]));
+      const server = (bySide[side] = await startServer(dbUrl, dir, 1, roots[side], side === 'other' ? otherSideStart() : undefined));
       await runLevel(server.sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
     }
     const values = await alternating(AB_ROUNDS, [`create, c=${concurrency}`], async (side) => {
@@ -207,7 +207,7 @@ async function benchCreateAb(dbUrl: string, work: string, keys: Buffer[]) {
       return (cpuMsOfTree(server.pid) - before) / latencies.length;
     });
     console.log(`
-SSH create A/B: this checkout vs ${roots.other}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts, alternating`);
+SSH create A/B: this checkout vs ${otherSideName(roots.other)}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts, alternating`);
     console.log(abTable('server CPU ms/create', values));
   } finally {
     for (const server of Object.values(bySide)) await server.stop();
@@ -215,13 +215,13 @@ SSH create A/B: this checkout vs ${roots.other}, ${AB_ROUNDS} rounds of ${AB_SEC
 }
 
 /** The service with its metrics, as operators run it (`npm run bench` builds it first); `root`: another checkout's (create-ab). */
-async function startServer(dbUrl: string, work: string, workers: number, root = ROOT) {
+async function startServer(dbUrl: string, work: string, workers: number, root = ROOT, extra: { nodeArgs: string[]; env: Record<string, string> } = { nodeArgs: [], env: {} }) {
   const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const server = await startCompiledService({
     root,
     databaseUrl: dbUrl,
     work,
-    nodeArgs: profile,
+    nodeArgs: [...profile, ...extra.nodeArgs],
     env: {
       WORKERS: String(workers),
       METRICS_PORT: '0',
@@ -233,6 +233,7 @@ async function startServer(dbUrl: string, work: string, workers: number, root = 
       SSH_CONNECTIONS_PER_SECOND: '100000',
       // The idle part holds BENCH_IDLE_SESSIONS shells from four addresses: 250 each, over the default 64.
       SSH_MAX_SESSIONS_PER_IP: '1000',
+      ...extra.env,
     },
   });
   return {

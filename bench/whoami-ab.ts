@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout } from './ab.js';
+import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout, otherSideName, otherSideStart } from './ab.js';
 import { cpuMsOf } from './measure.js';
 import { killGroup, startCompiledService, type CompiledService } from './service.js';
 import { runWrk, withBadChecksum } from './whoami.js';
@@ -26,13 +26,15 @@ export async function benchWhoamiAb(options: { databaseUrl: string; work: string
     for (const side of ['this', 'other'] as const) {
       const work = path.join(options.work, `whoami-ab-${side}`);
       fs.mkdirSync(work, { recursive: true });
+      const extra = side === 'other' ? otherSideStart() : { nodeArgs: [], env: {} };
       services[side] = await startCompiledService({
         root: roots[side],
+        nodeArgs: extra.nodeArgs,
         databaseUrl: options.databaseUrl,
         work,
         detached: true,
         spawned: (child) => spawned.push(child),
-        env: { WORKERS: '1', METRICS_PORT: '0', LOG_FORMAT: 'json', HTTP_LOOKUPS_PER_MINUTE: '0', ...(cacheOff ? { API_KEY_CACHE_TTL: '0' } : {}) },
+        env: { WORKERS: '1', METRICS_PORT: '0', LOG_FORMAT: 'json', HTTP_LOOKUPS_PER_MINUTE: '0', ...(cacheOff ? { API_KEY_CACHE_TTL: '0' } : {}), ...extra.env },
       });
     }
     const badKey = withBadChecksum(options.apiKey);
@@ -47,7 +49,7 @@ export async function benchWhoamiAb(options: { databaseUrl: string; work: string
       }
       return (cpuMsOf(pid) - before) / result.requests;
     });
-    console.log(`\nwhoami A/B: this checkout vs ${roots.other}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts (wrk -t2 -c32), alternating`);
+    console.log(`\nwhoami A/B: this checkout vs ${otherSideName(roots.other)}, ${AB_ROUNDS} rounds of ${AB_SECONDS} s bursts (wrk -t2 -c32), alternating`);
     console.log(abTable('server CPU ms/request', values));
   } finally {
     for (const child of spawned) if (child.pid) killGroup(child.pid, 'SIGKILL');

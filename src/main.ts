@@ -3,7 +3,7 @@ import type { App } from './process/app.js';
 import { applyHeapGrowingPercent, holdSemiSpaces, turnOffPretenuring } from './process/heap.js';
 
 // Before the service's code loads and V8 sees its allocations (process/heap.ts says why).
-const pretenuring = turnOffPretenuring();
+turnOffPretenuring();
 const capSemiSpaces = holdSemiSpaces();
 
 // Before anything else loads (the imports below take a few hundred ms): a SIGTERM meanwhile
@@ -47,22 +47,12 @@ try {
 }
 
 // Every process (a cluster's primary and each worker) runs this line.
-const heapGrowing = applyHeapGrowingPercent(config.heapGrowingPercent);
-const semiSpaces = capSemiSpaces(config.maxSemiSpaceMb);
+applyHeapGrowingPercent(config.heapGrowingPercent);
+capSemiSpaces(config.maxSemiSpaceMb);
 
 const baseLog = createLogger(config.logLevel, undefined, logFormatFor(config.logFormat, process.stdout.isTTY));
 const worker = isClusterWorker();
 const log = worker ? baseLog.child({ worker: workerId() }) : baseLog;
-// What the operator's settings did to V8 (a flag on node's command line overrides them).
-(worker ? log.debug : log.info).call(
-  log,
-  {
-    allocationSitePretenuring: pretenuring === 'set' ? 'off' : pretenuring,
-    heapGrowingPercent: heapGrowing === 'set' ? config.heapGrowingPercent : heapGrowing,
-    maxSemiSpaceMb: semiSpaces === 'set' ? config.maxSemiSpaceMb : semiSpaces,
-  },
-  'V8 heap settings',
-);
 
 // A stray rejection must be logged, never take down a service that is otherwise healthy.
 process.on('unhandledRejection', (reason) => log.error({ err: errorFields(reason) }, 'unhandled promise rejection'));

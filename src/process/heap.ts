@@ -1,6 +1,15 @@
 import v8 from 'node:v8';
 import { PerformanceObserver } from 'node:perf_hooks';
 
+/** What this process's settings did to V8, for the start-up log: a value we set, or who decided. */
+export type HeapSettings = {
+  allocationSitePretenuring?: 'off' | 'command line';
+  heapGrowingPercent?: number | 'command line' | 'V8 default';
+  maxSemiSpaceMb?: number | 'command line' | 'V8 default';
+};
+const applied: HeapSettings = {};
+export const heapSettings = (): HeapSettings => ({ ...applied });
+
 /** Whether node's command line sets this V8 flag (V8 takes `-` and `_` alike): then it wins. */
 const onCommandLine = (flag: RegExp, execArgv: readonly string[]) => execArgv.some((arg) => flag.test(arg));
 
@@ -19,9 +28,10 @@ const onCommandLine = (flag: RegExp, execArgv: readonly string[]) => execArgv.so
  * cannot carry one: node refuses to start with it there ("not allowed in NODE_OPTIONS", exit 9).
  */
 export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): 'set' | 'command line' | 'V8 default' {
-  if (onCommandLine(/^--heap[-_]growing[-_]percent\b/, execArgv)) return 'command line';
-  if (percent === 0) return 'V8 default';
+  if (onCommandLine(/^--heap[-_]growing[-_]percent\b/, execArgv)) return (applied.heapGrowingPercent = 'command line');
+  if (percent === 0) return (applied.heapGrowingPercent = 'V8 default');
   v8.setFlagsFromString(`--heap-growing-percent=${percent}`);
+  applied.heapGrowingPercent = percent;
   return 'set';
 }
 
@@ -37,8 +47,9 @@ export function applyHeapGrowingPercent(percent: number, execArgv: readonly stri
  * `--allocation-site-pretenuring` (or its `--no-` form) on node's command line wins.
  */
 export function turnOffPretenuring(execArgv: readonly string[] = process.execArgv): 'set' | 'command line' {
-  if (onCommandLine(/^--(no-)?allocation[-_]site[-_]pretenuring\b/, execArgv)) return 'command line';
+  if (onCommandLine(/^--(no-)?allocation[-_]site[-_]pretenuring\b/, execArgv)) return (applied.allocationSitePretenuring = 'command line');
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
+  applied.allocationSitePretenuring = 'off';
   return 'set';
 }
 
@@ -65,7 +76,9 @@ export type HeapSetting = 'set' | 'command line' | 'V8 default';
  * wins, and nothing is held.
  */
 export function holdSemiSpaces(execArgv: readonly string[] = process.execArgv): (maxMb: number) => HeapSetting {
-  if (onCommandLine(/^--(max[-_]semi[-_]space[-_]size|semi[-_]space[-_]growth[-_]factor)\b/, execArgv)) return () => 'command line';
+  if (onCommandLine(/^--(max[-_]semi[-_]space[-_]size|semi[-_]space[-_]growth[-_]factor)\b/, execArgv)) {
+    return () => (applied.maxSemiSpaceMb = 'command line');
+  }
   let factor = 0;
   const growBy = (next: number) => {
     if (next === factor) return;
@@ -85,10 +98,11 @@ export function holdSemiSpaces(execArgv: readonly string[] = process.execArgv): 
     if (maxMb === 0) {
       observer.disconnect();
       growBy(V8_GROWTH_FACTOR);
-      return 'V8 default';
+      return (applied.maxSemiSpaceMb = 'V8 default');
     }
     observer.observe({ entryTypes: ['gc'] });
     steer();
+    applied.maxSemiSpaceMb = maxMb;
     return 'set';
   };
 }

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { loadOrCreateHostKey, type HostKey } from '../ssh/host-key.js';
+import { heapSettings } from './heap.js';
 import { fitToOpenFiles, openFileLimit, type DoorCaps } from './open-files.js';
 
 // The start-up block an operator reads: said by the single process, or once by a cluster's
@@ -39,6 +40,8 @@ function warnAboutSettings(config: Config, log: StartupLog): void {
  */
 export function prepareDoors(config: Config, log: StartupLog, options: { forEachWorker?: boolean } = {}): { hostKey: HostKey; caps: DoorCaps } {
   warnAboutSettings(config, log);
+  // What the settings did to V8 in this process (src/main.ts); a cluster's workers start alike.
+  log.info(heapSettings(), 'V8 heap settings');
   const hostKey = loadOrCreateHostKey(config.hostKeysDir);
   log.info({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: hostKey.created }, 'SSH host key');
   const caps = fitToOpenFiles(config, openFileLimit());

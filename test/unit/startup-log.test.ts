@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
+import { heapSettings } from '../../src/process/heap.js';
 import { openFileLimit } from '../../src/process/open-files.js';
 import { announceHttpDoor, announceSshDoor, prepareDoors, type StartupLog } from '../../src/process/startup-log.js';
 
@@ -15,16 +16,18 @@ function recordingLog() {
 
 const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'shell-auth-startup-log-'));
 
-it('prepareDoors: settings warnings, then the host key it made (made once), then the caps it lowered', () => {
+it('prepareDoors: settings warnings, what the heap settings did, then the host key it made (made once), then the caps it lowered', () => {
   const config = loadConfig({ DATA_DIR: tempDir(), HOST_KEYS_DIR: tempDir(), HTTP_TRUST_WINDOW: '0' });
   const { lines, log } = recordingLog();
   const { hostKey, caps } = prepareDoors(config, log);
   expect(lines.map(([level, ...args]) => `${level}: ${args.at(-1)}`)).toEqual([
     'warn: SMTP_URL is not set: emails are written to the outbox and their links logged (development only)',
     expect.stringMatching(/^info: HTTP_TRUST_WINDOW=0: /),
+    'info: V8 heap settings',
     'info: SSH host key',
   ]);
-  expect(lines[2]![1]).toEqual({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: true });
+  expect(lines[2]![1]).toEqual(heapSettings());
+  expect(lines[3]![1]).toEqual({ fingerprint: hostKey.fingerprint, path: hostKey.path, created: true });
   expect(fs.existsSync(hostKey.path)).toBe(true);
   expect(caps).toMatchObject({ http: config.http, ssh: config.ssh, lowered: null });
 
