@@ -16,7 +16,7 @@ import { openssh } from '../support/ssh.js';
  * that what the patch changes still works on the wire: curve25519 key exchange between ssh2 peers,
  * with OpenSSH, and a client public key of the wrong length refused cleanly; packet padding drawn
  * from a pool (every packet of every test here is padded from it); the WebAssembly poly1305 left
- * unloaded beside the native binding.
+ * unloaded beside the native binding; a channel destroyed after its output ended not ended twice.
  */
 
 const requireFromHere = createRequire(import.meta.url);
@@ -48,9 +48,9 @@ describe('the ssh2 patch in node_modules', () => {
         .map((l) => l.slice(1));
       files.set(sections[i]!, added);
     }
-    expect([...files.keys()].sort()).toEqual(['lib/protocol/crypto.js', 'lib/protocol/kex.js']);
+    expect([...files.keys()].sort()).toEqual(['lib/Channel.js', 'lib/protocol/crypto.js', 'lib/protocol/kex.js']);
     for (const [file, added] of files) {
-      expect(added.length, file).toBeGreaterThan(10);
+      expect(added.length, file).toBeGreaterThan(1);
       const text = fs.readFileSync(path.join(SSH2_DIR, file), 'utf8');
       const missing = added.filter((l) => !text.includes(l));
       expect(missing, `${file}: run \`npm ci\` (its postinstall runs patch-package)`).toEqual([]);
@@ -126,6 +126,28 @@ describe('the ssh2 patch in node_modules', () => {
     // Asking for the JavaScript chacha20-poly1305 anyway gets a clear error, not a crash later.
     expect(result.forced.cipher).toMatch(/needs the WebAssembly poly1305, which is not loaded/);
     expect(result.forced.decipher).toMatch(/needs the WebAssembly poly1305, which is not loaded/);
+  });
+
+  it('destroys a channel whose output has ended without ending it again (which built an Error nobody saw)', async () => {
+    const { Channel } = requireFromHere('ssh2/lib/Channel.js') as { Channel: new (...args: unknown[]) => NodeJS.ReadWriteStream & { destroy(): unknown } };
+    const sent: string[] = [];
+    const protocol = { channelData: () => sent.push('data'), channelEOF: () => sent.push('eof'), channelClose: () => sent.push('close') };
+    const side = (id: number) => ({ id, window: 1 << 20, packetSize: 32768, state: 'open' });
+    const channel = new Channel({ _protocol: protocol }, { type: 'session', incoming: side(0), outgoing: side(1) }, { server: true });
+    const endCalls: unknown[][] = [];
+    const end = channel.end.bind(channel);
+    channel.end = ((...args: unknown[]) => (endCalls.push(args), end(...(args as [])))) as typeof channel.end;
+    channel.end('key\n');
+    await new Promise((resolve) => channel.once('finish', resolve));
+    channel.destroy();
+    // One end (ours), and the data, EOF and close on the wire as before.
+    expect(endCalls).toHaveLength(1);
+    expect(sent).toEqual(['data', 'eof', 'close']);
+    // A channel destroyed before its output ended is still ended by destroy().
+    const early = new Channel({ _protocol: protocol }, { type: 'session', incoming: side(2), outgoing: side(3) }, { server: true });
+    early.destroy();
+    await new Promise((resolve) => early.once('finish', resolve));
+    expect((early as unknown as { writableEnded: boolean }).writableEnded).toBe(true);
   });
 });
 
