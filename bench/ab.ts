@@ -25,11 +25,12 @@ export function otherCheckout(): string {
 }
 
 /**
- * What the other side starts with besides its checkout: node flags (BENCH_AB_OTHER_NODE_ARGS) and
- * settings (BENCH_AB_OTHER_ENV, `NAME=value` pairs), space-separated. With BENCH_AB_OTHER=. this
- * compares one build under two settings.
+ * What a side starts with besides its checkout: for the other side, node flags
+ * (BENCH_AB_OTHER_NODE_ARGS) and settings (BENCH_AB_OTHER_ENV, `NAME=value` pairs), space-separated;
+ * nothing for this one. With BENCH_AB_OTHER=. this compares one build under two settings.
  */
-export function otherSideStart(): { nodeArgs: string[]; env: Record<string, string> } {
+export function sideStart(side: Side): { nodeArgs: string[]; env: Record<string, string> } {
+  if (side === 'this') return { nodeArgs: [], env: {} };
   const words = (name: string) => process.env[name]?.split(/\s+/).filter(Boolean) ?? [];
   const env: Record<string, string> = {};
   for (const pair of words('BENCH_AB_OTHER_ENV')) {
@@ -42,7 +43,7 @@ export function otherSideStart(): { nodeArgs: string[]; env: Record<string, stri
 
 /** Says what the other side is, for the table's heading. */
 export function otherSideName(root: string): string {
-  const { nodeArgs, env } = otherSideStart();
+  const { nodeArgs, env } = sideStart('other');
   const extra = [...nodeArgs, ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
   return extra.length ? `${root} (${extra.join(' ')})` : root;
 }

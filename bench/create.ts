@@ -36,7 +36,7 @@ import { benchFloor, floorTable } from './floor.js';
 import { benchIdleSessions } from './idle-sessions.js';
 import { benchPostgresShape } from './postgres-shape.js';
 import { medianRatios, rigRatios, rigScript, runRig } from './rig.js';
-import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout, otherSideName, otherSideStart } from './ab.js';
+import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout, otherSideName, sideStart } from './ab.js';
 import { around, cpuMsOfTree, machineLine, percentile, table } from './measure.js';
 import { startCompiledService, withFreshDatabase } from './service.js';
 import { benchWhoami } from './whoami.js';
@@ -196,7 +196,7 @@ async function benchCreateAb(dbUrl: string, work: string, keys: Buffer[]) {
     for (const side of ['this', 'other'] as const) {
       const dir = path.join(work, `create-ab-${side}`);
       fs.mkdirSync(dir, { recursive: true });
-      const server = (bySide[side] = await startServer(dbUrl, dir, 1, roots[side], side === 'other' ? otherSideStart() : undefined));
+      const server = (bySide[side] = await startServer(dbUrl, dir, 1, roots[side], sideStart(side)));
       await runLevel(server.sshPort, keys, 4, 2); // warm-up: JIT, pool, caches
     }
     const values = await alternating(AB_ROUNDS, [`create, c=${concurrency}`], async (side) => {
@@ -215,7 +215,7 @@ SSH create A/B: this checkout vs ${otherSideName(roots.other)}, ${AB_ROUNDS} rou
 }
 
 /** The service with its metrics, as operators run it (`npm run bench` builds it first); `root`: another checkout's (create-ab). */
-async function startServer(dbUrl: string, work: string, workers: number, root = ROOT, extra: { nodeArgs: string[]; env: Record<string, string> } = { nodeArgs: [], env: {} }) {
+async function startServer(dbUrl: string, work: string, workers: number, root = ROOT, extra = sideStart('this')) {
   const profile = process.env.BENCH_PROFILE ? [`--cpu-prof`, `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const server = await startCompiledService({
     root,

@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout, otherSideName, otherSideStart } from './ab.js';
+import { AB_ROUNDS, AB_SECONDS, abTable, alternating, otherCheckout, otherSideName, sideStart } from './ab.js';
 import { cpuMsOf } from './measure.js';
 import { killGroup, startCompiledService, type CompiledService } from './service.js';
 import { runWrk, withBadChecksum } from './whoami.js';
@@ -26,7 +26,7 @@ export async function benchWhoamiAb(options: { databaseUrl: string; work: string
     for (const side of ['this', 'other'] as const) {
       const work = path.join(options.work, `whoami-ab-${side}`);
       fs.mkdirSync(work, { recursive: true });
-      const extra = side === 'other' ? otherSideStart() : { nodeArgs: [], env: {} };
+      const extra = sideStart(side);
       services[side] = await startCompiledService({
         root: roots[side],
         nodeArgs: extra.nodeArgs,

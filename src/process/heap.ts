@@ -1,11 +1,15 @@
 import v8 from 'node:v8';
 import { PerformanceObserver } from 'node:perf_hooks';
 
+/** What a heap setting came to: ours, node's command line's, or V8's own. */
+export type HeapSetting = 'set' | 'command line' | 'V8 default';
+type Decided = Exclude<HeapSetting, 'set'>;
+
 /** What this process's settings did to V8, for the start-up log: a value we set, or who decided. */
 export type HeapSettings = {
   allocationSitePretenuring?: 'off' | 'command line';
-  heapGrowingPercent?: number | 'command line' | 'V8 default';
-  maxSemiSpaceMb?: number | 'command line' | 'V8 default';
+  heapGrowingPercent?: number | Decided;
+  maxSemiSpaceMb?: number | Decided;
 };
 const applied: HeapSettings = {};
 export const heapSettings = (): HeapSettings => ({ ...applied });
@@ -27,7 +31,7 @@ const onCommandLine = (flag: RegExp, execArgv: readonly string[]) => execArgv.so
  * checks that it does). A `--heap-growing-percent` on node's command line wins. NODE_OPTIONS
  * cannot carry one: node refuses to start with it there ("not allowed in NODE_OPTIONS", exit 9).
  */
-export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): 'set' | 'command line' | 'V8 default' {
+export function applyHeapGrowingPercent(percent: number, execArgv: readonly string[] = process.execArgv): HeapSetting {
   if (onCommandLine(/^--heap[-_]growing[-_]percent\b/, execArgv)) return (applied.heapGrowingPercent = 'command line');
   if (percent === 0) return (applied.heapGrowingPercent = 'V8 default');
   v8.setFlagsFromString(`--heap-growing-percent=${percent}`);
@@ -57,8 +61,11 @@ const MiB = 1024 * 1024;
 /** V8's own `--semi-space-growth-factor`: each growth doubles the semi-spaces. */
 const V8_GROWTH_FACTOR = 2;
 
-/** What a heap setting came to: ours, node's command line's, or V8's own. */
-export type HeapSetting = 'set' | 'command line' | 'V8 default';
+/** Each of the young generation's two semi-spaces' size now, in MB (a power of two). */
+export function semiSpaceMb(): number {
+  const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
+  return newSpace ? newSpace.space_size / 2 / MiB : 0;
+}
 
 /**
  * V8 grows the young generation's two semi-spaces, doubling them, up to 16 MB each under any
@@ -87,10 +94,7 @@ export function holdSemiSpaces(execArgv: readonly string[] = process.execArgv): 
   };
   growBy(1);
   let capMb = 0;
-  const steer = () => {
-    const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
-    if (newSpace) growBy((newSpace.space_size / 2 / MiB) * 2 <= capMb ? V8_GROWTH_FACTOR : 1);
-  };
+  const steer = () => growBy(semiSpaceMb() * 2 <= capMb ? V8_GROWTH_FACTOR : 1);
   // Every collection, young or full: either may have grown or shrunk them.
   const observer = new PerformanceObserver(steer);
   return (maxMb) => {
