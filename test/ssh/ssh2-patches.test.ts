@@ -15,8 +15,9 @@ import { openssh } from '../support/ssh.js';
  * that skipped scripts, a lost postinstall, an ssh2 upgrade that left the patch behind), and checks
  * that what the patch changes still works on the wire: curve25519 key exchange between ssh2 peers,
  * with OpenSSH, and a client public key of the wrong length refused cleanly; packet padding drawn
- * from a pool (every packet of every test here is padded from it); the WebAssembly poly1305 left
- * unloaded beside the native binding; a channel destroyed after its output ended not ended twice.
+ * and KEXINIT cookies drawn from a pool (every packet of every test here is padded from it); the
+ * WebAssembly poly1305 left unloaded beside the native binding; a channel destroyed after its
+ * output ended not ended twice; a connection that closes with no channel left builds no Error.
  */
 
 const requireFromHere = createRequire(import.meta.url);
@@ -48,7 +49,7 @@ describe('the ssh2 patch in node_modules', () => {
         .map((l) => l.slice(1));
       files.set(sections[i]!, added);
     }
-    expect([...files.keys()].sort()).toEqual(['lib/Channel.js', 'lib/protocol/crypto.js', 'lib/protocol/kex.js']);
+    expect([...files.keys()].sort()).toEqual(['lib/Channel.js', 'lib/protocol/crypto.js', 'lib/protocol/kex.js', 'lib/server.js']);
     for (const [file, added] of files) {
       expect(added.length, file).toBeGreaterThan(1);
       const text = fs.readFileSync(path.join(SSH2_DIR, file), 'utf8');
@@ -81,6 +82,87 @@ describe('the ssh2 patch in node_modules', () => {
     expect(calls).toBeLessThanOrEqual(3);
     expect(calls).toBeGreaterThanOrEqual(1);
     expect(distinct).toBe(1000);
+  });
+
+  it('draws KEXINIT cookies from the same pool: a handful of calls into OpenSSL for 20 handshakes, not two per handshake', () => {
+    // Both ends here are ssh2 (a client and a server, each sending a cookie and padding its packets).
+    const script = `
+      const crypto = require('node:crypto');
+      const original = crypto.randomFillSync;
+      let calls = 0;
+      crypto.randomFillSync = (...args) => { calls++; return original(...args); };
+      const ssh2 = require('ssh2');
+      const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+      const server = new ssh2.Server({ hostKeys: [hostKey] }, (conn) => {
+        conn.on('error', () => {});
+        conn.on('authentication', (ctx) => ctx.accept());
+      });
+      server.listen(0, '127.0.0.1', async () => {
+        const { port } = server.address();
+        for (let i = 0; i < 20; i++) {
+          await new Promise((resolve, reject) => {
+            const client = new ssh2.Client();
+            client.on('error', reject).on('ready', () => { client.end(); resolve(); });
+            client.connect({ host: '127.0.0.1', port, username: 'u', readyTimeout: 10000 });
+          });
+        }
+        server.close();
+        console.log(JSON.stringify({ calls }));
+      });
+    `;
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8', timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(0);
+    const { calls } = JSON.parse(run.stdout) as { calls: number };
+    // 20 handshakes send 40 cookies (one call each without the pool) and ~800 bytes of padding
+    // each: about 5 KiB from the pool in all, so two or three refills.
+    expect(calls).toBeGreaterThanOrEqual(1);
+    expect(calls).toBeLessThanOrEqual(5);
+  });
+
+  it('builds no Error when a connection closes with no channel left, and still closes one that is', () => {
+    // In a process of its own: Error is counted by replacing the global ssh2 reads it from.
+    const script = `
+      const ssh2 = require('ssh2');
+      const Original = Error;
+      let built = 0;
+      globalThis.Error = class extends Original {
+        constructor(...args) {
+          super(...args);
+          if (args[0] === 'No response from server' && /ssh2[\\\\/]lib[\\\\/]server\\.js/.test(this.stack)) built++;
+        }
+      };
+      const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+      let serverChannelClosed = false;
+      const server = new ssh2.Server({ hostKeys: [hostKey] }, (conn) => {
+        conn.on('error', () => {});
+        conn.on('authentication', (ctx) => ctx.accept());
+        // The session request is left unanswered: its channel is still pending when the client goes.
+        conn.on('session', () => {});
+      });
+      const connect = (port, then) => new Promise((resolve, reject) => {
+        const client = new ssh2.Client();
+        client.on('error', () => {}).on('close', () => setTimeout(resolve, 50));
+        client.on('ready', () => then(client));
+        client.connect({ host: '127.0.0.1', port, username: 'u', readyTimeout: 10000 });
+      });
+      server.listen(0, '127.0.0.1', async () => {
+        const { port } = server.address();
+        for (let i = 0; i < 5; i++) await connect(port, (client) => client.end());
+        const quiet = built;
+        await connect(port, (client) => {
+          client.exec('pending', () => {});
+          setTimeout(() => client._sock.destroy(), 100);
+        });
+        server.close();
+        console.log(JSON.stringify({ quiet, withChannel: built - quiet }));
+      });
+    `;
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8', timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(0);
+    const { quiet, withChannel } = JSON.parse(run.stdout) as { quiet: number; withChannel: number };
+    expect(quiet).toBe(0);
+    // A channel left open still hears that the connection went (ssh2's behaviour, kept).
+    expect(withChannel).toBe(1);
   });
 
   it('makes Curve25519Exchange use raw keys through JWK, not SPKI DER', () => {
