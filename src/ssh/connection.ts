@@ -6,6 +6,7 @@ import type { ConnectionRecord } from './access-log.js';
 import type { Admitted, SessionSlots } from './admission.js';
 import { decideAuthentication, preferLinkedKey, reoffersKeysAfterPartialSuccess, type AuthPolicy } from './authentication.js';
 import { handleSession, type SessionConnection, type WrongUser } from './session.js';
+import { LazyAbort, type AbortWatch } from './lazy-abort.js';
 import { CLIENT_GONE } from './session-io.js';
 import type { TokenBuckets } from '../limits/token-buckets.js';
 
@@ -71,7 +72,7 @@ export class SshConnection implements SessionConnection {
   private linked = false;
   private readonly policy: AuthPolicy;
   private readonly reoffersKeys: boolean;
-  private readonly clientGone = new AbortController();
+  private readonly clientGone = new LazyAbort();
   private readonly idleTimer: IdleTimer;
   private readonly onShutdown = () => this.shutdown();
 
@@ -82,7 +83,7 @@ export class SshConnection implements SessionConnection {
   readonly origin: SessionConnection['origin'];
   readonly shuttingDown: AbortSignal;
   /** Aborted when the client goes (a channel may never see its own 'close' then). */
-  readonly gone: AbortSignal = this.clientGone.signal;
+  readonly gone: AbortWatch = this.clientGone;
 
   constructor(
     private readonly client: Connection,

@@ -20,7 +20,7 @@ export async function runExec(start: ChannelStart & { command: string }): Promis
   let ran: CommandRun;
   try {
     identity = sessionIdentity(start.deps, await start.identity);
-    ran = await runCommandLine(start.command, sessionContext(start, io, { identity, signal: abort.signal, inShell: false }));
+    ran = await runCommandLine(start.command, sessionContext(start, io, { identity, interrupted: abort, inShell: false }));
   } catch (err) {
     io.stderr(`error: ${toAppError(err).message}\n`);
     // The identity could not be read (the database is away): the line never ran, but it is still

@@ -1,5 +1,6 @@
 import { resolveSshIdentity, type CoreDeps, type Identity, type RequestOrigin } from '../core/index.js';
 import type { Output } from '../command/framework.js';
+import type { Interruption } from './lazy-abort.js';
 
 /** What an SSH command runs with: one per command line, never changed (a new line gets a new one). */
 export type SessionContext<I extends Identity = Identity> = Readonly<
@@ -12,8 +13,11 @@ export type SessionContext<I extends Identity = Identity> = Readonly<
     sshHint: string;
     /** Running at the interactive `keys> ` prompt: hints name commands without the `ssh …` prefix. */
     inShell: boolean;
-    /** Aborted when the client goes away (or presses Ctrl-C in the shell). */
-    signal: AbortSignal;
+    /**
+     * The client went away (or pressed Ctrl-C in the shell): `interrupted.aborted`; an AbortSignal
+     * for APIs that take one: `interrupted.signal` (made on first use).
+     */
+    interrupted: Interruption;
     /**
      * Aborted when the service starts draining: a command that would wait past the shutdown grace
      * (login) stops early and says what to do instead.
@@ -56,7 +60,7 @@ export function sessionIdentity(deps: CoreDeps, first: Identity): SessionIdentit
 export function sessionContext(
   facts: SessionFacts,
   io: Output,
-  line: { identity: SessionIdentity; signal: AbortSignal; inShell: boolean },
+  line: { identity: SessionIdentity; interrupted: Interruption; inShell: boolean },
 ): SessionContext {
   return Object.freeze({
     stdout: io.stdout,
@@ -66,7 +70,7 @@ export function sessionContext(
     origin: facts.origin,
     sshHint: facts.sshHint,
     inShell: line.inShell,
-    signal: line.signal,
+    interrupted: line.interrupted,
     shuttingDown: facts.shuttingDown,
     markActive: facts.activity,
     readIdentity: line.identity.read,

@@ -1,6 +1,7 @@
 import type { ServerChannel } from 'ssh2';
 import type { CoreDeps, Identity, PublicKey } from '../core/index.js';
 import type { ConnectionRecord } from './access-log.js';
+import { LazyAbort, type AbortWatch } from './lazy-abort.js';
 import type { SessionContext } from './session-context.js';
 
 /** What a session's program (exec or shell) starts with. */
@@ -16,7 +17,7 @@ export type ChannelStart = {
   origin: SessionContext['origin'];
   sshHint: string;
   /** Aborted when the whole connection goes (a channel may never see its own 'close' then). */
-  connectionGone: AbortSignal;
+  connectionGone: AbortWatch;
   /** Aborted when the service starts draining (SIGTERM): finish up, start nothing long. */
   shuttingDown: AbortSignal;
   /** Called on every byte in or out: the connection's idle timer counts from the last one. */
@@ -34,12 +35,14 @@ export type ChannelStart = {
 export const CLIENT_GONE: Error = new Error('the SSH client went away');
 
 /** Aborts when this channel closes or its connection goes away. */
-export function channelGone(start: ChannelStart): AbortController {
-  const gone = new AbortController();
+export function channelGone(start: ChannelStart): LazyAbort {
+  const gone = new LazyAbort();
   const abort = () => gone.abort(CLIENT_GONE);
-  start.channel.once('close', abort);
-  if (start.connectionGone.aborted) abort();
-  else start.connectionGone.addEventListener('abort', abort, { once: true });
+  const unwatch = start.connectionGone.onAbort(abort);
+  start.channel.once('close', () => {
+    unwatch();
+    abort();
+  });
   return gone;
 }
 

@@ -9,6 +9,7 @@ import { channelWriters, type ChannelStart } from './session-io.js';
 import { EXIT } from '../command/framework.js';
 import { escapeForTerminal } from '../text/table.js';
 import { runShell } from './shell.js';
+import type { AbortWatch } from './lazy-abort.js';
 
 /** Connected as another user than the door's (`ssh root@host`). */
 export type WrongUser = { used: string; expected: string };
@@ -22,7 +23,7 @@ export interface SessionConnection {
   readonly access: ConnectionRecord;
   readonly origin: ChannelStart['origin'];
   /** Aborted when the client goes. */
-  readonly gone: AbortSignal;
+  readonly gone: AbortWatch;
   readonly shuttingDown: AbortSignal;
   /** Every program says how to connect instead of running. */
   readonly wrongUser: WrongUser | null;

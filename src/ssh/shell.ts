@@ -3,6 +3,7 @@ import { countKeysExpiringSoon, describeKeyType, toAppError } from '../core/inde
 import { runCommandLine, sessionCompletions } from './commands/index.js';
 import { KeyDecoder, LineEditor, type Key } from './line-editor.js';
 import { sessionContext, sessionIdentity, type SessionIdentity } from './session-context.js';
+import { interruptionOf } from './lazy-abort.js';
 import { channelGone, channelWriters, type ChannelStart } from './session-io.js';
 
 const PROMPT = 'keys> ';
@@ -20,7 +21,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
   const io = channelWriters(channel, pty, { highWater: start.outputHighWaterBytes, activity: start.activity });
   const gone = channelGone(start);
   let running: AbortController | null = null;
-  gone.signal.addEventListener('abort', () => running?.abort(), { once: true });
+  gone.onAbort(() => running?.abort());
 
   let identity: SessionIdentity;
   try {
@@ -116,7 +117,7 @@ export async function runShell(start: ChannelStart): Promise<void> {
             // Ctrl-C, then clicked), a key unlinked, an org left or its billing suspended. (Unreadable:
             // as last read.)
             await identity.read().catch(() => undefined);
-            const { code, command } = await runCommandLine(text, sessionContext(start, terminal, { identity, signal, inShell: true }));
+            const { code, command } = await runCommandLine(text, sessionContext(start, terminal, { identity, interrupted: interruptionOf(signal), inShell: true }));
             start.access.command(command, code, performance.now() - began, identity.latest());
           } finally {
             running = null;

@@ -38,6 +38,20 @@ describe('API keys', () => {
     }
   });
 
+  it('take their secrets from a pool that never gives the same bytes twice (1,000 keys: 15 refills)', () => {
+    const secrets = Array.from({ length: 1000 }, () => generateApiKey().apiKey.slice(36, 92));
+    expect(new Set(secrets).size).toBe(1000);
+    // No secret overlaps another's bytes (a pool offset reused or off by some bytes would).
+    expect(new Set(secrets.map((s) => s.slice(0, 16))).size).toBe(1000);
+    expect(new Set(secrets.map((s) => s.slice(40))).size).toBe(1000);
+    // Each hex digit about 1/16 of the 56,000 (3,500 ± 350 is six standard deviations): zeroed
+    // or repeated bytes would skew it.
+    const counts = new Map<string, number>();
+    for (const digit of secrets.join('')) counts.set(digit, (counts.get(digit) ?? 0) + 1);
+    expect(counts.size).toBe(16);
+    for (const [digit, count] of counts) expect(Math.abs(count - 3500), `digit ${digit}: ${count}`).toBeLessThan(350);
+  });
+
   it('a mistyped key fails its checksum', () => {
     const { apiKey } = generateApiKey();
     const flipped = apiKey.slice(0, 50) + (apiKey[50] === 'a' ? 'b' : 'a') + apiKey.slice(51);

@@ -3,6 +3,7 @@ import { adminContext, adminProgram } from '../../src/admin/commands.js';
 import { runCommand, type Output } from '../../src/command/framework.js';
 import type { CoreDeps, Identity } from '../../src/core/index.js';
 import { runCommandLine } from '../../src/ssh/commands/index.js';
+import { interruptionOf } from '../../src/ssh/lazy-abort.js';
 import { sessionContext, sessionIdentity, type SessionContext } from '../../src/ssh/session-context.js';
 
 /**
@@ -28,7 +29,7 @@ export function sshContext(deps: CoreDeps, identity: Identity, io: Output, optio
       activity: () => undefined,
     },
     io,
-    { identity: sessionIdentity(deps, identity), signal: options.signal ?? new AbortController().signal, inShell: false },
+    { identity: sessionIdentity(deps, identity), interrupted: interruptionOf(options.signal ?? new AbortController().signal), inShell: false },
   );
 }
 

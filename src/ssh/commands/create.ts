@@ -59,7 +59,7 @@ The key alone goes to stdout, so scripts can capture it:  KEY=$(ssh keys@HOST cr
       origin: ctx.origin,
     });
     // The client left while we were minting: nobody can ever see this key, so it must not live.
-    if (ctx.signal.aborted) {
+    if (ctx.interrupted.aborted) {
       await revokeApiKey(ctx.deps, ctx.identity.user, minted.api_key_id, ctx.origin, 'undelivered');
       ctx.deps.log.warn({ apiKeyId: minted.api_key_id }, 'command interrupted before the key was delivered; key revoked');
       return failure(`Interrupted: API key ${minted.api_key_id} was created but never shown, so it has been revoked.\n`);

@@ -54,7 +54,8 @@ the HTTP door's window: HTTP clients confirm with POST /api/shell-auth.)`,
     // by hand: AbortSignal.any with the process-long shutdown signal leaks on Node 20.)
     const stopWaiting = new AbortController();
     const stop = () => stopWaiting.abort();
-    for (const signal of [ctx.signal, ctx.shuttingDown]) {
+    const interrupted = ctx.interrupted.signal;
+    for (const signal of [interrupted, ctx.shuttingDown]) {
       if (signal.aborted) stop();
       else signal.addEventListener('abort', stop, { once: true });
     }
@@ -68,10 +69,10 @@ the HTTP door's window: HTTP clients confirm with POST /api/shell-auth.)`,
         ctx.stderr(`  still waiting, ${formatDuration(msLeft)} left...\n`);
       },
     }).finally(() => {
-      ctx.signal.removeEventListener('abort', stop);
+      interrupted.removeEventListener('abort', stop);
       ctx.shuttingDown.removeEventListener('abort', stop);
     });
-    if (outcome === 'aborted' && !ctx.signal.aborted) {
+    if (outcome === 'aborted' && !interrupted.aborted) {
       return failure(
         'The service is restarting, so this session stops waiting. The link still works: ' +
           `confirm it within ${linkTimeInWords(linkLeftMs)}, then check with: ${ctx.sshHint} whoami\n`,

@@ -33,7 +33,7 @@ Mints a key with the same org, label, permissions and lifetime, printed once, al
     });
     // As with create: a key nobody received must not live. The old key stays as rotated (it
     // stops at the end of the overlap); its owner makes a fresh key with create.
-    if (ctx.signal.aborted) {
+    if (ctx.interrupted.aborted) {
       // As over HTTP: the new key is revoked and the old one given back as it was, so it can be rotated again.
       const { oldKeyRestored } = await undoUndeliveredRotation(ctx.deps, rotated, ctx.origin);
       ctx.deps.log.warn({ apiKeyId: rotated.api_key_id, oldKeyRestored }, 'command interrupted before the key was delivered; key revoked');
