@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLK_TCK, descendants, table } from './measure.js';
-import { killGroup } from './service.js';
+import { killGroup, stopGroup } from './service.js';
 
 export type FloorServer = 'ssh2-plain' | 'ssh2-tuned' | 'go';
 
@@ -88,20 +88,15 @@ function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
   killGroup(child.pid, signal);
 }
 
-/** TERM to every group this module started, KILL after 2 s to any that is left. */
+/** TERM to every group this module started that still runs, KILL after 2 s to any that is left. */
 async function stopAll(): Promise<void> {
-  const children = [...running];
-  for (const child of children) signalChild(child, 'SIGTERM');
-  const deadline = Date.now() + 2000;
-  while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) await sleep(50);
-  for (const child of children) signalChild(child, 'SIGKILL');
+  const children = [...running].filter((c) => c.pid !== undefined && c.exitCode === null && c.signalCode === null);
+  await Promise.all(children.map((child) => stopGroup(child.pid!, 2000)));
 }
 
 function stopAllNow(): void {
   for (const child of running) signalChild(child, 'SIGKILL');
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resolves with the port once the server prints `listening PORT`. */
 function listeningPort(server: Started, timeoutMs: number): Promise<number> {

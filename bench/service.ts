@@ -34,6 +34,34 @@ export function killGroup(group: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** Whether any process of the group is left (the leader included, until it is reaped). */
+export function groupAlive(group: number): boolean {
+  try {
+    process.kill(-group, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * TERM to a process group, then KILL to whatever of it is left after `graceMs`, and a moment
+ * more for the KILL to land: how every bench stops what it started detached (a KILL to a wrapper
+ * alone would orphan the node process under it). Call it only for a group whose leader this
+ * process started and has not yet seen reaped, or whose members it knows are left: once a
+ * group is empty its id may be reused.
+ */
+export async function stopGroup(group: number, graceMs: number): Promise<void> {
+  killGroup(group, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (groupAlive(group) && Date.now() < deadline) await sleep(50);
+  if (!groupAlive(group)) return;
+  killGroup(group, 'SIGKILL');
+  while (groupAlive(group) && Date.now() < deadline + 2000) await sleep(50);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Lines the service has logged: all, at level error or above, and naming EMFILE. */
 export type LogCounts = { lines: number; errors: number; emfile: number };
 

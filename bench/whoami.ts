@@ -20,7 +20,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { parseApiKey } from '../src/core/secrets.js';
 import { CLK_TCK, around, percentile, table } from './measure.js';
-import { killGroup, startCompiledService, type CompiledService } from './service.js';
+import { killGroup, startCompiledService, stopGroup, type CompiledService } from './service.js';
 
 const CONCURRENCY = 32;
 const WRK_THREADS = 2;
@@ -118,7 +118,7 @@ export async function benchWhoami(options: {
       uncached = await measureWrk('whoami, uncached (TTL=0)', pid, second.metricsUrl!, () => runWrk(second.httpUrl, apiKey, seconds, null), [200]);
       bad = await measureWrk('bad checksum, no budget', pid, second.metricsUrl!, () => runWrk(second.httpUrl, badKey, seconds, script), [401]);
     } finally {
-      await stopGroup(second);
+      await stopGroup(second.child.pid!, 30_000);
     }
 
     // 4. The raw loop, Postgres alone (both services idle).
@@ -298,12 +298,6 @@ async function startUncached(databaseUrl: string, work: string): Promise<Compile
   }
 }
 
-async function stopGroup(service: CompiledService): Promise<void> {
-  const pid = service.child.pid!;
-  killGroup(pid, 'SIGTERM');
-  const stopped = await Promise.race([service.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 30_000))]);
-  if (!stopped) killGroup(pid, 'SIGKILL');
-}
 
 /** CONCURRENCY loops, each awaiting one lookup at a time on a pool of that size, for `seconds`. */
 async function rawLookupLoop(databaseUrl: string, id: string, seconds: number) {

@@ -2,9 +2,8 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { descendants } from '../measure.js';
-import { killGroup, startCompiledService, type LogCounts } from '../service.js';
+import { killGroup, startCompiledService, stopGroup as stopProcessGroup, type LogCounts } from '../service.js';
 
 /** The service checkout under test (BENCH_ROOT), default this one. */
 export const ROOT = path.resolve(process.env.BENCH_ROOT || path.resolve(import.meta.dirname, '../..'));
@@ -14,15 +13,6 @@ export type Service = { child: ChildProcess; group: number; pid: number; sshPort
 const groups = new Set<number>();
 /** Attacker child processes (C, D): not in the service's group, killed by pid. */
 export const attackerPids = new Set<number>();
-
-function groupAlive(group: number): boolean {
-  try {
-    process.kill(-group, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // Whatever happens to this script, no service is left behind.
 function killEverything() {
@@ -113,11 +103,7 @@ export async function stopService(service: Service): Promise<void> {
 }
 
 async function stopGroup(group: number): Promise<void> {
-  killGroup(group, 'SIGTERM');
-  const deadline = Date.now() + 5000;
-  while (groupAlive(group) && Date.now() < deadline) await sleep(100);
-  if (groupAlive(group)) killGroup(group, 'SIGKILL');
-  while (groupAlive(group) && Date.now() < deadline + 2000) await sleep(50);
+  await stopProcessGroup(group, 5000);
   groups.delete(group);
 }
 
