@@ -50,7 +50,7 @@ export function applyHeapGrowingPercent(percent: number, execArgv: readonly stri
  * takes effect (test/system/heap-growth.test.ts checks that it does). An
  * `--allocation-site-pretenuring` (or its `--no-` form) on node's command line wins.
  */
-export function turnOffPretenuring(execArgv: readonly string[] = process.execArgv): 'set' | 'command line' {
+export function turnOffPretenuring(execArgv: readonly string[] = process.execArgv): Exclude<HeapSetting, 'V8 default'> {
   if (onCommandLine(/^--(no-)?allocation[-_]site[-_]pretenuring\b/, execArgv)) return (applied.allocationSitePretenuring = 'command line');
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
   applied.allocationSitePretenuring = 'off';

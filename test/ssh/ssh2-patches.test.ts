@@ -7,6 +7,7 @@ import path from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeKey } from '../support/keys.js';
+import { runNodeForJson } from '../support/processes.js';
 import { openssh } from '../support/ssh.js';
 
 /**
@@ -75,9 +76,7 @@ describe('the ssh2 patch in node_modules', () => {
       }
       console.log(JSON.stringify({ calls, distinct: paddings.size }));
     `;
-    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8' });
-    expect(run.status, run.stderr).toBe(0);
-    const { calls, distinct } = JSON.parse(run.stdout) as { calls: number; distinct: number };
+    const { calls, distinct } = runNodeForJson<{ calls: number; distinct: number }>(['-e', script]);
     // 1,000 packets of 4-11 padding bytes: at most 11,000 bytes, three pool refills.
     expect(calls).toBeLessThanOrEqual(3);
     expect(calls).toBeGreaterThanOrEqual(1);
@@ -110,9 +109,7 @@ describe('the ssh2 patch in node_modules', () => {
         console.log(JSON.stringify({ calls }));
       });
     `;
-    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8', timeout: 60_000 });
-    expect(run.status, run.stderr).toBe(0);
-    const { calls } = JSON.parse(run.stdout) as { calls: number };
+    const { calls } = runNodeForJson<{ calls: number }>(['-e', script]);
     // 20 handshakes send 40 cookies (one call each without the pool) and ~800 bytes of padding
     // each: about 5 KiB from the pool in all, so two or three refills.
     expect(calls).toBeGreaterThanOrEqual(1);
@@ -157,9 +154,7 @@ describe('the ssh2 patch in node_modules', () => {
         console.log(JSON.stringify({ quiet, withChannel: built - quiet }));
       });
     `;
-    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8', timeout: 60_000 });
-    expect(run.status, run.stderr).toBe(0);
-    const { quiet, withChannel } = JSON.parse(run.stdout) as { quiet: number; withChannel: number };
+    const { quiet, withChannel } = runNodeForJson<{ quiet: number; withChannel: number }>(['-e', script]);
     expect(quiet).toBe(0);
     // A channel left open still hears that the connection went (ssh2's behaviour, kept).
     expect(withChannel).toBe(1);
@@ -197,9 +192,7 @@ describe('the ssh2 patch in node_modules', () => {
         console.log(JSON.stringify({ bindingAvailable, loaded, externalMiB: process.memoryUsage().external / 1048576, forced }));
       });
     `;
-    const run = spawnSync(process.execPath, ['-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), encoding: 'utf8' });
-    expect(run.status, run.stderr).toBe(0);
-    const result = JSON.parse(run.stdout) as { bindingAvailable: boolean; loaded: boolean; externalMiB: number; forced: { cipher: string; decipher: string } };
+    const result = runNodeForJson<{ bindingAvailable: boolean; loaded: boolean; externalMiB: number; forced: { cipher: string; decipher: string } }>(['-e', script]);
     // The service's machines build the binding (npm ci); without it ssh2 loads the module as before.
     expect(result.bindingAvailable).toBe(true);
     expect(result.loaded).toBe(false);

@@ -1,5 +1,21 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
+import { expect } from 'vitest';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+
+/**
+ * Runs `node ARGS` in the repository's root, in a process of its own (what a module costs to
+ * load, V8 flags, globals replaced: nothing leaks into the test's), killed after `timeoutMs`; it
+ * must exit 0, and its last line of output is its answer, as JSON.
+ */
+export function runNodeForJson<T>(args: string[], timeoutMs = 60_000): T {
+  const run = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
+  expect(run.status, run.stderr).toBe(0);
+  return JSON.parse(run.stdout.trim().split('\n').pop()!) as T;
+}
 
 /** Waits until `check` holds; fails naming `what`, with the output so far. */
 export async function until(check: () => boolean, what: string, output: () => string, ms = 45_000): Promise<void> {

@@ -1,21 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { applyHeapGrowingPercent, holdSemiSpaces, turnOffPretenuring } from '../../src/process/heap.js';
-
-const ROOT = path.resolve(import.meta.dirname, '..', '..');
-
-/** A fixture in a process of its own (killed after a minute): what it printed, as JSON. */
-function runFixture<T>(args: string[]): T {
-  const run = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
-  expect(run.status, run.stderr).toBe(0);
-  return JSON.parse(run.stdout) as T;
-}
+import { runNodeForJson } from '../support/processes.js';
 
 /** test/fixtures/heap-churn.ts: its old space's peak and live set (MB). */
 function churn(percent: number): { peakOldSpaceMb: number; liveMb: number } {
-  return runFixture(['--expose-gc', '--import', 'tsx', path.join('test', 'fixtures', 'heap-churn.ts'), String(percent)]);
+  return runNodeForJson(['--expose-gc', '--import', 'tsx', path.join('test', 'fixtures', 'heap-churn.ts'), String(percent)]);
 }
 
 describe('HEAP_GROWING_PERCENT (process/heap.ts)', () => {
@@ -47,7 +38,7 @@ describe('HEAP_GROWING_PERCENT (process/heap.ts)', () => {
 
 /** test/fixtures/pretenuring-probe.mjs: is an object of a long-lived site born young? */
 function bornYoung(mode: 'off' | 'V8 default'): boolean {
-  return runFixture<{ young: boolean }>(['--allow-natives-syntax', path.join('test', 'fixtures', 'pretenuring-probe.mjs'), mode]).young;
+  return runNodeForJson<{ young: boolean }>(['--allow-natives-syntax', path.join('test', 'fixtures', 'pretenuring-probe.mjs'), mode]).young;
 }
 
 describe('allocation-site pretenuring off (process/heap.ts)', () => {
@@ -66,7 +57,7 @@ describe('allocation-site pretenuring off (process/heap.ts)', () => {
 
 /** test/fixtures/semi-space-churn.ts: the semi-space before and after a load (MB), and the largest under allocation after. */
 function semiSpaces(mode: number | 'unheld'): { atHoldMb: number; afterLoadMb: number; peakSemiSpaceMb: number } {
-  return runFixture(['--import', 'tsx', path.join('test', 'fixtures', 'semi-space-churn.ts'), String(mode)]);
+  return runNodeForJson(['--import', 'tsx', path.join('test', 'fixtures', 'semi-space-churn.ts'), String(mode)]);
 }
 
 describe('MAX_SEMI_SPACE_MB (process/heap.ts)', () => {

@@ -1,6 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { runNodeForJson } from '../support/processes.js';
 
 /**
  * nodemailer is imported at a process's first message (src/mail/mailer.ts), so a process that
@@ -49,18 +48,12 @@ describe('the mailers load nodemailer at their first message', () => {
       port1.close();
       console.log(JSON.stringify({ atStart, afterSend, emails: emails.length, to: /^To: lazy@example.com$/m.test(eml) }));
     `;
-    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: path.resolve(import.meta.dirname, '../..'),
-      encoding: 'utf8',
-      timeout: 20_000,
-    });
-    expect(run.status, run.stderr).toBe(0);
-    const result = JSON.parse(run.stdout.trim().split('\n').pop()!) as {
+    const result = runNodeForJson<{
       atStart: { mailerModule: boolean; nodemailer: boolean };
       afterSend: boolean;
       emails: number;
       to: boolean;
-    };
+    }>(['--import', 'tsx', '--input-type=module', '-e', script], 20_000);
     // The hook saw the mailer's own module load (so it works), but not nodemailer's.
     expect(result.atStart).toEqual({ mailerModule: true, nodemailer: false });
     expect(result.afterSend).toBe(true);
