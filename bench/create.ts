@@ -242,10 +242,23 @@ async function startServer(dbUrl: string, work: string, workers: number, root = 
     httpUrl: server.httpUrl,
     metricsUrl: server.metricsUrl!,
     async stop() {
+      // The compiled service itself (no wrapper to orphan it): KILL if its drain outlasts 30 s.
       server.child.kill('SIGTERM');
-      await Promise.race([server.exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
+      if (await exitsWithin(server.exited, 30_000)) return;
+      server.child.kill('SIGKILL');
+      await exitsWithin(server.exited, 5_000);
     },
   };
+}
+
+async function exitsWithin(exited: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  try {
+    return await Promise.race([exited.then(() => true as const), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Users with verified keys, made through the same core calls the doors use (mail captured). */

@@ -17,7 +17,9 @@
  *     answer within 10 s counts at the time it took, and is listed under the table). A flood ends
  *     when everything is written (or writes have stalled) and the server has been idle for 1 s,
  *     or after FLOOD_MAX_S.
- *  B. Crafted RSA keys: RSA_CONCURRENCY clients keep connecting for RSA_SECONDS, each offering an
+ *  B. Crafted RSA keys: RSA_CONCURRENCY clients from RSA_FROM (127.0.0.2: the per-address budgets
+ *     they spend are not the observer's; that address's connection and auth rates are lifted unless
+ *     RSA_RATES=default, so the attack reaches the key offer) keep connecting for RSA_SECONDS, each offering an
  *     ssh-rsa public key with a 16384-bit modulus and signing with garbage (an ssh2 agent that
  *     holds no private key: the attacker needs none). Two variants: the same ssh-keygen key every
  *     time, and a freshly made-up modulus per connection (defeats any per-key cache). Meanwhile
@@ -25,8 +27,8 @@
  *     server's CPU time per second of attack. An idle phase first gives the baseline.
  *
  * C, D and E attack the service as a whole rather than one address's budgets, so they start it
- * with its own defaults (A and B raise SSH_MAX_UNAUTH_PER_IP, since all their clients are
- * 127.0.0.1) and come from other loopback addresses than the observer's 127.0.0.1. Each measures,
+ * with its own defaults (A and B raise SSH_MAX_UNAUTH_PER_IP, since all their attackers share
+ * one address) and come from other loopback addresses than the observer's 127.0.0.1. Each measures,
  * from 2 s before the attack to its end: the server's RSS (every 100 ms) and open files (entries
  * of /proc/PID/fd, every 500 ms), `/healthz` from 127.0.0.1 every 200 ms (as in A), and a
  * legitimate OpenSSH `ssh -o BatchMode=yes ... whoami` with a throwaway key every 500 ms (as in B;
@@ -64,7 +66,7 @@
  * postgres://postgres@127.0.0.1:5432/test: a database is created beside it and dropped),
  * BENCH_ATTACKS (A,B,C,D,E), FLOOD_KB (50), FLOOD_CONNS (5), FLOOD_MAX_S (20), FLOOD_AFTER_S (3),
  * RSA_SECONDS (10), RSA_CONCURRENCY (16), RSA_TRIES (3 keys offered per connection),
- * RSA_MODES (same,fresh; also bige: 3072-bit modulus with a 3070-bit exponent), RSA_KEY (default /tmp/shell-auth-bench-rsa16384, made with ssh-keygen
+ * RSA_FROM (127.0.0.2), RSA_RATES (lifted | default), RSA_MODES (same,fresh; also bige: 3072-bit modulus with a 3070-bit exponent), RSA_KEY (default /tmp/shell-auth-bench-rsa16384, made with ssh-keygen
  * if missing, which takes minutes), IDLE_HTTP_CONNS (22000: more than the 20,000 files a process
  * may open here), IDLE_HTTP_FROM (127.0.0.9), IDLE_HTTP_SECONDS (45), UNAUTH_ADDRESSES (320),
  * UNAUTH_PER_ADDRESS (64, the default SSH_MAX_UNAUTH_PER_IP), UNAUTH_RATE (8), UNAUTH_SECONDS (40),

@@ -74,7 +74,7 @@ function serverPid(root: number, sshPort: number): number {
   return tree.reduce((a, b) => (b.depth > a.depth ? b : a)).pid;
 }
 
-/** A and B: every client comes from 127.0.0.1, so its unauthenticated cap is raised. */
+/** A and B: all their attackers share one address (A: 127.0.0.1, B: RSA_FROM), so its unauthenticated cap is raised. */
 export const ONE_ADDRESS_ENV = { SSH_MAX_UNAUTH_PER_IP: '1000' };
 
 /** One fresh service process per scenario, so memory numbers do not carry over. */
