@@ -24,9 +24,9 @@ const RSA_KEY = process.env.RSA_KEY || '/tmp/shell-auth-bench-rsa16384';
 const RSA_FROM = process.env.RSA_FROM || '127.0.0.2';
 
 /**
- * RSA_FROM's connection rate lifted (RSA_RATES=default keeps it): at the default 10 a second per
- * address, every attacker but the first few is refused before it offers a key, and the phase
- * measures the rate limit rather than what a crafted key costs.
+ * RSA_FROM's connection and authentication rates lifted (RSA_RATES=default keeps them): at the
+ * default 10 connections a second per address, all but the first few attackers are refused
+ * before they offer a key, and the phase measures the rate limit, not what a crafted key costs.
  */
 const RSA_LIFTED = { ...ONE_ADDRESS_ENV, SSH_CONNECTIONS_PER_SECOND: '100000', SSH_AUTH_PER_MINUTE: '1000000' };
 

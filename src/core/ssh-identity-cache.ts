@@ -1,5 +1,5 @@
-import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
-import { WATCH_ONLY } from '../db/statement-templates.js';
+import type { PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
+import { WATCH_ONLY, type WatchOnlyPlugin } from '../db/statement-templates.js';
 import { createApiKeyCache, type ApiKeyCache, type RevocationSignals } from './api-key-cache.js';
 
 /**
@@ -161,10 +161,10 @@ export function writesIdentityTable(root: RootOperationNode): boolean {
  * A plugin for the service's database handle: `changed` (the cache's `changedHere`) runs when a
  * statement that changes what identities are made of is compiled, and again when it has run.
  */
-export function watchIdentityWrites(changed: () => void): KyselyPlugin & { [WATCH_ONLY]: true } {
+export function watchIdentityWrites(changed: () => void): WatchOnlyPlugin {
   const writes = new WeakSet<object>();
   return {
-    [WATCH_ONLY]: true,
+    [WATCH_ONLY]: writesIdentityTable,
     transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
       if (writesIdentityTable(args.node)) {
         writes.add(args.queryId);

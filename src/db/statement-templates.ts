@@ -1,4 +1,4 @@
-import { createQueryId, type Compilable, type CompiledQuery, type Kysely } from 'kysely';
+import { createQueryId, type Compilable, type CompiledQuery, type Kysely, type KyselyPlugin, type RootOperationNode } from 'kysely';
 import type { Database } from './schema.js';
 
 /** Stands in for one value while a template is built; replaced by the call's value each time it runs. */
@@ -11,13 +11,19 @@ type Template = { query: CompiledQuery['query']; sql: string; parameters: Readon
 /**
  * Marks a kysely plugin that only watches statements and changes nothing (core/ssh-identity-cache.ts's
  * write watcher): templates keep their compiled text with it present, and it does not see their
- * statements. No template may write what such a watcher is for (today's write only api_keys and audit_events).
+ * statements. Its value says which statements it watches: one it watches is never made a template
+ * (it is compiled on every call, so the watcher sees each), whatever its caller asked for.
  */
 export const WATCH_ONLY = Symbol('watch-only kysely plugin');
+export type WatchOnlyPlugin = KyselyPlugin & { [WATCH_ONLY]: (statement: RootOperationNode) => boolean };
+
+const watchOnly = (plugin: KyselyPlugin): plugin is WatchOnlyPlugin => WATCH_ONLY in plugin;
 
 /** Shapes are fixed by the code (a few per statement); past this, something generates them: compile as before. */
 const MAX_TEMPLATES = 64;
 const templates = new Map<string, Template>();
+/** Shapes a watcher watches: compiled every call. */
+const watchedShapes = new Set<string>();
 
 /**
  * A hot statement built and compiled by kysely once per shape, then run with each call's values:
@@ -37,12 +43,17 @@ export function compiledFromTemplate<V extends Record<string, unknown>>(
   values: V,
   build: (slots: V) => Compilable<unknown>,
 ): CompiledQuery {
-  if (db.getExecutor().plugins.some((plugin) => !(WATCH_ONLY in plugin))) return build(values).compile();
+  const plugins = db.getExecutor().plugins;
+  if (!plugins.every(watchOnly)) return build(values).compile();
   let template = templates.get(shape);
   if (!template) {
-    if (templates.size >= MAX_TEMPLATES) return build(values).compile();
+    if (templates.size >= MAX_TEMPLATES || watchedShapes.has(shape)) return build(values).compile();
     const slots = Object.fromEntries(Object.keys(values).map((name) => [name, new Slot(name)])) as unknown as V;
     const compiled = build(slots).compile();
+    if (plugins.some((plugin) => plugin[WATCH_ONLY](compiled.query))) {
+      watchedShapes.add(shape);
+      return build(values).compile();
+    }
     const made: Template = {
       query: compiled.query,
       sql: compiled.sql,

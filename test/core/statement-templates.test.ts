@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { resolveSshIdentity } from '../../src/core/index.js';
+import { resolveSshIdentity, watchIdentityWrites } from '../../src/core/index.js';
 import { compiledFromTemplate } from '../../src/db/statement-templates.js';
 import { countingStatements } from '../support/database.js';
 import { runSshLine } from '../support/in-process.js';
@@ -62,4 +63,45 @@ it('the SSH door’s identity and mint, templated, keep each account’s own: tw
       expect(row).toEqual({ email: user.email, label: `round-${round}`, action: 'api_key.created' });
     }
   }
+});
+
+// The identity cache's write watcher (core/ssh-identity-cache.ts) is a watch-only plugin: it does
+// not see a template's statements, so a statement it watches must never become one.
+it('a statement the identity watcher watches is compiled on every call, so the watcher sees each; others stay templates', async () => {
+  let changed = 0;
+  const db = core.deps.db.withPlugin(watchIdentityWrites(() => changed++));
+  let builds = 0;
+  const touchNobody = (v: { id: string; email: string }) => {
+    builds++;
+    return db.updateTable('users').set({ email: v.email }).where('id', '=', v.id);
+  };
+  for (const round of [1, 2, 3]) {
+    const before = changed;
+    const compiled = compiledFromTemplate(db, 'test:watched-write', { id: randomUUID(), email: `nobody-${round}@example.com` }, touchNobody);
+    await db.executeQuery(compiled);
+    // Once when compiled, once when it has run: the cache holds off for each such write.
+    expect(changed - before).toBeGreaterThanOrEqual(2);
+  }
+  expect(builds).toBeGreaterThanOrEqual(3);
+
+  builds = 0;
+  const readOnly = (v: { word: string }) => {
+    builds++;
+    return db.selectNoFrom(sql<string>`${v.word}::text`.as('word'));
+  };
+  const before = changed;
+  for (const word of ['one', 'two', 'three']) await db.executeQuery(compiledFromTemplate(db, 'test:watched-read', { word }, readOnly));
+  expect(builds).toBe(1);
+  expect(changed).toBe(before);
+});
+
+it('an SSH create writes nothing the identity watcher watches: its statements stay templates, and it does not empty the cache', async () => {
+  let changed = 0;
+  const deps = { ...core.deps, db: core.deps.db.withPlugin(watchIdentityWrites(() => changed++)) };
+  const user = await core.verifiedUser();
+  const identity = await resolveSshIdentity(deps, user.publicKey);
+  expect(identity.kind).toBe('account');
+  const created = await runSshLine(deps, identity, 'create --label watched --json');
+  expect(created.code).toBe(0);
+  expect(changed).toBe(0);
 });
