@@ -6,24 +6,40 @@ class Slot {
   constructor(readonly name: string) {}
 }
 
-type Template = { query: CompiledQuery['query']; sql: string; parameters: ReadonlyArray<Slot | { constant: unknown }> };
-
 /**
  * Marks a kysely plugin that only watches statements and changes nothing (core/ssh-identity-cache.ts's
  * write watcher): templates keep their compiled text with it present, and it does not see their
- * statements. Its value says which statements it watches: one it watches is never made a template
- * (it is compiled on every call, so the watcher sees each), whatever its caller asked for.
+ * statements. Its value says which statements it watches: on a db with such a plugin, a template
+ * it watches is compiled on every call instead (so the watcher sees each), whatever its caller
+ * asked for and whichever db first made the template.
  */
 export const WATCH_ONLY = Symbol('watch-only kysely plugin');
-export type WatchOnlyPlugin = KyselyPlugin & { [WATCH_ONLY]: (statement: RootOperationNode) => boolean };
+type Watches = (statement: RootOperationNode) => boolean;
+export type WatchOnlyPlugin = KyselyPlugin & { [WATCH_ONLY]: Watches };
 
 const watchOnly = (plugin: KyselyPlugin): plugin is WatchOnlyPlugin => WATCH_ONLY in plugin;
+
+type Template = {
+  query: CompiledQuery['query'];
+  sql: string;
+  parameters: ReadonlyArray<Slot | { constant: unknown }>;
+  /** Each watcher's verdict on this statement, asked once. */
+  watchedBy: Map<Watches, boolean>;
+};
 
 /** Shapes are fixed by the code (a few per statement); past this, something generates them: compile as before. */
 const MAX_TEMPLATES = 64;
 const templates = new Map<string, Template>();
-/** Shapes a watcher watches: compiled every call. */
-const watchedShapes = new Set<string>();
+
+function watched(template: Template, plugins: readonly WatchOnlyPlugin[]): boolean {
+  for (const plugin of plugins) {
+    const watches = plugin[WATCH_ONLY];
+    let verdict = template.watchedBy.get(watches);
+    if (verdict === undefined) template.watchedBy.set(watches, (verdict = watches(template.query)));
+    if (verdict) return true;
+  }
+  return false;
+}
 
 /**
  * A hot statement built and compiled by kysely once per shape, then run with each call's values:
@@ -47,21 +63,19 @@ export function compiledFromTemplate<V extends Record<string, unknown>>(
   if (!plugins.every(watchOnly)) return build(values).compile();
   let template = templates.get(shape);
   if (!template) {
-    if (templates.size >= MAX_TEMPLATES || watchedShapes.has(shape)) return build(values).compile();
+    if (templates.size >= MAX_TEMPLATES) return build(values).compile();
     const slots = Object.fromEntries(Object.keys(values).map((name) => [name, new Slot(name)])) as unknown as V;
     const compiled = build(slots).compile();
-    if (plugins.some((plugin) => plugin[WATCH_ONLY](compiled.query))) {
-      watchedShapes.add(shape);
-      return build(values).compile();
-    }
     const made: Template = {
       query: compiled.query,
       sql: compiled.sql,
       parameters: compiled.parameters.map((p) => (p instanceof Slot ? p : { constant: p })),
+      watchedBy: new Map(),
     };
     templates.set(shape, made);
     template = made;
   }
+  if (plugins.length > 0 && watched(template, plugins)) return build(values).compile();
   return {
     query: template.query,
     queryId: createQueryId(),

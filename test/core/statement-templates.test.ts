@@ -95,6 +95,19 @@ it('a statement the identity watcher watches is compiled on every call, so the w
   expect(changed).toBe(before);
 });
 
+it('a template made on a db without the watcher is still compiled on every call once it runs on a db with one', async () => {
+  const touchNobody = (v: { id: string; email: string }) => core.deps.db.updateTable('users').set({ email: v.email }).where('id', '=', v.id);
+  const plain = compiledFromTemplate(core.deps.db, 'test:watched-later', { id: randomUUID(), email: 'nobody@example.com' }, touchNobody);
+  await core.deps.db.executeQuery(plain);
+  let changed = 0;
+  const watchedDb = core.deps.db.withPlugin(watchIdentityWrites(() => changed++));
+  for (const round of [1, 2]) {
+    const before = changed;
+    await watchedDb.executeQuery(compiledFromTemplate(watchedDb, 'test:watched-later', { id: randomUUID(), email: `nobody-${round}@example.com` }, (v) => watchedDb.updateTable('users').set({ email: v.email }).where('id', '=', v.id)));
+    expect(changed - before).toBeGreaterThanOrEqual(2);
+  }
+});
+
 it('an SSH create writes nothing the identity watcher watches: its statements stay templates, and it does not empty the cache', async () => {
   let changed = 0;
   const deps = { ...core.deps, db: core.deps.db.withPlugin(watchIdentityWrites(() => changed++)) };
