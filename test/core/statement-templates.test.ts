@@ -66,18 +66,22 @@ it('the SSH door’s identity and mint, templated, keep each account’s own: tw
 });
 
 // The identity cache's write watcher (core/ssh-identity-cache.ts) is a watch-only plugin: it does
-// not see a template's statements, so a statement it watches must never become one.
+// not see a template's statements, so on a db with it a statement it watches is compiled every call.
+
+/** A write to an identity table (`users`) that matches no row: what the watcher watches. */
+const touchNobody = (db: TestCore['deps']['db']) => (v: { id: string; email: string }) => db.updateTable('users').set({ email: v.email }).where('id', '=', v.id);
+
 it('a statement the identity watcher watches is compiled on every call, so the watcher sees each; others stay templates', async () => {
   let changed = 0;
   const db = core.deps.db.withPlugin(watchIdentityWrites(() => changed++));
   let builds = 0;
-  const touchNobody = (v: { id: string; email: string }) => {
+  const countedTouch = (v: { id: string; email: string }) => {
     builds++;
-    return db.updateTable('users').set({ email: v.email }).where('id', '=', v.id);
+    return touchNobody(db)(v);
   };
   for (const round of [1, 2, 3]) {
     const before = changed;
-    const compiled = compiledFromTemplate(db, 'test:watched-write', { id: randomUUID(), email: `nobody-${round}@example.com` }, touchNobody);
+    const compiled = compiledFromTemplate(db, 'test:watched-write', { id: randomUUID(), email: `nobody-${round}@example.com` }, countedTouch);
     await db.executeQuery(compiled);
     // Once when compiled, once when it has run: the cache holds off for each such write.
     expect(changed - before).toBeGreaterThanOrEqual(2);
@@ -96,14 +100,13 @@ it('a statement the identity watcher watches is compiled on every call, so the w
 });
 
 it('a template made on a db without the watcher is still compiled on every call once it runs on a db with one', async () => {
-  const touchNobody = (v: { id: string; email: string }) => core.deps.db.updateTable('users').set({ email: v.email }).where('id', '=', v.id);
-  const plain = compiledFromTemplate(core.deps.db, 'test:watched-later', { id: randomUUID(), email: 'nobody@example.com' }, touchNobody);
+  const plain = compiledFromTemplate(core.deps.db, 'test:watched-later', { id: randomUUID(), email: 'nobody@example.com' }, touchNobody(core.deps.db));
   await core.deps.db.executeQuery(plain);
   let changed = 0;
   const watchedDb = core.deps.db.withPlugin(watchIdentityWrites(() => changed++));
   for (const round of [1, 2]) {
     const before = changed;
-    await watchedDb.executeQuery(compiledFromTemplate(watchedDb, 'test:watched-later', { id: randomUUID(), email: `nobody-${round}@example.com` }, (v) => watchedDb.updateTable('users').set({ email: v.email }).where('id', '=', v.id)));
+    await watchedDb.executeQuery(compiledFromTemplate(watchedDb, 'test:watched-later', { id: randomUUID(), email: `nobody-${round}@example.com` }, touchNobody(watchedDb)));
     expect(changed - before).toBeGreaterThanOrEqual(2);
   }
 });
