@@ -18,9 +18,9 @@ export function runNodeForJson<T>(args: string[], timeoutMs = 60_000): T {
 }
 
 /** Waits until `check` holds; fails naming `what`, with the output so far. */
-export async function until(check: () => boolean, what: string, output: () => string, ms = 45_000): Promise<void> {
+export async function until(check: () => boolean | Promise<boolean>, what: string, output: () => string, ms = 45_000): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`${what} did not happen:\n${output()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -100,7 +100,11 @@ describe('expiry notices, two instances', () => {
     expect(smtp.mailsTo(email).map((m) => m.subject)).toEqual([verification.subject, notice.subject]);
     const recorded = await db.query('SELECT threshold_seconds FROM key_expiry_notices WHERE api_key_id = $1', [keyId]);
     expect(recorded.rows).toEqual([{ threshold_seconds: 315 }]);
-    const outbox = await db.query("SELECT count(*)::int AS n FROM mail_outbox WHERE kind = 'notice' AND recipient = $1 AND sent_at IS NOT NULL", [email]);
-    expect(outbox.rows[0].n).toBe(1);
+    // The SMTP server has the email a moment before its sender records it sent (sent_at is set once
+    // the server's answer is back): wait for that record, then count.
+    const sentNotices = async () =>
+      (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM mail_outbox WHERE kind = 'notice' AND recipient = $1 AND sent_at IS NOT NULL", [email])).rows[0]!.n;
+    await until(async () => (await sentNotices()) > 0, 'the notice recorded as sent in the outbox', output, 20_000);
+    expect(await sentNotices()).toBe(1);
   }, 6 * MINUTE);
 });
